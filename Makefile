@@ -1,0 +1,35 @@
+# Two entry points for a fresh machine: `make demo` and `make test`. Both create .venv when missing.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch/torchvision builds: override for your platform, e.g. make TORCH_SPEC="torch torchvision" demo
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+DEMO_OUT ?= runs/demo
+DEMO_MINUTES ?= 8
+
+.PHONY: venv demo test lint bench clean
+
+$(BIN)/blendseg: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(BIN)/blendseg
+
+venv: $(BIN)/blendseg
+
+demo: venv
+	$(BIN)/python tools/demo.py --out $(DEMO_OUT) --minutes $(DEMO_MINUTES)
+
+lint: venv
+	$(BIN)/ruff check src tests tools
+	$(BIN)/ruff format --check src tests tools
+
+test: venv lint
+	$(BIN)/python -m pytest tests
+
+bench: venv
+	$(BIN)/python tools/bench_fcos.py --out runs/bench_fcos
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

@@ -1,0 +1,237 @@
+"""Frozen dataclass configs, their dict round trip and type-checked ``key=value`` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import yaml
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """ResNet bottom-up (detectron2 layout). ``norm``: FrozenBN | BN | SyncBN | GN."""
+
+    depth: int = 50
+    norm: str = "FrozenBN"
+    freeze_at: int = 2
+    stride_in_1x1: bool = True
+    stem_out_channels: int = 64
+    res2_out_channels: int = 256
+    num_groups: int = 1
+    width_per_group: int = 64
+    deform_on_per_stage: tuple[bool, bool, bool, bool] = (False, False, False, False)
+    deform_modulated: bool = False
+    deform_interval: int = 1
+    # "" (random init) | "torchvision" (ImageNet enum weights) | a local .pth/.pkl/.safetensors file
+    weights: str = ""
+
+
+@dataclass(frozen=True)
+class FPNConfig:
+    """FPN on res3-res5; ``top_levels`` extra levels P6/P7 from P5 (adelaidet.md §0.2)."""
+
+    out_channels: int = 256
+    top_levels: int = 2
+
+
+@dataclass(frozen=True)
+class FCOSConfig:
+    """FCOS head, targets, losses and inference (adelaidet.md §1.1 defaults)."""
+
+    num_classes: int = 80
+    strides: tuple[int, ...] = (8, 16, 32, 64, 128)
+    prior_prob: float = 0.01
+    inference_th: float = 0.05
+    pre_nms_topk: int = 1000
+    nms_th: float = 0.6
+    post_nms_topk: int = 100
+    norm: str = "GN"
+    use_scale: bool = True
+    thresh_with_ctr: bool = False
+    loss_alpha: float = 0.25
+    loss_gamma: float = 2.0
+    loss_normalizer_cls: str = "fg"
+    loss_weight_cls: float = 1.0
+    sizes_of_interest: tuple[int, ...] = (64, 128, 256, 512)
+    num_cls_convs: int = 4
+    num_box_convs: int = 4
+    num_share_convs: int = 0
+    center_sample: bool = True
+    pos_radius: float = 1.5
+    loc_loss_type: str = "giou"
+    box_quality: str = "ctrness"
+    use_deformable: bool = False
+
+
+@dataclass(frozen=True)
+class FCOSDetectorConfig:
+    """Backbone + FPN + FCOS: the box detector every FCOS-based method extends."""
+
+    arch: str = "fcos"
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    fpn: FPNConfig = field(default_factory=FPNConfig)
+    fcos: FCOSConfig = field(default_factory=FCOSConfig)
+    # Pixel statistics in the order of ``input_format`` (MSRA caffe weights: BGR, std 1).
+    input_format: str = "BGR"
+    pixel_mean: tuple[float, float, float] = (103.530, 116.280, 123.675)
+    pixel_std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    size_divisibility: int = 32
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Input pipeline: resize shortest edge, flip, loader."""
+
+    min_size_train: tuple[int, ...] = (800,)
+    min_size_train_sampling: str = "choice"  # choice | range
+    max_size_train: int = 1333
+    min_size_test: int = 800
+    max_size_test: int = 1333
+    hflip_train: bool = True
+    filter_empty: bool = True
+    num_workers: int = 2
+    with_masks: bool = False
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """Optimiser and schedule (detectron2 WarmupMultiStepLR semantics)."""
+
+    optimizer: str = "sgd"  # sgd | adamw
+    base_lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    weight_decay_norm: float = 0.0
+    ims_per_batch: int = 16
+    max_iter: int = 90000
+    epochs: int = 0  # > 0 overrides max_iter (and steps scale with it)
+    steps: tuple[int, ...] = (60000, 80000)
+    gamma: float = 0.1
+    warmup_iters: int = 1000
+    warmup_factor: float = 0.001
+    warmup_method: str = "linear"  # linear | constant
+    clip_grad_norm: float = 0.0
+    max_minutes: float = 0.0  # wall-clock budget; 0 = none
+    checkpoint_period: int = 5000
+    eval_period: int = 0
+    amp: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run needs: model, data pipeline, solver."""
+
+    model: FCOSDetectorConfig = field(default_factory=FCOSDetectorConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+
+class ConfigError(ValueError):
+    """A config key or value that does not fit the dataclass."""
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {value!r}")
+        return from_dict(tp, value, prefix=key + ".")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], key) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {list(value)!r}")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    if origin is Union:
+        for a in typing.get_args(tp):
+            try:
+                return _coerce(value, a, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: {value!r} does not fit {tp}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            return str(value)
+        return value
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a (nested) dict, type-checking each value; unknown keys are errors."""
+    hints = _hints(cls)
+    unknown = set(data) - set(hints)
+    if unknown:
+        raise ConfigError(f"unknown config key(s): {', '.join(prefix + k for k in sorted(unknown))}")
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (tuples become lists) for YAML / JSON / checkpoints."""
+
+    def conv(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [conv(x) for x in v]
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        return v
+
+    return conv(dataclasses.asdict(cfg))
+
+
+def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
+    """Return a copy of ``cfg`` with ``a.b.c=value`` overrides applied (values parsed as YAML)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        cfg = _replace_path(cfg, key.strip().split("."), yaml.safe_load(raw), key.strip())
+    return cfg
+
+
+def _replace_path(obj: Any, path: list[str], value: Any, full_key: str) -> Any:
+    hints = _hints(type(obj))
+    name = path[0]
+    if name not in hints:
+        valid = ", ".join(sorted(hints))
+        raise ConfigError(f"unknown config key {full_key!r} (valid at this level: {valid})")
+    if len(path) == 1:
+        new = _coerce(value, hints[name], full_key)
+    else:
+        child = getattr(obj, name)
+        if not dataclasses.is_dataclass(child):
+            raise ConfigError(f"{full_key!r}: {name} is not a section")
+        new = _replace_path(child, path[1:], value, full_key)
+    return dataclasses.replace(obj, **{name: new})
+
+
+def dump_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Checkpoint converters from reference implementations."""

@@ -1,0 +1,195 @@
+"""AdelaiDet / detectron2 -> blendseg: config mapping (``_BASE_`` resolved) and state-dict key map.
+
+Covers the backbone (ResNet, incl. deformable blocks), FPN (+P6/P7) and the FCOS head. Keys of later
+method parts (bases, attentions, semantic head, PCA) are reported as unmapped until their converters exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor
+
+from ..config import (
+    BackboneConfig,
+    DataConfig,
+    FCOSConfig,
+    FCOSDetectorConfig,
+    FPNConfig,
+    SolverConfig,
+    TrainConfig,
+)
+
+
+def load_d2_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a detectron2 YAML config, merging ``_BASE_`` files recursively (child keys win)."""
+    path = Path(path)
+    with open(path) as f:
+        cfg = yaml.safe_load(f) or {}
+    base = cfg.pop("_BASE_", None)
+    if base is None:
+        return cfg
+    base_path = Path(base) if os.path.isabs(base) else path.parent / base
+    if not base_path.exists():
+        raise FileNotFoundError(f"{path}: _BASE_ {base!r} not found at {base_path}")
+    return _merge(load_d2_yaml(base_path), cfg)
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _get(cfg: dict[str, Any], dotted: str, default: Any) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def d2_to_train_config(d2: dict[str, Any], head_key: str = "FCOS") -> TrainConfig:
+    """Map a detectron2/AdelaiDet config dict (defaults as at AdelaiDet HEAD) to a :class:`TrainConfig`."""
+    g = lambda k, d: _get(d2, k, d)  # noqa: E731
+    r = "MODEL.RESNETS."
+    backbone = BackboneConfig(
+        depth=int(g(r + "DEPTH", 50)),
+        norm=str(g(r + "NORM", "FrozenBN")),
+        freeze_at=int(g("MODEL.BACKBONE.FREEZE_AT", 2)),
+        stride_in_1x1=bool(g(r + "STRIDE_IN_1X1", True)),
+        stem_out_channels=int(g(r + "STEM_OUT_CHANNELS", 64)),
+        res2_out_channels=int(g(r + "RES2_OUT_CHANNELS", 256)),
+        num_groups=int(g(r + "NUM_GROUPS", 1)),
+        width_per_group=int(g(r + "WIDTH_PER_GROUP", 64)),
+        deform_on_per_stage=tuple(bool(x) for x in g(r + "DEFORM_ON_PER_STAGE", [False] * 4)),
+        deform_modulated=bool(g(r + "DEFORM_MODULATED", False)),
+        deform_interval=int(g(r + "DEFORM_INTERVAL", 1)),
+    )
+    h = f"MODEL.{head_key}."
+    d = FCOSConfig()
+    fcos = FCOSConfig(
+        num_classes=int(g(h + "NUM_CLASSES", d.num_classes)),
+        strides=tuple(int(s) for s in g(h + "FPN_STRIDES", d.strides)),
+        prior_prob=float(g(h + "PRIOR_PROB", d.prior_prob)),
+        inference_th=float(g(h + "INFERENCE_TH_TEST", d.inference_th)),
+        pre_nms_topk=int(g(h + "PRE_NMS_TOPK_TEST", d.pre_nms_topk)),
+        nms_th=float(g(h + "NMS_TH", d.nms_th)),
+        post_nms_topk=int(g(h + "POST_NMS_TOPK_TEST", d.post_nms_topk)),
+        norm=str(g(h + "NORM", d.norm)),
+        use_scale=bool(g(h + "USE_SCALE", d.use_scale)),
+        thresh_with_ctr=bool(g(h + "THRESH_WITH_CTR", d.thresh_with_ctr)),
+        loss_alpha=float(g(h + "LOSS_ALPHA", d.loss_alpha)),
+        loss_gamma=float(g(h + "LOSS_GAMMA", d.loss_gamma)),
+        loss_normalizer_cls=str(g(h + "LOSS_NORMALIZER_CLS", d.loss_normalizer_cls)),
+        loss_weight_cls=float(g(h + "LOSS_WEIGHT_CLS", d.loss_weight_cls)),
+        sizes_of_interest=tuple(int(s) for s in g(h + "SIZES_OF_INTEREST", d.sizes_of_interest)),
+        num_cls_convs=int(g(h + "NUM_CLS_CONVS", d.num_cls_convs)),
+        num_box_convs=int(g(h + "NUM_BOX_CONVS", d.num_box_convs)),
+        num_share_convs=int(g(h + "NUM_SHARE_CONVS", d.num_share_convs)),
+        center_sample=bool(g(h + "CENTER_SAMPLE", d.center_sample)),
+        pos_radius=float(g(h + "POS_RADIUS", d.pos_radius)),
+        loc_loss_type=str(g(h + "LOC_LOSS_TYPE", d.loc_loss_type)),
+        box_quality=str(g(h + "BOX_QUALITY", d.box_quality)),
+        use_deformable=bool(g(h + "USE_DEFORMABLE", d.use_deformable)),
+    )
+    top_levels = int(g(h + "TOP_LEVELS", 2))
+    model = FCOSDetectorConfig(
+        backbone=backbone,
+        fpn=FPNConfig(out_channels=int(g("MODEL.FPN.OUT_CHANNELS", 256)), top_levels=top_levels),
+        fcos=fcos,
+        input_format=str(g("INPUT.FORMAT", "BGR")),
+        pixel_mean=tuple(float(x) for x in g("MODEL.PIXEL_MEAN", [103.530, 116.280, 123.675])),
+        pixel_std=tuple(float(x) for x in g("MODEL.PIXEL_STD", [1.0, 1.0, 1.0])),
+    )
+    min_train = g("INPUT.MIN_SIZE_TRAIN", [800])
+    data = DataConfig(
+        min_size_train=tuple(int(x) for x in (min_train if isinstance(min_train, list) else [min_train])),
+        min_size_train_sampling=str(g("INPUT.MIN_SIZE_TRAIN_SAMPLING", "choice")),
+        max_size_train=int(g("INPUT.MAX_SIZE_TRAIN", 1333)),
+        min_size_test=int(g("INPUT.MIN_SIZE_TEST", 800)),
+        max_size_test=int(g("INPUT.MAX_SIZE_TEST", 1333)),
+        hflip_train=bool(g("INPUT.HFLIP_TRAIN", True)),
+        filter_empty=bool(g("DATALOADER.FILTER_EMPTY_ANNOTATIONS", True)),
+    )
+    s = "SOLVER."
+    solver = SolverConfig(
+        base_lr=float(g(s + "BASE_LR", 0.01)),
+        momentum=float(g(s + "MOMENTUM", 0.9)),
+        weight_decay=float(g(s + "WEIGHT_DECAY", 1e-4)),
+        weight_decay_norm=float(g(s + "WEIGHT_DECAY_NORM", 0.0)),
+        ims_per_batch=int(g(s + "IMS_PER_BATCH", 16)),
+        max_iter=int(g(s + "MAX_ITER", 90000)),
+        steps=tuple(int(x) for x in g(s + "STEPS", [60000, 80000])),
+        gamma=float(g(s + "GAMMA", 0.1)),
+        warmup_iters=int(g(s + "WARMUP_ITERS", 1000)),
+        warmup_factor=float(g(s + "WARMUP_FACTOR", 0.001)),
+        warmup_method=str(g(s + "WARMUP_METHOD", "linear")),
+        checkpoint_period=int(g(s + "CHECKPOINT_PERIOD", 5000)),
+        eval_period=int(g("TEST.EVAL_PERIOD", 0)),
+    )
+    return TrainConfig(model=model, data=data, solver=solver)
+
+
+_RULES = [
+    (re.compile(r"^backbone\.bottom_up\.(.*)$"), r"backbone.\1"),
+    (re.compile(r"^backbone\.(fpn_lateral\d|fpn_output\d|top_block\.p\d)\.(.*)$"), r"fpn.\1.\2"),
+    (re.compile(r"^proposal_generator\.fcos_head\.(.*)$"), r"head.\1"),
+]
+_DROPPED = re.compile(r"(^pixel_mean$|^pixel_std$)")
+
+
+def map_key(key: str) -> str | None:
+    """blendseg name of an AdelaiDet key (None when dropped or not part of the shared core)."""
+    key = key.replace(".centerness.", ".ctrness.")  # tools/rename_blendmask.py for old checkpoints
+    for pattern, repl in _RULES:
+        if pattern.match(key):
+            return pattern.sub(repl, key)
+    return None
+
+
+def convert_state_dict(d2_state: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    """Map an AdelaiDet state dict to blendseg names, float32. Returns (state, unmapped keys)."""
+    out, unmapped = {}, []
+    for k, v in d2_state.items():
+        if _DROPPED.match(k):
+            continue
+        new = map_key(k)
+        if new is None:
+            unmapped.append(k)
+            continue
+        v = torch.as_tensor(v)
+        out[new] = v.float() if v.is_floating_point() else v
+    return out, unmapped
+
+
+def load_d2_weights(path: str | os.PathLike) -> dict[str, Tensor]:
+    """Read an AdelaiDet checkpoint: ``.safetensors`` or ``.pth`` (a plain dict, ``{"model": ...}``), no unpickling."""
+    path = str(path)
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    return {k: torch.as_tensor(v) for k, v in obj.items()}
+
+
+def convert_adelaidet(config_path: str, weights_path: str) -> tuple[TrainConfig, dict[str, Tensor], list[str]]:
+    """Config + weights -> (TrainConfig, blendseg state dict, unmapped keys). Backbone weights stay random-free:
+    ``backbone.weights`` is cleared since the checkpoint carries them."""
+    cfg = d2_to_train_config(load_d2_yaml(config_path))
+    cfg = dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, backbone=dataclasses.replace(cfg.model.backbone, weights=""))
+    )
+    state, unmapped = convert_state_dict(load_d2_weights(weights_path))
+    return cfg, state, unmapped

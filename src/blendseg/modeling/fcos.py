@@ -1,0 +1,247 @@
+"""FCOS, the shared one-stage core: head modules, the detector and its builder (adelaidet.md §1).
+
+Targets and losses are in ``fcos_loss.py``, decoding in ``fcos_inference.py``. The one extension point is an
+``embed_head`` applied to the box tower of every level (BlendMask's attentions, MEInst's coefficients): its
+per-location outputs come back in ``FCOSOutput.embeds``, the matched GT of every positive in
+``FCOSOutput.targets`` and the kept candidates' embeddings in the decoded detections.
+
+Shape legend: N images, C classes, F channels, E embedding size, H x W level size, L levels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import FCOSDetectorConfig
+from ..structures import ImageBatch, normalize_batch, pad_images
+from .backbone import ResNet, build_resnet, get_norm
+from .fcos_inference import Detections, detector_postprocess, fcos_decode
+from .fcos_loss import FCOSTargets, compute_locations, fcos_losses, fcos_targets
+from .fpn import FPN
+
+
+class Scale(nn.Module):
+    """Learnable scalar multiplier (one per FPN level)."""
+
+    def __init__(self, init_value: float = 1.0) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor([init_value]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale
+
+
+class DFConv2d(nn.Module):
+    """Modulated deformable 3x3 conv with bias and its own zero-init offset conv (AdelaiDet ``DFConv2d``)."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.offset = nn.Conv2d(in_ch, 27, 3, padding=1)
+        nn.init.zeros_(self.offset.weight)
+        nn.init.zeros_(self.offset.bias)
+        self.weight = nn.Parameter(torch.empty(out_ch, in_ch, 3, 3))
+        self.bias = nn.Parameter(torch.zeros(out_ch))
+        nn.init.kaiming_uniform_(self.weight, a=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        from torchvision.ops import deform_conv2d
+
+        om = self.offset(x)
+        return deform_conv2d(x, om[:, :18], self.weight, self.bias, padding=1, mask=om[:, 18:].sigmoid())
+
+
+def _make_tower(num_convs: int, channels: int, norm: str, num_levels: int, deform_last: bool) -> nn.Sequential:
+    """[conv, norm, ReLU] x n with detectron2's indices (0 conv, 1 norm, 2 ReLU, ...).
+
+    BN/SyncBN are per level (a ModuleList indexed by level), as AdelaiDet's ``ModuleListDial``.
+    """
+    layers: list[nn.Module] = []
+    for i in range(num_convs):
+        if deform_last and i == num_convs - 1:
+            layers.append(DFConv2d(channels, channels))
+        else:
+            layers.append(nn.Conv2d(channels, channels, 3, padding=1, bias=True))
+        if norm in ("BN", "SyncBN"):
+            layers.append(nn.ModuleList([get_norm(norm, channels) for _ in range(num_levels)]))
+        elif norm not in ("", "none"):
+            layers.append(get_norm(norm, channels))
+        layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def _run_tower(tower: nn.Sequential, x: Tensor, level: int) -> Tensor:
+    for layer in tower:
+        x = layer[level](x) if isinstance(layer, nn.ModuleList) else layer(x)
+    return x
+
+
+class FCOSHead(nn.Module):
+    """Shared / class / box towers and the class, box and quality predictors, applied to every level.
+
+    Args:
+        in_channels: FPN width F.
+        num_classes: C foreground classes (sigmoid, no background channel).
+        num_levels: L, needed for per-level BN.
+        embed_head: optional module mapping a box-tower map (N, F, H, W) to (N, E, H, W).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        num_levels: int,
+        num_cls_convs: int = 4,
+        num_box_convs: int = 4,
+        num_share_convs: int = 0,
+        norm: str = "GN",
+        prior_prob: float = 0.01,
+        use_scale: bool = True,
+        use_deformable: bool = False,
+        embed_head: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.share_tower = _make_tower(num_share_convs, in_channels, norm, num_levels, False)
+        self.cls_tower = _make_tower(num_cls_convs, in_channels, norm, num_levels, use_deformable)
+        self.bbox_tower = _make_tower(num_box_convs, in_channels, norm, num_levels, use_deformable)
+        self.cls_logits = nn.Conv2d(in_channels, num_classes, 3, padding=1)
+        self.bbox_pred = nn.Conv2d(in_channels, 4, 3, padding=1)
+        self.ctrness = nn.Conv2d(in_channels, 1, 3, padding=1)
+        self.scales = nn.ModuleList([Scale(1.0) for _ in range(num_levels)]) if use_scale else None
+        for module in (self.share_tower, self.cls_tower, self.bbox_tower, self.cls_logits, self.bbox_pred, self.ctrness):
+            for m in module.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.normal_(m.weight, std=0.01)
+                    nn.init.zeros_(m.bias)
+        nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
+        self.embed_head = embed_head
+
+    def forward(self, feats: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor] | None]:
+        """feats: L maps (N, F, H, W). Returns per level logits (N, C, H, W), box regression (N, 4, H, W) in
+        stride units after ReLU, quality logits (N, 1, H, W) and embeddings (N, E, H, W) or None."""
+        logits, box_reg, quality, embeds = [], [], [], []
+        for lvl, x in enumerate(feats):
+            x = _run_tower(self.share_tower, x, lvl)
+            cls_t = _run_tower(self.cls_tower, x, lvl)
+            box_t = _run_tower(self.bbox_tower, x, lvl)
+            logits.append(self.cls_logits(cls_t))
+            quality.append(self.ctrness(box_t))
+            reg = self.bbox_pred(box_t)
+            if self.scales is not None:
+                reg = self.scales[lvl](reg)
+            box_reg.append(F.relu(reg))
+            if self.embed_head is not None:
+                embeds.append(self.embed_head(box_t))
+        return logits, box_reg, quality, (embeds if self.embed_head is not None else None)
+
+
+@dataclass
+class FCOSOutput:
+    """Raw FCOS outputs for a batch (lists over the L levels) and, when targets were given, the losses.
+
+    ``targets`` carries the assignment (positives, matched GT indices) so extensions can build their own
+    per-instance losses; ``features`` are the FPN maps for extensions that need them (bases, semantics).
+    """
+
+    logits: list[Tensor]
+    box_reg: list[Tensor]
+    quality: list[Tensor]
+    embeds: list[Tensor] | None
+    locations: list[Tensor]
+    image_sizes: list[tuple[int, int]]
+    features: list[Tensor]
+    losses: dict[str, Tensor] = field(default_factory=dict)
+    targets: FCOSTargets | None = None
+
+
+class FCOS(nn.Module):
+    """FCOS detector: ResNet -> FPN -> FCOSHead, with targets, losses and decoding from ``fcos_*`` functions.
+
+    ``forward(images, targets=None)`` returns an :class:`FCOSOutput`; its ``losses`` are filled exactly when
+    ``targets`` are given, whatever ``self.training`` is. ``postprocess(out, original_sizes)`` returns per
+    image ``Detections`` (boxes xyxy at the original size, scores, labels) with no gradient.
+
+    Example::
+
+        model = build_fcos(fcos_tiny().model)
+        out = model([torch.rand(3, 128, 160) * 255])
+        dets = model.postprocess(out, [(256, 320)])
+    """
+
+    def __init__(self, backbone: ResNet, fpn: FPN, head: FCOSHead, cfg: FCOSDetectorConfig) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.fpn = fpn
+        self.head = head
+        self.cfg = cfg
+        self.strides = list(cfg.fcos.strides)
+        if self.strides != fpn.strides:
+            raise ValueError(f"fcos.strides {self.strides} do not match the FPN's {fpn.strides}")
+        self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean, dtype=torch.float32), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std, dtype=torch.float32), persistent=False)
+        self.register_buffer("moving_num_fg", torch.tensor(100.0))
+
+    def preprocess(self, images: ImageBatch | list[Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:
+        if not isinstance(images, ImageBatch):
+            images = pad_images([im.float() for im in images], self.cfg.size_divisibility)
+        images = images.to(self.pixel_mean.device)
+        x = normalize_batch(images, self.pixel_mean, self.pixel_std, self.cfg.input_format == "BGR")
+        return x, images.image_sizes
+
+    def features(self, x: Tensor) -> list[Tensor]:
+        feats = self.backbone(x)
+        return self.fpn([feats["res3"], feats["res4"], feats["res5"]])
+
+    def forward(self, images: ImageBatch | list[Tensor], targets: list[dict[str, Tensor]] | None = None) -> FCOSOutput:
+        x, image_sizes = self.preprocess(images)
+        feats = self.features(x)
+        logits, box_reg, quality, embeds = self.head(feats)
+        locations = compute_locations(feats, self.strides)
+        out = FCOSOutput(logits, box_reg, quality, embeds, locations, image_sizes, feats)
+        if targets is not None:
+            c = self.cfg.fcos
+            targets = [{k: v.to(x.device) for k, v in t.items()} for t in targets]
+            out.targets = fcos_targets(
+                locations, self.strides, targets, c.num_classes, c.sizes_of_interest, c.center_sample, c.pos_radius
+            )
+            out.losses = fcos_losses(out, out.targets, c, self.moving_num_fg)
+        return out
+
+    @torch.no_grad()
+    def decode(self, out: FCOSOutput) -> list[Detections]:
+        """Detections in input-image pixels (unclipped boxes), with locations, levels and embeddings."""
+        c = self.cfg.fcos
+        return fcos_decode(
+            out.logits, out.box_reg, out.quality, out.embeds, out.locations, self.strides,
+            c.inference_th, c.pre_nms_topk, c.nms_th, c.post_nms_topk, c.thresh_with_ctr,
+        )  # fmt: skip
+
+    @torch.no_grad()
+    def postprocess(self, out: FCOSOutput, original_sizes: list[tuple[int, int]] | None = None) -> list[Detections]:
+        """Decoded detections rescaled to ``original_sizes`` (default: input sizes), clipped, empty ones dropped."""
+        original_sizes = original_sizes or out.image_sizes
+        return [
+            detector_postprocess(d, in_size, orig)
+            for d, in_size, orig in zip(self.decode(out), out.image_sizes, original_sizes)
+        ]
+
+
+def build_fcos(cfg: FCOSDetectorConfig, embed_head: nn.Module | None = None) -> FCOS:
+    """Build the FCOS detector of ``cfg``; ``embed_head`` is the extension point (see module docstring)."""
+    backbone = build_resnet(cfg.backbone)
+    fpn = FPN(
+        [backbone.out_channels[n] for n in ("res3", "res4", "res5")],
+        [8, 16, 32],
+        cfg.fpn.out_channels,
+        cfg.fpn.top_levels,
+    )
+    c = cfg.fcos
+    head = FCOSHead(
+        fpn.out_channels, c.num_classes, len(c.strides), c.num_cls_convs, c.num_box_convs, c.num_share_convs,
+        c.norm, c.prior_prob, c.use_scale, c.use_deformable, embed_head,
+    )  # fmt: skip
+    return FCOS(backbone, fpn, head, cfg)

@@ -1,0 +1,137 @@
+"""FCOS decoding: threshold, per-level top-k, class-aware NMS, top-k over all levels (adelaidet.md §1.5).
+
+Shape legend: N images, C classes, E embedding size, H x W level size, D detections of an image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor
+from torchvision.ops import batched_nms
+
+
+@dataclass
+class Detections:
+    """Detections of one image.
+
+    Attributes:
+        boxes: (D, 4) xyxy pixels. ``scores``: (D,) sqrt(cls * ctr). ``labels``: (D,) int64 contiguous ids.
+        locations: (D, 2) (x, y) of the producing location; ``levels``: (D,) its FPN level.
+        embeds: (D, E) the extension's embedding at that location, or None.
+        masks: (D, H, W) bool full-image masks once a mask method pastes them, else None.
+    """
+
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+    locations: Tensor
+    levels: Tensor
+    embeds: Tensor | None = None
+    masks: Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.boxes.shape[0]
+
+    def __getitem__(self, idx: Tensor) -> Detections:
+        return Detections(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[idx]) for f in fields(self)})
+
+
+def _decode_level(
+    logits: Tensor, box_reg: Tensor, quality: Tensor, embeds: Tensor | None, locations: Tensor, stride: int,
+    level: int, score_th: float, pre_nms_topk: int, thresh_with_ctr: bool,
+) -> list[Detections]:  # fmt: skip
+    N, C = logits.shape[:2]
+    cls = logits.permute(0, 2, 3, 1).reshape(N, -1, C).sigmoid()
+    reg = box_reg.permute(0, 2, 3, 1).reshape(N, -1, 4) * stride
+    ctr = quality.permute(0, 2, 3, 1).reshape(N, -1).sigmoid()
+    emb = embeds.permute(0, 2, 3, 1).reshape(N, -1, embeds.shape[1]) if embeds is not None else None
+    if thresh_with_ctr:
+        cls = cls * ctr[:, :, None]
+    candidates = cls > score_th
+    num_keep = candidates.reshape(N, -1).sum(1).clamp(max=pre_nms_topk)
+    if not thresh_with_ctr:
+        cls = cls * ctr[:, :, None]
+    out = []
+    for i in range(N):
+        scores = cls[i][candidates[i]]
+        nz = candidates[i].nonzero()  # row-major: location, then class
+        loc_idx, cls_idx = nz[:, 0], nz[:, 1]
+        if scores.numel() > int(num_keep[i]):
+            scores, top = scores.topk(int(num_keep[i]), sorted=False)
+            loc_idx, cls_idx = loc_idx[top], cls_idx[top]
+        r, p = reg[i][loc_idx], locations[loc_idx]
+        boxes = torch.stack([p[:, 0] - r[:, 0], p[:, 1] - r[:, 1], p[:, 0] + r[:, 2], p[:, 1] + r[:, 3]], dim=1)
+        out.append(
+            Detections(
+                boxes, torch.sqrt(scores), cls_idx, p, torch.full_like(cls_idx, level),
+                emb[i][loc_idx] if emb is not None else None,
+            )  # fmt: skip
+        )
+    return out
+
+
+def _cat(dets: list[Detections]) -> Detections:
+    return Detections(
+        **{
+            f.name: (None if getattr(dets[0], f.name) is None else torch.cat([getattr(d, f.name) for d in dets]))
+            for f in fields(Detections)
+        }
+    )
+
+
+@torch.no_grad()
+def fcos_decode(
+    logits: list[Tensor],
+    box_reg: list[Tensor],
+    quality: list[Tensor],
+    embeds: list[Tensor] | None,
+    locations: list[Tensor],
+    strides: list[int],
+    score_th: float = 0.05,
+    pre_nms_topk: int = 1000,
+    nms_th: float = 0.6,
+    post_nms_topk: int = 100,
+    thresh_with_ctr: bool = False,
+) -> list[Detections]:
+    """Decode the raw per-level outputs of a batch into per-image detections in input pixels.
+
+    Boxes are not clipped (the reference pools mask features with unclipped boxes). Scores are
+    sqrt(sigmoid(cls) * sigmoid(ctr)); with ``thresh_with_ctr`` the product is thresholded, else the class
+    probability alone. After class-aware NMS, detections scoring below the ``post_nms_topk``-th score are
+    dropped (ties may keep more, as the reference's kthvalue). Order: descending score, as NMS returns it.
+    """
+    per_level = [
+        _decode_level(
+            logits[lvl], box_reg[lvl], quality[lvl], embeds[lvl] if embeds is not None else None,
+            locations[lvl], strides[lvl], lvl, score_th, pre_nms_topk, thresh_with_ctr,
+        )  # fmt: skip
+        for lvl in range(len(logits))
+    ]
+    results = []
+    for i in range(logits[0].shape[0]):
+        d = _cat([lvl_dets[i] for lvl_dets in per_level])
+        d = d[batched_nms(d.boxes, d.scores, d.labels, nms_th)]
+        if len(d) > post_nms_topk > 0:
+            kth = torch.kthvalue(d.scores.cpu(), len(d) - post_nms_topk + 1).values.item()
+            d = d[d.scores >= kth]
+        results.append(d)
+    return results
+
+
+def detector_postprocess(dets: Detections, input_size: tuple[int, int], output_size: tuple[int, int]) -> Detections:
+    """Scale boxes from the input size to ``output_size`` (h, w), clip to it and drop empty boxes (d2)."""
+    sy = output_size[0] / input_size[0]
+    sx = output_size[1] / input_size[1]
+    boxes = dets.boxes * boxes_scale(sx, sy, dets.boxes)
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(min=0, max=output_size[1])
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(min=0, max=output_size[0])
+    keep = ((boxes[:, 2] - boxes[:, 0]) > 0) & ((boxes[:, 3] - boxes[:, 1]) > 0)
+    out = dets[keep]
+    out.boxes = boxes[keep]
+    return out
+
+
+def boxes_scale(sx: float, sy: float, like: Tensor) -> Tensor:
+    return like.new_tensor([sx, sy, sx, sy])

@@ -1,0 +1,1 @@
+"""Pure tensor functions (no config), each with a reference test."""
