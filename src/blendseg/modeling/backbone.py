@@ -17,7 +17,13 @@ from torchvision.ops import FrozenBatchNorm2d, deform_conv2d
 
 from ..config import BackboneConfig
 
-DEPTH_TO_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+DEPTH_TO_BLOCKS = {
+    18: (2, 2, 2, 2),
+    34: (3, 4, 6, 3),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+}
 
 
 def get_norm(norm: str, channels: int) -> nn.Module | None:
@@ -122,11 +128,20 @@ class Bottleneck(nn.Module):
             self.conv2_offset = nn.Conv2d(bottleneck_ch, 27 if modulated else 18, 3, s3, 1)
             nn.init.zeros_(self.conv2_offset.weight)
             nn.init.zeros_(self.conv2_offset.bias)
-            self.conv2 = DeformConv2dNorm(bottleneck_ch, bottleneck_ch, s3, 1, groups, get_norm(norm, bottleneck_ch))
+            self.conv2 = DeformConv2dNorm(
+                bottleneck_ch, bottleneck_ch, s3, 1, groups, get_norm(norm, bottleneck_ch)
+            )
         else:
             self.conv2_offset = None
             self.conv2 = Conv2dNorm(
-                bottleneck_ch, bottleneck_ch, 3, s3, 1, groups=groups, bias=False, norm=get_norm(norm, bottleneck_ch)
+                bottleneck_ch,
+                bottleneck_ch,
+                3,
+                s3,
+                1,
+                groups=groups,
+                bias=False,
+                norm=get_norm(norm, bottleneck_ch),
             )
         self.conv3 = Conv2dNorm(bottleneck_ch, out_ch, 1, bias=False, norm=get_norm(norm, out_ch))
 
@@ -177,7 +192,9 @@ class ResNet(nn.Module):
         if basic and any(deform_on_per_stage):
             raise ValueError("deformable convolutions need bottleneck blocks (depth >= 50)")
         self.stem = nn.Module()
-        self.stem.conv1 = Conv2dNorm(3, stem_out_channels, 7, 2, 3, bias=False, norm=get_norm(norm, stem_out_channels))
+        self.stem.conv1 = Conv2dNorm(
+            3, stem_out_channels, 7, 2, 3, bias=False, norm=get_norm(norm, stem_out_channels)
+        )
         in_ch, out_ch = stem_out_channels, res2_out_channels
         bottleneck_ch = num_groups * width_per_group
         self.stage_names = ("res2", "res3", "res4", "res5")
@@ -264,7 +281,7 @@ def torchvision_to_ours(state: dict[str, Tensor]) -> dict[str, Tensor]:
             k = "stem.conv1.norm." + k[len("bn1.") :]
         else:
             layer, rest = k.split(".", 1)
-            k = f"res{int(layer[len('layer'):]) + 1}." + rest
+            k = f"res{int(layer[len('layer') :]) + 1}." + rest
             for j in (1, 2, 3):
                 k = k.replace(f".bn{j}.", f".conv{j}.norm.")
             k = k.replace(".downsample.0.", ".shortcut.").replace(".downsample.1.", ".shortcut.norm.")
@@ -278,7 +295,9 @@ def load_imagenet_weights(net: ResNet, cfg: BackboneConfig) -> None:
         import torchvision
 
         if cfg.stride_in_1x1:
-            warnings.warn("torchvision ResNet weights put the stride in the 3x3 conv; set stride_in_1x1=false")
+            warnings.warn(
+                "torchvision ResNet weights put the stride in the 3x3 conv; set stride_in_1x1=false"
+            )
         builder = getattr(torchvision.models, f"resnet{cfg.depth}")
         state = builder(weights="DEFAULT").state_dict()
     else:

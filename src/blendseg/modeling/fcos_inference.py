@@ -35,7 +35,12 @@ class Detections:
         return self.boxes.shape[0]
 
     def __getitem__(self, idx: Tensor) -> Detections:
-        return Detections(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[idx]) for f in fields(self)})
+        return Detections(
+            **{
+                f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[idx])
+                for f in fields(self)
+            }
+        )
 
 
 def _decode_level(
@@ -62,10 +67,16 @@ def _decode_level(
             scores, top = scores.topk(int(num_keep[i]), sorted=False)
             loc_idx, cls_idx = loc_idx[top], cls_idx[top]
         r, p = reg[i][loc_idx], locations[loc_idx]
-        boxes = torch.stack([p[:, 0] - r[:, 0], p[:, 1] - r[:, 1], p[:, 0] + r[:, 2], p[:, 1] + r[:, 3]], dim=1)
+        boxes = torch.stack(
+            [p[:, 0] - r[:, 0], p[:, 1] - r[:, 1], p[:, 0] + r[:, 2], p[:, 1] + r[:, 3]], dim=1
+        )
         out.append(
             Detections(
-                boxes, torch.sqrt(scores), cls_idx, p, torch.full_like(cls_idx, level),
+                boxes,
+                torch.sqrt(scores),
+                cls_idx,
+                p,
+                torch.full_like(cls_idx, level),
                 emb[i][loc_idx] if emb is not None else None,
             )  # fmt: skip
         )
@@ -75,7 +86,9 @@ def _decode_level(
 def _cat(dets: list[Detections]) -> Detections:
     return Detections(
         **{
-            f.name: (None if getattr(dets[0], f.name) is None else torch.cat([getattr(d, f.name) for d in dets]))
+            f.name: (
+                None if getattr(dets[0], f.name) is None else torch.cat([getattr(d, f.name) for d in dets])
+            )
             for f in fields(Detections)
         }
     )
@@ -104,8 +117,16 @@ def fcos_decode(
     """
     per_level = [
         _decode_level(
-            logits[lvl], box_reg[lvl], quality[lvl], embeds[lvl] if embeds is not None else None,
-            locations[lvl], strides[lvl], lvl, score_th, pre_nms_topk, thresh_with_ctr,
+            logits[lvl],
+            box_reg[lvl],
+            quality[lvl],
+            embeds[lvl] if embeds is not None else None,
+            locations[lvl],
+            strides[lvl],
+            lvl,
+            score_th,
+            pre_nms_topk,
+            thresh_with_ctr,
         )  # fmt: skip
         for lvl in range(len(logits))
     ]
@@ -120,7 +141,9 @@ def fcos_decode(
     return results
 
 
-def detector_postprocess(dets: Detections, input_size: tuple[int, int], output_size: tuple[int, int]) -> Detections:
+def detector_postprocess(
+    dets: Detections, input_size: tuple[int, int], output_size: tuple[int, int]
+) -> Detections:
     """Scale boxes from the input size to ``output_size`` (h, w), clip to it and drop empty boxes (d2)."""
     sy = output_size[0] / input_size[0]
     sx = output_size[1] / input_size[1]

@@ -1,0 +1,147 @@
+"""``blendseg`` command line: train, val, data synth / check, convert, presets, cfg. argparse stops here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import ConfigError, apply_overrides, dump_yaml
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from .engine.runner import train
+    from .zoo import get_preset
+
+    cfg = apply_overrides(get_preset(a.preset), a.overrides)
+    out = a.out or str(Path("runs") / a.preset)
+    train(cfg, a.data, out, resume=a.resume, evaluate=not a.no_eval)
+    return 0
+
+
+def _cmd_val(a: argparse.Namespace) -> int:
+    from .engine.runner import validate
+
+    metrics = validate(a.checkpoint, a.data, a.split, a.out)
+    print(json.dumps({k: {m: round(v, 2) for m, v in d.items()} for k, d in metrics.items()}, indent=1))
+    return 0
+
+
+def _cmd_synth(a: argparse.Namespace) -> int:
+    from .data.synth import synthesize
+
+    path = synthesize(a.out, a.train, a.val, a.seed, a.min_size, a.max_size, a.difficulty)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_check(a: argparse.Namespace) -> int:
+    from .data.check import check_file
+
+    problems = check_file(a.annotations, a.images)
+    for p in problems:
+        print(p)
+    errors = sum(p.severity == "error" for p in problems)
+    print(f"{a.annotations}: {errors} error(s), {len(problems) - errors} warning(s)")
+    return 1 if errors else 0
+
+
+def _cmd_convert(a: argparse.Namespace) -> int:
+    from .config import to_dict
+    from .convert.adelaidet import convert_adelaidet
+    from .engine.checkpoint import save_checkpoint
+
+    if a.source != "adelaidet":
+        print(f"unsupported --from {a.source!r} (supported: adelaidet)", file=sys.stderr)
+        return 2
+    cfg, state, unmapped = convert_adelaidet(a.config, a.weights)
+    if unmapped:
+        print(f"warning: {len(unmapped)} key(s) not mapped (method parts not converted yet), e.g. {unmapped[:3]}")
+    out = Path(a.out)
+    if out.suffix != ".pt":
+        out = out / "model.pt"
+    save_checkpoint(out, {"model": state, "config": to_dict(cfg), "iteration": 0})
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_presets(a: argparse.Namespace) -> int:
+    from .zoo import PRESETS
+
+    for name, fn in sorted(PRESETS.items()):
+        print(f"{name:24s} {(fn.__doc__ or '').strip().splitlines()[0]}")
+    return 0
+
+
+def _cmd_cfg(a: argparse.Namespace) -> int:
+    from .zoo import get_preset
+
+    print(dump_yaml(apply_overrides(get_preset(a.preset), a.overrides)), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="blendseg", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train a preset on a data.yaml")
+    t.add_argument("preset")
+    t.add_argument("data", help="data.yaml")
+    t.add_argument("overrides", nargs="*", help="key=value, e.g. solver.max_iter=100 model.fcos.norm=GN")
+    t.add_argument("--out", help="run folder (default runs/PRESET)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/weights/last.pt")
+    t.add_argument("--no-eval", action="store_true", help="skip the final COCO evaluation")
+    t.set_defaults(fn=_cmd_train)
+    v = sub.add_parser("val", help="COCO evaluation of a checkpoint")
+    v.add_argument("checkpoint")
+    v.add_argument("data")
+    v.add_argument("--split", default="val")
+    v.add_argument("--out", help="folder for metrics.json")
+    v.set_defaults(fn=_cmd_val)
+    d = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_cmd", required=True)
+    s = d.add_parser("synth", help="write the synthetic COCO-format shapes dataset")
+    s.add_argument("out")
+    s.add_argument("--train", type=int, default=1000)
+    s.add_argument("--val", type=int, default=200)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--min-size", type=int, default=256)
+    s.add_argument("--max-size", type=int, default=320)
+    s.add_argument("--difficulty", choices=("easy", "normal", "hard"), default="normal")
+    s.set_defaults(fn=_cmd_synth)
+    c = d.add_parser("check", help="validate COCO annotations (exit 1 on errors)")
+    c.add_argument("annotations")
+    c.add_argument("--images", help="image folder: also check every file exists, opens and has its size")
+    c.set_defaults(fn=_cmd_check)
+    cv = sub.add_parser("convert", help="convert a reference checkpoint")
+    cv.add_argument("--from", dest="source", required=True, help="adelaidet")
+    cv.add_argument("--config", required=True, help="detectron2 config.yaml (_BASE_ resolved)")
+    cv.add_argument("--weights", required=True, help=".pth or .safetensors")
+    cv.add_argument("--out", required=True, help="output folder or .pt file")
+    cv.set_defaults(fn=_cmd_convert)
+    sub.add_parser("presets", help="list presets").set_defaults(fn=_cmd_presets)
+    g = sub.add_parser("cfg", help="print the resolved config of a preset")
+    g.add_argument("preset")
+    g.add_argument("overrides", nargs="*")
+    g.set_defaults(fn=_cmd_cfg)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .data.check import DataError
+
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest:  # key=value overrides may come before or after --options
+        if not hasattr(args, "overrides") or any("=" not in r or r.startswith("-") for r in rest):
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        args.overrides = list(args.overrides) + rest
+    try:
+        return args.fn(args)
+    except (ConfigError, DataError, KeyError, FileNotFoundError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"error: {msg}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""COCO-format data: synthetic generator, loading, validation, transforms, batching."""

@@ -1,0 +1,169 @@
+"""COCO instances: data.yaml parsing, category-id mapping and the dataset returning (image, target).
+
+``data.yaml`` is the ultralytics shape extended for COCO JSON::
+
+    path: datasets/mydata            # root; relative to the yaml file when not absolute
+    train: {images: images/train, annotations: annotations/instances_train.json}
+    val:   {images: images/val,   annotations: annotations/instances_val.json}
+    names: auto                      # or {0: person, ...}; auto reads the JSON categories
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+from torch import Tensor
+
+from .check import DataError, check_coco, load_json, raise_on_errors
+from .rle import decode
+
+
+@dataclass(frozen=True)
+class Split:
+    images: Path
+    annotations: Path
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """A parsed data.yaml: splits by name and the class names (None when ``auto``)."""
+
+    root: Path
+    splits: dict[str, Split]
+    names: list[str] | None
+
+
+def load_data_yaml(path: str | os.PathLike) -> DataSpec:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except yaml.YAMLError as e:
+        raise DataError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: expected a mapping with path / train / val / names")
+    root = Path(raw.get("path") or ".")
+    if not root.is_absolute():
+        root = (path.parent / root).resolve()
+    splits = {}
+    for name in ("train", "val", "test"):
+        s = raw.get(name)
+        if s is None:
+            continue
+        if not isinstance(s, dict) or "images" not in s or "annotations" not in s:
+            raise DataError(f"{path}: '{name}' must be {{images: DIR, annotations: FILE.json}}")
+        splits[name] = Split(root / s["images"], root / s["annotations"])
+    names = raw.get("names", "auto")
+    if isinstance(names, dict):
+        names = [str(names[k]) for k in sorted(names)]
+    elif names == "auto" or names is None:
+        names = None
+    elif isinstance(names, list):
+        names = [str(n) for n in names]
+    else:
+        raise DataError(f"{path}: names must be 'auto', a list or a {{index: name}} mapping")
+    return DataSpec(root, splits, names)
+
+
+class CocoInstances(torch.utils.data.Dataset):
+    """COCO instance annotations as ``(image, target)`` pairs.
+
+    Category ids (sparse, 0- or 1-based) map to contiguous labels ``0..K-1`` in ascending id order;
+    ``contiguous_to_cat_id`` maps back for results. Crowd annotations are kept in ``self.coco`` for evaluation
+    but left out of training targets, as the reference does.
+
+    ``__getitem__`` returns ``image`` (3, H, W) uint8 RGB and ``target`` with ``boxes`` (M, 4) float32 xyxy,
+    ``labels`` (M,) int64, ``masks`` (M, H, W) uint8 when ``with_masks``, ``image_id`` and ``orig_size`` (h, w).
+
+    Args:
+        ann_file, images_dir: the split.
+        filter_empty: drop images without non-crowd annotations (training default of the reference).
+        transforms: callable ``(image, target) -> (image, target)``.
+    """
+
+    def __init__(
+        self,
+        ann_file: str | os.PathLike,
+        images_dir: str | os.PathLike,
+        filter_empty: bool = False,
+        with_masks: bool = False,
+        transforms=None,
+        check_files: bool = False,
+    ) -> None:
+        data, probs = load_json(ann_file)
+        if data is not None:
+            probs = check_coco(data, str(ann_file), images_dir if check_files else None)
+        raise_on_errors(probs)
+        self.coco = data
+        self.ann_file, self.images_dir = str(ann_file), Path(images_dir)
+        cat_ids = sorted(c["id"] for c in data["categories"])
+        self.cat_id_to_contiguous = {cid: i for i, cid in enumerate(cat_ids)}
+        self.contiguous_to_cat_id = cat_ids
+        names = {c["id"]: c.get("name", str(c["id"])) for c in data["categories"]}
+        self.class_names = [names[c] for c in cat_ids]
+        anns_per_image: dict[int, list[dict]] = {im["id"]: [] for im in data["images"]}
+        for a in data["annotations"]:
+            anns_per_image[a["image_id"]].append(a)
+        self.images = sorted(data["images"], key=lambda im: im["id"])
+        self.anns = anns_per_image
+        if filter_empty:
+            before = len(self.images)
+            self.images = [im for im in self.images if any(not a.get("iscrowd", 0) for a in anns_per_image[im["id"]])]
+            if not self.images:
+                raise DataError(f"{ann_file}: no image has a non-crowd annotation ({before} images)")
+        self.with_masks = with_masks
+        self.transforms = transforms
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def read_image(self, info: dict) -> Tensor:
+        path = self.images_dir / info["file_name"]
+        try:
+            with Image.open(path) as pil:
+                arr = np.asarray(pil.convert("RGB"))
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: cannot read image id {info['id']} ({e})") from None
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+    def get_target(self, info: dict) -> dict[str, Tensor]:
+        h, w = info["height"], info["width"]
+        anns = [a for a in self.anns[info["id"]] if not a.get("iscrowd", 0)]
+        boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]
+        labels = torch.tensor([self.cat_id_to_contiguous[a["category_id"]] for a in anns], dtype=torch.int64)
+        target = {"boxes": boxes, "labels": labels, "image_id": torch.tensor(info["id"]), "orig_size": torch.tensor([h, w])}
+        if self.with_masks:
+            masks = np.zeros((len(anns), h, w), np.uint8)
+            for i, a in enumerate(anns):
+                if a.get("segmentation") is not None:
+                    masks[i] = decode(a["segmentation"], h, w)
+                else:
+                    warnings.warn(f"{self.ann_file}: annotation id {a['id']} has no segmentation; using its box")
+                    x0, y0, x1, y1 = boxes[i].round().int().tolist()
+                    masks[i, y0:y1, x0:x1] = 1
+            target["masks"] = torch.from_numpy(masks)
+        return target
+
+    def __getitem__(self, idx: int) -> tuple[Tensor, dict[str, Tensor]]:
+        info = self.images[idx]
+        image, target = self.read_image(info), self.get_target(info)
+        if image.shape[-2:] != (info["height"], info["width"]):
+            raise DataError(
+                f"{self.images_dir / info['file_name']}: image id {info['id']} is {image.shape[-1]}x{image.shape[-2]}, "
+                f"the JSON says {info['width']}x{info['height']}"
+            )
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        return image, target
+
+    def aspect_ratios(self) -> list[float]:
+        return [im["width"] / im["height"] for im in self.images]

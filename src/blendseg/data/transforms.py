@@ -1,0 +1,111 @@
+"""Joint image + target transforms on torchvision.transforms.v2 / tv_tensors: resize shortest edge, flip."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from torch import Tensor
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+
+def shortest_edge_size(h: int, w: int, short: int, max_size: int) -> tuple[int, int]:
+    """detectron2's ResizeShortestEdge output (h, w): short side -> ``short``, long side capped at ``max_size``."""
+    scale = short / min(h, w)
+    newh, neww = (short, scale * w) if h < w else (scale * h, short)
+    if max(newh, neww) > max_size:
+        s = max_size / max(newh, neww)
+        newh, neww = newh * s, neww * s
+    return int(newh + 0.5), int(neww + 0.5)
+
+
+class ResizeShortestEdge:
+    """Resize so the short side is one of ``short_sides`` ("choice") or uniform in [a, b] ("range")."""
+
+    def __init__(self, short_sides: tuple[int, ...], max_size: int, sampling: str = "choice") -> None:
+        if sampling not in ("choice", "range"):
+            raise ValueError(f"sampling must be 'choice' or 'range', got {sampling!r}")
+        if sampling == "range" and len(short_sides) != 2:
+            raise ValueError(f"'range' sampling needs two sizes, got {short_sides}")
+        self.short_sides, self.max_size, self.sampling = tuple(short_sides), max_size, sampling
+
+    def __call__(self, image: Tensor, target: dict) -> tuple[Tensor, dict]:
+        if self.sampling == "choice":
+            short = random.choice(self.short_sides)
+        else:
+            short = random.randint(self.short_sides[0], self.short_sides[1])
+        h, w = image.shape[-2:]
+        size = shortest_edge_size(h, w, short, self.max_size)
+        if size == (h, w):
+            return image, target
+        image = TF.resize(image, list(size), antialias=True)
+        target = dict(target)
+        target["boxes"] = TF.resize(target["boxes"], list(size))
+        if "masks" in target:
+            target["masks"] = TF.resize(target["masks"], list(size), interpolation=v2.InterpolationMode.NEAREST)
+        return image, target
+
+
+class ToTvTensors:
+    """Wrap a plain (image, target) pair in tv_tensors so v2 transforms move boxes and masks with the image."""
+
+    def __call__(self, image: Tensor, target: dict) -> tuple[Tensor, dict]:
+        h, w = image.shape[-2:]
+        target = dict(target)
+        target["boxes"] = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=(h, w))
+        if "masks" in target:
+            target["masks"] = tv_tensors.Mask(target["masks"])
+        return tv_tensors.Image(image), target
+
+
+class FilterEmpty:
+    """Clip boxes to the image and drop instances whose box became empty (detectron2 filter_empty_instances)."""
+
+    def __call__(self, image: Tensor, target: dict) -> tuple[Tensor, dict]:
+        h, w = image.shape[-2:]
+        boxes = torch.as_tensor(target["boxes"]).clone()
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+        keep = ((boxes[:, 2] - boxes[:, 0]) > 1e-5) & ((boxes[:, 3] - boxes[:, 1]) > 1e-5)
+        target = dict(target)
+        target["boxes"] = boxes[keep].as_subclass(torch.Tensor)
+        target["labels"] = target["labels"][keep]
+        if "masks" in target:
+            target["masks"] = target["masks"][keep].as_subclass(torch.Tensor)
+        return image.as_subclass(torch.Tensor), target
+
+
+class Compose:
+    def __init__(self, transforms: list) -> None:
+        self.transforms = transforms
+
+    def __call__(self, image: Tensor, target: dict) -> tuple[Tensor, dict]:
+        for t in self.transforms:
+            image, target = t(image, target)
+        return image, target
+
+
+class HFlip:
+    """Horizontal flip with probability ``p`` (v2.RandomHorizontalFlip over image, boxes and masks)."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        self.flip = v2.RandomHorizontalFlip(p)
+
+    def __call__(self, image: Tensor, target: dict) -> tuple[Tensor, dict]:
+        return self.flip(image, target)
+
+
+def build_transforms(
+    train: bool, min_size_train: tuple[int, ...], min_size_train_sampling: str, max_size_train: int,
+    min_size_test: int, max_size_test: int, hflip: bool,
+) -> Compose:  # fmt: skip
+    """The reference pipeline: shortest-edge resize (+ flip in training), then clip / filter boxes."""
+    if train:
+        ts = [ToTvTensors(), ResizeShortestEdge(min_size_train, max_size_train, min_size_train_sampling)]
+        if hflip:
+            ts.append(HFlip(0.5))
+    else:
+        ts = [ToTvTensors(), ResizeShortestEdge((min_size_test,), max_size_test)]
+    return Compose([*ts, FilterEmpty()])

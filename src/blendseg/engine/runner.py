@@ -1,0 +1,111 @@
+"""What ``blendseg train`` and ``blendseg val`` do: datasets from data.yaml, model, loop, evaluation, run folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig, dump_yaml, from_dict
+from ..data.check import DataError
+from ..data.coco import CocoInstances, load_data_yaml
+from ..data.loader import build_loader
+from ..data.transforms import build_transforms
+from ..evaluation.coco import COCOEvaluator
+from ..zoo import build_model
+from .checkpoint import load_checkpoint
+from .dist import init_from_env, is_main_process
+from .evaluate import run_evaluation
+from .train import fit
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_dataset(cfg: TrainConfig, data_yaml: str, split: str, train: bool) -> CocoInstances:
+    spec = load_data_yaml(data_yaml)
+    if split not in spec.splits:
+        raise DataError(f"{data_yaml}: no '{split}' split (has: {', '.join(spec.splits) or 'none'})")
+    s = spec.splits[split]
+    d = cfg.data
+    tf = build_transforms(
+        train, d.min_size_train, d.min_size_train_sampling, d.max_size_train, d.min_size_test, d.max_size_test, d.hflip_train
+    )
+    ds = CocoInstances(
+        s.annotations, s.images, filter_empty=train and d.filter_empty, with_masks=d.with_masks, transforms=tf, check_files=True
+    )
+    if spec.names is not None and len(spec.names) != len(ds.class_names):
+        raise DataError(f"{data_yaml}: names lists {len(spec.names)} classes, {s.annotations} has {len(ds.class_names)} categories")
+    if spec.names is not None:
+        ds.class_names = spec.names
+    return ds
+
+
+def with_num_classes(cfg: TrainConfig, num_classes: int) -> TrainConfig:
+    """Set the head's class count from the data (one NUM_CLASSES, not two as in the reference)."""
+    if cfg.model.fcos.num_classes == num_classes:
+        return cfg
+    if is_main_process():
+        print(f"num_classes: {cfg.model.fcos.num_classes} -> {num_classes} (from the dataset)")
+    fcos = dataclasses.replace(cfg.model.fcos, num_classes=num_classes)
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, fcos=fcos))
+
+
+def make_evaluator_fn(cfg: TrainConfig, data_yaml: str, device: torch.device, split: str = "val"):
+    ds = build_dataset(cfg, data_yaml, split, train=False)
+    loader = build_loader(ds, max(1, cfg.solver.ims_per_batch), False, cfg.data.num_workers, cfg.model.size_divisibility)
+    evaluator = COCOEvaluator(ds.coco, ds.contiguous_to_cat_id, ds.class_names, ("bbox",))
+    return lambda model: run_evaluation(model, loader, evaluator, device)
+
+
+def train(cfg: TrainConfig, data_yaml: str, out_dir: str | Path, resume: bool = False, evaluate: bool = True) -> dict:
+    """Train on the ``train`` split, evaluate on ``val`` (if present); returns the final metrics."""
+    device = resolve_device(cfg.device)
+    rank, local_rank = init_from_env(device.type)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    torch.manual_seed(cfg.seed + rank)
+    out_dir = Path(out_dir)
+    ds = build_dataset(cfg, data_yaml, "train", train=True)
+    cfg = with_num_classes(cfg, len(ds.class_names))
+    if is_main_process():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(dump_yaml(cfg))
+        print(f"run folder: {out_dir.resolve()}  ({len(ds)} training images, {len(ds.class_names)} classes)")
+    loader = build_loader(ds, cfg.solver.ims_per_batch, True, cfg.data.num_workers, cfg.model.size_divisibility, cfg.seed)
+    model = build_model(cfg.model)
+    has_val = "val" in load_data_yaml(data_yaml).splits
+    eval_fn = make_evaluator_fn(cfg, data_yaml, device) if (evaluate and has_val) else None
+    extra = {"class_names": ds.class_names, "contiguous_to_cat_id": ds.contiguous_to_cat_id}
+    metrics = fit(model, loader, cfg, out_dir, device, eval_fn, resume=resume, extra_state=extra)
+    if is_main_process() and metrics:
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        print(f"metrics: {out_dir / 'metrics.json'}")
+    return metrics
+
+
+def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, TrainConfig, dict]:
+    """Rebuild the model of a blendseg checkpoint (config inside) and load its weights."""
+    ckpt = load_checkpoint(checkpoint)
+    cfg = from_dict(TrainConfig, ckpt["config"])
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone=dataclasses.replace(cfg.model.backbone, weights="")))
+    model = build_model(cfg.model)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), cfg, ckpt
+
+
+def validate(checkpoint: str, data_yaml: str, split: str = "val", out_dir: str | Path | None = None) -> dict:
+    """COCO evaluation of a checkpoint on a split of a data.yaml; writes ``metrics.json`` into ``out_dir``."""
+    device = resolve_device("auto")
+    model, cfg, _ = load_model(checkpoint, device)
+    metrics = make_evaluator_fn(cfg, data_yaml, device, split)(model)
+    if out_dir is not None and is_main_process():
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics

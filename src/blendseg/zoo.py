@@ -1,0 +1,133 @@
+"""The only registry: preset names -> config functions, and model architectures -> builders.
+
+Presets are named after the reference configs (``fcos_r50_1x`` = AdelaiDet ``FCOS-Detection/R_50_1x``);
+variants are ``dataclasses.replace`` of a base, readable here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from torch import nn
+
+from .config import (
+    BackboneConfig,
+    DataConfig,
+    FCOSConfig,
+    FCOSDetectorConfig,
+    FPNConfig,
+    SolverConfig,
+    TrainConfig,
+)
+from .modeling.fcos import build_fcos
+
+MS_TRAIN = (640, 672, 704, 736, 768, 800)
+
+
+def fcos_r50_1x() -> TrainConfig:
+    """AdelaiDet FCOS-Detection/R_50_1x: R-50 MSRA weights, 800 px, 90k iterations at batch 16."""
+    return TrainConfig(
+        model=FCOSDetectorConfig(),
+        data=DataConfig(min_size_train=(800,)),
+        solver=SolverConfig(),
+    )
+
+
+def fcos_ms_r50_2x() -> TrainConfig:
+    """FCOS-Detection/MS_R_50_2x: multi-scale 640-800, 180k iterations."""
+    c = fcos_r50_1x()
+    return replace(
+        c,
+        data=replace(c.data, min_size_train=MS_TRAIN),
+        solver=replace(c.solver, max_iter=180000, steps=(120000, 160000)),
+    )
+
+
+def fcos_ms_r101_2x() -> TrainConfig:
+    """FCOS-Detection/MS_R_101_2x."""
+    c = fcos_ms_r50_2x()
+    return replace(c, model=replace(c.model, backbone=replace(c.model.backbone, depth=101)))
+
+
+def fcos_rt_ms_r50_4x_bn() -> TrainConfig:
+    """FCOS_RT/MS_R_50_4x_syncbn with BN (SyncBN on several processes): P3-P5, 256-608 px, 360k iterations."""
+    c = fcos_r50_1x()
+    model = replace(
+        c.model,
+        backbone=replace(c.model.backbone, norm="SyncBN", freeze_at=-1),
+        fpn=replace(c.model.fpn, top_levels=0),
+        fcos=replace(c.model.fcos, strides=(8, 16, 32), sizes_of_interest=(64, 128), norm="SyncBN"),
+    )
+    data = replace(c.data, min_size_train=tuple(range(256, 609, 32)), max_size_train=900, min_size_test=512, max_size_test=736)
+    solver = replace(c.solver, max_iter=360000, steps=(300000, 340000))
+    return replace(c, model=model, data=data, solver=solver)
+
+
+def fcos_tiny() -> TrainConfig:
+    """CPU recipe for training from scratch on the synthetic shapes (demo and benchmark).
+
+    Narrow ResNet-18 (widths 32..256) with trainable BN, 64-channel FPN P3-P5, two 64-channel BN conv layers per
+    tower, 256-320 px inputs, AdamW with a short warmup and a step decay at 75% / 92% of the budget.
+    """
+    model = FCOSDetectorConfig(
+        backbone=BackboneConfig(depth=18, norm="BN", freeze_at=0, stride_in_1x1=False, stem_out_channels=32, res2_out_channels=32),
+        fpn=FPNConfig(out_channels=64, top_levels=0),
+        fcos=FCOSConfig(
+            num_classes=6, strides=(8, 16, 32), sizes_of_interest=(64, 128), norm="BN",
+            num_cls_convs=2, num_box_convs=2,
+        ),  # fmt: skip
+        input_format="RGB",
+        pixel_mean=(123.675, 116.28, 103.53),
+        pixel_std=(58.395, 57.12, 57.375),
+    )
+    data = DataConfig(
+        min_size_train=(224, 256, 288), max_size_train=384, min_size_test=256, max_size_test=384, num_workers=1
+    )
+    solver = SolverConfig(
+        optimizer="adamw", base_lr=2e-3, weight_decay=0.05, ims_per_batch=8, max_iter=3000, steps=(2250, 2760),
+        warmup_iters=100, warmup_factor=0.01, clip_grad_norm=10.0, checkpoint_period=500, eval_period=0,
+    )  # fmt: skip
+    return TrainConfig(model=model, data=data, solver=solver)
+
+
+def fcos_tiny_test() -> TrainConfig:
+    """Smallest config for tests: a few iterations in seconds."""
+    c = fcos_tiny()
+    model = replace(
+        c.model,
+        backbone=replace(c.model.backbone, stem_out_channels=8, res2_out_channels=8),
+        fpn=replace(c.model.fpn, out_channels=16),
+        fcos=replace(c.model.fcos, num_cls_convs=1, num_box_convs=1, norm="GN"),
+    )
+    data = replace(c.data, min_size_train=(96, 128), max_size_train=160, min_size_test=128, max_size_test=160, num_workers=0)
+    solver = replace(c.solver, ims_per_batch=2, max_iter=4, steps=(3,), warmup_iters=2, checkpoint_period=2)
+    return replace(c, model=model, data=data, solver=solver)
+
+
+PRESETS = {
+    "fcos_r50_1x": fcos_r50_1x,
+    "fcos_ms_r50_2x": fcos_ms_r50_2x,
+    "fcos_ms_r101_2x": fcos_ms_r101_2x,
+    "fcos_rt_ms_r50_4x_bn": fcos_rt_ms_r50_4x_bn,
+    "fcos_tiny": fcos_tiny,
+    "fcos_tiny_test": fcos_tiny_test,
+}
+
+BUILDERS = {"fcos": build_fcos}
+
+
+def get_preset(name: str) -> TrainConfig:
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; available: {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]()
+
+
+def list_presets() -> list[str]:
+    return sorted(PRESETS)
+
+
+def build_model(model_cfg: FCOSDetectorConfig) -> nn.Module:
+    """Build the model of a model config (dispatch on ``arch``)."""
+    if model_cfg.arch not in BUILDERS:
+        raise KeyError(f"unknown arch {model_cfg.arch!r}; available: {', '.join(sorted(BUILDERS))}")
+    return BUILDERS[model_cfg.arch](model_cfg)
