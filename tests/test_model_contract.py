@@ -19,7 +19,10 @@ def _model(**fcos):
 
 def _targets():
     return [
-        {"boxes": torch.tensor([[10.0, 12.0, 60.0, 70.0], [40.0, 5.0, 90.0, 40.0]]), "labels": torch.tensor([1, 4])},
+        {
+            "boxes": torch.tensor([[10.0, 12.0, 60.0, 70.0], [40.0, 5.0, 90.0, 40.0]]),
+            "labels": torch.tensor([1, 4]),
+        },
         {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
     ]
 

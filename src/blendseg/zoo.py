@@ -58,7 +58,13 @@ def fcos_rt_ms_r50_4x_bn() -> TrainConfig:
         fpn=replace(c.model.fpn, top_levels=0),
         fcos=replace(c.model.fcos, strides=(8, 16, 32), sizes_of_interest=(64, 128), norm="SyncBN"),
     )
-    data = replace(c.data, min_size_train=tuple(range(256, 609, 32)), max_size_train=900, min_size_test=512, max_size_test=736)
+    data = replace(
+        c.data,
+        min_size_train=tuple(range(256, 609, 32)),
+        max_size_train=900,
+        min_size_test=512,
+        max_size_test=736,
+    )
     solver = replace(c.solver, max_iter=360000, steps=(300000, 340000))
     return replace(c, model=model, data=data, solver=solver)
 
@@ -70,18 +76,28 @@ def fcos_tiny() -> TrainConfig:
     tower, 256-320 px inputs, AdamW with a short warmup and a step decay at 75% / 92% of the budget.
     """
     model = FCOSDetectorConfig(
-        backbone=BackboneConfig(depth=18, norm="BN", freeze_at=0, stride_in_1x1=False, stem_out_channels=32, res2_out_channels=32),
+        backbone=BackboneConfig(
+            depth=18, norm="BN", freeze_at=0, stride_in_1x1=False, stem_out_channels=32, res2_out_channels=32
+        ),
         fpn=FPNConfig(out_channels=64, top_levels=0),
         fcos=FCOSConfig(
-            num_classes=6, strides=(8, 16, 32), sizes_of_interest=(64, 128), norm="BN",
-            num_cls_convs=2, num_box_convs=2,
+            num_classes=6,
+            strides=(8, 16, 32),
+            sizes_of_interest=(64, 128),
+            norm="BN",
+            num_cls_convs=2,
+            num_box_convs=2,
         ),  # fmt: skip
         input_format="RGB",
         pixel_mean=(123.675, 116.28, 103.53),
         pixel_std=(58.395, 57.12, 57.375),
     )
     data = DataConfig(
-        min_size_train=(224, 256, 288), max_size_train=384, min_size_test=256, max_size_test=384, num_workers=1
+        min_size_train=(224, 256, 288),
+        max_size_train=384,
+        min_size_test=256,
+        max_size_test=384,
+        num_workers=1,
     )
     solver = SolverConfig(
         optimizer="adamw", base_lr=2e-3, weight_decay=0.05, ims_per_batch=8, max_iter=3000, steps=(2250, 2760),
@@ -99,7 +115,14 @@ def fcos_tiny_test() -> TrainConfig:
         fpn=replace(c.model.fpn, out_channels=16),
         fcos=replace(c.model.fcos, num_cls_convs=1, num_box_convs=1, norm="GN"),
     )
-    data = replace(c.data, min_size_train=(96, 128), max_size_train=160, min_size_test=128, max_size_test=160, num_workers=0)
+    data = replace(
+        c.data,
+        min_size_train=(96, 128),
+        max_size_train=160,
+        min_size_test=128,
+        max_size_test=160,
+        num_workers=0,
+    )
     solver = replace(c.solver, ims_per_batch=2, max_iter=4, steps=(3,), warmup_iters=2, checkpoint_period=2)
     return replace(c, model=model, data=data, solver=solver)
 

@@ -92,7 +92,9 @@ def _config_for_layout(sd: dict[str, dict]) -> FCOSDetectorConfig:
     """Our model config for a released layout (what the released YAML sets), read off its keys."""
     res4 = {int(m.group(1)) for k in sd if (m := re.match(r"backbone\.bottom_up\.res4\.(\d+)\.", k))}
     depth = {6: 50, 23: 101}[len(res4)]
-    deform = tuple(any(k.startswith(f"backbone.bottom_up.res{s}.") and "conv2_offset" in k for k in sd) for s in (2, 3, 4, 5))
+    deform = tuple(
+        any(k.startswith(f"backbone.bottom_up.res{s}.") and "conv2_offset" in k for k in sd) for s in (2, 3, 4, 5)
+    )
     tower = lambda name: len({k.split(".")[3] for k in sd if f"fcos_head.{name}." in k and len(sd[k]["shape"]) == 4})  # noqa: E731
     norm_key = next((k for k in sd if re.match(r"proposal_generator\.fcos_head\.\w+_tower\.1\.", k)), "")
     norm = "BN" if "running_mean" in "".join(k for k in sd if k.startswith(norm_key.rsplit(".", 2)[0])) else "GN"
@@ -133,7 +135,9 @@ def test_every_core_key_of_the_released_layouts_maps():
 
 
 def test_base_resolution(tmp_path):
-    (tmp_path / "Base.yaml").write_text("MODEL:\n  FCOS:\n    NUM_CLASSES: 3\n    NMS_TH: 0.5\nSOLVER:\n  MAX_ITER: 10\n")
+    (tmp_path / "Base.yaml").write_text(
+        "MODEL:\n  FCOS:\n    NUM_CLASSES: 3\n    NMS_TH: 0.5\nSOLVER:\n  MAX_ITER: 10\n"
+    )
     (tmp_path / "child.yaml").write_text("_BASE_: Base.yaml\nMODEL:\n  FCOS:\n    NMS_TH: 0.7\n")
     merged = load_d2_yaml(tmp_path / "child.yaml")
     assert merged == {"MODEL": {"FCOS": {"NUM_CLASSES": 3, "NMS_TH": 0.7}}, "SOLVER": {"MAX_ITER": 10}}

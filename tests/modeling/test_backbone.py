@@ -26,7 +26,13 @@ def test_torchvision_resnet_weights_map_exactly(tmp_path):
                 m.running_var.uniform_(0.5, 2.0)
         path = tmp_path / f"r{depth}.pth"
         torch.save(tv.state_dict(), path)
-        cfg = BackboneConfig(depth=depth, res2_out_channels=64 if depth == 18 else 256, stride_in_1x1=False, weights=str(path), freeze_at=0)
+        cfg = BackboneConfig(
+            depth=depth,
+            res2_out_channels=64 if depth == 18 else 256,
+            stride_in_1x1=False,
+            weights=str(path),
+            freeze_at=0,
+        )
         ours = build_resnet(cfg).eval()
         x = torch.rand(1, 3, 64, 96)
         with torch.no_grad():
@@ -53,8 +59,19 @@ def test_freeze_at_freezes_stem_and_res2_only():
 
 
 def test_deformable_interval_and_zero_offset_equivalence():
-    net = ResNet(50, freeze_at=0, deform_on_per_stage=(False, True, True, True), deform_modulated=True, deform_interval=3)
-    deform = [(n, i) for n in ("res2", "res3", "res4", "res5") for i, b in enumerate(getattr(net, n)) if b.conv2_offset is not None]
+    net = ResNet(
+        50,
+        freeze_at=0,
+        deform_on_per_stage=(False, True, True, True),
+        deform_modulated=True,
+        deform_interval=3,
+    )
+    deform = [
+        (n, i)
+        for n in ("res2", "res3", "res4", "res5")
+        for i, b in enumerate(getattr(net, n))
+        if b.conv2_offset is not None
+    ]
     assert deform == [("res3", 0), ("res3", 3), ("res4", 0), ("res4", 3), ("res5", 0)]
     # zero offsets: DCNv2 equals the plain 3x3 conv times sigmoid(0) = 0.5
     blk = Bottleneck(16, 32, 2, "BN", bottleneck_ch=8, deform=True, modulated=True).eval()

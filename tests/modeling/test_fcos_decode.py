@@ -68,8 +68,10 @@ def test_post_nms_topk_and_embeddings():
 def test_detector_postprocess_scales_clips_and_drops():
     d = Detections(
         boxes=torch.tensor([[-5.0, 10.0, 50.0, 40.0], [70.0, 10.0, 90.0, 20.0], [10.0, 10.0, 20.0, 30.0]]),
-        scores=torch.tensor([0.9, 0.8, 0.7]), labels=torch.tensor([0, 1, 2]),
-        locations=torch.zeros(3, 2), levels=torch.zeros(3, dtype=torch.int64),
+        scores=torch.tensor([0.9, 0.8, 0.7]),
+        labels=torch.tensor([0, 1, 2]),
+        locations=torch.zeros(3, 2),
+        levels=torch.zeros(3, dtype=torch.int64),
     )
     out = detector_postprocess(d, (64, 64), (128, 128))  # x2, then clip to 128
     assert out.labels.tolist() == [0, 2]  # box 1 starts at 140 > 128 -> empty after clipping

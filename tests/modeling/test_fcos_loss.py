@@ -21,7 +21,10 @@ def _setup(seed=0):
     reg = [torch.rand(2, 4, f.shape[2], f.shape[3], generator=g) * 3 for f in feats]
     ctr = [torch.randn(2, 1, f.shape[2], f.shape[3], generator=g) for f in feats]
     targets = [
-        {"boxes": torch.tensor([[4.0, 6.0, 40.0, 44.0], [30.0, 30.0, 60.0, 50.0]]), "labels": torch.tensor([1, 2])},
+        {
+            "boxes": torch.tensor([[4.0, 6.0, 40.0, 44.0], [30.0, 30.0, 60.0, 50.0]]),
+            "labels": torch.tensor([1, 2]),
+        },
         {"boxes": torch.tensor([[0.0, 0.0, 63.0, 63.0]]), "labels": torch.tensor([0])},
     ]
     out = FCOSOutput(logits, reg, ctr, None, locs, [(64, 64)] * 2, feats)
@@ -49,12 +52,19 @@ def test_losses_equal_hand_computation():
     onehot[pos, t.labels[pos]] = 1
     torch.testing.assert_close(losses["loss_fcos_cls"], _focal(logits, onehot) / num_pos)
     rt = t.reg_targets[pos]
-    ctr = torch.sqrt((rt[:, [0, 2]].min(1).values / rt[:, [0, 2]].max(1).values) * (rt[:, [1, 3]].min(1).values / rt[:, [1, 3]].max(1).values))
+    ctr = torch.sqrt(
+        (rt[:, [0, 2]].min(1).values / rt[:, [0, 2]].max(1).values)
+        * (rt[:, [1, 3]].min(1).values / rt[:, [1, 3]].max(1).values)
+    )
     torch.testing.assert_close(t.ctr_targets, ctr)
     rp = reg[pos]
-    inter = (torch.min(rp[:, 0], rt[:, 0]) + torch.min(rp[:, 2], rt[:, 2])) * (torch.min(rp[:, 1], rt[:, 1]) + torch.min(rp[:, 3], rt[:, 3]))
+    inter = (torch.min(rp[:, 0], rt[:, 0]) + torch.min(rp[:, 2], rt[:, 2])) * (
+        torch.min(rp[:, 1], rt[:, 1]) + torch.min(rp[:, 3], rt[:, 3])
+    )
     union = (rp[:, 0] + rp[:, 2]) * (rp[:, 1] + rp[:, 3]) + (rt[:, 0] + rt[:, 2]) * (rt[:, 1] + rt[:, 3]) - inter
-    enc = (torch.max(rp[:, 0], rt[:, 0]) + torch.max(rp[:, 2], rt[:, 2])) * (torch.max(rp[:, 1], rt[:, 1]) + torch.max(rp[:, 3], rt[:, 3])) + 1e-7
+    enc = (torch.max(rp[:, 0], rt[:, 0]) + torch.max(rp[:, 2], rt[:, 2])) * (
+        torch.max(rp[:, 1], rt[:, 1]) + torch.max(rp[:, 3], rt[:, 3])
+    ) + 1e-7
     iou = (inter + 1) / (union + 1)
     giou = iou - (enc - union) / enc
     torch.testing.assert_close(losses["loss_fcos_loc"], ((1 - giou) * ctr).sum() / ctr.sum())

@@ -46,7 +46,9 @@ def _naive(locations, boxes, labels, num_classes, radius=1.5, center_sample=True
 
 @pytest.mark.parametrize("center_sample", [True, False])
 def test_assignment_matches_naive_loop(center_sample):
-    boxes = torch.tensor([[20.0, 20.0, 60.0, 60.0], [30.0, 10.0, 150.0, 120.0], [40.0, 30.0, 70.0, 62.0], [0.5, 70, 200, 126]])
+    boxes = torch.tensor(
+        [[20.0, 20.0, 60.0, 60.0], [30.0, 10.0, 150.0, 120.0], [40.0, 30.0, 70.0, 62.0], [0.5, 70, 200, 126]]
+    )
     labels = torch.tensor([2, 0, 1, 3])
     locs = _locations(128, 224)
     t = fcos_targets(locs, STRIDES, [{"boxes": boxes, "labels": labels}], 5, SOI, center_sample, 1.5)
@@ -87,7 +89,10 @@ def test_empty_and_quirk_and_global_indices():
     locs = _locations(64, 96)
     empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
     one = {"boxes": torch.tensor([[10.0, 10.0, 50.0, 50.0]]), "labels": torch.tensor([2])}
-    two = {"boxes": torch.tensor([[0.0, 5.0, 60.0, 40.0], [40.0, 20.0, 90.0, 60.0]]), "labels": torch.tensor([0, 1])}
+    two = {
+        "boxes": torch.tensor([[0.0, 5.0, 60.0, 40.0], [40.0, 20.0, 90.0, 60.0]]),
+        "labels": torch.tensor([0, 1]),
+    }
     t = fcos_targets(locs, STRIDES, [one, empty, two], 3, SOI)
     P = sum(len(loc) for loc in locs)
     assert t.labels.shape == (3 * P,)
@@ -95,7 +100,10 @@ def test_empty_and_quirk_and_global_indices():
     per_image = {i: set(t.gt_inds[(t.im_inds == i) & (t.gt_inds >= 0)].tolist()) for i in range(3)}
     assert per_image[0] == {0} and per_image[1] == set() and per_image[2] <= {1, 2} and per_image[2]
     # reference quirk: a first GT whose centre x is 0 makes the whole image negative
-    quirk = {"boxes": torch.tensor([[-20.0, 5.0, 20.0, 40.0], [40.0, 20.0, 90.0, 60.0]]), "labels": torch.tensor([0, 1])}
+    quirk = {
+        "boxes": torch.tensor([[-20.0, 5.0, 20.0, 40.0], [40.0, 20.0, 90.0, 60.0]]),
+        "labels": torch.tensor([0, 1]),
+    }
     tq = fcos_targets(locs, STRIDES, [quirk], 3, SOI)
     assert tq.pos_inds.numel() == 0
     assert float(tq.num_pos_avg) == 1.0 and float(tq.loss_denorm) == pytest.approx(1e-6)

@@ -184,9 +184,7 @@ def load_d2_weights(path: str | os.PathLike) -> dict[str, Tensor]:
     return {k: torch.as_tensor(v) for k, v in obj.items()}
 
 
-def convert_adelaidet(
-    config_path: str, weights_path: str
-) -> tuple[TrainConfig, dict[str, Tensor], list[str]]:
+def convert_adelaidet(config_path: str, weights_path: str) -> tuple[TrainConfig, dict[str, Tensor], list[str]]:
     """Config + weights -> (TrainConfig, blendseg state dict, unmapped keys). Backbone weights stay random-free:
     ``backbone.weights`` is cleared since the checkpoint carries them."""
     cfg = d2_to_train_config(load_d2_yaml(config_path))

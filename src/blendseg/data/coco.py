@@ -140,14 +140,21 @@ class CocoInstances(torch.utils.data.Dataset):
         boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]
         labels = torch.tensor([self.cat_id_to_contiguous[a["category_id"]] for a in anns], dtype=torch.int64)
-        target = {"boxes": boxes, "labels": labels, "image_id": torch.tensor(info["id"]), "orig_size": torch.tensor([h, w])}
+        target = {
+            "boxes": boxes,
+            "labels": labels,
+            "image_id": torch.tensor(info["id"]),
+            "orig_size": torch.tensor([h, w]),
+        }
         if self.with_masks:
             masks = np.zeros((len(anns), h, w), np.uint8)
             for i, a in enumerate(anns):
                 if a.get("segmentation") is not None:
                     masks[i] = decode(a["segmentation"], h, w)
                 else:
-                    warnings.warn(f"{self.ann_file}: annotation id {a['id']} has no segmentation; using its box")
+                    warnings.warn(
+                        f"{self.ann_file}: annotation id {a['id']} has no segmentation; using its box", stacklevel=2
+                    )
                     x0, y0, x1, y1 = boxes[i].round().int().tolist()
                     masks[i, y0:y1, x0:x1] = 1
             target["masks"] = torch.from_numpy(masks)

@@ -19,7 +19,12 @@ def collate(batch: list[tuple[Tensor, dict]], size_divisibility: int = 32) -> tu
 
 
 def build_loader(
-    dataset: Dataset, batch_size: int, train: bool, num_workers: int = 2, size_divisibility: int = 32, seed: int = 0
+    dataset: Dataset,
+    batch_size: int,
+    train: bool,
+    num_workers: int = 2,
+    size_divisibility: int = 32,
+    seed: int = 0,
 ) -> DataLoader:
     """Train: shuffled (DistributedSampler over processes, ``batch_size`` per process), dropping the last partial
     batch. Eval: in order, each process a strided shard."""

@@ -59,10 +59,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     img = img + tex
     if rng.random() < 0.3:  # stripes
         period = rng.uniform(6, 30)
-        img = (
-            img
-            + 12 * np.sin(2 * math.pi * (xx * math.cos(ang + 1) + yy * math.sin(ang + 1)) / period)[..., None]
-        )
+        img = img + 12 * np.sin(2 * math.pi * (xx * math.cos(ang + 1) + yy * math.sin(ang + 1)) / period)[..., None]
     return img
 
 
@@ -164,9 +161,7 @@ def _distractors(rng: np.random.Generator, img: np.ndarray, n: int) -> np.ndarra
     return np.asarray(pil, dtype=np.float32)
 
 
-def _place(
-    rng: np.random.Generator, h: int, w: int, diff: Difficulty, placed: list
-) -> tuple[float, float, float, str]:
+def _place(rng: np.random.Generator, h: int, w: int, diff: Difficulty, placed: list) -> tuple[float, float, float, str]:
     smin = min(h, w)
     for _ in range(20):
         r = math.exp(rng.uniform(math.log(5), math.log(0.42 * smin)))
@@ -214,9 +209,7 @@ def render_image(
             rng,
             img,
             mask,
-            _colour(
-                rng, img, *np.argwhere(mask).mean(0)[::-1] if mask.any() else (0, 0), diff.close_colour_prob
-            ),
+            _colour(rng, img, *np.argwhere(mask).mean(0)[::-1] if mask.any() else (0, 0), diff.close_colour_prob),
         )
         idmap[mask] = k
     anns = []
@@ -239,9 +232,7 @@ def render_image(
     return np.clip(img, 0, 255).astype(np.uint8), anns
 
 
-def write_split(
-    out: Path, split: str, num: int, seed: int, min_size: int, max_size: int, difficulty: str
-) -> Path:
+def write_split(out: Path, split: str, num: int, seed: int, min_size: int, max_size: int, difficulty: str) -> Path:
     img_dir = out / split / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []

@@ -11,7 +11,9 @@ from ..evaluation.coco import COCOEvaluator
 
 
 @torch.no_grad()
-def run_evaluation(model: nn.Module, loader, evaluator: COCOEvaluator, device: torch.device, verbose: bool = True) -> dict:
+def run_evaluation(
+    model: nn.Module, loader, evaluator: COCOEvaluator, device: torch.device, verbose: bool = True
+) -> dict:
     """Returns ``{"bbox": {"AP": ..., ...}}`` (percent) on the main process; times the loop."""
     was_training = model.training
     model.eval()

@@ -35,13 +35,26 @@ def build_dataset(cfg: TrainConfig, data_yaml: str, split: str, train: bool) -> 
     s = spec.splits[split]
     d = cfg.data
     tf = build_transforms(
-        train, d.min_size_train, d.min_size_train_sampling, d.max_size_train, d.min_size_test, d.max_size_test, d.hflip_train
+        train,
+        d.min_size_train,
+        d.min_size_train_sampling,
+        d.max_size_train,
+        d.min_size_test,
+        d.max_size_test,
+        d.hflip_train,
     )
     ds = CocoInstances(
-        s.annotations, s.images, filter_empty=train and d.filter_empty, with_masks=d.with_masks, transforms=tf, check_files=True
+        s.annotations,
+        s.images,
+        filter_empty=train and d.filter_empty,
+        with_masks=d.with_masks,
+        transforms=tf,
+        check_files=True,
     )
     if spec.names is not None and len(spec.names) != len(ds.class_names):
-        raise DataError(f"{data_yaml}: names lists {len(spec.names)} classes, {s.annotations} has {len(ds.class_names)} categories")
+        raise DataError(
+            f"{data_yaml}: names lists {len(spec.names)} classes, {s.annotations} has {len(ds.class_names)} categories"
+        )
     if spec.names is not None:
         ds.class_names = spec.names
     return ds
@@ -59,7 +72,9 @@ def with_num_classes(cfg: TrainConfig, num_classes: int) -> TrainConfig:
 
 def make_evaluator_fn(cfg: TrainConfig, data_yaml: str, device: torch.device, split: str = "val"):
     ds = build_dataset(cfg, data_yaml, split, train=False)
-    loader = build_loader(ds, max(1, cfg.solver.ims_per_batch), False, cfg.data.num_workers, cfg.model.size_divisibility)
+    loader = build_loader(
+        ds, max(1, cfg.solver.ims_per_batch), False, cfg.data.num_workers, cfg.model.size_divisibility
+    )
     evaluator = COCOEvaluator(ds.coco, ds.contiguous_to_cat_id, ds.class_names, ("bbox",))
     return lambda model: run_evaluation(model, loader, evaluator, device)
 
@@ -78,7 +93,9 @@ def train(cfg: TrainConfig, data_yaml: str, out_dir: str | Path, resume: bool = 
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(dump_yaml(cfg))
         print(f"run folder: {out_dir.resolve()}  ({len(ds)} training images, {len(ds.class_names)} classes)")
-    loader = build_loader(ds, cfg.solver.ims_per_batch, True, cfg.data.num_workers, cfg.model.size_divisibility, cfg.seed)
+    loader = build_loader(
+        ds, cfg.solver.ims_per_batch, True, cfg.data.num_workers, cfg.model.size_divisibility, cfg.seed
+    )
     model = build_model(cfg.model)
     has_val = "val" in load_data_yaml(data_yaml).splits
     eval_fn = make_evaluator_fn(cfg, data_yaml, device) if (evaluate and has_val) else None
@@ -94,7 +111,10 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tu
     """Rebuild the model of a blendseg checkpoint (config inside) and load its weights."""
     ckpt = load_checkpoint(checkpoint)
     cfg = from_dict(TrainConfig, ckpt["config"])
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone=dataclasses.replace(cfg.model.backbone, weights="")))
+    cfg = dataclasses.replace(
+        cfg,
+        model=dataclasses.replace(cfg.model, backbone=dataclasses.replace(cfg.model.backbone, weights="")),
+    )
     model = build_model(cfg.model)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), cfg, ckpt

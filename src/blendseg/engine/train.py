@@ -98,12 +98,18 @@ def fit(
         model.load_state_dict(ckpt["model"])
         if "optimizer" in ckpt:
             optimizer.load_state_dict(ckpt["optimizer"])
-        start_iter, spent, best = int(ckpt["iteration"]), float(ckpt.get("elapsed_s", 0.0)), float(ckpt.get("best", -1))
+        start_iter, spent, best = (
+            int(ckpt["iteration"]),
+            float(ckpt.get("elapsed_s", 0.0)),
+            float(ckpt.get("best", -1)),
+        )
         if is_main_process():
             print(f"resumed from {out_dir / 'weights' / 'last.pt'} at iteration {start_iter}")
     ddp_model = model
     if is_dist():
-        ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        ddp_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     scaler = torch.amp.GradScaler(device.type, enabled=solver.amp and device.type == "cuda")
     budget = solver.max_minutes * 60.0
     t0 = time.perf_counter() - spent
@@ -117,7 +123,12 @@ def fit(
             "elapsed_s": time.perf_counter() - t0, "best": best, "config": to_dict(cfg), **(extra_state or {}),
         }  # fmt: skip
 
-    bar = tqdm(total=max_iter, initial=start_iter, disable=not is_main_process(), dynamic_ncols=True, mininterval=2)
+    # under a time budget the bar counts seconds (its ETA is the budget's), otherwise iterations
+    bar_total, bar_start = (int(budget), int(spent)) if budget > 0 else (max_iter, start_iter)
+    unit = "s" if budget > 0 else "it"
+    bar = tqdm(
+        total=bar_total, initial=bar_start, unit=unit, disable=not is_main_process(), dynamic_ncols=True, mininterval=2
+    )
     data = infinite(train_loader)
     model.train()
     try:
@@ -137,7 +148,9 @@ def fit(
                 out = ddp_model(images.to(device), targets)
             loss = sum(out.losses.values())
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at iteration {it}: { {k: float(v) for k, v in out.losses.items()} }")
+                raise FloatingPointError(
+                    f"loss became {loss.item()} at iteration {it}: { {k: float(v) for k, v in out.losses.items()} }"
+                )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if solver.clip_grad_norm > 0:
@@ -149,10 +162,21 @@ def fit(
             if is_main_process():
                 losses = {k: round(float(v.detach()), 4) for k, v in out.losses.items()}
                 ips = len(images) * get_world_size() / max(time.perf_counter() - tic, 1e-9)
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}", ips=f"{ips:.1f}")
-                bar.update(1)
+                bar.set_postfix(
+                    it=it,
+                    loss=f"{float(loss.detach()):.3f}",
+                    lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+                    ips=f"{ips:.1f}",
+                )
+                bar.update(1 if budget <= 0 else max(0, min(int(time.perf_counter() - t0), bar_total) - bar.n))
                 if it % 20 == 0 or it == 1:
-                    rec = {"iteration": it, "time_s": round(time.perf_counter() - t0, 1), "lr": optimizer.param_groups[0]["lr"], "loss": round(float(loss.detach()), 4), **losses}
+                    rec = {
+                        "iteration": it,
+                        "time_s": round(time.perf_counter() - t0, 1),
+                        "lr": optimizer.param_groups[0]["lr"],
+                        "loss": round(float(loss.detach()), 4),
+                        **losses,
+                    }
                     log.write(json.dumps(rec) + "\n")
                     log.flush()
             if solver.checkpoint_period and it % solver.checkpoint_period == 0 and is_main_process():

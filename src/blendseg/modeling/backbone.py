@@ -128,9 +128,7 @@ class Bottleneck(nn.Module):
             self.conv2_offset = nn.Conv2d(bottleneck_ch, 27 if modulated else 18, 3, s3, 1)
             nn.init.zeros_(self.conv2_offset.weight)
             nn.init.zeros_(self.conv2_offset.bias)
-            self.conv2 = DeformConv2dNorm(
-                bottleneck_ch, bottleneck_ch, s3, 1, groups, get_norm(norm, bottleneck_ch)
-            )
+            self.conv2 = DeformConv2dNorm(bottleneck_ch, bottleneck_ch, s3, 1, groups, get_norm(norm, bottleneck_ch))
         else:
             self.conv2_offset = None
             self.conv2 = Conv2dNorm(
@@ -192,9 +190,7 @@ class ResNet(nn.Module):
         if basic and any(deform_on_per_stage):
             raise ValueError("deformable convolutions need bottleneck blocks (depth >= 50)")
         self.stem = nn.Module()
-        self.stem.conv1 = Conv2dNorm(
-            3, stem_out_channels, 7, 2, 3, bias=False, norm=get_norm(norm, stem_out_channels)
-        )
+        self.stem.conv1 = Conv2dNorm(3, stem_out_channels, 7, 2, 3, bias=False, norm=get_norm(norm, stem_out_channels))
         in_ch, out_ch = stem_out_channels, res2_out_channels
         bottleneck_ch = num_groups * width_per_group
         self.stage_names = ("res2", "res3", "res4", "res5")
@@ -296,7 +292,7 @@ def load_imagenet_weights(net: ResNet, cfg: BackboneConfig) -> None:
 
         if cfg.stride_in_1x1:
             warnings.warn(
-                "torchvision ResNet weights put the stride in the 3x3 conv; set stride_in_1x1=false"
+                "torchvision ResNet weights put the stride in the 3x3 conv; set stride_in_1x1=false", stacklevel=2
             )
         builder = getattr(torchvision.models, f"resnet{cfg.depth}")
         state = builder(weights="DEFAULT").state_dict()
@@ -310,7 +306,7 @@ def load_imagenet_weights(net: ResNet, cfg: BackboneConfig) -> None:
     if missing:
         raise ValueError(f"{cfg.weights}: backbone weights lack {len(missing)} keys, e.g. {missing[:3]}")
     if unexpected:
-        warnings.warn(f"{cfg.weights}: ignored {len(unexpected)} keys, e.g. {unexpected[:3]}")
+        warnings.warn(f"{cfg.weights}: ignored {len(unexpected)} keys, e.g. {unexpected[:3]}", stacklevel=2)
 
 
 def _read_state_file(path: str) -> dict[str, Tensor]:

@@ -55,9 +55,7 @@ class DFConv2d(nn.Module):
         return deform_conv2d(x, om[:, :18], self.weight, self.bias, padding=1, mask=om[:, 18:].sigmoid())
 
 
-def _make_tower(
-    num_convs: int, channels: int, norm: str, num_levels: int, deform_last: bool
-) -> nn.Sequential:
+def _make_tower(num_convs: int, channels: int, norm: str, num_levels: int, deform_last: bool) -> nn.Sequential:
     """[conv, norm, ReLU] x n with detectron2's indices (0 conv, 1 norm, 2 ReLU, ...).
 
     BN/SyncBN are per level (a ModuleList indexed by level), as AdelaiDet's ``ModuleListDial``.
@@ -129,9 +127,7 @@ class FCOSHead(nn.Module):
         nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
         self.embed_head = embed_head
 
-    def forward(
-        self, feats: list[Tensor]
-    ) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor] | None]:
+    def forward(self, feats: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor] | None]:
         """feats: L maps (N, F, H, W). Returns per level logits (N, C, H, W), box regression (N, 4, H, W) in
         stride units after ReLU, quality logits (N, 1, H, W) and embeddings (N, E, H, W) or None."""
         logits, box_reg, quality, embeds = [], [], [], []
@@ -192,9 +188,7 @@ class FCOS(nn.Module):
         self.strides = list(cfg.fcos.strides)
         if self.strides != fpn.strides:
             raise ValueError(f"fcos.strides {self.strides} do not match the FPN's {fpn.strides}")
-        self.register_buffer(
-            "pixel_mean", torch.tensor(cfg.pixel_mean, dtype=torch.float32), persistent=False
-        )
+        self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean, dtype=torch.float32), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std, dtype=torch.float32), persistent=False)
         self.register_buffer("moving_num_fg", torch.tensor(100.0))
 
@@ -209,9 +203,7 @@ class FCOS(nn.Module):
         feats = self.backbone(x)
         return self.fpn([feats["res3"], feats["res4"], feats["res5"]])
 
-    def forward(
-        self, images: ImageBatch | list[Tensor], targets: list[dict[str, Tensor]] | None = None
-    ) -> FCOSOutput:
+    def forward(self, images: ImageBatch | list[Tensor], targets: list[dict[str, Tensor]] | None = None) -> FCOSOutput:
         x, image_sizes = self.preprocess(images)
         feats = self.features(x)
         logits, box_reg, quality, embeds = self.head(feats)
@@ -242,9 +234,7 @@ class FCOS(nn.Module):
         )  # fmt: skip
 
     @torch.no_grad()
-    def postprocess(
-        self, out: FCOSOutput, original_sizes: list[tuple[int, int]] | None = None
-    ) -> list[Detections]:
+    def postprocess(self, out: FCOSOutput, original_sizes: list[tuple[int, int]] | None = None) -> list[Detections]:
         """Decoded detections rescaled to ``original_sizes`` (default: input sizes), clipped, empty ones dropped."""
         original_sizes = original_sizes or out.image_sizes
         return [

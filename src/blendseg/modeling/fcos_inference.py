@@ -36,10 +36,7 @@ class Detections:
 
     def __getitem__(self, idx: Tensor) -> Detections:
         return Detections(
-            **{
-                f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[idx])
-                for f in fields(self)
-            }
+            **{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[idx]) for f in fields(self)}
         )
 
 
@@ -67,9 +64,7 @@ def _decode_level(
             scores, top = scores.topk(int(num_keep[i]), sorted=False)
             loc_idx, cls_idx = loc_idx[top], cls_idx[top]
         r, p = reg[i][loc_idx], locations[loc_idx]
-        boxes = torch.stack(
-            [p[:, 0] - r[:, 0], p[:, 1] - r[:, 1], p[:, 0] + r[:, 2], p[:, 1] + r[:, 3]], dim=1
-        )
+        boxes = torch.stack([p[:, 0] - r[:, 0], p[:, 1] - r[:, 1], p[:, 0] + r[:, 2], p[:, 1] + r[:, 3]], dim=1)
         out.append(
             Detections(
                 boxes,
@@ -86,9 +81,7 @@ def _decode_level(
 def _cat(dets: list[Detections]) -> Detections:
     return Detections(
         **{
-            f.name: (
-                None if getattr(dets[0], f.name) is None else torch.cat([getattr(d, f.name) for d in dets])
-            )
+            f.name: (None if getattr(dets[0], f.name) is None else torch.cat([getattr(d, f.name) for d in dets]))
             for f in fields(Detections)
         }
     )
@@ -141,9 +134,7 @@ def fcos_decode(
     return results
 
 
-def detector_postprocess(
-    dets: Detections, input_size: tuple[int, int], output_size: tuple[int, int]
-) -> Detections:
+def detector_postprocess(dets: Detections, input_size: tuple[int, int], output_size: tuple[int, int]) -> Detections:
     """Scale boxes from the input size to ``output_size`` (h, w), clip to it and drop empty boxes (d2)."""
     sy = output_size[0] / input_size[0]
     sx = output_size[1] / input_size[1]

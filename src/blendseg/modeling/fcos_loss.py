@@ -100,9 +100,7 @@ def _targets_one_image(
             torch.full((P,), -1, dtype=torch.int64, device=points.device),
         )
     xs, ys = points[:, 0:1], points[:, 1:2]  # (P, 1)
-    reg = torch.stack(
-        [xs - boxes[:, 0], ys - boxes[:, 1], boxes[:, 2] - xs, boxes[:, 3] - ys], dim=2
-    )  # (P, M, 4)
+    reg = torch.stack([xs - boxes[:, 0], ys - boxes[:, 1], boxes[:, 2] - xs, boxes[:, 3] - ys], dim=2)  # (P, M, 4)
     if center_sample:
         is_in = _sample_region(boxes, strides * radius, xs, ys)
     else:
@@ -163,9 +161,7 @@ def fcos_targets(
         inds.append(torch.where(ind >= 0, ind + offset, ind))
         offset += len(t["boxes"])
     N = len(targets)
-    level_of = torch.cat(
-        [torch.full((n,), i, dtype=torch.int64, device=device) for i, n in enumerate(num_loc)]
-    )
+    level_of = torch.cat([torch.full((n,), i, dtype=torch.int64, device=device) for i, n in enumerate(num_loc)])
 
     def flat(per_image: list[Tensor]) -> Tensor:  # (N, P, ...) -> level-major (T, ...)
         x = torch.stack(per_image)
@@ -207,9 +203,7 @@ def fcos_losses(
         moving_num_fg.mul_(0.9).add_(0.1 * targets.num_pos_avg)
         normalizer = moving_num_fg.clone()
     elif cfg.loss_normalizer_cls == "all":
-        normalizer = torch.clamp(
-            reduce_mean(torch.tensor(float(logits.shape[0]), device=logits.device)), min=1.0
-        )
+        normalizer = torch.clamp(reduce_mean(torch.tensor(float(logits.shape[0]), device=logits.device)), min=1.0)
     else:
         raise ValueError(f"unknown loss_normalizer_cls {cfg.loss_normalizer_cls!r}")
     loss_cls = sigmoid_focal_loss(logits, cls_target, cfg.loss_alpha, cfg.loss_gamma, reduction="sum")
@@ -224,13 +218,9 @@ def fcos_losses(
     elif cfg.box_quality == "iou":
         losses["loss_fcos_loc"] = iou_loss_ltrb(reg_p, reg_t, None, cfg.loc_loss_type) / targets.num_pos_avg
         iou = ltrb_iou(reg_p, reg_t).detach()
-        losses["loss_fcos_iou"] = (
-            F.binary_cross_entropy_with_logits(q_p, iou, reduction="sum") / targets.num_pos_avg
-        )
+        losses["loss_fcos_iou"] = F.binary_cross_entropy_with_logits(q_p, iou, reduction="sum") / targets.num_pos_avg
     else:
         raise ValueError(f"unknown box_quality {cfg.box_quality!r}")
     if pos.numel() == 0:  # keep every head in the graph (DDP) with exact zeros
-        losses = {
-            k: (v if k == "loss_fcos_cls" else reg.sum() * 0 + quality.sum() * 0) for k, v in losses.items()
-        }
+        losses = {k: (v if k == "loss_fcos_cls" else reg.sum() * 0 + quality.sum() * 0) for k, v in losses.items()}
     return losses

@@ -50,9 +50,7 @@ class FPN(nn.Module):
             self.top_block.p7 = nn.Conv2d(out_channels, out_channels, 3, 2, 1)
             c2_xavier_fill(self.top_block.p7)
         self.out_channels = out_channels
-        self.strides = [2**lvl for lvl in self.levels] + [
-            2 ** (self.levels[-1] + i + 1) for i in range(top_levels)
-        ]
+        self.strides = [2**lvl for lvl in self.levels] + [2 ** (self.levels[-1] + i + 1) for i in range(top_levels)]
 
     def forward(self, feats: list[Tensor]) -> list[Tensor]:
         """feats: finest first, (N, C_i, H_i, W_i). Returns P3..P5(+P6, P7), each (N, C, H_l, W_l)."""

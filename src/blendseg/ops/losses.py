@@ -9,9 +9,7 @@ import torch
 from torch import Tensor
 
 
-def iou_loss_ltrb(
-    pred: Tensor, target: Tensor, weight: Tensor | None = None, loss_type: str = "giou"
-) -> Tensor:
+def iou_loss_ltrb(pred: Tensor, target: Tensor, weight: Tensor | None = None, loss_type: str = "giou") -> Tensor:
     """Summed IoU-type loss between boxes given as distances from a shared point (AdelaiDet ``IOULoss``).
 
     Args:

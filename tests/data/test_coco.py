@@ -1,0 +1,158 @@
+"""COCO loading and `data check` on well-formed and malformed annotations."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from blendseg.data.check import DataError, check_file
+from blendseg.data.coco import CocoInstances, load_data_yaml
+from blendseg.data.rle import encode
+from blendseg.data.transforms import build_transforms, shortest_edge_size
+
+
+def _write(tmp_path, coco, images=((1, 40, 50),)):
+    img_dir = tmp_path / "images"
+    img_dir.mkdir(exist_ok=True)
+    for iid, h, w in images:
+        Image.fromarray(np.full((h, w, 3), iid * 20, np.uint8)).save(img_dir / f"{iid}.png")
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(coco))
+    return path, img_dir
+
+
+def _good():
+    mask = np.zeros((40, 50), np.uint8)
+    mask[5:15, 10:30] = 1
+    rle = encode(mask)
+    return {
+        "images": [
+            {"id": 1, "file_name": "1.png", "height": 40, "width": 50},
+            {"id": 2, "file_name": "2.png", "height": 40, "width": 50},
+        ],
+        "categories": [{"id": 0, "name": "zero"}, {"id": 7, "name": "seven"}, {"id": 3, "name": "three"}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 7,
+                "bbox": [10, 5, 20, 10],
+                "segmentation": rle,
+                "iscrowd": 0,
+                "area": 200,
+            },
+            {
+                "id": 2,
+                "image_id": 1,
+                "category_id": 0,
+                "bbox": [1, 20, 10, 10],
+                "segmentation": [[1, 20, 11, 20, 11, 30, 1, 30]],
+                "iscrowd": 0,
+                "area": 100,
+            },
+            {
+                "id": 3,
+                "image_id": 1,
+                "category_id": 3,
+                "bbox": [30, 20, 10, 10],
+                "iscrowd": 0,
+                "area": 100,
+                "segmentation": {"size": [40, 50], "counts": [1230, 10, 30, 10, 30, 10, 680]},
+            },
+            {
+                "id": 4,
+                "image_id": 1,
+                "category_id": 3,
+                "bbox": [0, 0, 50, 40],
+                "segmentation": rle,
+                "iscrowd": 1,
+                "area": 200,
+            },
+        ],
+    }
+
+
+def test_loading_maps_sparse_ids_and_excludes_crowd(tmp_path):
+    path, img_dir = _write(tmp_path, _good(), images=((1, 40, 50), (2, 40, 50)))
+    ds = CocoInstances(path, img_dir, with_masks=True, check_files=True)
+    assert ds.contiguous_to_cat_id == [0, 3, 7] and ds.class_names == ["zero", "three", "seven"]
+    assert len(ds) == 2  # the empty image is kept for evaluation
+    img, t = ds[0]
+    assert img.dtype == torch.uint8 and img.shape == (3, 40, 50)
+    assert t["labels"].tolist() == [2, 0, 1]  # crowd annotation 4 left out
+    torch.testing.assert_close(t["boxes"][0], torch.tensor([10.0, 5.0, 30.0, 15.0]))
+    assert t["masks"].shape == (3, 40, 50) and int(t["masks"][0].sum()) == 200
+    assert int(t["masks"][1].sum()) > 0 and int(t["masks"][2].sum()) == 30  # polygon, uncompressed RLE
+    assert len(CocoInstances(path, img_dir, filter_empty=True)) == 1
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda c: c["annotations"][1].update(segmentation=[[1, 2, 3, 4]]), "polygon with 2 point(s)"),
+        (lambda c: c["annotations"][0].update(category_id=99), "unknown category_id 99"),
+        (lambda c: c["annotations"][0].update(bbox=[10, 5, 0, 10]), "zero-area box"),
+        (lambda c: c["annotations"][0].update(bbox=[45, 5, 20, 10]), "outside the 50x40 image"),
+        (lambda c: c["annotations"][1].update(id=1), "duplicated annotation id"),
+        (lambda c: c["images"].append(dict(c["images"][0])), "duplicated image id"),
+        (lambda c: c["annotations"][0].update(image_id=42), "image_id refers to no image"),
+        (lambda c: c["images"][1].update(file_name="missing.png"), "image file missing"),
+        (lambda c: c["images"][0].update(width=60), "file is 50x40"),
+    ],
+)
+def test_check_reports_problem_with_ids(tmp_path, mutate, message):
+    coco = _good()
+    mutate(coco)
+    path, img_dir = _write(tmp_path, coco, images=((1, 40, 50), (2, 40, 50)))
+    problems = check_file(path, img_dir)
+    assert any(message in str(p) for p in problems), [str(p) for p in problems]
+    assert all(str(path) in str(p) for p in problems)
+    with pytest.raises(DataError, match="problem"):
+        CocoInstances(path, img_dir, check_files=True)
+
+
+def test_check_unreadable_json_and_image(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert "not valid JSON" in str(check_file(bad)[0])
+    bad.write_text(json.dumps({"images": []}))
+    assert "missing or non-list key(s): annotations, categories" in str(check_file(bad)[0])
+    path, img_dir = _write(tmp_path, _good(), images=((1, 40, 50), (2, 40, 50)))
+    (img_dir / "2.png").write_bytes(b"not an image")
+    assert any("unreadable image" in str(p) and "image id 2" in str(p) for p in check_file(path, img_dir))
+
+
+def test_data_yaml_and_transforms(tmp_path, synth_data):
+    spec = load_data_yaml(synth_data)
+    assert set(spec.splits) == {"train", "val"} and spec.names[0] == "circle"
+    (tmp_path / "d.yaml").write_text("path: .\ntrain: {images: im}\n")
+    with pytest.raises(DataError, match="must be"):
+        load_data_yaml(tmp_path / "d.yaml")
+    # detectron2's ResizeShortestEdge arithmetic
+    assert shortest_edge_size(480, 640, 800, 1333) == (800, 1067)
+    assert shortest_edge_size(100, 1000, 800, 1333) == (133, 1333)
+    tf = build_transforms(True, (64,), "choice", 100, 64, 100, hflip=False)
+    img = torch.zeros(3, 40, 50, dtype=torch.uint8)
+    target = {
+        "boxes": torch.tensor([[10.0, 5.0, 30.0, 15.0], [49.0, 0, 52.0, 3.0]]),
+        "labels": torch.tensor([1, 2]),
+    }
+    out_img, out_t = tf(img, target)
+    assert out_img.shape == (3, 64, 80)
+    torch.testing.assert_close(out_t["boxes"][0], torch.tensor([16.0, 8.0, 48.0, 24.0]))
+    assert out_t["labels"].tolist() == [1, 2] and float(out_t["boxes"][1, 2]) == 80.0  # clipped
+
+
+def test_flip_moves_boxes_and_masks():
+    from blendseg.data.transforms import HFlip, ToTvTensors
+
+    img = torch.zeros(3, 10, 20, dtype=torch.uint8)
+    masks = torch.zeros(1, 10, 20, dtype=torch.uint8)
+    masks[0, 2:4, 1:5] = 1
+    t = {"boxes": torch.tensor([[1.0, 2.0, 5.0, 4.0]]), "labels": torch.tensor([0]), "masks": masks}
+    img, t = ToTvTensors()(img, t)
+    _, out = HFlip(p=1.0)(img, t)
+    torch.testing.assert_close(out["boxes"].as_subclass(torch.Tensor), torch.tensor([[15.0, 2.0, 19.0, 4.0]]))
+    assert out["masks"][0, 2:4, 15:19].all() and int(out["masks"].sum()) == 8

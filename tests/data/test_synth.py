@@ -1,0 +1,61 @@
+"""The synthetic dataset: determinism, content the papers' claims need, valid COCO."""
+
+import json
+
+import numpy as np
+
+from blendseg.data.check import check_file
+from blendseg.data.rle import decode
+from blendseg.data.synth import CLASSES, render_image, synthesize
+
+
+def test_deterministic_per_seed_and_index():
+    a_img, a_anns = render_image(7, "train", 3, 128, 160, "normal")
+    b_img, b_anns = render_image(7, "train", 3, 128, 160, "normal")
+    c_img, _ = render_image(8, "train", 3, 128, 160, "normal")
+    np.testing.assert_array_equal(a_img, b_img)
+    assert json.dumps(a_anns) == json.dumps(b_anns)
+    assert a_img.shape != c_img.shape or not np.array_equal(a_img, c_img)
+
+
+def test_content_and_validity(tmp_path):
+    yaml_path = synthesize(tmp_path, train=80, val=0, seed=1, min_size=96, max_size=160, difficulty="hard")
+    ann_path = tmp_path / "train" / "annotations.json"
+    assert check_file(ann_path, tmp_path / "train" / "images") == []
+    coco = json.loads(ann_path.read_text())
+    anns = coco["annotations"]
+    assert [c["name"] for c in coco["categories"]] == list(CLASSES)
+    sizes = {(im["height"], im["width"]) for im in coco["images"]}
+    assert any(h != w for h, w in sizes) and all(96 <= s <= 160 for hw in sizes for s in hw)
+    assert any(a["iscrowd"] for a in anns), "crowd regions"
+    assert any(isinstance(a["segmentation"], list) for a in anns), "polygons"
+    assert any(isinstance(a["segmentation"], dict) and not a["iscrowd"] for a in anns), "RLE for occluded / holed"
+    with_anns = {a["image_id"] for a in anns}
+    assert len(with_anns) < len(coco["images"]), "some images hold no object"
+    assert {a["category_id"] for a in anns} == set(range(1, len(CLASSES) + 1))
+    areas = [a["area"] for a in anns if not a["iscrowd"]]
+    assert min(areas) < 100 and max(areas) > 3000, "scales from tiny to most of the image"
+    # occlusion can split an instance: some visible mask has more than one connected part
+    split = 0
+    for a in anns:
+        if isinstance(a["segmentation"], dict) and not a["iscrowd"]:
+            im = next(i for i in coco["images"] if i["id"] == a["image_id"])
+            m = decode(a["segmentation"], im["height"], im["width"])
+            rows = np.flatnonzero(m.any(1))
+            if len(rows) and (np.diff(rows) > 1).any():
+                split += 1
+    assert split > 0
+    assert yaml_path.name == "data.yaml"
+
+
+def test_ring_has_a_hole_and_polygons_match_masks():
+    for i in range(40):
+        img, anns = render_image(2, "val", i, 200, 240, "easy")
+        for a in anns:
+            if a["category_id"] == CLASSES.index("ring") + 1 and not a["iscrowd"]:
+                m = decode(a["segmentation"], *img.shape[:2])
+                x, y, w, h = (int(round(v)) for v in a["bbox"])
+                cy, cx = y + h // 2, x + w // 2
+                if m.sum() > 400 and m[cy, cx] == 0:
+                    return
+    raise AssertionError("no visible ring with an empty centre found")

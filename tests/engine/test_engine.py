@@ -1,0 +1,49 @@
+"""Checkpoints, LR schedule, optimiser groups."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from blendseg.config import SolverConfig
+from blendseg.engine.checkpoint import load_checkpoint, save_checkpoint
+from blendseg.engine.train import build_optimizer, lr_factor
+
+
+class Evil:
+    """A pickled object: weights_only loading must refuse it."""
+
+
+def test_checkpoint_atomic_and_weights_only(tmp_path):
+    model = torch.nn.Conv2d(2, 3, 1)
+    path = save_checkpoint(
+        tmp_path / "w" / "last.pt", {"model": model.state_dict(), "config": {"a": [1, 2]}, "iteration": 5}
+    )
+    ck = load_checkpoint(path)
+    assert ck["iteration"] == 5 and ck["format_version"] == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]  # no temp file left
+    torch.save({"model": {}, "config": {}, "evil": Evil()}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="not a loadable blendseg checkpoint"):
+        load_checkpoint(tmp_path / "bad.pt")
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "none.pt")
+
+
+def test_warmup_multistep_matches_detectron2():
+    s = SolverConfig(base_lr=1.0, max_iter=100, steps=(60, 80), warmup_iters=10, warmup_factor=0.001)
+    assert lr_factor(0, 0, s) == pytest.approx(0.001)
+    assert lr_factor(5, 5, s) == pytest.approx(0.001 * 0.5 + 0.5)
+    assert lr_factor(10, 10, s) == 1.0
+    assert lr_factor(59, 59, s) == 1.0 and lr_factor(60, 60, s) == pytest.approx(0.1)
+    assert lr_factor(80, 80, s) == pytest.approx(0.01)
+    c = dataclasses.replace(s, warmup_method="constant", warmup_factor=1 / 3)
+    assert lr_factor(3, 3, c) == pytest.approx(1 / 3) and lr_factor(10, 10, c) == 1.0
+    assert lr_factor(20, 75.0, s) == pytest.approx(0.1)  # time-budget progress drives the steps
+
+
+def test_norm_params_get_their_own_weight_decay():
+    m = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.GroupNorm(2, 4), torch.nn.BatchNorm2d(4))
+    opt = build_optimizer(m, SolverConfig(weight_decay=1e-4, weight_decay_norm=0.0))
+    assert [len(g["params"]) for g in opt.param_groups] == [2, 4]
+    assert [g["weight_decay"] for g in opt.param_groups] == [1e-4, 0.0]
+    assert isinstance(build_optimizer(m, SolverConfig(optimizer="adamw")), torch.optim.AdamW)

@@ -1,0 +1,110 @@
+"""End-to-end CLI: synth -> check -> train (2 iterations) -> resume -> val -> convert."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from blendseg.cli import main
+from blendseg.engine.checkpoint import load_checkpoint
+
+from .conftest import reference_dir
+
+
+def test_train_resume_val(tmp_path, synth_data, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "fcos_tiny_test", str(synth_data), "--out", str(out), "solver.max_iter=2"]) == 0
+    assert (out / "config.yaml").is_file() and (out / "metrics.json").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["bbox"]) >= {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+    ck = load_checkpoint(out / "weights" / "last.pt")
+    assert ck["iteration"] == 2 and ck["class_names"][0] == "circle"
+    assert (
+        main(
+            [
+                "train",
+                "fcos_tiny_test",
+                str(synth_data),
+                "--out",
+                str(out),
+                "--resume",
+                "solver.max_iter=3",
+                "--no-eval",
+            ]
+        )
+        == 0
+    )
+    assert load_checkpoint(out / "weights" / "last.pt")["iteration"] == 3
+    assert "resumed from" in capsys.readouterr().out
+    assert main(["val", str(out / "weights" / "last.pt"), str(synth_data), "--out", str(tmp_path / "val")]) == 0
+    assert (tmp_path / "val" / "metrics.json").is_file()
+
+
+def test_bad_inputs_give_messages_not_tracebacks(tmp_path, synth_data, capsys):
+    assert main(["train", "fcos_tiny_test", str(synth_data), "solver.max_iterz=2"]) == 1
+    assert "unknown config key 'solver.max_iterz'" in capsys.readouterr().err
+    bad = tmp_path / "ann.json"
+    bad.write_text(
+        '{"images": [{"id": 1, "file_name": "x.jpg", "height": 5, "width": 5}], "categories": [{"id": 1}], '
+        '"annotations": [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [0, 0, 1, 1]}]}'
+    )
+    assert main(["data", "check", str(bad), "--images", str(tmp_path)]) == 1
+    text = capsys.readouterr().out
+    assert "unknown category_id 2" in text and "image file missing" in text
+    (tmp_path / "d.yaml").write_text(f"path: {tmp_path}\ntrain: {{images: ., annotations: ann.json}}\n")
+    assert main(["train", "fcos_tiny_test", str(tmp_path / "d.yaml"), "--out", str(tmp_path / "r")]) == 1
+    assert "unknown category_id 2" in capsys.readouterr().err
+
+
+def test_console_script_and_convert(tmp_path):
+    exe = os.path.join(os.path.dirname(sys.executable), "blendseg")
+    r = subprocess.run([exe, "presets"], capture_output=True, text=True, check=True)
+    assert "fcos_r50_1x" in r.stdout
+    d = reference_dir("blendmask_r18_tiny")
+    r = subprocess.run(
+        [
+            exe,
+            "convert",
+            "--from",
+            "adelaidet",
+            "--config",
+            str(d / "config.yaml"),
+            "--weights",
+            str(d / "weights.safetensors"),
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    ck = load_checkpoint(tmp_path / "model.pt")
+    assert ck["config"]["model"]["backbone"]["depth"] == 18 and "head.cls_logits.weight" in ck["model"]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(tmp_path, synth_data):
+    """Real multi-process training (gloo on CPU) through torchrun."""
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29531",
+        "-m",
+        "blendseg.cli",
+        "train",
+        "fcos_tiny_test",
+        str(synth_data),
+        "--out",
+        str(out),
+        "solver.max_iter=2",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert load_checkpoint(out / "weights" / "last.pt")["iteration"] == 2
+    assert (out / "metrics.json").is_file()
