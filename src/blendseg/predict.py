@@ -1,0 +1,41 @@
+"""Prediction on a dataset split or images with a trained checkpoint, drawing the results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import TrainConfig
+from .data.coco import CocoInstances
+from .data.transforms import build_transforms
+from .modeling.fcos_inference import Detections
+from .structures import pad_images
+from .vis import draw_detections, save_image
+
+
+@torch.no_grad()
+def predict_image(model: nn.Module, cfg: TrainConfig, image: torch.Tensor) -> Detections:
+    """Detections for one (3, H, W) uint8 RGB image, at its size (test-time resize as the config says)."""
+    d = cfg.data
+    tf = build_transforms(False, d.min_size_train, "choice", d.max_size_train, d.min_size_test, d.max_size_test, False)
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+    resized, _ = tf(image, empty)
+    device = next(model.parameters()).device
+    out = model(pad_images([resized.float()], cfg.model.size_divisibility).to(device))
+    return model.postprocess(out, [tuple(image.shape[-2:])])[0]
+
+
+def draw_split(
+    model: nn.Module, cfg: TrainConfig, dataset: CocoInstances, out_dir: str | Path, num: int = 6, score_th: float = 0.3
+) -> list[Path]:
+    """Draw predictions on the first ``num`` images of ``dataset`` (read untransformed) into ``out_dir``."""
+    paths = []
+    model.eval()
+    for info in dataset.images[:num]:
+        image = dataset.read_image(info)
+        dets = predict_image(model, cfg, image)
+        drawn = draw_detections(image, dets, dataset.class_names, score_th)
+        paths.append(save_image(drawn, Path(out_dir) / f"{Path(info['file_name']).stem}_pred.png"))
+    return paths
