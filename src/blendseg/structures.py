@@ -11,7 +11,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -64,9 +63,3 @@ def normalize_batch(batch: ImageBatch, mean: Tensor, std: Tensor, bgr: bool) -> 
             valid[i, :, :h, :w] = True
         x = x * valid
     return x
-
-
-def resize_pad(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """Zero-pad (..., h, w) at the bottom / right to ``size`` (no-op when already that size)."""
-    dh, dw = size[0] - x.shape[-2], size[1] - x.shape[-1]
-    return F.pad(x, (0, dw, 0, dh)) if dh or dw else x

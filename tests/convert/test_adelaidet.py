@@ -82,6 +82,8 @@ def test_detections_match(blendmask_fixture):
     assert np.abs(det.scores.numpy() - outs["det_scores"]).max() <= _tol(outs["det_scores"])
     np.testing.assert_array_equal(det.locations.numpy(), outs["det_locations"])
     assert det.levels.tolist() == outs["det_fpn_levels"].tolist()
+    # loc_inds index the image's concatenated locations: they give back each detection's location
+    np.testing.assert_array_equal(torch.cat(out.locations)[det.loc_inds].numpy(), outs["det_locations"])
     final = model.postprocess(out, [(256, 320)])[0]
     keep = outs["final_keep_index"]
     assert final.labels.tolist() == outs["final_classes"][: len(keep)].tolist()

@@ -63,6 +63,7 @@ def test_post_nms_topk_and_embeddings():
     assert len(d) == 16 and bool((d.labels == 0).all())
     idx = (d.locations[:, 1] // 8 * 4 + d.locations[:, 0] // 8).long()
     torch.testing.assert_close(d.embeds[:, 0], idx.float())
+    assert d.loc_inds.tolist() == idx.tolist()
 
 
 def test_detector_postprocess_scales_clips_and_drops():
@@ -72,7 +73,9 @@ def test_detector_postprocess_scales_clips_and_drops():
         labels=torch.tensor([0, 1, 2]),
         locations=torch.zeros(3, 2),
         levels=torch.zeros(3, dtype=torch.int64),
+        loc_inds=torch.tensor([4, 9, 2]),
     )
     out = detector_postprocess(d, (64, 64), (128, 128))  # x2, then clip to 128
-    assert out.labels.tolist() == [0, 2]  # box 1 starts at 140 > 128 -> empty after clipping
+    # box 1 starts at 140 > 128: empty after clipping
+    assert out.labels.tolist() == [0, 2] and out.loc_inds.tolist() == [4, 2]
     torch.testing.assert_close(out.boxes, torch.tensor([[0.0, 20.0, 100.0, 80.0], [20.0, 20.0, 40.0, 60.0]]))

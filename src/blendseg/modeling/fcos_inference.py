@@ -19,6 +19,8 @@ class Detections:
     Attributes:
         boxes: (D, 4) xyxy pixels. ``scores``: (D,) sqrt(cls * ctr). ``labels``: (D,) int64 contiguous ids.
         locations: (D, 2) (x, y) of the producing location; ``levels``: (D,) its FPN level.
+        loc_inds: (D,) index of that location among the image's locations of all levels (level-major), i.e. the
+            kept index extensions use to gather their own per-location maps.
         embeds: (D, E) the extension's embedding at that location, or None.
         masks: (D, H, W) bool full-image masks once a mask method pastes them, else None.
     """
@@ -28,6 +30,7 @@ class Detections:
     labels: Tensor
     locations: Tensor
     levels: Tensor
+    loc_inds: Tensor
     embeds: Tensor | None = None
     masks: Tensor | None = None
 
@@ -42,7 +45,7 @@ class Detections:
 
 def _decode_level(
     logits: Tensor, box_reg: Tensor, quality: Tensor, embeds: Tensor | None, locations: Tensor, stride: int,
-    level: int, score_th: float, pre_nms_topk: int, thresh_with_ctr: bool,
+    level: int, loc_offset: int, score_th: float, pre_nms_topk: int, thresh_with_ctr: bool,
 ) -> list[Detections]:  # fmt: skip
     N, C = logits.shape[:2]
     cls = logits.permute(0, 2, 3, 1).reshape(N, -1, C).sigmoid()
@@ -67,13 +70,14 @@ def _decode_level(
         boxes = torch.stack([p[:, 0] - r[:, 0], p[:, 1] - r[:, 1], p[:, 0] + r[:, 2], p[:, 1] + r[:, 3]], dim=1)
         out.append(
             Detections(
-                boxes,
-                torch.sqrt(scores),
-                cls_idx,
-                p,
-                torch.full_like(cls_idx, level),
-                emb[i][loc_idx] if emb is not None else None,
-            )  # fmt: skip
+                boxes=boxes,
+                scores=torch.sqrt(scores),
+                labels=cls_idx,
+                locations=p,
+                levels=torch.full_like(cls_idx, level),
+                loc_inds=loc_idx + loc_offset,
+                embeds=emb[i][loc_idx] if emb is not None else None,
+            )
         )
     return out
 
@@ -108,6 +112,9 @@ def fcos_decode(
     probability alone. After class-aware NMS, detections scoring below the ``post_nms_topk``-th score are
     dropped (ties may keep more, as the reference's kthvalue). Order: descending score, as NMS returns it.
     """
+    offsets = [0]
+    for loc in locations[:-1]:
+        offsets.append(offsets[-1] + len(loc))
     per_level = [
         _decode_level(
             logits[lvl],
@@ -117,6 +124,7 @@ def fcos_decode(
             locations[lvl],
             strides[lvl],
             lvl,
+            offsets[lvl],
             score_th,
             pre_nms_topk,
             thresh_with_ctr,
@@ -138,14 +146,10 @@ def detector_postprocess(dets: Detections, input_size: tuple[int, int], output_s
     """Scale boxes from the input size to ``output_size`` (h, w), clip to it and drop empty boxes (d2)."""
     sy = output_size[0] / input_size[0]
     sx = output_size[1] / input_size[1]
-    boxes = dets.boxes * boxes_scale(sx, sy, dets.boxes)
+    boxes = dets.boxes * dets.boxes.new_tensor([sx, sy, sx, sy])
     boxes[:, 0::2] = boxes[:, 0::2].clamp(min=0, max=output_size[1])
     boxes[:, 1::2] = boxes[:, 1::2].clamp(min=0, max=output_size[0])
     keep = ((boxes[:, 2] - boxes[:, 0]) > 0) & ((boxes[:, 3] - boxes[:, 1]) > 0)
     out = dets[keep]
     out.boxes = boxes[keep]
     return out
-
-
-def boxes_scale(sx: float, sy: float, like: Tensor) -> Tensor:
-    return like.new_tensor([sx, sy, sx, sy])
