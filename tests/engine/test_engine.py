@@ -47,3 +47,35 @@ def test_norm_params_get_their_own_weight_decay():
     assert [len(g["params"]) for g in opt.param_groups] == [2, 4]
     assert [g["weight_decay"] for g in opt.param_groups] == [1e-4, 0.0]
     assert isinstance(build_optimizer(m, SolverConfig(optimizer="adamw")), torch.optim.AdamW)
+
+
+class _FailingLoader:
+    """One good batch, then a data error: training must save last.pt before the error propagates."""
+
+    def __init__(self, batch):
+        self.batch = batch
+
+    def __len__(self):
+        return 10
+
+    def __iter__(self):
+        yield self.batch
+        raise RuntimeError("corrupt batch")
+
+
+def test_exception_during_training_saves_last(tmp_path):
+    from blendseg.engine.train import fit
+    from blendseg.structures import pad_images
+    from blendseg.zoo import build_model, get_preset
+
+    cfg = get_preset("fcos_tiny_test")
+    model = build_model(cfg.model)
+    batch = (
+        pad_images([torch.rand(3, 64, 64) * 255]),
+        [{"boxes": torch.tensor([[5.0, 5, 40, 50]]), "labels": torch.tensor([1])}],
+    )
+    with pytest.raises(RuntimeError, match="corrupt batch"):
+        fit(model, _FailingLoader(batch), cfg, tmp_path, torch.device("cpu"))
+    ck = load_checkpoint(tmp_path / "weights" / "last.pt")
+    assert ck["iteration"] == 1 and "optimizer" in ck
+    assert (tmp_path / "train_log.jsonl").read_text().count("iteration") == 1

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..config import SolverConfig, TrainConfig, to_dict
@@ -69,6 +69,36 @@ def infinite(loader) -> Iterator:
         epoch += 1
 
 
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, images, targets: list[dict],
+    solver: SolverConfig, device: torch.device, it: int,
+) -> dict[str, Tensor]:  # fmt: skip
+    """One optimisation step of ``model`` (possibly DDP-wrapped); returns the detached losses."""
+    with torch.autocast(device.type, enabled=solver.amp):
+        out = model(images.to(device), targets)
+    loss = sum(out.losses.values())
+    if not torch.isfinite(loss):
+        values = {k: float(v) for k, v in out.losses.items()}
+        raise FloatingPointError(f"loss became {float(loss)} at iteration {it}: {values}")
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if solver.clip_grad_norm > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), solver.clip_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    return {"loss": loss.detach(), **{k: v.detach() for k, v in out.losses.items()}}
+
+
+def _resolve_schedule(solver: SolverConfig, iters_per_epoch: int) -> SolverConfig:
+    """With ``epochs`` > 0, max_iter = epochs x loader length and the steps keep their fractions."""
+    if solver.epochs <= 0:
+        return solver
+    max_iter = solver.epochs * iters_per_epoch
+    steps = tuple(round(s / solver.max_iter * max_iter) for s in solver.steps)
+    return dataclasses.replace(solver, steps=steps, max_iter=max_iter)
+
+
 def fit(
     model: nn.Module,
     train_loader,
@@ -81,133 +111,121 @@ def fit(
 ) -> dict:
     """Train ``model`` per ``cfg.solver``; writes ``weights/last.pt`` (and ``best.pt``) and ``train_log.jsonl``.
 
-    Returns the last evaluation metrics (or {}). Any exception saves ``last.pt`` before propagating.
+    Under ``solver.max_minutes`` the run stops when the budget is spent and the LR steps happen at the same
+    fractions of the budget. Returns the last evaluation metrics (or {}). Any exception (non-finite loss,
+    Ctrl-C, a data error) saves ``last.pt`` before propagating.
     """
-    out_dir = Path(out_dir)
-    solver = cfg.solver
-    max_iter = solver.epochs * len(train_loader) if solver.epochs > 0 else solver.max_iter
-    if solver.epochs > 0:  # steps are fractions of the preset's schedule
-        steps = tuple(round(s / solver.max_iter * max_iter) for s in solver.steps)
-        solver = dataclasses.replace(solver, steps=steps, max_iter=max_iter)
+    out_dir, solver = Path(out_dir), _resolve_schedule(cfg.solver, len(train_loader))
     model.to(device)
     optimizer = build_optimizer(model, solver)
-    start_iter, spent = 0, 0.0
-    best = -1.0
-    if resume and (out_dir / "weights" / "last.pt").is_file():
-        ckpt = load_checkpoint(out_dir / "weights" / "last.pt")
+    state = {"it": 0, "spent": 0.0, "best": -1.0}
+    last = out_dir / "weights" / "last.pt"
+    if resume and last.is_file():
+        ckpt = load_checkpoint(last)
         model.load_state_dict(ckpt["model"])
-        if "optimizer" in ckpt:
-            optimizer.load_state_dict(ckpt["optimizer"])
-        start_iter, spent, best = (
-            int(ckpt["iteration"]),
-            float(ckpt.get("elapsed_s", 0.0)),
-            float(ckpt.get("best", -1)),
-        )
+        optimizer.load_state_dict(ckpt["optimizer"])
+        state = {"it": int(ckpt["iteration"]), "spent": float(ckpt["elapsed_s"]), "best": float(ckpt["best"])}
         if is_main_process():
-            print(f"resumed from {out_dir / 'weights' / 'last.pt'} at iteration {start_iter}")
-    ddp_model = model
+            print(f"resumed from {last} at iteration {state['it']}")
+    ddp = model
     if is_dist():
-        ddp_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
+        ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     scaler = torch.amp.GradScaler(device.type, enabled=solver.amp and device.type == "cuda")
     budget = solver.max_minutes * 60.0
-    t0 = time.perf_counter() - spent
-    it = start_iter
-    metrics: dict = {}
-    log = open(out_dir / "train_log.jsonl", "a") if is_main_process() else None  # noqa: SIM115
+    t0 = time.perf_counter() - state["spent"]
+    log = _RunLog(out_dir, budget, solver.max_iter, state)
 
-    def payload() -> dict:
-        return {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": it,
-            "elapsed_s": time.perf_counter() - t0, "best": best, "config": to_dict(cfg), **(extra_state or {}),
-        }  # fmt: skip
+    def save(path: Path) -> None:
+        if is_main_process():
+            save_checkpoint(path, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": state["it"],
+                "elapsed_s": time.perf_counter() - t0, "best": state["best"], "config": to_dict(cfg),
+                **(extra_state or {}),
+            })  # fmt: skip
 
-    # under a time budget the bar counts seconds (its ETA is the budget's), otherwise iterations
-    bar_total, bar_start = (int(budget), int(spent)) if budget > 0 else (max_iter, start_iter)
-    unit = "s" if budget > 0 else "it"
-    bar = tqdm(
-        total=bar_total, initial=bar_start, unit=unit, disable=not is_main_process(), dynamic_ncols=True, mininterval=2
-    )
-    data = infinite(train_loader)
+    def evaluate() -> dict:
+        metrics = _evaluate(model, evaluate_fn, log, state["it"], time.perf_counter() - t0)
+        ap = metrics.get("bbox", {}).get("AP", -1.0) if metrics else -1.0
+        if ap > state["best"]:
+            state["best"] = ap
+            save(out_dir / "weights" / "best.pt")
+        model.train()
+        return metrics
+
+    data, metrics = infinite(train_loader), {}
     model.train()
     try:
-        while it < max_iter:
-            progress = it
+        while state["it"] < solver.max_iter:
+            it, progress = state["it"], state["it"]
             if budget > 0:
-                elapsed = torch.tensor(time.perf_counter() - t0)
-                elapsed = float(reduce_mean(elapsed)) if is_dist() else float(elapsed)
-                progress = max(it, elapsed / budget * max_iter)
+                elapsed = time.perf_counter() - t0
+                elapsed = float(reduce_mean(torch.tensor(elapsed))) if is_dist() else elapsed  # ranks agree
                 if elapsed >= budget:
                     break
+                progress = max(it, elapsed / budget * solver.max_iter)
             for g in optimizer.param_groups:
                 g["lr"] = solver.base_lr * lr_factor(it, progress, solver)
             images, targets = next(data)
             tic = time.perf_counter()
-            with torch.autocast(device.type, enabled=solver.amp):
-                out = ddp_model(images.to(device), targets)
-            loss = sum(out.losses.values())
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"loss became {loss.item()} at iteration {it}: { {k: float(v) for k, v in out.losses.items()} }"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if solver.clip_grad_norm > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), solver.clip_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            it += 1
-            if is_main_process():
-                losses = {k: round(float(v.detach()), 4) for k, v in out.losses.items()}
-                ips = len(images) * get_world_size() / max(time.perf_counter() - tic, 1e-9)
-                bar.set_postfix(
-                    it=it,
-                    loss=f"{float(loss.detach()):.3f}",
-                    lr=f"{optimizer.param_groups[0]['lr']:.2e}",
-                    ips=f"{ips:.1f}",
-                )
-                bar.update(1 if budget <= 0 else max(0, min(int(time.perf_counter() - t0), bar_total) - bar.n))
-                if it % 20 == 0 or it == 1:
-                    rec = {
-                        "iteration": it,
-                        "time_s": round(time.perf_counter() - t0, 1),
-                        "lr": optimizer.param_groups[0]["lr"],
-                        "loss": round(float(loss.detach()), 4),
-                        **losses,
-                    }
-                    log.write(json.dumps(rec) + "\n")
-                    log.flush()
-            if solver.checkpoint_period and it % solver.checkpoint_period == 0 and is_main_process():
-                save_checkpoint(out_dir / "weights" / "last.pt", payload())
-            if evaluate_fn is not None and solver.eval_period and it % solver.eval_period == 0 and it < max_iter:
-                metrics = _evaluate(model, evaluate_fn, log, it, t0)
-                model.train()
+            losses = train_step(ddp, optimizer, scaler, images, targets, solver, device, it)
+            state["it"] = it + 1
+            ips = len(images) * get_world_size() / max(time.perf_counter() - tic, 1e-9)
+            log.step(state["it"], time.perf_counter() - t0, optimizer.param_groups[0]["lr"], losses, ips)
+            if solver.checkpoint_period and state["it"] % solver.checkpoint_period == 0:
+                save(last)
+            if evaluate_fn is not None and solver.eval_period and state["it"] % solver.eval_period == 0:
+                metrics = evaluate() if state["it"] < solver.max_iter else metrics
     except BaseException:
-        if is_main_process():
-            path = save_checkpoint(out_dir / "weights" / "last.pt", payload())
-            print(f"\ntraining stopped at iteration {it}; saved {path}")
-        raise
-    finally:
-        bar.close()
-    if is_main_process():
-        save_checkpoint(out_dir / "weights" / "last.pt", payload())
-    if evaluate_fn is not None:
-        metrics = _evaluate(model, evaluate_fn, log, it, t0)
-        ap = metrics.get("bbox", {}).get("AP", -1.0) if metrics else -1.0
-        if is_main_process() and ap > best:
-            best = ap
-            save_checkpoint(out_dir / "weights" / "best.pt", payload())
-    if log is not None:
         log.close()
+        save(last)
+        if is_main_process():
+            print(f"\ntraining stopped at iteration {state['it']}; saved {last}")
+        raise
+    log.bar.close()
+    save(last)
+    if evaluate_fn is not None:
+        metrics = evaluate()
+    log.close()
     return metrics
 
 
-def _evaluate(model: nn.Module, evaluate_fn, log, it: int, t0: float) -> dict:
+class _RunLog:
+    """Progress bar (iterations, or seconds under a time budget) and ``train_log.jsonl`` on the main process."""
+
+    def __init__(self, out_dir: Path, budget: float, max_iter: int, state: dict) -> None:
+        self.main = is_main_process()
+        self.budget = budget
+        self.file = open(out_dir / "train_log.jsonl", "a") if self.main else None  # noqa: SIM115
+        total, start = (int(budget), int(state["spent"])) if budget > 0 else (max_iter, state["it"])
+        self.bar = tqdm(
+            total=total, initial=start, unit="s" if budget > 0 else "it", disable=not self.main,
+            dynamic_ncols=True, mininterval=2,
+        )  # fmt: skip
+
+    def step(self, it: int, elapsed: float, lr: float, losses: dict[str, Tensor], ips: float) -> None:
+        if not self.main:
+            return
+        values = {k: round(float(v), 4) for k, v in losses.items()}
+        self.bar.set_postfix(it=it, loss=f"{values['loss']:.3f}", lr=f"{lr:.2e}", ips=f"{ips:.1f}")
+        self.bar.update(1 if self.budget <= 0 else max(0, min(int(elapsed), self.bar.total) - self.bar.n))
+        if it % 20 == 0 or it == 1:
+            self.write({"iteration": it, "time_s": round(elapsed, 1), "lr": lr, **values})
+
+    def write(self, record: dict) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def _evaluate(model: nn.Module, evaluate_fn, log: _RunLog, it: int, elapsed: float) -> dict:
     model.eval()
     metrics = evaluate_fn(model)
-    if log is not None and metrics:
-        log.write(json.dumps({"iteration": it, "time_s": round(time.perf_counter() - t0, 1), "eval": metrics}) + "\n")
-        log.flush()
+    if metrics:
+        log.write({"iteration": it, "time_s": round(elapsed, 1), "eval": metrics})
     return metrics
