@@ -63,8 +63,9 @@ def lr_factor(it: int, progress_iter: float, solver: SolverConfig) -> float:
 def infinite(loader) -> Iterator:
     epoch = 0
     while True:
-        if hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
+        sampler = getattr(loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
         yield from loader
         epoch += 1
 
