@@ -97,3 +97,11 @@ def test_head_norm_variants_and_quality(norm):
     if norm == "BN":  # one BN per level, as AdelaiDet's ModuleListDial
         assert isinstance(model.head.cls_tower[1], torch.nn.ModuleList)
         assert len(model.head.cls_tower[1]) == len(model.strides)
+
+
+def test_deformable_head_towers():
+    model = _model(use_deformable=True)
+    assert type(model.head.cls_tower[-3]).__name__ == "DFConv2d"  # the last conv of each tower
+    out = model(_images(), _targets())
+    sum(out.losses.values()).backward()
+    assert model.head.bbox_tower[-3].offset.weight.grad is not None

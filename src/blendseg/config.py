@@ -25,7 +25,8 @@ class BackboneConfig:
     deform_on_per_stage: tuple[bool, bool, bool, bool] = (False, False, False, False)
     deform_modulated: bool = False
     deform_interval: int = 1
-    # "" (random init) | "torchvision" (ImageNet enum weights) | a local .pth/.pkl/.safetensors file
+    # "" (random init) | "torchvision" / "torchvision:IMAGENET1K_V1" (enum weights, downloaded by torchvision)
+    # | a local .pth / .safetensors file in torchvision or detectron2 layout
     weights: str = ""
 
 

@@ -28,14 +28,20 @@ def predict_image(model: nn.Module, cfg: TrainConfig, image: torch.Tensor) -> De
 
 
 def draw_split(
-    model: nn.Module, cfg: TrainConfig, dataset: CocoInstances, out_dir: str | Path, num: int = 6, score_th: float = 0.3
+    model: nn.Module, cfg: TrainConfig, dataset: CocoInstances, out_dir: str | Path, num: int = 6, score_th: float = 0.5
 ) -> list[Path]:
-    """Draw predictions on the first ``num`` images of ``dataset`` (read untransformed) into ``out_dir``."""
+    """Ground truth (left) beside predictions scoring >= ``score_th`` (right) for the first ``num`` images of
+    ``dataset``, read untransformed, as PNGs in ``out_dir``."""
     paths = []
     model.eval()
     for info in dataset.images[:num]:
         image = dataset.read_image(info)
         dets = predict_image(model, cfg, image)
-        drawn = draw_detections(image, dets, dataset.class_names, score_th)
+        t = dataset.get_target(info)
+        n = len(t["labels"])
+        gt = Detections(t["boxes"], torch.ones(n), t["labels"], torch.zeros(n, 2), torch.zeros(n), torch.zeros(n))
+        gap = torch.full((3, image.shape[1], 8), 255, dtype=torch.uint8)
+        left = draw_detections(image, gt, dataset.class_names, 0.0)
+        drawn = torch.cat([left, gap, draw_detections(image, dets, dataset.class_names, score_th)], dim=2)
         paths.append(save_image(drawn, Path(out_dir) / f"{Path(info['file_name']).stem}_pred.png"))
     return paths

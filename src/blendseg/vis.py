@@ -23,7 +23,7 @@ def draw_detections(image: Tensor, dets: Detections, class_names: list[str], sco
     out = image.to(torch.uint8).cpu()
     if dets.masks is not None and keep.any():
         out = draw_segmentation_masks(out, dets.masks[keep].cpu().bool(), alpha=0.45, colors=colors)
-    text = [f"{class_names[int(c)]} {float(s):.2f}" for c, s in zip(labels, scores)]
+    text = [f"{class_names[int(c)]} {float(s):.2f}" if s < 1 else class_names[int(c)] for c, s in zip(labels, scores)]
     if len(boxes):
         out = draw_bounding_boxes(out, boxes, labels=text, colors=colors, width=2)
     return out

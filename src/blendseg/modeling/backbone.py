@@ -287,15 +287,16 @@ def torchvision_to_ours(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def load_imagenet_weights(net: ResNet, cfg: BackboneConfig) -> None:
     """Load ImageNet weights: ``"torchvision"`` (torchvision's enum weights) or a local file in either layout."""
-    if cfg.weights == "torchvision":
+    if cfg.weights.split(":")[0] == "torchvision":  # "torchvision" or "torchvision:IMAGENET1K_V2"
         import torchvision
 
         if cfg.stride_in_1x1:
             warnings.warn(
                 "torchvision ResNet weights put the stride in the 3x3 conv; set stride_in_1x1=false", stacklevel=2
             )
+        enum_name = cfg.weights.split(":")[1] if ":" in cfg.weights else "DEFAULT"
         builder = getattr(torchvision.models, f"resnet{cfg.depth}")
-        state = builder(weights="DEFAULT").state_dict()
+        state = builder(weights=enum_name).state_dict()
     else:
         state = _read_state_file(cfg.weights)
     if any(k.startswith("layer1.") for k in state):
