@@ -9,6 +9,7 @@ import pytest
 
 from blendseg.cli import main
 from blendseg.engine.checkpoint import load_checkpoint
+from blendseg.engine.runner import load_model
 
 from .conftest import reference_dir
 
@@ -82,6 +83,8 @@ def test_console_script_and_convert(tmp_path):
     )
     ck = load_checkpoint(tmp_path / "model.pt")
     assert ck["config"]["model"]["backbone"]["depth"] == 18 and "head.cls_logits.weight" in ck["model"]
+    model, cfg, _ = load_model(tmp_path / "model.pt")  # strict load of the converted weights
+    assert cfg.model.fcos.thresh_with_ctr and not model.training
 
 
 @pytest.mark.slow
@@ -108,3 +111,11 @@ def test_torchrun_two_processes(tmp_path, synth_data):
     assert r.returncode == 0, r.stderr[-3000:]
     assert load_checkpoint(out / "weights" / "last.pt")["iteration"] == 2
     assert (out / "metrics.json").is_file()
+
+
+def test_time_budget_ends_the_run_not_max_iter(tmp_path, synth_data):
+    out = tmp_path / "budget"
+    args = ["train", "fcos_tiny_test", str(synth_data), "--out", str(out), "--no-eval"]
+    assert main([*args, "solver.max_iter=2", "solver.max_minutes=0.04"]) == 0
+    ck = load_checkpoint(out / "weights" / "last.pt")
+    assert ck["iteration"] > 2 and ck["elapsed_s"] >= 0.04 * 60

@@ -112,8 +112,9 @@ def fit(
 ) -> dict:
     """Train ``model`` per ``cfg.solver``; writes ``weights/last.pt`` (and ``best.pt``) and ``train_log.jsonl``.
 
-    Under ``solver.max_minutes`` the run stops when the budget is spent and the LR steps happen at the same
-    fractions of the budget. Returns the last evaluation metrics (or {}). Any exception (non-finite loss,
+    Under ``solver.max_minutes`` the run stops when the budget is spent, whatever the iteration count, and the LR
+    steps happen at the same fractions of the budget as of ``max_iter`` (``max_iter`` only sets those fractions).
+    Returns the last evaluation metrics (or {}). Any exception (non-finite loss,
     Ctrl-C, a data error) saves ``last.pt`` before propagating.
     """
     out_dir, solver = Path(out_dir), _resolve_schedule(cfg.solver, len(train_loader))
@@ -156,14 +157,14 @@ def fit(
     data, metrics = infinite(train_loader), {}
     model.train()
     try:
-        while state["it"] < solver.max_iter:
+        while budget > 0 or state["it"] < solver.max_iter:  # a time budget alone ends a budgeted run
             it, progress = state["it"], state["it"]
             if budget > 0:
                 elapsed = time.perf_counter() - t0
                 elapsed = float(reduce_mean(torch.tensor(elapsed))) if is_dist() else elapsed  # ranks agree
                 if elapsed >= budget:
                     break
-                progress = max(it, elapsed / budget * solver.max_iter)
+                progress = elapsed / budget * solver.max_iter
             for g in optimizer.param_groups:
                 g["lr"] = solver.base_lr * lr_factor(it, progress, solver)
             images, targets = next(data)
@@ -175,7 +176,7 @@ def fit(
             if solver.checkpoint_period and state["it"] % solver.checkpoint_period == 0:
                 save(last)
             if evaluate_fn is not None and solver.eval_period and state["it"] % solver.eval_period == 0:
-                metrics = evaluate() if state["it"] < solver.max_iter else metrics
+                metrics = evaluate() if budget > 0 or state["it"] < solver.max_iter else metrics
     except BaseException:
         log.close()
         save(last)

@@ -190,7 +190,8 @@ class FCOS(nn.Module):
             raise ValueError(f"fcos.strides {self.strides} do not match the FPN's {fpn.strides}")
         self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean, dtype=torch.float32), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std, dtype=torch.float32), persistent=False)
-        self.register_buffer("moving_num_fg", torch.tensor(100.0))
+        # EMA of the positive count for loss_normalizer_cls="moving_fg"; not saved, as in AdelaiDet
+        self.register_buffer("moving_num_fg", torch.tensor(100.0), persistent=False)
 
     def preprocess(self, images: ImageBatch | list[Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:
         if not isinstance(images, ImageBatch):
