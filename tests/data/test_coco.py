@@ -156,3 +156,15 @@ def test_flip_moves_boxes_and_masks():
     _, out = HFlip(p=1.0)(img, t)
     torch.testing.assert_close(out["boxes"].as_subclass(torch.Tensor), torch.tensor([[15.0, 2.0, 19.0, 4.0]]))
     assert out["masks"][0, 2:4, 15:19].all() and int(out["masks"].sum()) == 8
+
+
+def test_eval_shards_cover_each_image_once(monkeypatch):
+    import blendseg.data.loader as loader
+
+    seen = []
+    for rank in range(3):
+        monkeypatch.setattr(loader, "get_world_size", lambda: 3)
+        monkeypatch.setattr(loader, "get_rank", lambda r=rank: r)
+        dl = loader.build_loader(list(range(10)), 4, train=False, num_workers=0)
+        seen += list(dl.sampler)
+    assert sorted(seen) == list(range(10))

@@ -29,8 +29,10 @@ def build_loader(
     """Train: shuffled (DistributedSampler over processes, ``batch_size`` per process), dropping the last partial
     batch. Eval: in order, each process a strided shard."""
     world = get_world_size()
-    if world > 1:
-        sampler = DistributedSampler(dataset, world, get_rank(), shuffle=train, seed=seed, drop_last=False)
+    if world > 1 and not train:
+        sampler = list(range(get_rank(), len(dataset), world))  # no padding: no image is evaluated twice
+    elif world > 1:
+        sampler = DistributedSampler(dataset, world, get_rank(), shuffle=True, seed=seed, drop_last=False)
     elif train:
         sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
     else:
