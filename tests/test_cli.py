@@ -82,7 +82,7 @@ def test_console_script_and_convert(tmp_path):
         check=True,
     )
     ck = load_checkpoint(tmp_path / "model.pt")
-    assert ck["config"]["model"]["backbone"]["depth"] == 18 and "head.cls_logits.weight" in ck["model"]
+    assert ck["config"]["model"]["backbone"]["depth"] == 18 and "fcos.head.cls_logits.weight" in ck["model"]
     model, cfg, _ = load_model(tmp_path / "model.pt")  # strict load of the converted weights
     assert cfg.model.fcos.thresh_with_ctr and not model.training
 
@@ -119,3 +119,10 @@ def test_time_budget_ends_the_run_not_max_iter(tmp_path, synth_data):
     assert main([*args, "solver.max_iter=2", "solver.max_minutes=0.04"]) == 0
     ck = load_checkpoint(out / "weights" / "last.pt")
     assert ck["iteration"] > 2 and ck["elapsed_s"] >= 0.04 * 60
+
+
+def test_blendmask_two_iterations_with_mask_ap(tmp_path, synth_data):
+    out = tmp_path / "bm"
+    assert main(["train", "blendmask_tiny_test", str(synth_data), "--out", str(out), "solver.max_iter=2"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"bbox", "segm"}

@@ -83,6 +83,32 @@ class FCOSDetectorConfig:
 
 
 @dataclass(frozen=True)
+class BlendMaskHeadConfig:
+    """Bottom module, attentions, blender and losses of BlendMask (adelaidet.md §2.1 defaults)."""
+
+    num_bases: int = 4  # K
+    attn_size: int = 14  # M
+    bottom_resolution: int = 56  # R
+    bases_stride: int = 4
+    top_interp: str = "bilinear"  # bilinear | nearest
+    basis_num_convs: int = 3
+    basis_convs_dim: int = 128
+    basis_norm: str = "SyncBN"  # BN on one process
+    basis_loss_on: bool = True  # auxiliary "thing" semantic loss on P3
+    basis_loss_weight: float = 0.3
+    instance_loss_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class BlendMaskConfig(FCOSDetectorConfig):
+    """FCOS + BlendMask. BlendMask's base config sets ``fcos.use_scale=False`` and ``thresh_with_ctr=True``."""
+
+    arch: str = "blendmask"
+    fcos: FCOSConfig = field(default_factory=lambda: FCOSConfig(use_scale=False, thresh_with_ctr=True))
+    blendmask: BlendMaskHeadConfig = field(default_factory=BlendMaskHeadConfig)
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Input pipeline: resize shortest edge, flip, loader."""
 
@@ -125,7 +151,7 @@ class SolverConfig:
 class TrainConfig:
     """Everything a run needs: model, data pipeline, solver."""
 
-    model: FCOSDetectorConfig = field(default_factory=FCOSDetectorConfig)
+    model: Union[FCOSDetectorConfig, BlendMaskConfig] = field(default_factory=FCOSDetectorConfig)  # noqa: UP007
     data: DataConfig = field(default_factory=DataConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
     seed: int = 0

@@ -6,12 +6,14 @@ variants are ``dataclasses.replace`` of a base, readable here.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 
 from torch import nn
 
 from .config import (
     BackboneConfig,
+    BlendMaskConfig,
+    BlendMaskHeadConfig,
     DataConfig,
     FCOSConfig,
     FCOSDetectorConfig,
@@ -19,6 +21,7 @@ from .config import (
     SolverConfig,
     TrainConfig,
 )
+from .modeling.blendmask import build_blendmask
 from .modeling.fcos import build_fcos
 
 MS_TRAIN = (640, 672, 704, 736, 768, 800)
@@ -127,6 +130,28 @@ def fcos_tiny_test() -> TrainConfig:
     return replace(c, model=model, data=data, solver=solver)
 
 
+def blendmask_tiny() -> TrainConfig:
+    """fcos_tiny + BlendMask (K=4, M=7, R=28, 32-channel BN bottom module): the CPU recipe, work in progress."""
+    c = fcos_tiny()
+    model = BlendMaskConfig(
+        **{f.name: getattr(c.model, f.name) for f in fields(c.model) if f.name != "arch"},
+        blendmask=BlendMaskHeadConfig(attn_size=7, bottom_resolution=28, basis_convs_dim=32, basis_norm="BN"),
+    )
+    model = replace(model, fcos=replace(model.fcos, use_scale=False, thresh_with_ctr=True))
+    return replace(c, model=model, data=replace(c.data, with_masks=True))
+
+
+def blendmask_tiny_test() -> TrainConfig:
+    """Smallest BlendMask for tests."""
+    c = fcos_tiny_test()
+    b = blendmask_tiny()
+    model = BlendMaskConfig(
+        **{f.name: getattr(c.model, f.name) for f in fields(c.model) if f.name != "arch"},
+        blendmask=replace(b.model.blendmask, basis_convs_dim=8, basis_num_convs=1, attn_size=4, bottom_resolution=16),
+    )
+    return replace(c, model=model, data=replace(c.data, with_masks=True))
+
+
 PRESETS = {
     "fcos_r50_1x": fcos_r50_1x,
     "fcos_ms_r50_2x": fcos_ms_r50_2x,
@@ -134,9 +159,11 @@ PRESETS = {
     "fcos_rt_ms_r50_4x_bn": fcos_rt_ms_r50_4x_bn,
     "fcos_tiny": fcos_tiny,
     "fcos_tiny_test": fcos_tiny_test,
+    "blendmask_tiny": blendmask_tiny,
+    "blendmask_tiny_test": blendmask_tiny_test,
 }
 
-BUILDERS = {"fcos": build_fcos}
+BUILDERS = {"fcos": build_fcos, "blendmask": build_blendmask}
 
 
 def get_preset(name: str) -> TrainConfig:

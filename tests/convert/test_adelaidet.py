@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from blendseg.config import BackboneConfig, FCOSConfig, FCOSDetectorConfig, FPNConfig
+from blendseg.config import BackboneConfig, BlendMaskConfig, BlendMaskHeadConfig, FCOSConfig, FPNConfig
 from blendseg.convert.adelaidet import convert_adelaidet, load_d2_yaml, map_key
-from blendseg.modeling.fcos import build_fcos
+from blendseg.zoo import build_model
 
 from ..conftest import reference_dir
 
@@ -27,21 +27,21 @@ def _tol(ref: np.ndarray) -> float:
 def blendmask_fixture():
     d = reference_dir("blendmask_r18_tiny")
     cfg, state, unmapped = convert_adelaidet(str(d / "config.yaml"), str(d / "weights.safetensors"))
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the fixture was made with one thread
-    model = build_fcos(cfg.model).eval()
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    assert unexpected == [] and missing == []
-    assert {k.split(".")[0] for k in unmapped} == {"basis_module", "top_layer"}  # BlendMask parts: issue 3
+    blendmask = build_model(cfg.model).eval()
+    blendmask.load_state_dict(state, strict=True)
+    assert unmapped == []
     inp, outs = np.load(d / "input.npz"), np.load(d / "outputs.npz")
     image = torch.from_numpy(inp["image_bgr"]).permute(2, 0, 1).flip(0).float()  # our input is RGB
     with torch.no_grad():
-        out = model([image])
-    yield cfg, model, image, inp, outs, out
-    torch.set_num_threads(torch.get_num_threads())
+        bout = blendmask([image])
+    yield cfg, blendmask.fcos, image, inp, outs, bout.fcos, blendmask, bout
+    torch.set_num_threads(threads)
 
 
 def test_config_mapping(blendmask_fixture):
-    cfg = blendmask_fixture[0]
+    cfg = blendmask_fixture[:6][0]
     assert cfg.model.backbone.depth == 18 and cfg.model.backbone.res2_out_channels == 64
     assert cfg.model.fpn.out_channels == 64 and cfg.model.fpn.top_levels == 2
     assert cfg.model.fcos.use_scale is False and cfg.model.fcos.thresh_with_ctr is True
@@ -50,7 +50,7 @@ def test_config_mapping(blendmask_fixture):
 
 
 def test_preprocessing_and_backbone_match(blendmask_fixture):
-    _, model, image, inp, outs, out = blendmask_fixture
+    _, model, image, inp, outs, out = blendmask_fixture[:6]
     x, _ = model.preprocess([image])
     np.testing.assert_array_equal(x.numpy(), inp["preprocessed"])
     with torch.no_grad():
@@ -61,7 +61,7 @@ def test_preprocessing_and_backbone_match(blendmask_fixture):
 
 
 def test_fpn_and_head_outputs_match_per_level(blendmask_fixture):
-    _, _, _, _, outs, out = blendmask_fixture
+    _, _, _, _, outs, out = blendmask_fixture[:6]
     for i, lvl in enumerate(LEVELS):
         for key, ours in (
             (f"fpn_{lvl}", out.features[i]),
@@ -75,7 +75,7 @@ def test_fpn_and_head_outputs_match_per_level(blendmask_fixture):
 
 
 def test_detections_match(blendmask_fixture):
-    _, model, _, _, outs, out = blendmask_fixture
+    _, model, _, _, outs, out = blendmask_fixture[:6]
     det = model.decode(out)[0]
     assert det.labels.tolist() == outs["det_classes"].tolist()
     assert np.abs(det.boxes.numpy() - outs["det_boxes"]).max() <= _tol(outs["det_boxes"])
@@ -90,7 +90,25 @@ def test_detections_match(blendmask_fixture):
     assert np.abs(final.boxes.numpy() - outs["final_boxes"][: len(keep)]).max() <= _tol(outs["final_boxes"])
 
 
-def _config_for_layout(sd: dict[str, dict]) -> FCOSDetectorConfig:
+def test_blendmask_bases_attentions_masks_match(blendmask_fixture):
+    *_, outs, fout, blendmask, bout = blendmask_fixture
+    assert np.abs(bout.bases.numpy() - outs["bases"]).max() <= _tol(outs["bases"])
+    for i, lvl in enumerate(LEVELS[1:], start=1):  # P3's dense attention map is not stored (size)
+        ref = outs[f"head_top_feats_{lvl}"]
+        assert np.abs(fout.embeds[i].numpy() - ref).max() <= _tol(ref), lvl
+    det = blendmask.fcos.decode(fout)[0]
+    assert np.abs(det.embeds.numpy() - outs["det_top_feat"]).max() <= _tol(outs["det_top_feat"])
+    logits = blendmask.mask_logits(bout.bases, [det])[0].numpy()
+    assert np.abs(logits - outs["det_mask_logits"]).max() <= _tol(outs["det_mask_logits"])
+    final = blendmask.postprocess(bout, [(256, 320)])[0]
+    masks, ref = final.masks.numpy(), outs["final_masks"].copy()
+    amb = outs["final_mask_ambiguous_idx"]
+    masks[amb[:, 0], amb[:, 1], amb[:, 2]] = False
+    ref[amb[:, 0], amb[:, 1], amb[:, 2]] = False
+    assert masks.shape == ref.shape and np.array_equal(masks, ref)
+
+
+def _config_for_layout(sd: dict[str, dict]) -> BlendMaskConfig:
     """Our model config for a released layout (what the released YAML sets), read off its keys."""
     res4 = {int(m.group(1)) for k in sd if (m := re.match(r"backbone\.bottom_up\.res4\.(\d+)\.", k))}
     depth = {6: 50, 23: 101}[len(res4)]
@@ -103,7 +121,15 @@ def _config_for_layout(sd: dict[str, dict]) -> FCOSDetectorConfig:
     top = sum(f"backbone.top_block.p{i}.weight" in sd for i in (6, 7))
     strides = (8, 16, 32, 64, 128)[: 3 + top]
     bn_backbone = "backbone.bottom_up.stem.conv1.norm.num_batches_tracked" in sd
-    return FCOSDetectorConfig(
+    tower_blocks = {int(k.split(".")[2]) for k in sd if re.match(r"basis_module\.tower\.\d+\.0\.weight", k)}
+    basis = BlendMaskHeadConfig(
+        basis_num_convs=len(tower_blocks) - 1,
+        basis_convs_dim=sd["basis_module.refine.0.0.weight"]["shape"][0],
+        basis_norm="BN" if "basis_module.refine.0.1.running_mean" in sd else "GN",
+        basis_loss_on="basis_module.seg_head.0.weight" in sd,
+    )
+    return BlendMaskConfig(
+        blendmask=basis,
         backbone=BackboneConfig(
             depth=depth, norm="BN" if bn_backbone else "FrozenBN", freeze_at=0,
             deform_on_per_stage=deform, deform_modulated=True, deform_interval=3 if any(deform) else 1,
@@ -116,18 +142,17 @@ def _config_for_layout(sd: dict[str, dict]) -> FCOSDetectorConfig:
     )  # fmt: skip
 
 
-def test_every_core_key_of_the_released_layouts_maps():
+def test_every_key_of_the_released_blendmask_layouts_maps():
     layouts = json.loads((reference_dir() / "state_dict_layouts.json").read_text())["configs"]
     checked = 0
     for name, entry in layouts.items():
         if "state_dict" not in entry or "dla" in name.lower():
             continue  # DLA-34 backbone: not implemented (noted on the issue)
         sd = entry["state_dict"]
-        core = {k: v for k, v in sd.items() if k.startswith(("backbone.", "proposal_generator.fcos_head."))}
         if entry["meta_architecture"] != "BlendMask":
             continue  # MEInst's head has its own mask tower: its converter comes with issue 5
-        ours = build_fcos(_config_for_layout(sd)).state_dict()
-        mapped = {map_key(k): v for k, v in core.items()}
+        ours = build_model(_config_for_layout(sd)).state_dict()
+        mapped = {map_key(k, "blendmask"): v for k, v in sd.items()}
         assert None not in mapped, name
         assert sorted(set(mapped)) == sorted(ours), name
         for k, v in mapped.items():

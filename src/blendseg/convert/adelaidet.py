@@ -18,6 +18,8 @@ from torch import Tensor
 
 from ..config import (
     BackboneConfig,
+    BlendMaskConfig,
+    BlendMaskHeadConfig,
     DataConfig,
     FCOSConfig,
     FCOSDetectorConfig,
@@ -102,7 +104,10 @@ def d2_to_train_config(d2: dict[str, Any], head_key: str = "FCOS") -> TrainConfi
         use_deformable=bool(g(h + "USE_DEFORMABLE", d.use_deformable)),
     )
     top_levels = int(g(h + "TOP_LEVELS", 2))
-    model = FCOSDetectorConfig(
+    model_cls = BlendMaskConfig if g("MODEL.META_ARCHITECTURE", "") == "BlendMask" else FCOSDetectorConfig
+    extra = {"blendmask": _blendmask_head(d2, fcos.num_classes)} if model_cls is BlendMaskConfig else {}
+    model = model_cls(
+        **extra,
         backbone=backbone,
         fpn=FPNConfig(out_channels=int(g("MODEL.FPN.OUT_CHANNELS", 256)), top_levels=top_levels),
         fcos=fcos,
@@ -147,22 +152,48 @@ _RULES = [
 _DROPPED = re.compile(r"(^pixel_mean$|^pixel_std$)")
 
 
-def map_key(key: str) -> str | None:
-    """blendseg name of an AdelaiDet key (None when dropped or not part of the shared core)."""
+def _blendmask_head(d2: dict[str, Any], num_classes: int) -> BlendMaskHeadConfig:
+    b, m = "MODEL.BLENDMASK.", "MODEL.BASIS_MODULE."
+    g = lambda k, d: _get(d2, k, d)  # noqa: E731
+    if int(g(m + "NUM_CLASSES", num_classes)) != num_classes:
+        raise ValueError("BASIS_MODULE.NUM_CLASSES differs from FCOS.NUM_CLASSES: blendseg has one class count")
+    scales = g(b + "POOLER_SCALES", [0.25])
+    return BlendMaskHeadConfig(
+        num_bases=int(g(m + "NUM_BASES", 4)),
+        attn_size=int(g(b + "ATTN_SIZE", 14)),
+        bottom_resolution=int(g(b + "BOTTOM_RESOLUTION", 56)),
+        bases_stride=int(round(1 / float(scales[0]))),
+        top_interp=str(g(b + "TOP_INTERP", "bilinear")),
+        basis_num_convs=int(g(m + "NUM_CONVS", 3)),
+        basis_convs_dim=int(g(m + "CONVS_DIM", 128)),
+        basis_norm=str(g(m + "NORM", "SyncBN")),
+        basis_loss_on=bool(g(m + "LOSS_ON", False)),
+        basis_loss_weight=float(g(m + "LOSS_WEIGHT", 0.3)),
+        instance_loss_weight=float(g(b + "INSTANCE_LOSS_WEIGHT", 1.0)),
+    )
+
+
+def map_key(key: str, arch: str = "fcos") -> str | None:
+    """blendseg name of an AdelaiDet key for a model of ``arch`` (None when dropped or not mapped)."""
     key = key.replace(".centerness.", ".ctrness.")  # tools/rename_blendmask.py for old checkpoints
+    prefix = "fcos." if arch == "blendmask" else ""  # BlendMask holds the FCOS detector as ``fcos``
     for pattern, repl in _RULES:
         if pattern.match(key):
-            return pattern.sub(repl, key)
+            return prefix + pattern.sub(repl, key)
+    if arch == "blendmask" and key.startswith("top_layer."):
+        return "fcos.head.embed_head." + key[len("top_layer.") :]
+    if arch == "blendmask" and key.startswith("basis_module."):
+        return key
     return None
 
 
-def convert_state_dict(d2_state: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+def convert_state_dict(d2_state: dict[str, Tensor], arch: str = "fcos") -> tuple[dict[str, Tensor], list[str]]:
     """Map an AdelaiDet state dict to blendseg names, float32. Returns (state, unmapped keys)."""
     out, unmapped = {}, []
     for k, v in d2_state.items():
         if _DROPPED.match(k):
             continue
-        new = map_key(k)
+        new = map_key(k, arch)
         if new is None:
             unmapped.append(k)
             continue
@@ -192,5 +223,5 @@ def convert_adelaidet(config_path: str, weights_path: str) -> tuple[TrainConfig,
         cfg,
         model=dataclasses.replace(cfg.model, backbone=dataclasses.replace(cfg.model.backbone, weights="")),
     )
-    state, unmapped = convert_state_dict(load_d2_weights(weights_path))
+    state, unmapped = convert_state_dict(load_d2_weights(weights_path), cfg.model.arch)
     return cfg, state, unmapped

@@ -75,7 +75,8 @@ def make_evaluator_fn(cfg: TrainConfig, data_yaml: str, device: torch.device, sp
     loader = build_loader(
         ds, max(1, cfg.solver.ims_per_batch), False, cfg.data.num_workers, cfg.model.size_divisibility
     )
-    evaluator = COCOEvaluator(ds.coco, ds.contiguous_to_cat_id, ds.class_names, ("bbox",))
+    iou_types = ("bbox",) if cfg.model.arch == "fcos" else ("bbox", "segm")
+    evaluator = COCOEvaluator(ds.coco, ds.contiguous_to_cat_id, ds.class_names, iou_types)
     return lambda model: run_evaluation(model, loader, evaluator, device)
 
 

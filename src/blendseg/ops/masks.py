@@ -36,3 +36,25 @@ def paste_masks_in_image(masks: Tensor, boxes: Tensor, image_size: tuple[int, in
         soft = F.grid_sample(masks[i][None, None].float(), grid[None], align_corners=False)[0, 0]
         out[i, y0i[i] : y1i[i], x0i[i] : x1i[i]] = soft >= threshold
     return out
+
+
+def crop_and_resize_masks(masks: Tensor, boxes: Tensor, size: int) -> Tensor:
+    """(M, size, size) float {0, 1} targets: each bitmask (M, H, W) cropped to its box (M, 4) and resized with
+    RoIAlign (aligned, adaptive sampling) then ``>= 0.5``, as detectron2's ``BitMasks.crop_and_resize``."""
+    from torchvision.ops import roi_align
+
+    if masks.shape[0] == 0:
+        return masks.new_zeros((0, size, size), dtype=torch.float32)
+    rois = torch.cat([torch.arange(len(boxes), device=boxes.device, dtype=torch.float32)[:, None], boxes.float()], 1)
+    out = roi_align(masks[:, None].float(), rois, (size, size), 1.0, sampling_ratio=0, aligned=True)
+    return (out[:, 0] >= 0.5).float()
+
+
+def thing_semantic_map(masks: Tensor, labels: Tensor, size: tuple[int, int]) -> Tensor:
+    """(H, W) int64 "thing" map: 0 background, label + 1 inside each mask (M, h, w), later instances painted over
+    earlier ones (AdelaiDet's prepare_thing_sem_from_instance order); zero padding up to ``size``."""
+    out = torch.zeros(size, dtype=torch.int64, device=labels.device)
+    h, w = masks.shape[-2:]
+    for m, c in zip(masks, labels):
+        out[:h, :w][m.bool()] = int(c) + 1
+    return out

@@ -1,0 +1,85 @@
+"""BlendMask: contract, mask-loss normalisation by hand, on-the-fly semantic targets."""
+
+import torch
+import torch.nn.functional as F
+
+from blendseg.modeling.blendmask import BlendMaskOutput, basis_semantic_loss, blendmask_mask_loss
+from blendseg.ops.blend import blend, pool_bases
+from blendseg.ops.masks import crop_and_resize_masks, thing_semantic_map
+from blendseg.zoo import build_model, get_preset
+
+
+def _batch():
+    masks = torch.zeros(2, 96, 128, dtype=torch.uint8)
+    masks[0, 12:70, 10:60] = 1
+    masks[1, 5:40, 40:90] = 1
+    targets = [
+        {
+            "boxes": torch.tensor([[10.0, 12.0, 60.0, 70.0], [40.0, 5.0, 90.0, 40.0]]),
+            "labels": torch.tensor([1, 4]),
+            "masks": masks,
+        },
+        {
+            "boxes": torch.zeros(0, 4),
+            "labels": torch.zeros(0, dtype=torch.int64),
+            "masks": torch.zeros(0, 70, 100, dtype=torch.uint8),
+        },
+    ]
+    return [torch.rand(3, 96, 128) * 255, torch.rand(3, 70, 100) * 255], targets
+
+
+def test_contract():
+    model = build_model(get_preset("blendmask_tiny_test").model)
+    images, targets = _batch()
+    out = model(images, targets)
+    assert set(out.losses) == {"loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr", "loss_mask", "loss_basis_sem"}
+    assert all(torch.isfinite(v) for v in out.losses.values())
+    sum(out.losses.values()).backward()
+    assert model.fcos.head.embed_head.weight.grad is not None and model.basis_module.seg_head[0].weight.grad is not None
+    assert model(images).losses == {}
+    empty = [
+        dict(t, boxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.int64), masks=t["masks"][:0])
+        for t in targets
+    ]
+    e = model(images, empty)
+    assert float(e.losses["loss_mask"].detach()) == 0.0 and torch.isfinite(e.losses["loss_basis_sem"])
+    model.eval()
+    dets = model.postprocess(model(images), [(192, 256), (70, 100)])
+    assert dets[0].masks.shape[1:] == (192, 256) and dets[0].masks.dtype == torch.bool
+
+
+def test_mask_loss_equals_hand_computation():
+    model = build_model(get_preset("blendmask_tiny_test").model)
+    images, targets = _batch()
+    out: BlendMaskOutput = model(images, targets)
+    c = model.cfg.blendmask
+    t = out.fcos.targets
+    loss = blendmask_mask_loss(out, targets, c)
+    attn_all = torch.cat([e.permute(0, 2, 3, 1).reshape(-1, e.shape[1]) for e in out.fcos.embeds])
+    total = 0.0
+    for q, p in enumerate(t.pos_inds.tolist()):  # one positive at a time
+        g = int(t.gt_inds[p])
+        box = targets[0]["boxes"][g : g + 1]  # all GTs sit in image 0 here
+        rois = pool_bases(out.bases, box, torch.zeros(1, dtype=torch.int64), c.bottom_resolution, c.bases_stride)
+        logit = blend(rois, attn_all[p : p + 1], c.top_interp)
+        target = crop_and_resize_masks(targets[0]["masks"][g : g + 1], box, c.bottom_resolution)
+        total = total + F.binary_cross_entropy_with_logits(logit, target) * t.ctr_targets[q]
+    torch.testing.assert_close(loss, total / t.loss_denorm)
+    assert len(t.pos_inds) > 2
+
+
+def test_thing_map_and_semantic_loss():
+    masks = torch.zeros(2, 4, 5, dtype=torch.uint8)
+    masks[0, :2, :3] = 1
+    masks[1, 1:3, 2:4] = 1
+    sem = thing_semantic_map(masks, torch.tensor([0, 2]), (8, 8))
+    expected = torch.zeros(8, 8, dtype=torch.int64)
+    expected[:2, :3] = 1
+    expected[1:3, 2:4] = 3  # the later instance is painted over the earlier one
+    assert torch.equal(sem, expected)
+    logits = torch.randn(1, 4, 1, 1)
+    tg = [{"masks": masks, "labels": torch.tensor([0, 2])}]
+    # x1/8 nearest of the 8x8 map keeps pixel (0, 0) = class 1
+    torch.testing.assert_close(
+        basis_semantic_loss(logits, tg, (8, 8)), F.cross_entropy(logits, torch.ones(1, 1, 1, dtype=torch.int64))
+    )
