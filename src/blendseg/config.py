@@ -182,12 +182,19 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected {len(args)} values, got {list(value)!r}")
         return tuple(_coerce(v, a, key) for v, a in zip(value, args))
     if origin is Union:
-        for a in typing.get_args(tp):
+        members = typing.get_args(tp)
+        if isinstance(value, dict) and "arch" in value:  # model configs: the arch names the class
+            for a in members:
+                field_ = getattr(a, "__dataclass_fields__", {}).get("arch")
+                if field_ is not None and field_.default == value["arch"]:
+                    return _coerce(value, a, key)
+        errors = []
+        for a in members:
             try:
                 return _coerce(value, a, key)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{key}: {value!r} does not fit {tp}")
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[0]
     if tp is bool:
         if isinstance(value, bool):
             return value
