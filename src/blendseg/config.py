@@ -97,6 +97,9 @@ class BlendMaskHeadConfig:
     basis_loss_on: bool = True  # auxiliary "thing" semantic loss on P3
     basis_loss_weight: float = 0.3
     instance_loss_weight: float = 1.0
+    # reference quirk (default): the mask made for the unclipped box is pasted into the clipped box;
+    # False pastes it into the unclipped box (the geometrically right place)
+    paste_in_clipped_box: bool = True
 
 
 @dataclass(frozen=True)

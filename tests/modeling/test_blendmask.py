@@ -83,3 +83,24 @@ def test_thing_map_and_semantic_loss():
     torch.testing.assert_close(
         basis_semantic_loss(logits, tg, (8, 8)), F.cross_entropy(logits, torch.ones(1, 1, 1, dtype=torch.int64))
     )
+
+
+def test_paste_quirk_flag_only_changes_border_boxes():
+    import dataclasses
+
+    cfg = get_preset("blendmask_tiny_test").model
+    cfg = dataclasses.replace(cfg, fcos=dataclasses.replace(cfg.fcos, inference_th=0.0, post_nms_topk=30))
+    quirk = build_model(cfg).eval()
+    torch.nn.init.constant_(quirk.fcos.head.bbox_pred.bias, 3.0)  # 3 strides each way: some boxes cross the border
+    fixed_cfg = dataclasses.replace(cfg, blendmask=dataclasses.replace(cfg.blendmask, paste_in_clipped_box=False))
+    fixed = build_model(fixed_cfg).eval()
+    fixed.load_state_dict(quirk.state_dict())
+    images, _ = _batch()
+    a = quirk.postprocess(quirk(images[:1]))[0]
+    b = fixed.postprocess(fixed(images[:1]))[0]
+    torch.testing.assert_close(a.boxes, b.boxes)
+    raw = quirk.fcos.decode(quirk(images[:1]).fcos)[0].boxes
+    inside = (raw[:, 0] >= 0) & (raw[:, 1] >= 0) & (raw[:, 2] <= 128) & (raw[:, 3] <= 96)
+    assert inside.any() and (~inside).any()
+    assert torch.equal(a.masks[inside], b.masks[inside])  # boxes inside the image: same masks
+    assert not torch.equal(a.masks[~inside], b.masks[~inside])  # border-crossing boxes: the quirk shows

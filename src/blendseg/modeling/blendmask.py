@@ -19,7 +19,7 @@ from ..ops.masks import crop_and_resize_masks, paste_masks_in_image, thing_seman
 from ..structures import ImageBatch
 from .backbone import get_norm
 from .fcos import FCOS, FCOSOutput, build_fcos
-from .fcos_inference import Detections, detector_postprocess
+from .fcos_inference import Detections, rescale_and_clip
 from .fcos_loss import flatten_levels
 
 
@@ -143,16 +143,18 @@ class BlendMask(nn.Module):
     def postprocess(
         self, out: BlendMaskOutput, original_sizes: list[tuple[int, int]] | None = None
     ) -> list[Detections]:
-        """Boxes as FCOS; masks = sigmoid(blend) pasted into the *clipped* boxes at threshold 0.5 (reference quirk:
-        the mask was computed for the unclipped box)."""
+        """Boxes as FCOS; masks = sigmoid(blend) pasted at threshold 0.5 into the *clipped* boxes (reference quirk:
+        the mask was computed for the unclipped box), or into the unclipped ones with ``paste_in_clipped_box=False``."""
         fout = out.fcos
         original_sizes = original_sizes or fout.image_sizes
         dets = self.fcos.decode(fout)
         results = []
         for d, logits, in_size, orig in zip(dets, self.mask_logits(out.bases, dets), fout.image_sizes, original_sizes):
-            d.masks = logits.sigmoid()
-            final = detector_postprocess(d, in_size, orig)
-            final.masks = paste_masks_in_image(final.masks, final.boxes, orig)
+            scaled, clipped, keep = rescale_and_clip(d.boxes, in_size, orig)
+            final = d[keep]
+            final.boxes = clipped[keep]
+            paste_boxes = final.boxes if self.cfg.blendmask.paste_in_clipped_box else scaled[keep]
+            final.masks = paste_masks_in_image(logits[keep].sigmoid(), paste_boxes, orig)
             results.append(final)
         return results
 

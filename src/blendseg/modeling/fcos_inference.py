@@ -142,14 +142,24 @@ def fcos_decode(
     return results
 
 
-def detector_postprocess(dets: Detections, input_size: tuple[int, int], output_size: tuple[int, int]) -> Detections:
-    """Scale boxes from the input size to ``output_size`` (h, w), clip to it and drop empty boxes (d2)."""
+def rescale_and_clip(
+    boxes: Tensor, input_size: tuple[int, int], output_size: tuple[int, int]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Boxes scaled from the input size to ``output_size`` (h, w): (scaled, scaled and clipped, keep mask of the
+    non-empty clipped boxes), detectron2's ``detector_postprocess`` arithmetic."""
     sy = output_size[0] / input_size[0]
     sx = output_size[1] / input_size[1]
-    boxes = dets.boxes * dets.boxes.new_tensor([sx, sy, sx, sy])
-    boxes[:, 0::2] = boxes[:, 0::2].clamp(min=0, max=output_size[1])
-    boxes[:, 1::2] = boxes[:, 1::2].clamp(min=0, max=output_size[0])
-    keep = ((boxes[:, 2] - boxes[:, 0]) > 0) & ((boxes[:, 3] - boxes[:, 1]) > 0)
+    scaled = boxes * boxes.new_tensor([sx, sy, sx, sy])
+    clipped = scaled.clone()
+    clipped[:, 0::2] = clipped[:, 0::2].clamp(min=0, max=output_size[1])
+    clipped[:, 1::2] = clipped[:, 1::2].clamp(min=0, max=output_size[0])
+    keep = ((clipped[:, 2] - clipped[:, 0]) > 0) & ((clipped[:, 3] - clipped[:, 1]) > 0)
+    return scaled, clipped, keep
+
+
+def detector_postprocess(dets: Detections, input_size: tuple[int, int], output_size: tuple[int, int]) -> Detections:
+    """Scale boxes from the input size to ``output_size`` (h, w), clip to it and drop empty boxes (d2)."""
+    _, clipped, keep = rescale_and_clip(dets.boxes, input_size, output_size)
     out = dets[keep]
-    out.boxes = boxes[keep]
+    out.boxes = clipped[keep]
     return out
