@@ -92,7 +92,7 @@ def _cat(dets: list[Detections]) -> Detections:
 
 
 @torch.no_grad()
-def fcos_decode(
+def fcos_candidates(
     logits: list[Tensor],
     box_reg: list[Tensor],
     quality: list[Tensor],
@@ -101,16 +101,14 @@ def fcos_decode(
     strides: list[int],
     score_th: float = 0.05,
     pre_nms_topk: int = 1000,
-    nms_th: float = 0.6,
-    post_nms_topk: int = 100,
     thresh_with_ctr: bool = False,
 ) -> list[Detections]:
-    """Decode the raw per-level outputs of a batch into per-image detections in input pixels.
+    """Per image, the pre-NMS candidates of all levels: (location, class) pairs over the threshold, top-k per level,
+    concatenated level-major (within a level: row-major location, then class).
 
     Boxes are not clipped (the reference pools mask features with unclipped boxes). Scores are
     sqrt(sigmoid(cls) * sigmoid(ctr)); with ``thresh_with_ctr`` the product is thresholded, else the class
-    probability alone. After class-aware NMS, detections scoring below the ``post_nms_topk``-th score are
-    dropped (ties may keep more, as the reference's kthvalue). Order: descending score, as NMS returns it.
+    probability alone.
     """
     offsets = [0]
     for loc in locations[:-1]:
@@ -131,15 +129,39 @@ def fcos_decode(
         )  # fmt: skip
         for lvl in range(len(logits))
     ]
-    results = []
-    for i in range(logits[0].shape[0]):
-        d = _cat([lvl_dets[i] for lvl_dets in per_level])
-        d = d[batched_nms(d.boxes, d.scores, d.labels, nms_th)]
-        if len(d) > post_nms_topk > 0:
-            kth = torch.kthvalue(d.scores.cpu(), len(d) - post_nms_topk + 1).values.item()
-            d = d[d.scores >= kth]
-        results.append(d)
-    return results
+    return [_cat([lvl_dets[i] for lvl_dets in per_level]) for i in range(logits[0].shape[0])]
+
+
+def select_detections(candidates: Detections, nms_th: float = 0.6, post_nms_topk: int = 100) -> Detections:
+    """Class-aware NMS, then drop detections scoring below the ``post_nms_topk``-th score (ties may keep more, as
+    the reference's kthvalue). Order: descending score, as NMS returns it."""
+    d = candidates[batched_nms(candidates.boxes, candidates.scores, candidates.labels, nms_th)]
+    if len(d) > post_nms_topk > 0:
+        kth = torch.kthvalue(d.scores.cpu(), len(d) - post_nms_topk + 1).values.item()
+        d = d[d.scores >= kth]
+    return d
+
+
+@torch.no_grad()
+def fcos_decode(
+    logits: list[Tensor],
+    box_reg: list[Tensor],
+    quality: list[Tensor],
+    embeds: list[Tensor] | None,
+    locations: list[Tensor],
+    strides: list[int],
+    score_th: float = 0.05,
+    pre_nms_topk: int = 1000,
+    nms_th: float = 0.6,
+    post_nms_topk: int = 100,
+    thresh_with_ctr: bool = False,
+) -> list[Detections]:
+    """Decode the raw per-level outputs of a batch into per-image detections in input pixels:
+    :func:`fcos_candidates` then :func:`select_detections` (adelaidet.md §1.5)."""
+    cands = fcos_candidates(
+        logits, box_reg, quality, embeds, locations, strides, score_th, pre_nms_topk, thresh_with_ctr
+    )
+    return [select_detections(c, nms_th, post_nms_topk) for c in cands]
 
 
 def rescale_and_clip(

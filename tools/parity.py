@@ -1,0 +1,161 @@
+"""Check blendseg against a reference fixture directory (weights.safetensors, config.yaml, input.npz, outputs.npz,
+meta.json): convert, run, compare every array named in meta.json.
+
+    python tools/parity.py ../shared/fixtures/reference/blendmask_r18_tiny
+
+Prints the max abs difference per array; exits 0 only when every float array is within its tolerance (meta.json
+``tolerance``: a number or {array: number}; otherwise 1e-4 x max(1, max abs of the array)), every integer array
+is equal and the final masks are equal outside ``final_mask_ambiguous_idx``. Exits 2 for fixtures whose
+reference family has no converter yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from blendseg.convert.adelaidet import convert_adelaidet
+from blendseg.modeling.fcos_inference import fcos_candidates, rescale_and_clip, select_detections
+from blendseg.ops.blend import pool_bases
+from blendseg.zoo import build_model
+
+LEVEL_NAMES = ["p3", "p4", "p5", "p6", "p7"]
+
+
+def _capture_last(module: torch.nn.Module, store: list) -> None:
+    module.register_forward_hook(lambda _m, _i, out: store.append(out.detach()))
+
+
+@torch.no_grad()
+def run_adelaidet(fixture: Path) -> dict[str, np.ndarray]:
+    """Our arrays under the fixture's names, for an AdelaiDet FCOS / BlendMask fixture."""
+    cfg, state, unmapped = convert_adelaidet(str(fixture / "config.yaml"), str(fixture / "weights.safetensors"))
+    if unmapped:
+        raise SystemExit(f"converter left {len(unmapped)} keys unmapped, e.g. {unmapped[:3]}")
+    model = build_model(cfg.model).eval()
+    model.load_state_dict(state, strict=True)
+    fcos = getattr(model, "fcos", model)
+    feats: list = []
+    fcos.backbone.register_forward_hook(lambda _m, _i, out: feats.append(out))
+    box_tower: list = []
+    tower = fcos.head.bbox_tower if len(fcos.head.bbox_tower) else fcos.head.share_tower
+    if len(tower):
+        _capture_last(tower[-1], box_tower)
+    inp = np.load(fixture / "input.npz")
+    image = torch.from_numpy(inp["image_bgr"]).permute(2, 0, 1).flip(0).float()  # blendseg takes RGB
+    out = model([image])
+    fout = getattr(out, "fcos", out)
+    arrays: dict[str, np.ndarray] = {f"backbone_{k}": v.numpy() for k, v in feats[0].items()}
+    for i, lvl in enumerate(LEVEL_NAMES[: len(fout.features)]):
+        arrays[f"fpn_{lvl}"] = fout.features[i].numpy()
+        arrays[f"head_logits_{lvl}"] = fout.logits[i].numpy()
+        arrays[f"head_bbox_reg_{lvl}"] = fout.box_reg[i].numpy()
+        arrays[f"head_ctrness_{lvl}"] = fout.quality[i].numpy()
+        if box_tower:
+            arrays[f"head_bbox_tower_{lvl}"] = box_tower[i].numpy()
+        if fout.embeds is not None:
+            arrays[f"head_top_feats_{lvl}"] = fout.embeds[i].numpy()
+    c = cfg.model.fcos
+    args = (fout.logits, fout.box_reg, fout.quality, fout.embeds, fout.locations, fcos.strides)
+    cand = fcos_candidates(*args, c.inference_th, c.pre_nms_topk, c.thresh_with_ctr)[0]
+    det = select_detections(cand, c.nms_th, c.post_nms_topk)
+    for prefix, d in (("prenms", cand), ("det", det)):
+        arrays.update({f"{prefix}_boxes": d.boxes.numpy(), f"{prefix}_scores": d.scores.numpy()})
+        arrays.update({f"{prefix}_classes": d.labels.numpy(), f"{prefix}_locations": d.locations.numpy()})
+        arrays[f"{prefix}_fpn_levels"] = d.levels.numpy()
+    if d.embeds is not None:
+        arrays["det_top_feat"] = det.embeds.numpy()
+    size = tuple(int(v) for v in inp["image_bgr"].shape[:2])
+    _, _, keep = rescale_and_clip(det.boxes, size, size)
+    arrays["final_keep_index"] = keep.nonzero().squeeze(1).numpy()
+    final = model.postprocess(out, [size])[0]
+    arrays.update({"final_boxes": final.boxes.numpy(), "final_scores": final.scores.numpy()})
+    arrays["final_classes"] = final.labels.numpy()
+    if hasattr(out, "bases"):
+        b = model.cfg.blendmask
+        arrays["bases"] = out.bases.numpy()
+        arrays["det_mask_logits"] = model.mask_logits(out.bases, [det])[0].numpy()
+        first = det.boxes[:5]
+        arrays["det_rois_first5"] = pool_bases(
+            out.bases, first, torch.zeros(len(first), dtype=torch.int64), b.bottom_resolution, b.bases_stride
+        ).numpy()
+        arrays["final_masks"] = final.masks.numpy()
+    arrays["__preprocessed"] = fcos.preprocess([image])[0].numpy()
+    return arrays
+
+
+def compare(fixture: Path, ours: dict[str, np.ndarray], meta: dict) -> bool:
+    ref = np.load(fixture / "outputs.npz")
+    inp = np.load(fixture / "input.npz")
+    tol_cfg = meta.get("tolerance")
+    names = list(meta.get("outputs", {}).get("arrays", {})) or list(ref.files)
+    ok = True
+    if "preprocessed" in inp.files:
+        names = ["preprocessed", *names]
+    for name in names:
+        if name == "final_mask_ambiguous_idx":
+            continue
+        r = inp["preprocessed"] if name == "preprocessed" else ref[name]
+        o = ours.get("__preprocessed" if name == "preprocessed" else name)
+        if o is None:
+            print(f"  {name:28s} NOT PRODUCED")
+            ok = False
+            continue
+        if name == "final_masks":
+            amb = ref["final_mask_ambiguous_idx"] if "final_mask_ambiguous_idx" in ref.files else np.zeros((0, 3), int)
+            o, r = o.copy(), r.copy()
+            if o.shape == r.shape:
+                o[amb[:, 0], amb[:, 1], amb[:, 2]] = False
+                r[amb[:, 0], amb[:, 1], amb[:, 2]] = False
+            good = o.shape == r.shape and np.array_equal(o, r)
+            diff = int((o != r).sum()) if o.shape == r.shape else -1
+            verdict = "ok " if good else "BAD"
+            print(f"  {name:28s} {verdict} differing pixels outside ambiguous: {diff} ({len(amb)} ambiguous)")
+        elif o.shape != r.shape:
+            good = False
+            print(f"  {name:28s} BAD shape {o.shape} vs reference {r.shape}")
+        elif np.issubdtype(r.dtype, np.floating):
+            tol = tol_cfg.get(name) if isinstance(tol_cfg, dict) else tol_cfg
+            tol = float(tol) if tol is not None else 1e-4 * max(1.0, float(np.abs(r).max()) if r.size else 1.0)
+            diff = float(np.abs(o.astype(np.float64) - r).max()) if r.size else 0.0
+            good = diff <= tol
+            print(f"  {name:28s} {'ok ' if good else 'BAD'} max abs diff {diff:.3g} (tolerance {tol:.3g})")
+        else:
+            good = np.array_equal(o, r)
+            print(f"  {name:28s} {'ok ' if good else 'BAD'} {'equal' if good else 'differs'}")
+        ok &= bool(good)
+    return ok
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("fixture", type=Path)
+    a = p.parse_args()
+    meta = json.loads((a.fixture / "meta.json").read_text())
+    torch.set_num_threads(1)  # the reference fixtures are made with one thread
+    if (a.fixture / "config.yaml").is_file():
+        arch = meta.get("model", {}).get("meta_architecture", "")
+        if arch not in ("BlendMask", "OneStageDetector", "FCOS", ""):
+            print(f"{a.fixture}: meta_architecture {arch!r} has no converter")
+            return 2
+        try:
+            ours = run_adelaidet(a.fixture)
+        except (SystemExit, ValueError, RuntimeError) as e:
+            print(f"{a.fixture}: cannot convert / run ({e})")
+            return 2
+    else:
+        print(f"{a.fixture}: dbolya/yolact fixtures need the YOLACT converter (issue 4)")
+        return 2
+    print(f"{a.fixture}:")
+    ok = compare(a.fixture, ours, meta)
+    print("PARITY OK" if ok else "PARITY FAILED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
