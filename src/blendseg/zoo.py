@@ -130,6 +130,76 @@ def fcos_tiny_test() -> TrainConfig:
     return replace(c, model=model, data=data, solver=solver)
 
 
+def blendmask_r50_1x() -> TrainConfig:
+    """AdelaiDet BlendMask/R_50_1x: FCOS without scales, THRESH_WITH_CTR, ProtoNet bases (SyncBN -> BN on one
+    process), semantic loss 0.3, short sides 640-800 step 32, 90k iterations at batch 16."""
+    c = fcos_r50_1x()
+    model = BlendMaskConfig(backbone=c.model.backbone, fpn=c.model.fpn)
+    return replace(c, model=model, data=replace(c.data, min_size_train=MS_TRAIN, with_masks=True))
+
+
+def blendmask_r50_3x() -> TrainConfig:
+    """BlendMask/R_50_3x: 270k iterations, steps 210k / 250k."""
+    c = blendmask_r50_1x()
+    return replace(c, solver=replace(c.solver, max_iter=270000, steps=(210000, 250000)))
+
+
+def blendmask_r101_3x() -> TrainConfig:
+    """BlendMask/R_101_3x."""
+    c = blendmask_r50_3x()
+    return replace(c, model=replace(c.model, backbone=replace(c.model.backbone, depth=101)))
+
+
+def blendmask_r101_dcni3_5x() -> TrainConfig:
+    """BlendMask/R_101_dcni3_5x: DCNv2 in every 3rd block of res3-res5, short side 640-864 (range), max 1440,
+    400k iterations (280k, 360k). The reference also enables RandomCropWithInstance, not implemented yet."""
+    c = blendmask_r101_3x()
+    bb = replace(
+        c.model.backbone, deform_on_per_stage=(False, True, True, True), deform_modulated=True, deform_interval=3
+    )
+    data = replace(c.data, min_size_train=(640, 864), min_size_train_sampling="range", max_size_train=1440)
+    solver = replace(c.solver, max_iter=400000, steps=(280000, 360000))
+    return replace(c, model=replace(c.model, backbone=bb), data=data, solver=solver)
+
+
+def blendmask_550_r50_3x() -> TrainConfig:
+    """BlendMask/550_R_50_3x: P3-P6, one shared tower of 3 convs, 2 basis convs, 440-550 px (max 916)."""
+    c = blendmask_r50_3x()
+    model = replace(
+        c.model,
+        fpn=replace(c.model.fpn, top_levels=1),
+        fcos=replace(c.model.fcos, strides=(8, 16, 32, 64), sizes_of_interest=(64, 128, 256), num_share_convs=3,
+                     num_cls_convs=0, num_box_convs=0),
+        blendmask=replace(c.model.blendmask, basis_num_convs=2),
+    )  # fmt: skip
+    data = replace(c.data, min_size_train=tuple(range(440, 551, 22)), max_size_train=916, min_size_test=550,
+                   max_size_test=916)  # fmt: skip
+    return replace(c, model=model, data=data)
+
+
+def blendmask_rt_r50_4x_bn_shtw() -> TrainConfig:
+    """BlendMask/RT_R_50_4x_syncbn_shtw with BN (SyncBN when several processes): P3-P5, R-50 BN unfrozen, shared
+    tower of 3, 2 basis convs, 256-608 px (max 900), test 512 / 736, 360k iterations (300k, 340k)."""
+    c = blendmask_r50_1x()
+    model = replace(
+        c.model,
+        backbone=replace(c.model.backbone, norm="SyncBN", freeze_at=0),
+        fpn=replace(c.model.fpn, top_levels=0),
+        fcos=replace(c.model.fcos, strides=(8, 16, 32), sizes_of_interest=(64, 128), num_share_convs=3,
+                     num_cls_convs=0, num_box_convs=0),
+        blendmask=replace(c.model.blendmask, basis_num_convs=2),
+    )  # fmt: skip
+    data = replace(c.data, min_size_train=tuple(range(256, 609, 32)), max_size_train=900, min_size_test=512,
+                   max_size_test=736)  # fmt: skip
+    return replace(c, model=model, data=data, solver=replace(c.solver, max_iter=360000, steps=(300000, 340000)))
+
+
+def blendmask_person_r50_3x() -> TrainConfig:
+    """BlendMask/Person: one class, R_50_3x settings (the reference starts from the COCO R_50_3x checkpoint)."""
+    c = blendmask_r50_3x()
+    return replace(c, model=replace(c.model, fcos=replace(c.model.fcos, num_classes=1)))
+
+
 def blendmask_tiny() -> TrainConfig:
     """fcos_tiny + BlendMask (K=4, M=7, R=28, 32-channel BN bottom module): the CPU recipe, work in progress."""
     c = fcos_tiny()
@@ -159,6 +229,13 @@ PRESETS = {
     "fcos_rt_ms_r50_4x_bn": fcos_rt_ms_r50_4x_bn,
     "fcos_tiny": fcos_tiny,
     "fcos_tiny_test": fcos_tiny_test,
+    "blendmask_r50_1x": blendmask_r50_1x,
+    "blendmask_r50_3x": blendmask_r50_3x,
+    "blendmask_r101_3x": blendmask_r101_3x,
+    "blendmask_r101_dcni3_5x": blendmask_r101_dcni3_5x,
+    "blendmask_550_r50_3x": blendmask_550_r50_3x,
+    "blendmask_rt_r50_4x_bn_shtw": blendmask_rt_r50_4x_bn_shtw,
+    "blendmask_person_r50_3x": blendmask_person_r50_3x,
     "blendmask_tiny": blendmask_tiny,
     "blendmask_tiny_test": blendmask_tiny_test,
 }

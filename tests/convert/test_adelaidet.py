@@ -169,3 +169,23 @@ def test_base_resolution(tmp_path):
     merged = load_d2_yaml(tmp_path / "child.yaml")
     assert merged == {"MODEL": {"FCOS": {"NUM_CLASSES": 3, "NMS_TH": 0.7}}, "SOLVER": {"MAX_ITER": 10}}
     assert dataclasses.asdict(FCOSConfig())["nms_th"] == 0.6
+
+
+@pytest.mark.parametrize(
+    ("preset", "layout"),
+    [
+        ("blendmask_r50_1x", "BlendMask/R_50_1x.yaml"),
+        ("blendmask_r101_3x", "BlendMask/R_101_3x.yaml"),
+        ("blendmask_r101_dcni3_5x", "BlendMask/R_101_dcni3_5x.yaml"),
+        ("blendmask_550_r50_3x", "BlendMask/550_R_50_3x.yaml"),
+        ("blendmask_rt_r50_4x_bn_shtw", "BlendMask/RT_R_50_4x_syncbn_shtw.yaml"),
+    ],
+)
+def test_presets_have_the_released_layouts(preset, layout):
+    from blendseg.zoo import get_preset
+
+    sd = json.loads((reference_dir() / "state_dict_layouts.json").read_text())["configs"][layout]["state_dict"]
+    ours = build_model(get_preset(preset).model).state_dict()
+    mapped = {map_key(k, "blendmask"): v["shape"] for k, v in sd.items()}
+    assert set(mapped) == set(ours)
+    assert all(list(ours[k].shape) == shape for k, shape in mapped.items())
