@@ -1,5 +1,6 @@
-"""`make demo`: synthesise the shapes dataset, train the tiny FCOS on CPU for a bounded time, evaluate with COCO
-AP, and draw predictions on validation images. Prints where everything went."""
+"""`make demo`: synthesise the shapes dataset, train the tiny BlendMask on CPU for a bounded time, evaluate box and
+mask AP with COCO eval, draw ground truth beside predictions on validation images, and draw the bases / attention
+figure. Prints where everything went."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--minutes", type=float, default=8.0, help="training wall-clock budget")
-    p.add_argument("--preset", default="fcos_tiny")
+    p.add_argument("--preset", default="blendmask_tiny")
     p.add_argument("--train-images", type=int, default=2000)
     p.add_argument("--val-images", type=int, default=200)
     p.add_argument("overrides", nargs="*")

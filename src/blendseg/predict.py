@@ -15,13 +15,18 @@ from .structures import pad_images
 from .vis import draw_detections, save_image
 
 
-@torch.no_grad()
-def predict_image(model: nn.Module, cfg: TrainConfig, image: torch.Tensor) -> Detections:
-    """Detections for one (3, H, W) uint8 RGB image, at its size (test-time resize as the config says)."""
+def resize_for_test(cfg: TrainConfig, image: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) image resized as the config's test pipeline does."""
     d = cfg.data
     tf = build_transforms(False, d.min_size_train, "choice", d.max_size_train, d.min_size_test, d.max_size_test, False)
     empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
-    resized, _ = tf(image, empty)
+    return tf(image, empty)[0]
+
+
+@torch.no_grad()
+def predict_image(model: nn.Module, cfg: TrainConfig, image: torch.Tensor) -> Detections:
+    """Detections for one (3, H, W) uint8 RGB image, at its size (test-time resize as the config says)."""
+    resized = resize_for_test(cfg, image)
     device = next(model.parameters()).device
     out = model(pad_images([resized.float()], cfg.model.size_divisibility).to(device))
     return model.postprocess(out, [tuple(image.shape[-2:])])[0]
