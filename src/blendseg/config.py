@@ -91,6 +91,8 @@ class BlendMaskHeadConfig:
     bottom_resolution: int = 56  # R
     bases_stride: int = 4
     top_interp: str = "bilinear"  # bilinear | nearest
+    bottom_sampling: str = "bilinear"  # bilinear (RoIAlign, reference) | nearest (RoIPool, Table 6)
+    blender: str = "blend"  # blend | assembler (FCIS analogue, K = M*M, no attentions); attn_size=1: weighted-sum
     basis_num_convs: int = 3
     basis_convs_dim: int = 128
     basis_norm: str = "SyncBN"  # BN on one process

@@ -64,7 +64,7 @@ def blend_figure(model, image: Tensor, cfg, tile: int = 112) -> Image.Image:
     canvas.paste(Image.fromarray(x.permute(1, 2, 0).byte().numpy()).resize((tile, tile)), (0, 0))
     for i in range(k):
         canvas.paste(_tile(out.bases[0, i], tile), (tile * (i + 1), 0))
-    if len(det) == 0:
+    if len(det) == 0 or det.embeds is None:  # nothing detected, or the assembler (no attentions)
         return canvas
     rois = pool_bases(
         out.bases, det.boxes[:1], torch.zeros(1, dtype=torch.int64, device=device), b.bottom_resolution, b.bases_stride

@@ -104,3 +104,29 @@ def test_paste_quirk_flag_only_changes_border_boxes():
     assert inside.any() and (~inside).any()
     assert torch.equal(a.masks[inside], b.masks[inside])  # boxes inside the image: same masks
     assert not torch.equal(a.masks[~inside], b.masks[~inside])  # border-crossing boxes: the quirk shows
+
+
+def test_ablation_variants_train_and_predict():
+    import dataclasses
+
+    import pytest
+
+    base = get_preset("blendmask_tiny_test").model
+    variants = [
+        dict(blender="assembler", num_bases=4, attn_size=2),  # FCIS analogue: no top layer
+        dict(attn_size=1),  # weighted-sum, YOLACT analogue
+        dict(num_bases=1),  # one basis, sigmoid on both
+        dict(bottom_sampling="nearest", top_interp="nearest"),
+    ]
+    images, targets = _batch()
+    for v in variants:
+        cfg = dataclasses.replace(base, blendmask=dataclasses.replace(base.blendmask, **v))
+        model = build_model(cfg)
+        assert (model.fcos.head.embed_head is None) == (v.get("blender") == "assembler")
+        out = model(images, targets)
+        assert torch.isfinite(out.losses["loss_mask"]) and float(out.losses["loss_mask"].detach()) > 0, v
+        sum(out.losses.values()).backward()
+        model.eval()
+        assert model.postprocess(model(images))[0].masks is not None
+    with pytest.raises(ValueError, match="blender"):
+        build_model(dataclasses.replace(base, blendmask=dataclasses.replace(base.blendmask, blender="x")))

@@ -60,3 +60,40 @@ def test_pool_blend_paste_match_reference_fixture():
     masks[amb[:, 0], amb[:, 1], amb[:, 2]] = False
     ref_masks[amb[:, 0], amb[:, 1], amb[:, 2]] = False
     assert ref_masks.sum() > 1000 and np.array_equal(masks, ref_masks)
+
+
+def test_weighted_sum_is_yolact_and_assembler_is_fcis():
+    from blendseg.ops.blend import assemble
+
+    g = torch.Generator().manual_seed(2)
+    rois = torch.randn(2, 4, 6, 6, generator=g)
+    coeffs = torch.randn(2, 4, generator=g)
+    # M = 1: one scalar per basis -> a softmax-weighted sum of the bases (YOLACT's linear combination)
+    ws = blend(rois, coeffs, "bilinear")
+    torch.testing.assert_close(ws, torch.einsum("nk,nkhw->nhw", coeffs.softmax(1), rois))
+    # FCIS: with K = 4 = 2x2 bases, tile (i, j) of the region comes from basis 2i + j
+    asm = assemble(rois)
+    torch.testing.assert_close(asm[:, :3, :3], rois[:, 0, :3, :3])
+    torch.testing.assert_close(asm[:, :3, 3:], rois[:, 1, :3, 3:])
+    torch.testing.assert_close(asm[:, 3:, :3], rois[:, 2, 3:, :3])
+    torch.testing.assert_close(asm[:, 3:, 3:], rois[:, 3, 3:, 3:])
+
+
+def test_one_basis_uses_sigmoid_on_both():
+    g = torch.Generator().manual_seed(3)
+    rois = torch.randn(3, 1, 5, 5, generator=g)
+    attns = torch.randn(3, 1 * 2 * 2, generator=g)
+    logits = blend(rois, attns, "nearest")
+    a = F.interpolate(attns.view(3, 1, 2, 2), (5, 5), mode="nearest")
+    torch.testing.assert_close(
+        torch.sigmoid(logits), (torch.sigmoid(rois) * torch.sigmoid(a))[:, 0], atol=1e-5, rtol=1e-4
+    )
+
+
+def test_nearest_bottom_sampling_is_roipool():
+    from torchvision.ops import roi_pool
+
+    bases = torch.randn(1, 4, 16, 16)
+    boxes = torch.tensor([[4.0, 8.0, 40.0, 50.0]])
+    out = pool_bases(bases, boxes, torch.zeros(1, dtype=torch.int64), 7, 4, "nearest")
+    torch.testing.assert_close(out, roi_pool(bases, torch.tensor([[0.0, 4, 8, 40, 50]]), (7, 7), 0.25))

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import BlendMaskConfig, BlendMaskHeadConfig
-from ..ops.blend import blend, pool_bases
+from ..ops.blend import assemble, blend, pool_bases
 from ..ops.masks import crop_and_resize_masks, paste_masks_in_image, thing_semantic_map
 from ..structures import ImageBatch
 from .backbone import get_norm
@@ -83,16 +83,21 @@ def blendmask_mask_loss(out: BlendMaskOutput, targets: list[dict[str, Tensor]], 
     R = cfg.bottom_resolution
     gt_boxes = torch.cat([tg["boxes"] for tg in targets])  # (G, 4)
     gt_img = torch.cat([torch.full((len(tg["boxes"]),), i, device=gt_boxes.device) for i, tg in enumerate(targets)])
-    attns = flatten_levels(out.fcos.embeds)[t.pos_inds]  # (Q, K*M*M)
-    keep_graph = out.bases.sum() * 0 + attns.sum() * 0
+    attns = flatten_levels(out.fcos.embeds)[t.pos_inds] if out.fcos.embeds is not None else None  # (Q, K*M*M)
+    keep_graph = out.bases.sum() * 0 + (attns.sum() * 0 if attns is not None else 0)
     if t.pos_inds.numel() == 0:
         return keep_graph
     gt_inds = t.gt_inds[t.pos_inds]
-    rois = pool_bases(out.bases, gt_boxes, gt_img, R, cfg.bases_stride)[gt_inds]  # (Q, K, R, R)
-    logits = blend(rois, attns, cfg.top_interp)  # (Q, R, R)
+    rois = pool_bases(out.bases, gt_boxes, gt_img, R, cfg.bases_stride, cfg.bottom_sampling)[gt_inds]  # (Q,K,R,R)
+    logits = merge(rois, attns, cfg)  # (Q, R, R)
     gt_masks = torch.cat([crop_and_resize_masks(tg["masks"], tg["boxes"], R) for tg in targets])[gt_inds]
     bce = F.binary_cross_entropy_with_logits(logits, gt_masks, reduction="none").mean(dim=(1, 2))
     return (bce * t.ctr_targets).sum() / t.loss_denorm * cfg.instance_loss_weight + keep_graph
+
+
+def merge(rois: Tensor, attns: Tensor | None, cfg: BlendMaskHeadConfig) -> Tensor:
+    """(N, R, R) mask logits of the configured merger: the blender, or the assembler (no attentions)."""
+    return assemble(rois) if cfg.blender == "assembler" else blend(rois, attns, cfg.top_interp)
 
 
 def basis_semantic_loss(sem_logits: Tensor, targets: list[dict[str, Tensor]], padded: tuple[int, int]) -> Tensor:
@@ -133,10 +138,9 @@ class BlendMask(nn.Module):
         c = self.cfg.blendmask
         out = []
         for i, d in enumerate(dets):
-            rois = pool_bases(
-                bases[i : i + 1], d.boxes, torch.zeros_like(d.labels), c.bottom_resolution, c.bases_stride
-            )
-            out.append(blend(rois, d.embeds, c.top_interp))
+            idx = torch.zeros_like(d.labels)
+            rois = pool_bases(bases[i : i + 1], d.boxes, idx, c.bottom_resolution, c.bases_stride, c.bottom_sampling)
+            out.append(merge(rois, d.embeds, c))
         return out
 
     @torch.no_grad()
@@ -161,10 +165,13 @@ class BlendMask(nn.Module):
 
 def build_blendmask(cfg: BlendMaskConfig) -> BlendMask:
     c = cfg.blendmask
-    k_mm = c.num_bases * c.attn_size * c.attn_size
-    top_layer = nn.Conv2d(cfg.fpn.out_channels, k_mm, 3, padding=1)
-    nn.init.normal_(top_layer.weight, std=0.01)
-    nn.init.zeros_(top_layer.bias)
+    if c.blender not in ("blend", "assembler"):
+        raise ValueError(f"blender must be 'blend' or 'assembler', got {c.blender!r}")
+    top_layer = None
+    if c.blender == "blend":  # the assembler has fixed attentions: no top layer
+        top_layer = nn.Conv2d(cfg.fpn.out_channels, c.num_bases * c.attn_size * c.attn_size, 3, padding=1)
+        nn.init.normal_(top_layer.weight, std=0.01)
+        nn.init.zeros_(top_layer.bias)
     fcos = build_fcos(cfg, embed_head=top_layer)
     basis = BasisModule(
         cfg.fpn.out_channels, 3, c.num_bases, c.basis_convs_dim, c.basis_num_convs, c.basis_norm,

@@ -8,18 +8,30 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import roi_align
+from torchvision.ops import roi_align, roi_pool
 
 
-def pool_bases(bases: Tensor, boxes: Tensor, batch_idx: Tensor, resolution: int, stride: int) -> Tensor:
-    """(N, K, R, R) RoIAlign of the bases (B, K, H, W) inside boxes (N, 4) xyxy input pixels of images
-    ``batch_idx`` (N,): detectron2's ROIAlignV2 (aligned, sampling ratio 1, scale 1/stride)."""
+def pool_bases(
+    bases: Tensor, boxes: Tensor, batch_idx: Tensor, resolution: int, stride: int, sampling: str = "bilinear"
+) -> Tensor:
+    """(N, K, R, R) crops of the bases (B, K, H, W) inside boxes (N, 4) xyxy input pixels of images ``batch_idx``.
+
+    ``sampling="bilinear"``: detectron2's ROIAlignV2 (aligned, sampling ratio 1, scale 1/stride), the reference.
+    ``sampling="nearest"``: Fast R-CNN's RoIPool (quantised bins), the paper's Table 6 ablation.
+    """
     rois = torch.cat([batch_idx[:, None].to(boxes.dtype), boxes], dim=1)
+    if sampling == "nearest":
+        return roi_pool(bases, rois, (resolution, resolution), 1.0 / stride)
+    if sampling != "bilinear":
+        raise ValueError(f"sampling must be 'bilinear' or 'nearest', got {sampling!r}")
     return roi_align(bases, rois, (resolution, resolution), 1.0 / stride, sampling_ratio=1, aligned=True)
 
 
 def blend(rois: Tensor, attns: Tensor, interp: str = "bilinear") -> Tensor:
     """Mask logits (N, R, R) = sum_k softmax_k(resize(attn_k, R)) * rois_k (AdelaiDet ``merge_bases``).
+
+    With M = 1 this is the paper's "weighted-sum" (YOLACT analogue: one scalar per basis). With K = 1 the paper
+    uses sigmoid on both the basis and the attention: the returned logit is then logit(sigmoid(r) * sigmoid(a)).
 
     Args:
         rois: (N, K, R, R) pooled bases.
@@ -36,4 +48,20 @@ def blend(rois: Tensor, attns: Tensor, interp: str = "bilinear") -> Tensor:
         attns = F.interpolate(attns, (r, r), mode="nearest")
     else:
         raise ValueError(f"interp must be 'bilinear' or 'nearest', got {interp!r}")
+    if k == 1:
+        log_p = (F.logsigmoid(rois) + F.logsigmoid(attns))[:, 0]  # log(sigmoid(r) * sigmoid(a))
+        log_p = log_p.clamp(max=-1e-6)
+        return log_p - torch.log(-torch.expm1(log_p))
     return (attns.softmax(dim=1) * rois).sum(dim=1)
+
+
+def assemble(rois: Tensor) -> Tensor:
+    """The paper's "assembler" (FCIS analogue, Table 1): K = M*M bases, fixed one-hot attentions with nearest
+    upsampling, i.e. tile (i, j) of the R x R region is copied from basis i*M + j. Returns (N, R, R) logits."""
+    k, r = rois.shape[1], rois.shape[-1]
+    m = int(round(k**0.5))
+    if m * m != k:
+        raise ValueError(f"the assembler needs a square number of bases, got {k}")
+    onehot = torch.eye(k, dtype=rois.dtype, device=rois.device).view(k, m, m)[None]  # (1, K, M, M): basis k at cell k
+    onehot = F.interpolate(onehot, (r, r), mode="nearest")
+    return (onehot * rois).sum(dim=1)
