@@ -17,6 +17,7 @@ from blendseg.data.coco import CocoInstances, load_data_yaml
 from blendseg.data.synth import synthesize
 from blendseg.engine.runner import load_model, train
 from blendseg.predict import draw_split
+from blendseg.vis import blend_figure
 from blendseg.zoo import get_preset
 
 
@@ -47,9 +48,12 @@ def main() -> None:
     val = CocoInstances(split.annotations, split.images)
     drawn = draw_split(model, cfg, val, run / "predictions")
     print("\n=== demo finished in %.1f min ===" % ((time.perf_counter() - t0) / 60))
-    print(
-        f"box AP {metrics['bbox']['AP']:.1f}  AP50 {metrics['bbox']['AP50']:.1f}  (COCO eval on {len(val)} val images)"
-    )
+    for kind, m in metrics.items():
+        print(f"{kind:5s} AP {m['AP']:.1f}  AP50 {m['AP50']:.1f}  (COCO eval on {len(val)} val images)")
+    if hasattr(model, "basis_module"):
+        fig = blend_figure(model, val.read_image(val.images[0]), cfg)
+        fig.save(run / "blend_figure.png")
+        print(f"blender:      {(run / 'blend_figure.png').resolve()} (bases; RoI bases, attentions, products, mask)")
     print(f"run folder:   {run.resolve()}")
     print(f"metrics:      {(run / 'metrics.json').resolve()}")
     print(f"weights:      {(run / 'weights' / 'last.pt').resolve()}")
