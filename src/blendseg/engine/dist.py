@@ -61,3 +61,10 @@ def all_gather_objects(obj: object) -> list[object]:
 def barrier() -> None:
     if is_dist():
         dist.barrier()
+
+
+def cleanup() -> None:
+    """Tear the process group down (Gloo can abort at interpreter exit when it is left alive)."""
+    if is_dist():
+        dist.barrier()
+        dist.destroy_process_group()

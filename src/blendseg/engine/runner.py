@@ -17,7 +17,7 @@ from ..data.transforms import build_transforms
 from ..evaluation.coco import COCOEvaluator
 from ..zoo import build_model
 from .checkpoint import load_checkpoint
-from .dist import init_from_env, is_main_process
+from .dist import cleanup, init_from_env, is_main_process
 from .evaluate import run_evaluation
 from .train import fit
 
@@ -101,10 +101,14 @@ def train(cfg: TrainConfig, data_yaml: str, out_dir: str | Path, resume: bool = 
     has_val = "val" in load_data_yaml(data_yaml).splits
     eval_fn = make_evaluator_fn(cfg, data_yaml, device) if (evaluate and has_val) else None
     extra = {"class_names": ds.class_names, "contiguous_to_cat_id": ds.contiguous_to_cat_id}
-    metrics = fit(model, loader, cfg, out_dir, device, eval_fn, resume=resume, extra_state=extra)
+    try:
+        metrics = fit(model, loader, cfg, out_dir, device, eval_fn, resume=resume, extra_state=extra)
+    finally:
+        del loader  # worker processes end before the process group does
     if is_main_process() and metrics:
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         print(f"metrics: {out_dir / 'metrics.json'}")
+    cleanup()
     return metrics
 
 
