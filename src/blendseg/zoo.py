@@ -130,12 +130,20 @@ def fcos_tiny_test() -> TrainConfig:
     return replace(c, model=model, data=data, solver=solver)
 
 
+def with_blendmask(c: TrainConfig, head: BlendMaskHeadConfig) -> TrainConfig:
+    """An FCOS run config turned into BlendMask's: same detector plus ``head``, Base-BlendMask's FCOS changes
+    (no per-level scales, THRESH_WITH_CTR) and instance masks in the targets."""
+    detector = {f.name: getattr(c.model, f.name) for f in fields(c.model) if f.name != "arch"}
+    model = BlendMaskConfig(**detector, blendmask=head)
+    model = replace(model, fcos=replace(model.fcos, use_scale=False, thresh_with_ctr=True))
+    return replace(c, model=model, data=replace(c.data, with_masks=True))
+
+
 def blendmask_r50_1x() -> TrainConfig:
     """AdelaiDet BlendMask/R_50_1x: FCOS without scales, THRESH_WITH_CTR, ProtoNet bases (SyncBN -> BN on one
     process), semantic loss 0.3, short sides 640-800 step 32, 90k iterations at batch 16."""
-    c = fcos_r50_1x()
-    model = BlendMaskConfig(backbone=c.model.backbone, fpn=c.model.fpn)
-    return replace(c, model=model, data=replace(c.data, min_size_train=MS_TRAIN, with_masks=True))
+    c = with_blendmask(fcos_r50_1x(), BlendMaskHeadConfig())
+    return replace(c, data=replace(c.data, min_size_train=MS_TRAIN))
 
 
 def blendmask_r50_3x() -> TrainConfig:
@@ -202,24 +210,16 @@ def blendmask_person_r50_3x() -> TrainConfig:
 
 def blendmask_tiny() -> TrainConfig:
     """fcos_tiny + BlendMask (K=4, M=7, R=28, 32-channel BN bottom module): the CPU recipe, work in progress."""
-    c = fcos_tiny()
-    model = BlendMaskConfig(
-        **{f.name: getattr(c.model, f.name) for f in fields(c.model) if f.name != "arch"},
-        blendmask=BlendMaskHeadConfig(attn_size=7, bottom_resolution=28, basis_convs_dim=32, basis_norm="BN"),
-    )
-    model = replace(model, fcos=replace(model.fcos, use_scale=False, thresh_with_ctr=True))
-    return replace(c, model=model, data=replace(c.data, with_masks=True))
+    head = BlendMaskHeadConfig(attn_size=7, bottom_resolution=28, basis_convs_dim=32, basis_norm="BN")
+    return with_blendmask(fcos_tiny(), head)
 
 
 def blendmask_tiny_test() -> TrainConfig:
     """Smallest BlendMask for tests."""
-    c = fcos_tiny_test()
-    b = blendmask_tiny()
-    model = BlendMaskConfig(
-        **{f.name: getattr(c.model, f.name) for f in fields(c.model) if f.name != "arch"},
-        blendmask=replace(b.model.blendmask, basis_convs_dim=8, basis_num_convs=1, attn_size=4, bottom_resolution=16),
+    head = replace(
+        blendmask_tiny().model.blendmask, basis_convs_dim=8, basis_num_convs=1, attn_size=4, bottom_resolution=16
     )
-    return replace(c, model=model, data=replace(c.data, with_masks=True))
+    return with_blendmask(fcos_tiny_test(), head)
 
 
 PRESETS = {
