@@ -35,3 +35,25 @@ def test_presets_build():
         assert build_model(get_preset(name).model) is not None
     with pytest.raises(KeyError, match="unknown preset"):
         get_preset("nope")
+
+
+def test_ablation_preset_rows_build_with_their_bases_stride():
+    import torch
+
+    from blendseg.zoo import blendmask_ablation_r50_1x
+
+    rows = [
+        ({}, 8),  # Table 1 "28 4 4": DeepLabV3+ on C3, C5
+        ({"M": 1}, 8),  # weighted-sum
+        ({"blender": "assembler", "K": 16}, 8),
+        ({"bottom_in": ("p3", "p5")}, 8),  # Table 4
+        ({"bottom_in": ("p2", "p5"), "R": 56, "M": 14, "top_interp": "bilinear", "semantic": True}, 4),  # "+s/4"
+        ({"bottom_module": "protonet", "bottom_in": ("p3",), "width": 256}, 4),  # Proto-P3
+        ({"bottom_module": "protonet", "bottom_in": ("p3", "p4", "p5")}, 4),  # Proto-FPN
+    ]
+    for kwargs, stride in rows:
+        cfg = blendmask_ablation_r50_1x(**kwargs)
+        assert cfg.model.blendmask.bases_stride == stride and cfg.data.with_sem_seg == kwargs.get("semantic", False)
+        model = build_model(cfg.model).eval()
+        with torch.no_grad():
+            assert model([torch.rand(3, 64, 64) * 255]).bases.shape[-1] == 64 // stride, kwargs

@@ -51,8 +51,8 @@ def run_adelaidet(fixture: Path) -> dict[str, np.ndarray]:
     out = model([image])
     fout = getattr(out, "fcos", out)
     arrays: dict[str, np.ndarray] = {f"backbone_{k}": v.numpy() for k, v in feats[0].items()}
-    for i, lvl in enumerate(LEVEL_NAMES[: len(fout.features)]):
-        arrays[f"fpn_{lvl}"] = fout.features[i].numpy()
+    for i, lvl in enumerate(LEVEL_NAMES[: len(fout.logits)]):
+        arrays[f"fpn_{lvl}"] = fout.features[lvl].numpy()
         arrays[f"head_logits_{lvl}"] = fout.logits[i].numpy()
         arrays[f"head_bbox_reg_{lvl}"] = fout.box_reg[i].numpy()
         arrays[f"head_ctrness_{lvl}"] = fout.quality[i].numpy()

@@ -32,10 +32,12 @@ class BackboneConfig:
 
 @dataclass(frozen=True)
 class FPNConfig:
-    """FPN on res3-res5; ``top_levels`` extra levels P6/P7 from P5 (adelaidet.md §0.2)."""
+    """FPN on ``in_features`` (res3-res5; add res2 for a P2 level, the "+s/4" bottom input); ``top_levels`` extra
+    levels P6/P7 from P5 (adelaidet.md §0.2). The FCOS head uses the levels of ``fcos.strides``."""
 
     out_channels: int = 256
     top_levels: int = 2
+    in_features: tuple[str, ...] = ("res3", "res4", "res5")
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,12 @@ class BlendMaskHeadConfig:
     top_interp: str = "bilinear"  # bilinear | nearest
     bottom_sampling: str = "bilinear"  # bilinear (RoIAlign, reference) | nearest (RoIPool, Table 6)
     blender: str = "blend"  # blend | assembler (FCIS analogue, K = M*M, no attentions); attn_size=1: weighted-sum
-    basis_num_convs: int = 3
+    bottom_module: str = "protonet"  # protonet (reference) | deeplab (DeepLabV3+ decoder, the paper's ablations)
+    # inputs by name, finest first: p3/p4/p5 (reference), res3/res5 (the paper's "C3, C5"), p3/p5, p2/p5 ("+s/4";
+    # needs res2 in fpn.in_features); bases_stride must equal what they give (ProtoNet: first stride / 2)
+    bottom_in_features: tuple[str, ...] = ("p3", "p4", "p5")
+    aspp_rates: tuple[int, ...] = (6, 12, 18)  # deeplab only
+    basis_num_convs: int = 3  # protonet only
     basis_convs_dim: int = 128
     basis_norm: str = "SyncBN"  # BN on one process
     basis_loss_on: bool = True  # auxiliary "thing" semantic loss on P3
@@ -126,6 +133,9 @@ class DataConfig:
     filter_empty: bool = True
     num_workers: int = 2
     with_masks: bool = False
+    # training targets carry "sem_seg": the thing map of every annotation (crowd included, JSON order, later wins),
+    # resized and flipped with the image, as the reference's prepared .npz files (BlendMask's semantic loss)
+    with_sem_seg: bool = False
 
 
 @dataclass(frozen=True)

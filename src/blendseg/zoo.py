@@ -136,7 +136,7 @@ def with_blendmask(c: TrainConfig, head: BlendMaskHeadConfig) -> TrainConfig:
     detector = {f.name: getattr(c.model, f.name) for f in fields(c.model) if f.name != "arch"}
     model = BlendMaskConfig(**detector, blendmask=head)
     model = replace(model, fcos=replace(model.fcos, use_scale=False, thresh_with_ctr=True))
-    return replace(c, model=model, data=replace(c.data, with_masks=True))
+    return replace(c, model=model, data=replace(c.data, with_masks=True, with_sem_seg=head.basis_loss_on))
 
 
 def blendmask_r50_1x() -> TrainConfig:
@@ -208,8 +208,33 @@ def blendmask_person_r50_3x() -> TrainConfig:
     return replace(c, model=replace(c.model, fcos=replace(c.model.fcos, num_classes=1)))
 
 
+def blendmask_ablation_r50_1x(
+    R: int = 28, K: int = 4, M: int = 4, top_interp: str = "nearest", bottom_in: tuple[str, ...] = ("res3", "res5"),
+    bottom_module: str = "deeplab", blender: str = "blend", bottom_sampling: str = "bilinear", width: int = 128,
+    semantic: bool = False,
+) -> TrainConfig:  # fmt: skip
+    """The paper's ablation model (Tables 1-7) as parameters; the defaults are Table 1's "28 4 4": DeepLabV3+ of
+    width 128 on C3, C5 (bases stride 8), nearest top interpolation, RoIAlign bottom sampling, no semantic loss,
+    R-50 1x schedule at short side 800. Rows: ``M=1`` weighted-sum, ``blender="assembler", K=16`` FCIS analogue,
+    ``bottom_sampling="nearest"`` Table 6, ``bottom_in=("p3", "p5")`` Table 4, ``("p2", "p5")`` the "+s/4" row,
+    ``bottom_module="protonet", bottom_in=("p3",)`` Proto-P3 and ``("p3", "p4", "p5")`` Proto-FPN (Table 7).
+    From the command line the same rows are ``model.blendmask.<field>=...`` overrides."""
+    first = bottom_in[0]
+    level = int(first[3:] if first.startswith("res") else first[1:])
+    head = BlendMaskHeadConfig(
+        num_bases=K, attn_size=M, bottom_resolution=R, top_interp=top_interp, bottom_sampling=bottom_sampling,
+        blender=blender, bottom_module=bottom_module, bottom_in_features=tuple(bottom_in),
+        bases_stride=2**level // (2 if bottom_module == "protonet" else 1), basis_convs_dim=width,
+        basis_loss_on=semantic,
+    )  # fmt: skip
+    c = with_blendmask(fcos_r50_1x(), head)
+    if "p2" in bottom_in:
+        c = replace(c, model=replace(c.model, fpn=replace(c.model.fpn, in_features=("res2", "res3", "res4", "res5"))))
+    return c
+
+
 def blendmask_tiny() -> TrainConfig:
-    """fcos_tiny + BlendMask (K=4, M=7, R=28, 32-channel BN bottom module): the CPU recipe, work in progress."""
+    """fcos_tiny + BlendMask (K=4, M=7, R=28, 32-channel BN ProtoNet on P3-P5, semantic loss): the CPU recipe."""
     head = BlendMaskHeadConfig(attn_size=7, bottom_resolution=28, basis_convs_dim=32, basis_norm="BN")
     return with_blendmask(fcos_tiny(), head)
 
@@ -236,6 +261,7 @@ PRESETS = {
     "blendmask_550_r50_3x": blendmask_550_r50_3x,
     "blendmask_rt_r50_4x_bn_shtw": blendmask_rt_r50_4x_bn_shtw,
     "blendmask_person_r50_3x": blendmask_person_r50_3x,
+    "blendmask_ablation_r50_1x": blendmask_ablation_r50_1x,
     "blendmask_tiny": blendmask_tiny,
     "blendmask_tiny_test": blendmask_tiny_test,
 }

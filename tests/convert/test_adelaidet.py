@@ -47,6 +47,8 @@ def test_config_mapping(blendmask_fixture):
     assert cfg.model.fcos.use_scale is False and cfg.model.fcos.thresh_with_ctr is True
     assert cfg.model.fcos.inference_th == pytest.approx(0.704)
     assert cfg.data.min_size_train == (640, 672, 704, 736, 768, 800)
+    assert cfg.data.with_masks and cfg.data.with_sem_seg == cfg.model.blendmask.basis_loss_on
+    assert cfg.model.blendmask.bottom_in_features == ("p3", "p4", "p5")
 
 
 def test_preprocessing_and_backbone_match(blendmask_fixture):
@@ -64,7 +66,7 @@ def test_fpn_and_head_outputs_match_per_level(blendmask_fixture):
     _, _, _, _, outs, out = blendmask_fixture[:6]
     for i, lvl in enumerate(LEVELS):
         for key, ours in (
-            (f"fpn_{lvl}", out.features[i]),
+            (f"fpn_{lvl}", out.features[lvl]),
             (f"head_logits_{lvl}", out.logits[i]),
             (f"head_bbox_reg_{lvl}", out.box_reg[i]),
             (f"head_ctrness_{lvl}", out.quality[i]),

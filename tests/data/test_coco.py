@@ -168,3 +168,31 @@ def test_eval_shards_cover_each_image_once(monkeypatch):
         dl = loader.build_loader(list(range(10)), 4, train=False, num_workers=0)
         seen += list(dl.sampler)
     assert sorted(seen) == list(range(10))
+
+
+def test_sem_seg_paints_every_annotation_in_json_order_crowd_included(tmp_path):
+    path, img_dir = _write(tmp_path, _good(), images=((1, 40, 50), (2, 40, 50)))
+    ds = CocoInstances(path, img_dir, with_masks=True, with_sem_seg=True)
+    _, t = ds[0]
+    sem = t["sem_seg"]
+    assert sem.shape == (40, 50) and sem.dtype == torch.uint8
+    # the crowd annotation (id 4, category 3 -> contiguous 1) comes last and repaints the first mask's pixels
+    assert torch.equal(sem[t["masks"][0].bool()], torch.full((200,), 2, dtype=torch.uint8))
+    assert (sem[t["masks"][2].bool()] == 2).all()  # annotation 3 (category 3) stays class 1 + 1
+    assert (sem[t["masks"][1].bool()] == 1).all()  # the polygon of category 0
+    assert int((sem == 0).sum()) == 40 * 50 - int(t["masks"].amax(0).sum())
+
+
+def test_sem_seg_moves_with_resize_and_flip(synth_data):
+    spec = load_data_yaml(synth_data)
+    tf = build_transforms(True, (64,), "choice", 1000, 64, 1000, hflip=True)
+    ds = CocoInstances(spec.splits["train"].annotations, spec.splits["train"].images, True, True, True, tf)
+    for i in range(6):
+        img, t = ds[i]
+        assert t["sem_seg"].shape == img.shape[-2:] and type(t["sem_seg"]) is torch.Tensor
+        # without crowd overlap the map is the masks painted in order (nearest resize commutes with painting)
+        painted = torch.zeros_like(t["sem_seg"])
+        for m, c in zip(t["masks"], t["labels"]):
+            painted[m.bool()] = int(c) + 1
+        covered = t["masks"].amax(0).bool()
+        assert torch.equal(t["sem_seg"][covered], painted[covered])

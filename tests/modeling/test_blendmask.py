@@ -130,3 +130,54 @@ def test_ablation_variants_train_and_predict():
         assert model.postprocess(model(images))[0].masks is not None
     with pytest.raises(ValueError, match="blender"):
         build_model(dataclasses.replace(base, blendmask=dataclasses.replace(base.blendmask, blender="x")))
+
+
+def test_bottom_modules_and_inputs_give_their_bases_stride():
+    import dataclasses
+
+    import pytest
+
+    base = get_preset("blendmask_tiny_test")
+    images, targets = _batch()
+    variants = [  # (bottom head change, FPN inputs, expected bases stride)
+        (dict(bottom_module="deeplab", bottom_in_features=("res3", "res5"), bases_stride=8), None, 8),  # C3, C5
+        (dict(bottom_module="deeplab", bottom_in_features=("p3", "p5"), bases_stride=8), None, 8),
+        (dict(bottom_module="deeplab", bottom_in_features=("p2", "p5"), bases_stride=4), ("res2",), 4),  # +s/4
+        (dict(bottom_in_features=("p3",)), None, 4),  # Proto-P3
+    ]
+    for head, extra_in, stride in variants:
+        model_cfg = base.model
+        if extra_in:
+            fpn = dataclasses.replace(model_cfg.fpn, in_features=(*extra_in, *model_cfg.fpn.in_features))
+            model_cfg = dataclasses.replace(model_cfg, fpn=fpn)
+        model_cfg = dataclasses.replace(model_cfg, blendmask=dataclasses.replace(model_cfg.blendmask, **head))
+        model = build_model(model_cfg)
+        out = model(images, targets)
+        assert out.bases.shape[-2:] == (96 // stride, 128 // stride), head
+        assert out.sem_logits is not None and torch.isfinite(out.losses["loss_basis_sem"])
+        sum(out.losses.values()).backward()
+        grads = [p.grad for p in model.basis_module.parameters() if p.requires_grad]
+        assert all(g is not None for g in grads), head
+        model.eval()
+        with torch.no_grad():
+            dets = model.postprocess(model(images[:1]))
+        assert dets[0].masks.shape[-2:] == (96, 128)
+    bad = dataclasses.replace(base.model.blendmask, bottom_module="deeplab", bottom_in_features=("p3", "p5"))
+    with pytest.raises(ValueError, match="bases_stride is 4"):
+        build_model(dataclasses.replace(base.model, blendmask=bad))
+    bad = dataclasses.replace(base.model.blendmask, bottom_in_features=("p2",))
+    with pytest.raises(ValueError, match=r"\['p2'\] are not produced"):
+        build_model(dataclasses.replace(base.model, blendmask=bad))
+
+
+def test_semantic_loss_uses_the_pipeline_map_when_given():
+    masks = torch.zeros(1, 16, 16, dtype=torch.uint8)
+    masks[0, :8] = 1
+    sem = torch.zeros(16, 16, dtype=torch.uint8)
+    sem[8:] = 3  # e.g. a crowd region the instance targets do not carry
+    logits = torch.randn(1, 4, 2, 2)
+    tg = {"masks": masks, "labels": torch.tensor([0])}
+    from_masks = basis_semantic_loss(logits, [tg], (16, 16))
+    from_map = basis_semantic_loss(logits, [{**tg, "sem_seg": sem}], (16, 16))
+    torch.testing.assert_close(from_masks, F.cross_entropy(logits, torch.tensor([[[1, 1], [0, 0]]])))
+    torch.testing.assert_close(from_map, F.cross_entropy(logits, torch.tensor([[[0, 0], [3, 3]]])))

@@ -124,6 +124,8 @@ def d2_to_train_config(d2: dict[str, Any], head_key: str = "FCOS") -> TrainConfi
         max_size_test=int(g("INPUT.MAX_SIZE_TEST", 1333)),
         hflip_train=bool(g("INPUT.HFLIP_TRAIN", True)),
         filter_empty=bool(g("DATALOADER.FILTER_EMPTY_ANNOTATIONS", True)),
+        with_masks="blendmask" in extra,
+        with_sem_seg="blendmask" in extra and extra["blendmask"].basis_loss_on,
     )
     s = "SOLVER."
     solver = SolverConfig(
@@ -164,6 +166,7 @@ def _blendmask_head(d2: dict[str, Any], num_classes: int) -> BlendMaskHeadConfig
         bottom_resolution=int(g(b + "BOTTOM_RESOLUTION", 56)),
         bases_stride=int(round(1 / float(scales[0]))),
         top_interp=str(g(b + "TOP_INTERP", "bilinear")),
+        bottom_in_features=tuple(str(f) for f in g(m + "IN_FEATURES", ["p3", "p4", "p5"])),
         basis_num_convs=int(g(m + "NUM_CONVS", 3)),
         basis_convs_dim=int(g(m + "CONVS_DIM", 128)),
         basis_norm=str(g(m + "NORM", "SyncBN")),

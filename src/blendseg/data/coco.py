@@ -95,6 +95,7 @@ class CocoInstances(torch.utils.data.Dataset):
         images_dir: str | os.PathLike,
         filter_empty: bool = False,
         with_masks: bool = False,
+        with_sem_seg: bool = False,
         transforms=None,
         check_files: bool = False,
     ) -> None:
@@ -119,7 +120,7 @@ class CocoInstances(torch.utils.data.Dataset):
             self.images = [im for im in self.images if any(not a.get("iscrowd", 0) for a in anns_per_image[im["id"]])]
             if not self.images:
                 raise DataError(f"{ann_file}: no image has a non-crowd annotation ({before} images)")
-        self.with_masks = with_masks
+        self.with_masks, self.with_sem_seg = with_masks, with_sem_seg
         self.transforms = transforms
 
     def __len__(self) -> int:
@@ -149,16 +150,24 @@ class CocoInstances(torch.utils.data.Dataset):
         if self.with_masks:
             masks = np.zeros((len(anns), h, w), np.uint8)
             for i, a in enumerate(anns):
-                if a.get("segmentation") is not None:
-                    masks[i] = decode(a["segmentation"], h, w)
-                else:
-                    warnings.warn(
-                        f"{self.ann_file}: annotation id {a['id']} has no segmentation; using its box", stacklevel=2
-                    )
-                    x0, y0, x1, y1 = boxes[i].round().int().tolist()
-                    masks[i, y0:y1, x0:x1] = 1
+                masks[i] = self._mask(a, h, w)
             target["masks"] = torch.from_numpy(masks)
+        if self.with_sem_seg:  # AdelaiDet prepare_thing_sem_from_instance: all annotations, JSON order
+            sem = np.zeros((h, w), np.uint8)
+            for a in self.anns[info["id"]]:
+                sem[self._mask(a, h, w) > 0] = self.cat_id_to_contiguous[a["category_id"]] + 1
+            target["sem_seg"] = torch.from_numpy(sem)
         return target
+
+    def _mask(self, ann: dict, h: int, w: int) -> np.ndarray:
+        """(h, w) uint8 mask of an annotation; its box, with a warning, when it has no segmentation."""
+        if ann.get("segmentation") is not None:
+            return decode(ann["segmentation"], h, w)
+        warnings.warn(f"{self.ann_file}: annotation id {ann['id']} has no segmentation; using its box", stacklevel=3)
+        mask = np.zeros((h, w), np.uint8)
+        x, y, bw, bh = ann["bbox"]
+        mask[round(y) : round(y + bh), round(x) : round(x + bw)] = 1
+        return mask
 
     def __getitem__(self, idx: int) -> tuple[Tensor, dict[str, Tensor]]:
         info = self.images[idx]

@@ -43,8 +43,9 @@ class ResizeShortestEdge:
         image = TF.resize(image, list(size), antialias=True)
         target = dict(target)
         target["boxes"] = TF.resize(target["boxes"], list(size))
-        if "masks" in target:
-            target["masks"] = TF.resize(target["masks"], list(size), interpolation=v2.InterpolationMode.NEAREST)
+        for key in ("masks", "sem_seg"):
+            if key in target:
+                target[key] = TF.resize(target[key], list(size), interpolation=v2.InterpolationMode.NEAREST)
         return image, target
 
 
@@ -55,8 +56,9 @@ class ToTvTensors:
         h, w = image.shape[-2:]
         target = dict(target)
         target["boxes"] = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=(h, w))
-        if "masks" in target:
-            target["masks"] = tv_tensors.Mask(target["masks"])
+        for key in ("masks", "sem_seg"):
+            if key in target:
+                target[key] = tv_tensors.Mask(target[key])
         return tv_tensors.Image(image), target
 
 
@@ -74,6 +76,8 @@ class FilterEmpty:
         target["labels"] = target["labels"][keep]
         if "masks" in target:
             target["masks"] = target["masks"][keep].as_subclass(torch.Tensor)
+        if "sem_seg" in target:
+            target["sem_seg"] = target["sem_seg"].as_subclass(torch.Tensor)
         return image.as_subclass(torch.Tensor), target
 
 

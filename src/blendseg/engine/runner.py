@@ -48,6 +48,7 @@ def build_dataset(cfg: TrainConfig, data_yaml: str, split: str, train: bool) -> 
         s.images,
         filter_empty=train and d.filter_empty,
         with_masks=d.with_masks,
+        with_sem_seg=train and d.with_sem_seg,
         transforms=tf,
         check_files=True,
     )

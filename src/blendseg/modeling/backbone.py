@@ -158,7 +158,7 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    """ResNet bottom-up returning ``{"res3": ..., "res4": ..., "res5": ...}`` (strides 8, 16, 32).
+    """ResNet bottom-up returning ``{"res2": ..., "res3": ..., "res4": ..., "res5": ...}`` (strides 4 to 32).
 
     Args:
         depth: 18, 34, 50, 101 or 152.

@@ -17,53 +17,10 @@ from ..config import BlendMaskConfig, BlendMaskHeadConfig
 from ..ops.blend import assemble, blend, pool_bases
 from ..ops.masks import crop_and_resize_masks, paste_masks_in_image, thing_semantic_map
 from ..structures import ImageBatch
-from .backbone import get_norm
+from .bottom import BOTTOM_MODULES, ProtoNet
 from .fcos import FCOS, FCOSOutput, build_fcos
 from .fcos_inference import Detections, rescale_and_clip
 from .fcos_loss import flatten_levels
-
-
-def _conv_block(cin: int, cout: int, norm: str) -> nn.Sequential:
-    """3x3 conv (no bias, kaiming_uniform a=1) -> norm -> ReLU (AdelaiDet conv_with_kaiming_uniform)."""
-    conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
-    nn.init.kaiming_uniform_(conv.weight, a=1)
-    return nn.Sequential(conv, get_norm(norm, cout), nn.ReLU())
-
-
-class BasisModule(nn.Module):
-    """AdelaiDet's "ProtoNet" bottom module: K bases at stride 4 from P3-P5, and the auxiliary semantic head.
-
-    Args:
-        in_channels: FPN width F; ``num_inputs``: how many FPN levels are fused (P3, P4, P5).
-        num_bases: K. ``convs_dim``: tower width. ``num_convs``: tower convs before the x2 upsampling.
-        num_classes: C; the semantic head predicts C + 1 (background 0) on P3 when ``semantic`` is True.
-    """
-
-    def __init__(
-        self, in_channels: int, num_inputs: int, num_bases: int = 4, convs_dim: int = 128, num_convs: int = 3,
-        norm: str = "SyncBN", num_classes: int = 80, semantic: bool = True,
-    ) -> None:  # fmt: skip
-        super().__init__()
-        self.refine = nn.ModuleList([_conv_block(in_channels, convs_dim, norm) for _ in range(num_inputs)])
-        layers: list[nn.Module] = [_conv_block(convs_dim, convs_dim, norm) for _ in range(num_convs)]
-        layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)]
-        layers += [_conv_block(convs_dim, convs_dim, norm), nn.Conv2d(convs_dim, num_bases, 1)]
-        self.tower = nn.Sequential(*layers)
-        self.seg_head = None
-        if semantic:
-            self.seg_head = nn.Sequential(
-                nn.Conv2d(in_channels, convs_dim, 3, padding=1, bias=False), nn.BatchNorm2d(convs_dim), nn.ReLU(),
-                nn.Conv2d(convs_dim, convs_dim, 3, padding=1, bias=False), nn.BatchNorm2d(convs_dim), nn.ReLU(),
-                nn.Conv2d(convs_dim, num_classes + 1, 1),
-            )  # fmt: skip
-
-    def forward(self, feats: list[Tensor], semantic: bool = False) -> tuple[Tensor, Tensor | None]:
-        """feats: P3.. (N, F, H_l, W_l). Returns bases (N, K, 2*H_3, 2*W_3) and semantic logits on P3 or None."""
-        x = self.refine[0](feats[0])
-        for refine, f in zip(self.refine[1:], feats[1:]):
-            x = x + F.interpolate(refine(f), size=x.shape[-2:], mode="bilinear", align_corners=False)
-        sem = self.seg_head(feats[0]) if (semantic and self.seg_head is not None) else None
-        return self.tower(x), sem
 
 
 @dataclass
@@ -101,9 +58,19 @@ def merge(rois: Tensor, attns: Tensor | None, cfg: BlendMaskHeadConfig) -> Tenso
 
 
 def basis_semantic_loss(sem_logits: Tensor, targets: list[dict[str, Tensor]], padded: tuple[int, int]) -> Tensor:
-    """Cross-entropy (mean over all pixels) of the P3 semantic logits against the "thing" map built on the fly from
-    the instance masks, padded with background and downsampled x1/8 by nearest (AdelaiDet ``loss_basis_sem``)."""
-    maps = torch.stack([thing_semantic_map(tg["masks"], tg["labels"], padded) for tg in targets])
+    """Cross-entropy (mean over all pixels) of the semantic logits against the "thing" map, padded with background
+    and downsampled to the logits (x1/8 on P3) by nearest (AdelaiDet ``loss_basis_sem``).
+
+    The map is the target's ``sem_seg`` (H, W) when the data pipeline made it (every annotation in JSON order, crowd
+    included, as the reference's .npz files); otherwise it is painted from the instance masks."""
+    maps = []
+    for tg in targets:
+        if "sem_seg" in tg:
+            sem = tg["sem_seg"].long()
+            maps.append(F.pad(sem, (0, padded[1] - sem.shape[1], 0, padded[0] - sem.shape[0])))
+        else:
+            maps.append(thing_semantic_map(tg["masks"], tg["labels"], padded))
+    maps = torch.stack(maps)
     maps = F.interpolate(maps[:, None].float(), size=sem_logits.shape[-2:], mode="nearest")[:, 0].long()
     return F.cross_entropy(sem_logits, maps)
 
@@ -112,7 +79,7 @@ class BlendMask(nn.Module):
     """BlendMask: ``forward(images, targets=None) -> BlendMaskOutput`` (losses iff targets, targets need
     ``masks`` (M, H, W)); ``postprocess(out, original_sizes)`` -> Detections with ``masks`` (D, H, W) bool."""
 
-    def __init__(self, fcos: FCOS, basis_module: BasisModule, cfg: BlendMaskConfig) -> None:
+    def __init__(self, fcos: FCOS, basis_module: nn.Module, cfg: BlendMaskConfig) -> None:
         super().__init__()
         self.fcos = fcos
         self.basis_module = basis_module
@@ -121,14 +88,16 @@ class BlendMask(nn.Module):
     def forward(self, images: ImageBatch | list[Tensor], targets: list[dict[str, Tensor]] | None = None):
         fout = self.fcos(images, targets)
         c = self.cfg.blendmask
-        bases, sem = self.basis_module(fout.features[:3], semantic=targets is not None and c.basis_loss_on)
+        feats = [fout.features[name] for name in c.bottom_in_features]
+        bases, sem = self.basis_module(feats, semantic=targets is not None and c.basis_loss_on)
         out = BlendMaskOutput(fout, bases, sem)
         if targets is not None:
             targets = [{k: v.to(bases.device) for k, v in tg.items()} for tg in targets]
             out.losses = dict(fout.losses)
             out.losses["loss_mask"] = blendmask_mask_loss(out, targets, c)
             if sem is not None:
-                padded = tuple(s * self.fcos.strides[0] for s in fout.features[0].shape[-2:])
+                h, w = fout.features["res2"].shape[-2:]  # stride 4 of the padded batch
+                padded = (h * 4, w * 4)
                 out.losses["loss_basis_sem"] = basis_semantic_loss(sem, targets, padded) * c.basis_loss_weight
         return out
 
@@ -173,8 +142,24 @@ def build_blendmask(cfg: BlendMaskConfig) -> BlendMask:
         nn.init.normal_(top_layer.weight, std=0.01)
         nn.init.zeros_(top_layer.bias)
     fcos = build_fcos(cfg, embed_head=top_layer)
-    basis = BasisModule(
-        cfg.fpn.out_channels, 3, c.num_bases, c.basis_convs_dim, c.basis_num_convs, c.basis_norm,
-        cfg.fcos.num_classes, c.basis_loss_on,
+    if c.bottom_module not in BOTTOM_MODULES:
+        raise ValueError(f"bottom_module must be one of {sorted(BOTTOM_MODULES)}, got {c.bottom_module!r}")
+    channels, strides = {**fcos.backbone.out_channels}, {**fcos.backbone.strides}
+    for stride in fcos.fpn.strides:
+        level = f"p{stride.bit_length() - 1}"
+        channels[level], strides[level] = fcos.fpn.out_channels, stride
+    missing = [n for n in c.bottom_in_features if n not in channels]
+    if missing:
+        raise ValueError(f"bottom_in_features {missing} are not produced; available: {sorted(channels)}")
+    kind = BOTTOM_MODULES[c.bottom_module]
+    stride = strides[c.bottom_in_features[0]] // kind.upsample
+    if stride != c.bases_stride:
+        raise ValueError(
+            f"bases_stride is {c.bases_stride}, but {c.bottom_module} on {c.bottom_in_features} gives stride {stride}"
+        )
+    extra = {"num_convs": c.basis_num_convs} if kind is ProtoNet else {"aspp_rates": c.aspp_rates}
+    basis = kind(
+        [channels[n] for n in c.bottom_in_features], num_bases=c.num_bases, convs_dim=c.basis_convs_dim,
+        norm=c.basis_norm, num_classes=cfg.fcos.num_classes, semantic=c.basis_loss_on, **extra,
     )  # fmt: skip
     return BlendMask(fcos, basis, cfg)

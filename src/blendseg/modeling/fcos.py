@@ -151,7 +151,8 @@ class FCOSOutput:
     """Raw FCOS outputs for a batch (lists over the L levels) and, when targets were given, the losses.
 
     ``targets`` carries the assignment (positives, matched GT indices) so extensions can build their own
-    per-instance losses; ``features`` are the FPN maps for extensions that need them (bases, semantics).
+    per-instance losses; ``features`` names every backbone and FPN map (``res2``..``res5``, ``p3``..``p7``, ``p2``
+    when the FPN has it) for extensions that need them (bases, semantics).
     """
 
     logits: list[Tensor]
@@ -160,7 +161,7 @@ class FCOSOutput:
     embeds: list[Tensor] | None
     locations: list[Tensor]
     image_sizes: list[tuple[int, int]]
-    features: list[Tensor]
+    features: dict[str, Tensor]
     losses: dict[str, Tensor] = field(default_factory=dict)
     targets: FCOSTargets | None = None
 
@@ -186,8 +187,9 @@ class FCOS(nn.Module):
         self.head = head
         self.cfg = cfg
         self.strides = list(cfg.fcos.strides)
-        if self.strides != fpn.strides:
-            raise ValueError(f"fcos.strides {self.strides} do not match the FPN's {fpn.strides}")
+        if self.strides != fpn.strides[len(fpn.strides) - len(self.strides) :]:
+            raise ValueError(f"fcos.strides {self.strides} are not the coarsest levels of the FPN's {fpn.strides}")
+        self.in_features = list(cfg.fpn.in_features)
         self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean, dtype=torch.float32), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std, dtype=torch.float32), persistent=False)
         # EMA of the positive count for loss_normalizer_cls="moving_fg"; not saved, as in AdelaiDet
@@ -200,16 +202,19 @@ class FCOS(nn.Module):
         x = normalize_batch(images, self.pixel_mean, self.pixel_std, self.cfg.input_format == "BGR")
         return x, images.image_sizes
 
-    def features(self, x: Tensor) -> list[Tensor]:
+    def features(self, x: Tensor) -> dict[str, Tensor]:
+        """Backbone maps ``res2``..``res5`` and FPN maps ``p<level>``, by name."""
         feats = self.backbone(x)
-        return self.fpn([feats["res3"], feats["res4"], feats["res5"]])
+        pyramid = self.fpn([feats[n] for n in self.in_features])
+        return {**feats, **{f"p{int(s).bit_length() - 1}": p for s, p in zip(self.fpn.strides, pyramid)}}
 
     def forward(self, images: ImageBatch | list[Tensor], targets: list[dict[str, Tensor]] | None = None) -> FCOSOutput:
         x, image_sizes = self.preprocess(images)
-        feats = self.features(x)
+        named = self.features(x)
+        feats = [named[f"p{int(s).bit_length() - 1}"] for s in self.strides]
         logits, box_reg, quality, embeds = self.head(feats)
         locations = compute_locations(feats, self.strides)
-        out = FCOSOutput(logits, box_reg, quality, embeds, locations, image_sizes, feats)
+        out = FCOSOutput(logits, box_reg, quality, embeds, locations, image_sizes, named)
         if targets is not None:
             c = self.cfg.fcos
             targets = [{k: v.to(x.device) for k, v in t.items()} for t in targets]
@@ -248,8 +253,8 @@ def build_fcos(cfg: FCOSDetectorConfig, embed_head: nn.Module | None = None) -> 
     """Build the FCOS detector of ``cfg``; ``embed_head`` is the extension point (see module docstring)."""
     backbone = build_resnet(cfg.backbone)
     fpn = FPN(
-        [backbone.out_channels[n] for n in ("res3", "res4", "res5")],
-        [8, 16, 32],
+        [backbone.out_channels[n] for n in cfg.fpn.in_features],
+        [backbone.strides[n] for n in cfg.fpn.in_features],
         cfg.fpn.out_channels,
         cfg.fpn.top_levels,
     )
