@@ -8,6 +8,13 @@ Groups (each row a separate run of ``blendmask_tiny`` with one change, same data
   resolution  Table 2 analogue: R/M pairs 28/4, 28/7, 56/7, 56/14
   full        the preset itself (K 4, M 7, R 28, bilinear) for the 20-minute figure
 Writes results.json and results.md (mask and box AP per row) into --out.
+
+    python tools/bench_blendmask.py --out runs/bench_blendmask_latency --latency
+
+measures instead where BlendMask inference time goes with 100 detections on an 800x1216 image
+(blendmask_r50_1x, random init, score threshold 0 and no suppression so the top 100 survive, box sides 64 to
+1024 px): network, decode, blend, and pasting, the last beside a one-shot full-image grid_sample paste (what a naive
+implementation does; memory N x H x W floats).
 """
 
 from __future__ import annotations
@@ -18,9 +25,14 @@ import json
 import time
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+
 from blendseg.data.synth import synthesize
 from blendseg.engine.runner import train
-from blendseg.zoo import get_preset
+from blendseg.modeling.fcos_inference import rescale_and_clip
+from blendseg.ops.masks import paste_masks_in_image
+from blendseg.zoo import build_model, get_preset
 
 NEAREST = {"top_interp": "nearest"}  # the paper's Tables 1-3 use nearest top interpolation
 GROUPS = {
@@ -38,6 +50,54 @@ GROUPS = {
 }
 
 
+def paste_all_at_once(masks: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The naive paste: one (N, H, W, 2) grid over the whole image for every mask, then threshold 0.5."""
+    h, w = size
+    x0, y0, x1, y1 = boxes.float().unbind(1)
+    ys = ((torch.arange(h) + 0.5)[None] - y0[:, None]) / (y1 - y0)[:, None] * 2 - 1  # (N, H)
+    xs = ((torch.arange(w) + 0.5)[None] - x0[:, None]) / (x1 - x0)[:, None] * 2 - 1  # (N, W)
+    grid = torch.stack([xs[:, None, :].expand(-1, h, -1), ys[:, :, None].expand(-1, -1, w)], dim=3)
+    return F.grid_sample(masks[:, None].float(), grid, align_corners=False)[:, 0] >= 0.5
+
+
+def latency(out: Path, repeats: int = 3) -> dict:
+    """Seconds per stage of BlendMask inference with 100 detections on one 800x1216 image (median of repeats)."""
+    cfg = get_preset("blendmask_r50_1x").model
+    cfg = dataclasses.replace(cfg, fcos=dataclasses.replace(cfg.fcos, inference_th=0.0, nms_th=1.0))
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    torch.nn.init.constant_(model.fcos.head.bbox_pred.bias, 4.0)  # boxes of 8 strides: 64 px on P3 .. 1024 on P7
+    image = torch.rand(3, 800, 1216) * 255
+    times: dict[str, list[float]] = {k: [] for k in ("network", "decode", "blend", "paste", "paste_naive")}
+    with torch.no_grad():
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            raw = model([image])
+            t1 = time.perf_counter()
+            dets = model.fcos.decode(raw.fcos)
+            t2 = time.perf_counter()
+            logits = model.mask_logits(raw.bases, dets)[0]
+            t3 = time.perf_counter()
+            _, clipped, keep = rescale_and_clip(dets[0].boxes, raw.fcos.image_sizes[0], (800, 1216))
+            probs, boxes = logits[keep].sigmoid(), clipped[keep]
+            t4 = time.perf_counter()
+            masks = paste_masks_in_image(probs, boxes, (800, 1216))
+            t5 = time.perf_counter()
+            naive = paste_all_at_once(probs, boxes, (800, 1216))
+            t6 = time.perf_counter()
+            assert torch.equal(masks, naive), "the windowed paste must equal the full-image paste"
+            for k, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t5 - t4, t6 - t5)):
+                times[k].append(dt)
+    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    res = {"detections": int(keep.sum()), "image": [800, 1216], "threads": torch.get_num_threads(), "seconds": med}
+    res["paste_share_of_total"] = med["paste"] / (med["network"] + med["decode"] + med["blend"] + med["paste"])
+    res["naive_over_windowed"] = med["paste_naive"] / med["paste"]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latency.json").write_text(json.dumps(res, indent=2))
+    print(json.dumps(res, indent=2))
+    return res
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/bench_blendmask")
@@ -45,8 +105,12 @@ def main() -> None:
     p.add_argument("--groups", nargs="+", default=["merge", "bases", "resolution"], choices=sorted(GROUPS))
     p.add_argument("--train-images", type=int, default=2000)
     p.add_argument("--val-images", type=int, default=200)
+    p.add_argument("--latency", action="store_true", help="measure the inference stages instead of training")
     a = p.parse_args()
     out = Path(a.out)
+    if a.latency:
+        latency(out)
+        return
     data_yaml = out / "data" / "data.yaml"
     if not data_yaml.is_file():
         synthesize(data_yaml.parent, a.train_images, a.val_images, seed=0, difficulty="normal")
