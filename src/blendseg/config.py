@@ -25,6 +25,8 @@ class BackboneConfig:
     deform_on_per_stage: tuple[bool, bool, bool, bool] = (False, False, False, False)
     deform_modulated: bool = False
     deform_interval: int = 1
+    deform_bias: bool = False  # YOLACT++'s DCN conv2 has a bias; detectron2's has none
+    blocks_per_stage: tuple[int, ...] = ()  # override the depth's blocks (e.g. the reference fixtures' (1, 1, 1, 1))
     # "" (random init) | "torchvision" / "torchvision:IMAGENET1K_V1" (enum weights, downloaded by torchvision)
     # | a local .pth / .safetensors file in torchvision or detectron2 layout
     weights: str = ""
@@ -38,6 +40,9 @@ class FPNConfig:
     out_channels: int = 256
     top_levels: int = 2
     in_features: tuple[str, ...] = ("res3", "res4", "res5")
+    upsample: str = "nearest"  # top-down interpolation: nearest (detectron2) | bilinear (YOLACT)
+    relu_outputs: bool = False  # YOLACT: ReLU after each output conv (P3-P5)
+    relu_before_p7: bool = True  # detectron2 LastLevelP6P7: P7 = conv(ReLU(P6)); YOLACT: no ReLU
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,59 @@ class BlendMaskConfig(FCOSDetectorConfig):
 
 
 @dataclass(frozen=True)
+class YolactHeadConfig:
+    """YOLACT / YOLACT++ head, protonet, losses and inference (yolact.md §1-3; yolact_base defaults)."""
+
+    num_classes: int = 80  # foreground classes; the softmax has one more (background 0)
+    scales: tuple[tuple[float, ...], ...] = ((24,), (48,), (96,), (192,), (384,))  # pixels per level P3..P7
+    aspect_ratios: tuple[float, ...] = (1.0, 0.5, 2.0)  # w / h
+    square_anchors: bool = True  # YOLACT v1 bug kept for its weights (h = w); False in YOLACT++
+    num_prototypes: int = 32  # k
+    proto_dim: int = 256
+    proto_num_convs: int = 3  # 3x3 convs before the x2 upsampling (then one more and the 1x1 to k)
+    semantic_loss: bool = True
+    semantic_alpha: float = 1.0
+    pos_iou: float = 0.5
+    neg_iou: float = 0.4
+    crowd_iof: float = 0.7
+    ohem_negpos_ratio: int = 3
+    bbox_alpha: float = 1.5
+    conf_alpha: float = 1.0
+    mask_alpha: float = 6.125
+    masks_to_train: int = 100
+    maskiou: bool = False  # YOLACT++ fast mask re-scoring
+    maskiou_alpha: float = 25.0
+    discard_mask_area: int = 25  # instances with <= this many GT pixels at proto resolution skip the mask-IoU loss
+    nms: str = "fast"  # fast (official) | standard (per-class greedy, torchvision)
+    nms_conf_thresh: float = 0.05
+    nms_top_k: int = 200
+    nms_thresh: float = 0.5
+    max_num_detections: int = 100
+    second_threshold: bool = False  # official Fast NMS keeps per-class scores below nms_conf_thresh
+    score_threshold: float = 0.0  # postprocess threshold (eval: 0)
+    crop: bool = True
+
+
+@dataclass(frozen=True)
+class YolactConfig:
+    """Backbone (torchvision-style ResNet, BN trained) + YOLACT FPN + YOLACT head. Inputs are squashed to
+    ``data.square_size`` (550) by default; relative coordinates refer to the network input size."""
+
+    arch: str = "yolact"
+    backbone: BackboneConfig = field(
+        default_factory=lambda: BackboneConfig(depth=101, norm="BN", freeze_at=0, stride_in_1x1=False)
+    )
+    fpn: FPNConfig = field(
+        default_factory=lambda: FPNConfig(upsample="bilinear", relu_outputs=True, relu_before_p7=False)
+    )
+    yolact: YolactHeadConfig = field(default_factory=YolactHeadConfig)
+    input_format: str = "RGB"
+    pixel_mean: tuple[float, float, float] = (123.68, 116.78, 103.94)
+    pixel_std: tuple[float, float, float] = (58.40, 57.12, 57.38)
+    size_divisibility: int = 1  # the official input (550) is not a multiple of 32; batches pad to their max size
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Input pipeline: resize shortest edge, flip, loader."""
 
@@ -136,6 +194,10 @@ class DataConfig:
     # training targets carry "sem_seg": the thing map of every annotation (crowd included, JSON order, later wins),
     # resized and flipped with the image, as the reference's prepared .npz files (BlendMask's semantic loss)
     with_sem_seg: bool = False
+    # > 0: squash every image to square_size x square_size (YOLACT; no aspect ratio, no padding); the shortest-edge
+    # sizes above are then unused
+    square_size: int = 0
+    augment: str = "flip"  # flip (detectron2) | ssd (YOLACT: photometric, expand, random crop, mirror)
 
 
 @dataclass(frozen=True)
@@ -166,7 +228,9 @@ class SolverConfig:
 class TrainConfig:
     """Everything a run needs: model, data pipeline, solver."""
 
-    model: Union[FCOSDetectorConfig, BlendMaskConfig] = field(default_factory=FCOSDetectorConfig)  # noqa: UP007
+    model: Union[FCOSDetectorConfig, BlendMaskConfig, YolactConfig] = field(  # noqa: UP007
+        default_factory=FCOSDetectorConfig
+    )
     data: DataConfig = field(default_factory=DataConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
     seed: int = 0

@@ -23,6 +23,7 @@ from .config import (
 )
 from .modeling.blendmask import build_blendmask
 from .modeling.fcos import build_fcos
+from .modeling.yolact import build_yolact
 
 MS_TRAIN = (640, 672, 704, 736, 768, 800)
 
@@ -266,7 +267,7 @@ PRESETS = {
     "blendmask_tiny_test": blendmask_tiny_test,
 }
 
-BUILDERS = {"fcos": build_fcos, "blendmask": build_blendmask}
+BUILDERS = {"fcos": build_fcos, "blendmask": build_blendmask, "yolact": build_yolact}
 
 
 def get_preset(name: str) -> TrainConfig:

@@ -71,17 +71,19 @@ class DeformConv2dNorm(nn.Module):
     """
 
     def __init__(
-        self, in_ch: int, out_ch: int, stride: int, dilation: int, groups: int, norm: nn.Module | None
-    ) -> None:
+        self, in_ch: int, out_ch: int, stride: int, dilation: int, groups: int, norm: nn.Module | None,
+        bias: bool = False,
+    ) -> None:  # fmt: skip
         super().__init__()
         self.weight = nn.Parameter(torch.empty(out_ch, in_ch // groups, 3, 3))
         nn.init.kaiming_uniform_(self.weight, a=1)
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
         self.stride, self.dilation = stride, dilation
         self.norm = norm
 
     def forward(self, x: Tensor, offset: Tensor, mask: Tensor | None) -> Tensor:
         pad = self.dilation
-        x = deform_conv2d(x, offset, self.weight, None, self.stride, pad, self.dilation, mask)
+        x = deform_conv2d(x, offset, self.weight, self.bias, self.stride, pad, self.dilation, mask)
         return self.norm(x) if self.norm is not None else x
 
 
@@ -116,6 +118,7 @@ class Bottleneck(nn.Module):
         stride_in_1x1: bool = True,
         deform: bool = False,
         modulated: bool = False,
+        deform_bias: bool = False,
     ) -> None:
         super().__init__()
         self.shortcut = None
@@ -128,7 +131,9 @@ class Bottleneck(nn.Module):
             self.conv2_offset = nn.Conv2d(bottleneck_ch, 27 if modulated else 18, 3, s3, 1)
             nn.init.zeros_(self.conv2_offset.weight)
             nn.init.zeros_(self.conv2_offset.bias)
-            self.conv2 = DeformConv2dNorm(bottleneck_ch, bottleneck_ch, s3, 1, groups, get_norm(norm, bottleneck_ch))
+            self.conv2 = DeformConv2dNorm(
+                bottleneck_ch, bottleneck_ch, s3, 1, groups, get_norm(norm, bottleneck_ch), deform_bias
+            )
         else:
             self.conv2_offset = None
             self.conv2 = Conv2dNorm(
@@ -182,6 +187,8 @@ class ResNet(nn.Module):
         deform_on_per_stage: tuple[bool, bool, bool, bool] = (False, False, False, False),
         deform_modulated: bool = False,
         deform_interval: int = 1,
+        deform_bias: bool = False,
+        blocks_per_stage: tuple[int, ...] = (),
     ) -> None:
         super().__init__()
         if depth not in DEPTH_TO_BLOCKS:
@@ -196,14 +203,14 @@ class ResNet(nn.Module):
         self.stage_names = ("res2", "res3", "res4", "res5")
         self.out_channels: dict[str, int] = {}
         self.strides = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
-        for idx, (name, n_blocks) in enumerate(zip(self.stage_names, DEPTH_TO_BLOCKS[depth])):
+        for idx, (name, n_blocks) in enumerate(zip(self.stage_names, blocks_per_stage or DEPTH_TO_BLOCKS[depth])):
             blocks = []
             for b in range(n_blocks):
                 stride = 2 if (b == 0 and idx > 0) else 1
                 deform = deform_on_per_stage[idx] and b % deform_interval == 0
                 blk = (BasicBlock if basic else Bottleneck)(
                     in_ch, out_ch, stride, norm, bottleneck_ch=bottleneck_ch, groups=num_groups,
-                    stride_in_1x1=stride_in_1x1, deform=deform, modulated=deform_modulated,
+                    stride_in_1x1=stride_in_1x1, deform=deform, modulated=deform_modulated, deform_bias=deform_bias,
                 )  # fmt: skip
                 blocks.append(blk)
                 in_ch = out_ch
@@ -258,6 +265,8 @@ def build_resnet(cfg: BackboneConfig) -> ResNet:
         deform_on_per_stage=cfg.deform_on_per_stage,
         deform_modulated=cfg.deform_modulated,
         deform_interval=cfg.deform_interval,
+        deform_bias=cfg.deform_bias,
+        blocks_per_stage=tuple(cfg.blocks_per_stage),
     )
     if cfg.weights:
         load_imagenet_weights(net, cfg)

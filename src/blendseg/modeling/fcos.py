@@ -257,6 +257,9 @@ def build_fcos(cfg: FCOSDetectorConfig, embed_head: nn.Module | None = None) -> 
         [backbone.strides[n] for n in cfg.fpn.in_features],
         cfg.fpn.out_channels,
         cfg.fpn.top_levels,
+        cfg.fpn.upsample,
+        cfg.fpn.relu_outputs,
+        cfg.fpn.relu_before_p7,
     )
     c = cfg.fcos
     head = FCOSHead(

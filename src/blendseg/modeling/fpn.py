@@ -25,12 +25,17 @@ class FPN(nn.Module):
         in_strides: their strides, finest first (8, 16, 32).
         out_channels: FPN width.
         top_levels: 0, 1 (P6) or 2 (P6, P7); P6 = conv3x3/2(P5), P7 = conv3x3/2(ReLU(P6)).
+        upsample / relu_outputs / relu_before_p7: YOLACT's variant is bilinear, ReLU on P3-P5, P7 = conv(P6).
     """
 
     def __init__(
-        self, in_channels: list[int], in_strides: list[int], out_channels: int = 256, top_levels: int = 2
-    ) -> None:
+        self, in_channels: list[int], in_strides: list[int], out_channels: int = 256, top_levels: int = 2,
+        upsample: str = "nearest", relu_outputs: bool = False, relu_before_p7: bool = True,
+    ) -> None:  # fmt: skip
         super().__init__()
+        if upsample not in ("nearest", "bilinear"):
+            raise ValueError(f"upsample must be 'nearest' or 'bilinear', got {upsample!r}")
+        self.upsample, self.relu_outputs, self.relu_before_p7 = upsample, relu_outputs, relu_before_p7
         self.levels = [int(s).bit_length() - 1 for s in in_strides]  # stride 8 -> level 3
         for lvl, c in zip(self.levels, in_channels):
             lateral = nn.Conv2d(c, out_channels, 1)
@@ -54,14 +59,16 @@ class FPN(nn.Module):
 
     def forward(self, feats: list[Tensor]) -> list[Tensor]:
         """feats: finest first, (N, C_i, H_i, W_i). Returns P3..P5(+P6, P7), each (N, C, H_l, W_l)."""
+        act = F.relu if self.relu_outputs else (lambda t: t)
+        interp = {"mode": "bilinear", "align_corners": False} if self.upsample == "bilinear" else {"mode": "nearest"}
         prev = getattr(self, f"fpn_lateral{self.levels[-1]}")(feats[-1])
-        outs = [getattr(self, f"fpn_output{self.levels[-1]}")(prev)]
+        outs = [act(getattr(self, f"fpn_output{self.levels[-1]}")(prev))]
         for lvl, f in zip(reversed(self.levels[:-1]), reversed(feats[:-1])):
-            top_down = F.interpolate(prev, size=f.shape[-2:], mode="nearest")
+            top_down = F.interpolate(prev, size=f.shape[-2:], **interp)
             prev = getattr(self, f"fpn_lateral{lvl}")(f) + top_down
-            outs.insert(0, getattr(self, f"fpn_output{lvl}")(prev))
+            outs.insert(0, act(getattr(self, f"fpn_output{lvl}")(prev)))
         if self.top_levels >= 1:
             outs.append(self.top_block.p6(outs[-1]))
         if self.top_levels == 2:
-            outs.append(self.top_block.p7(F.relu(outs[-1])))
+            outs.append(self.top_block.p7(F.relu(outs[-1]) if self.relu_before_p7 else outs[-1]))
         return outs

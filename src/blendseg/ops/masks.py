@@ -58,3 +58,20 @@ def thing_semantic_map(masks: Tensor, labels: Tensor, size: tuple[int, int]) -> 
     for m, c in zip(masks, labels):
         out[:h, :w][m.bool()] = int(c) + 1
     return out
+
+
+def crop_masks(masks: Tensor, boxes: Tensor, padding: int = 1) -> Tensor:
+    """YOLACT's crop: zero each mask (N, H, W) outside its box (N, 4) xyxy *relative*, widened by ``padding``
+    pixels; column c is kept iff clamp(min(x1, x2) * W - padding, 0) <= c < clamp(max(x1, x2) * W + padding, W)."""
+    n, h, w = masks.shape
+    x1, x2 = _sanitize(boxes[:, 0], boxes[:, 2], w, padding)
+    y1, y2 = _sanitize(boxes[:, 1], boxes[:, 3], h, padding)
+    cols = torch.arange(w, device=masks.device, dtype=x1.dtype)[None, None, :]
+    rows = torch.arange(h, device=masks.device, dtype=y1.dtype)[None, :, None]
+    keep = (cols >= x1[:, None, None]) & (cols < x2[:, None, None]) & (rows >= y1[:, None, None])
+    return masks * (keep & (rows < y2[:, None, None]))
+
+
+def _sanitize(a: Tensor, b: Tensor, size: int, padding: int) -> tuple[Tensor, Tensor]:
+    a, b = a * size, b * size
+    return torch.clamp(torch.minimum(a, b) - padding, min=0), torch.clamp(torch.maximum(a, b) + padding, max=size)

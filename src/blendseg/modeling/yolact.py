@@ -1,0 +1,258 @@
+"""YOLACT / YOLACT++ on the shared ResNet and FPN: anchor head shared across levels, protonet, semantic head,
+fast mask re-scoring, Fast NMS and crop postprocessing (yolact.md §1, §3). Losses live in ``yolact_loss.py``.
+
+Coordinates inside the model are relative to the network input (x / W, y / H), as the official code.
+
+Shape legend: N images, P priors (all levels, y, x, anchor), A anchors per location, C foreground classes
+(softmax over C + 1, background 0), k prototypes, h x w prototype size, D detections.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import YolactConfig
+from ..ops.anchors import decode_boxes, make_priors
+from ..ops.masks import crop_masks
+from ..ops.nms import fast_nms, standard_nms
+from ..structures import ImageBatch, normalize_batch, pad_images
+from .backbone import build_resnet
+from .fpn import FPN
+
+
+def _xavier(module: nn.Module) -> None:
+    """Official init of every non-backbone conv: xavier_uniform weights, zero bias."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class PredictionHead(nn.Module):
+    """One 3x3 conv + ReLU (``upfeature``), then box (A*4), class (A*(C+1)) and tanh coefficient (A*k) convs."""
+
+    def __init__(self, channels: int, num_anchors: int, num_classes: int, num_prototypes: int) -> None:
+        super().__init__()
+        self.upfeature = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU())
+        self.bbox_layer = nn.Conv2d(channels, num_anchors * 4, 3, padding=1)
+        self.conf_layer = nn.Conv2d(channels, num_anchors * (num_classes + 1), 3, padding=1)
+        self.mask_layer = nn.Conv2d(channels, num_anchors * num_prototypes, 3, padding=1)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x (N, F, H, W) -> loc (N, H*W*A, 4), conf logits (N, H*W*A, C+1), coefficients (N, H*W*A, k)."""
+        x = self.upfeature(x)
+        n = x.shape[0]
+
+        def flat(t: Tensor, d: int) -> Tensor:
+            return t.permute(0, 2, 3, 1).reshape(n, -1, d)
+
+        k = self.mask_layer.out_channels // (self.bbox_layer.out_channels // 4)
+        c = self.conf_layer.out_channels // (self.bbox_layer.out_channels // 4)
+        return flat(self.bbox_layer(x), 4), flat(self.conf_layer(x), c), torch.tanh(flat(self.mask_layer(x), k))
+
+
+def protonet(channels: int, width: int, num_convs: int, num_prototypes: int) -> nn.Sequential:
+    """3x3 conv+ReLU x n, bilinear x2 + ReLU, 3x3 conv+ReLU, 1x1 to k (official indices 0, 2, 4, 8, 10)."""
+    layers: list[nn.Module] = []
+    for i in range(num_convs):
+        layers += [nn.Conv2d(channels if i == 0 else width, width, 3, padding=1), nn.ReLU()]
+    layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), nn.ReLU()]
+    layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, num_prototypes, 1)]
+    return nn.Sequential(*layers)
+
+
+class FastMaskIoUNet(nn.Module):
+    """YOLACT++ re-scoring: 5 stride-2 3x3 convs (8..128) + ReLU, 1x1 to C + ReLU, global max pool -> (D, C)."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 1
+        for cout in (8, 16, 32, 64, 128):
+            layers += [nn.Conv2d(cin, cout, 3, stride=2), nn.ReLU()]
+            cin = cout
+        layers += [nn.Conv2d(cin, num_classes, 1), nn.ReLU()]
+        self.maskiou_net = nn.Sequential(*layers)
+
+    def forward(self, masks: Tensor) -> Tensor:
+        """masks (D, 1, h, w) cropped sigmoid masks -> (D, C) predicted mask IoU per class."""
+        return self.maskiou_net(masks).amax(dim=(2, 3))
+
+
+@dataclass
+class YolactOutput:
+    """Raw outputs for a batch and, with targets, the losses."""
+
+    loc: Tensor  # (N, P, 4) SSD offsets
+    conf: Tensor  # (N, P, C+1) logits
+    coef: Tensor  # (N, P, k) tanh coefficients
+    proto: Tensor  # (N, h, w, k) ReLU prototypes
+    priors: Tensor  # (P, 4) relative (cx, cy, w, h)
+    image_sizes: list[tuple[int, int]]
+    input_size: tuple[int, int]  # (H, W) of the (padded) network input
+    sem_logits: Tensor | None = None  # (N, C, H3, W3) in training
+    losses: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class YolactDetections:
+    """Detections of one image: boxes (D, 4) xyxy pixels of the original image (truncated to integers, as the
+    official postprocess), ``scores`` the class confidence (box AP), ``mask_scores`` (YOLACT++: x predicted mask
+    IoU; mask AP), labels (D,), prior indices, coefficients (D, k) and masks (D, H, W) bool."""
+
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+    prior_inds: Tensor
+    coefs: Tensor
+    masks: Tensor | None = None
+    mask_scores: Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.boxes.shape[0]
+
+    def __getitem__(self, idx: Tensor) -> YolactDetections:
+        return YolactDetections(**{f.name: _take(getattr(self, f.name), idx) for f in fields(self)})
+
+
+def _take(t: Tensor | None, idx: Tensor) -> Tensor | None:
+    return None if t is None else t[idx]
+
+
+class Yolact(nn.Module):
+    """YOLACT: ``forward(images, targets=None) -> YolactOutput`` (losses iff targets; targets need ``masks``,
+    optionally ``crowd_boxes``); ``postprocess(out, original_sizes)`` -> list of :class:`YolactDetections`."""
+
+    def __init__(self, backbone: nn.Module, fpn: FPN, cfg: YolactConfig) -> None:
+        super().__init__()
+        c = cfg.yolact
+        self.cfg = cfg
+        self.backbone, self.fpn = backbone, fpn
+        ch = fpn.out_channels
+        self.num_anchors = len(c.scales[0]) * len(c.aspect_ratios)
+        self.proto_net = protonet(ch, c.proto_dim, c.proto_num_convs, c.num_prototypes)
+        self.prediction_layers = nn.ModuleList([PredictionHead(ch, self.num_anchors, c.num_classes, c.num_prototypes)])
+        self.semantic_seg_conv = nn.Conv2d(ch, c.num_classes, 1) if c.semantic_loss else None
+        self.maskiou_net = FastMaskIoUNet(c.num_classes) if c.maskiou else None
+        for m in (self.fpn, self.proto_net, self.prediction_layers, self.semantic_seg_conv, self.maskiou_net):
+            if m is not None:
+                _xavier(m)
+        self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean, dtype=torch.float32), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std, dtype=torch.float32), persistent=False)
+        self._priors: dict[tuple, Tensor] = {}
+
+    def priors(self, grids: list[tuple[int, int]], input_size: tuple[int, int], device: torch.device) -> Tensor:
+        key = (tuple(grids), input_size, str(device))
+        if key not in self._priors:
+            c = self.cfg.yolact
+            self._priors[key] = make_priors(
+                grids, [tuple(s) for s in c.scales], c.aspect_ratios, input_size, c.square_anchors
+            ).to(device)
+        return self._priors[key]
+
+    def forward(self, images: ImageBatch | list[Tensor], targets: list[dict[str, Tensor]] | None = None):
+        if not isinstance(images, ImageBatch):
+            images = pad_images([im.float() for im in images], self.cfg.size_divisibility)
+        images = images.to(self.pixel_mean.device)
+        x = normalize_batch(images, self.pixel_mean, self.pixel_std, self.cfg.input_format == "BGR")
+        feats = self.backbone(x)
+        pyramid = self.fpn([feats[n] for n in self.cfg.fpn.in_features])
+        head = self.prediction_layers[0]
+        loc, conf, coef = (torch.cat(t, 1) for t in zip(*(head(p) for p in pyramid)))
+        proto = F.relu(self.proto_net(pyramid[0])).permute(0, 2, 3, 1)
+        input_size = (int(x.shape[-2]), int(x.shape[-1]))
+        priors = self.priors([tuple(p.shape[-2:]) for p in pyramid], input_size, x.device)
+        out = YolactOutput(loc, conf, coef, proto, priors, images.image_sizes, input_size)
+        if targets is not None:
+            from .yolact_loss import yolact_losses
+
+            if self.semantic_seg_conv is not None:
+                out.sem_logits = self.semantic_seg_conv(pyramid[0])
+            targets = [{k: v.to(x.device) for k, v in t.items()} for t in targets]
+            out.losses = yolact_losses(out, targets, self.cfg.yolact, self.maskiou_net)
+        return out
+
+    @torch.no_grad()
+    def detect(self, out: YolactOutput) -> list[YolactDetections]:
+        """Official ``Detect``: decode, pre-filter on max foreground confidence, Fast NMS (or standard), top 100.
+        Boxes stay relative and unclipped; masks are not made yet."""
+        c = self.cfg.yolact
+        results = []
+        for i in range(out.loc.shape[0]):
+            boxes = decode_boxes(out.loc[i], out.priors)
+            scores = out.conf[i].softmax(-1)[:, 1:].t()  # (C, P)
+            keep = scores.amax(0) > c.nms_conf_thresh
+            cand = keep.nonzero()[:, 0]
+            if c.nms == "fast":
+                second = c.nms_conf_thresh if c.second_threshold else None
+                sel, labels, s = fast_nms(
+                    boxes[cand], scores[:, cand], c.nms_thresh, c.nms_top_k, c.max_num_detections, second
+                )
+            elif c.nms == "standard":
+                sel, labels, s = standard_nms(
+                    boxes[cand], scores[:, cand], c.nms_thresh, c.nms_conf_thresh, c.max_num_detections
+                )
+            else:
+                raise ValueError(f"yolact.nms must be 'fast' or 'standard', got {c.nms!r}")
+            prior = cand[sel]
+            results.append(YolactDetections(boxes[prior], s, labels, prior, out.coef[i, prior]))
+        return results
+
+    @torch.no_grad()
+    def postprocess(
+        self, out: YolactOutput, original_sizes: list[tuple[int, int]] | None = None
+    ) -> list[YolactDetections]:
+        """Official ``postprocess``: score threshold, sigmoid(proto @ coef), crop with the predicted box at proto
+        resolution (+1 px), YOLACT++ re-scoring, bilinear upsampling straight to the original size, > 0.5; boxes
+        scaled to the original size, ordered, clamped and truncated to integers."""
+        c = self.cfg.yolact
+        original_sizes = original_sizes or out.image_sizes
+        results = []
+        H, W = out.input_size
+        for i, d in enumerate(self.detect(out)):
+            d = d[d.scores > c.score_threshold]
+            masks = torch.sigmoid(out.proto[i] @ d.coefs.t()).permute(2, 0, 1)  # (D, h, w)
+            if c.crop:
+                masks = crop_masks(masks, d.boxes)
+            if self.maskiou_net is not None and len(d):
+                iou = self.maskiou_net(masks[:, None]).gather(1, d.labels[:, None])[:, 0]
+                d.mask_scores = d.scores * iou
+            (h, w), (oh, ow) = out.image_sizes[i], original_sizes[i]
+            sy, sx = oh / h, ow / w  # input pixels -> original pixels; the whole (padded) input maps to:
+            full = (round(H * sy), round(W * sx))
+            up = F.interpolate(masks[None], full, mode="bilinear", align_corners=False)[0] if len(d) else masks
+            d.masks = up[:, :oh, :ow] > 0.5 if len(d) else torch.zeros((0, oh, ow), dtype=torch.bool)
+            d.boxes = _to_pixels(d.boxes, W * sx, H * sy, ow, oh)
+            results.append(d)
+        return results
+
+
+def _to_pixels(boxes: Tensor, sx: float, sy: float, w: int, h: int) -> Tensor:
+    """Relative boxes -> pixels (x * sx), x1 <= x2, clamped to the image, truncated (official sanitize + long)."""
+    x1, x2 = boxes[:, 0] * sx, boxes[:, 2] * sx
+    y1, y2 = boxes[:, 1] * sy, boxes[:, 3] * sy
+    out = torch.stack([
+        torch.minimum(x1, x2).clamp(min=0), torch.minimum(y1, y2).clamp(min=0),
+        torch.maximum(x1, x2).clamp(max=w), torch.maximum(y1, y2).clamp(max=h),
+    ], 1)  # fmt: skip
+    return out.long().float()
+
+
+def build_yolact(cfg: YolactConfig) -> Yolact:
+    backbone = build_resnet(cfg.backbone)
+    fpn = FPN(
+        [backbone.out_channels[n] for n in cfg.fpn.in_features],
+        [backbone.strides[n] for n in cfg.fpn.in_features],
+        cfg.fpn.out_channels, cfg.fpn.top_levels, cfg.fpn.upsample, cfg.fpn.relu_outputs, cfg.fpn.relu_before_p7,
+    )  # fmt: skip
+    c = cfg.yolact
+    if len(c.scales) != len(fpn.strides):
+        raise ValueError(f"yolact.scales has {len(c.scales)} levels, the FPN {len(fpn.strides)}")
+    if len({len(s) for s in c.scales}) != 1:
+        raise ValueError("every level needs the same number of scales (the head is shared)")
+    return Yolact(backbone, fpn, cfg)
