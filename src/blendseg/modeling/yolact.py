@@ -80,7 +80,11 @@ class FastMaskIoUNet(nn.Module):
         self.maskiou_net = nn.Sequential(*layers)
 
     def forward(self, masks: Tensor) -> Tensor:
-        """masks (D, 1, h, w) cropped sigmoid masks -> (D, C) predicted mask IoU per class."""
+        """masks (D, 1, h, w) cropped sigmoid masks -> (D, C) predicted mask IoU per class. Maps smaller than the
+        63 px the five unpadded stride-2 convs need (inputs under ~250 px) are zero-padded (the official crashes)."""
+        h, w = masks.shape[-2:]
+        if min(h, w) < 63:
+            masks = F.pad(masks, (0, max(63 - w, 0), 0, max(63 - h, 0)))
         return self.maskiou_net(masks).amax(dim=(2, 3))
 
 
