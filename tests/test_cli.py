@@ -126,3 +126,46 @@ def test_blendmask_two_iterations_with_mask_ap(tmp_path, synth_data):
     assert main(["train", "blendmask_tiny_test", str(synth_data), "--out", str(out), "solver.max_iter=2"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"bbox", "segm"}
+
+
+def test_yolact_trains_evaluates_and_converts(tmp_path, synth_data, capsys):
+    out = tmp_path / "y"
+    assert main(["train", "yolact_tiny_test", str(synth_data), "--out", str(out), "solver.max_iter=2",
+                 "data.augment=ssd"]) == 0  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"bbox", "segm"}
+    assert main(["val", str(out / "weights" / "last.pt"), str(synth_data)]) == 0
+    # an "official" checkpoint (official key names, official file name) converts by its name
+    from safetensors.torch import save_file
+
+    from blendseg.convert.yolact import map_key
+    from blendseg.engine.checkpoint import load_checkpoint
+
+    ours = load_checkpoint(out / "weights" / "last.pt")["model"]
+    official = {_official_name(k): v for k, v in ours.items()}
+    assert all(map_key(k) == ours_k for k, ours_k in zip(official, ours))
+    weights = tmp_path / "yolact_tiny_test_3_100.safetensors"
+    save_file(official, str(weights))
+    capsys.readouterr()
+    assert main(["convert", "--from", "yolact", "--weights", str(weights), "--out", str(tmp_path / "conv")]) == 0
+    conv = load_checkpoint(tmp_path / "conv" / "model.pt")
+    assert set(conv["model"]) == set(ours) and conv["config"]["model"]["arch"] == "yolact"
+
+
+def _official_name(key: str) -> str:
+    """Our key -> dbolya/yolact's (the inverse of blendseg.convert.yolact.map_key), to fake an official file."""
+    import re
+
+    key = key.replace("backbone.stem.conv1.norm.", "backbone.bn1.").replace("backbone.stem.conv1.", "backbone.conv1.")
+    m = re.match(r"^backbone\.res(\d)\.(\d+)\.(.*)$", key)
+    if m:
+        rest = m.group(3).replace("conv2_offset.", "conv2.conv_offset_mask.")
+        rest = re.sub(r"^conv(\d)\.norm\.", r"bn\1.", rest)
+        rest = rest.replace("shortcut.norm.", "downsample.1.").replace("shortcut.", "downsample.0.")
+        return f"backbone.layers.{int(m.group(1)) - 2}.{m.group(2)}.{rest}"
+    m = re.match(r"^fpn\.(fpn_lateral|fpn_output)(\d)\.(.*)$", key)
+    if m:
+        kind = "lat_layers" if m.group(1) == "fpn_lateral" else "pred_layers"
+        return f"fpn.{kind}.{5 - int(m.group(2))}.{m.group(3)}"
+    m = re.match(r"^fpn\.top_block\.p(\d)\.(.*)$", key)
+    return f"fpn.downsample_layers.{int(m.group(1)) - 6}.{m.group(2)}" if m else key

@@ -50,12 +50,19 @@ def _cmd_check(a: argparse.Namespace) -> int:
 def _cmd_convert(a: argparse.Namespace) -> int:
     from .config import to_dict
     from .convert.adelaidet import convert_adelaidet
+    from .convert.yolact import convert_yolact
     from .engine.checkpoint import save_checkpoint
 
-    if a.source != "adelaidet":
-        print(f"unsupported --from {a.source!r} (supported: adelaidet)", file=sys.stderr)
+    if a.source == "adelaidet":
+        if not a.config:
+            print("--from adelaidet needs --config CONFIG.yaml", file=sys.stderr)
+            return 2
+        cfg, state, unmapped = convert_adelaidet(a.config, a.weights)
+    elif a.source == "yolact":  # --preset NAME | --config official CONFIG.json | the preset named by the file
+        cfg, state, unmapped = convert_yolact(a.weights, a.preset, a.config)
+    else:
+        print(f"unsupported --from {a.source!r} (supported: adelaidet, yolact)", file=sys.stderr)
         return 2
-    cfg, state, unmapped = convert_adelaidet(a.config, a.weights)
     if unmapped:
         print(f"warning: {len(unmapped)} key(s) not mapped (method parts not converted yet), e.g. {unmapped[:3]}")
     out = Path(a.out)
@@ -113,8 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--images", help="image folder: also check every file exists, opens and has its size")
     c.set_defaults(fn=_cmd_check)
     cv = sub.add_parser("convert", help="convert a reference checkpoint")
-    cv.add_argument("--from", dest="source", required=True, help="adelaidet")
-    cv.add_argument("--config", required=True, help="detectron2 config.yaml (_BASE_ resolved)")
+    cv.add_argument("--from", dest="source", required=True, choices=("adelaidet", "yolact"))
+    cv.add_argument(
+        "--config", help="adelaidet: detectron2 config.yaml (_BASE_ resolved); yolact: the official config as JSON"
+    )
+    cv.add_argument("--preset", help="yolact: blendseg preset (default: inferred from the official file name)")
     cv.add_argument("--weights", required=True, help=".pth or .safetensors")
     cv.add_argument("--out", required=True, help="output folder or .pt file")
     cv.set_defaults(fn=_cmd_convert)

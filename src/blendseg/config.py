@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, ClassVar, Union
 
 import yaml
 
@@ -78,6 +78,7 @@ class FCOSConfig:
 class FCOSDetectorConfig:
     """Backbone + FPN + FCOS: the box detector every FCOS-based method extends."""
 
+    classes_field: ClassVar[str] = "fcos"  # the sub-config holding num_classes
     arch: str = "fcos"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     fpn: FPNConfig = field(default_factory=FPNConfig)
@@ -164,6 +165,7 @@ class YolactConfig:
     """Backbone (torchvision-style ResNet, BN trained) + YOLACT FPN + YOLACT head. Inputs are squashed to
     ``data.square_size`` (550) by default; relative coordinates refer to the network input size."""
 
+    classes_field: ClassVar[str] = "yolact"
     arch: str = "yolact"
     backbone: BackboneConfig = field(
         default_factory=lambda: BackboneConfig(depth=101, norm="BN", freeze_at=0, stride_in_1x1=False)
@@ -197,6 +199,7 @@ class DataConfig:
     # > 0: squash every image to square_size x square_size (YOLACT; no aspect ratio, no padding); the shortest-edge
     # sizes above are then unused
     square_size: int = 0
+    with_crowd_boxes: bool = False  # training targets carry "crowd_boxes" (YOLACT: crowd IoF -> neutral priors)
     augment: str = "flip"  # flip (detectron2) | ssd (YOLACT: photometric, expand, random crop, mirror)
 
 

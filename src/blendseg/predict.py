@@ -9,7 +9,7 @@ from torch import nn
 
 from .config import TrainConfig
 from .data.coco import CocoInstances
-from .data.transforms import build_transforms
+from .data.transforms import transforms_for
 from .modeling.fcos_inference import Detections
 from .structures import pad_images
 from .vis import draw_detections, save_image
@@ -17,8 +17,7 @@ from .vis import draw_detections, save_image
 
 def resize_for_test(cfg: TrainConfig, image: torch.Tensor) -> torch.Tensor:
     """(3, H, W) image resized as the config's test pipeline does."""
-    d = cfg.data
-    tf = build_transforms(False, d.min_size_train, "choice", d.max_size_train, d.min_size_test, d.max_size_test, False)
+    tf = transforms_for(cfg.data, train=False)
     empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
     return tf(image, empty)[0]
 

@@ -96,6 +96,7 @@ class CocoInstances(torch.utils.data.Dataset):
         filter_empty: bool = False,
         with_masks: bool = False,
         with_sem_seg: bool = False,
+        with_crowd_boxes: bool = False,
         transforms=None,
         check_files: bool = False,
     ) -> None:
@@ -120,7 +121,7 @@ class CocoInstances(torch.utils.data.Dataset):
             self.images = [im for im in self.images if any(not a.get("iscrowd", 0) for a in anns_per_image[im["id"]])]
             if not self.images:
                 raise DataError(f"{ann_file}: no image has a non-crowd annotation ({before} images)")
-        self.with_masks, self.with_sem_seg = with_masks, with_sem_seg
+        self.with_masks, self.with_sem_seg, self.with_crowd_boxes = with_masks, with_sem_seg, with_crowd_boxes
         self.transforms = transforms
 
     def __len__(self) -> int:
@@ -152,6 +153,10 @@ class CocoInstances(torch.utils.data.Dataset):
             for i, a in enumerate(anns):
                 masks[i] = self._mask(a, h, w)
             target["masks"] = torch.from_numpy(masks)
+        if self.with_crowd_boxes:
+            crowd = [a["bbox"] for a in self.anns[info["id"]] if a.get("iscrowd", 0)]
+            cb = torch.tensor(crowd, dtype=torch.float32).reshape(-1, 4)
+            target["crowd_boxes"] = torch.cat([cb[:, :2], cb[:, :2] + cb[:, 2:]], 1)
         if self.with_sem_seg:  # AdelaiDet prepare_thing_sem_from_instance: all annotations, JSON order
             sem = np.zeros((h, w), np.uint8)
             for a in self.anns[info["id"]]:

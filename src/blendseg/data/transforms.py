@@ -42,7 +42,9 @@ class ResizeShortestEdge:
             return image, target
         image = TF.resize(image, list(size), antialias=True)
         target = dict(target)
-        target["boxes"] = TF.resize(target["boxes"], list(size))
+        for key in ("boxes", "crowd_boxes"):
+            if key in target:
+                target[key] = TF.resize(target[key], list(size))
         for key in ("masks", "sem_seg"):
             if key in target:
                 target[key] = TF.resize(target[key], list(size), interpolation=v2.InterpolationMode.NEAREST)
@@ -55,7 +57,9 @@ class ToTvTensors:
     def __call__(self, image: Tensor, target: dict) -> tuple[Tensor, dict]:
         h, w = image.shape[-2:]
         target = dict(target)
-        target["boxes"] = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=(h, w))
+        for key in ("boxes", "crowd_boxes"):
+            if key in target:
+                target[key] = tv_tensors.BoundingBoxes(target[key], format="XYXY", canvas_size=(h, w))
         for key in ("masks", "sem_seg"):
             if key in target:
                 target[key] = tv_tensors.Mask(target[key])
@@ -76,8 +80,9 @@ class FilterEmpty:
         target["labels"] = target["labels"][keep]
         if "masks" in target:
             target["masks"] = target["masks"][keep].as_subclass(torch.Tensor)
-        if "sem_seg" in target:
-            target["sem_seg"] = target["sem_seg"].as_subclass(torch.Tensor)
+        for key in ("sem_seg", "crowd_boxes"):
+            if key in target:
+                target[key] = target[key].as_subclass(torch.Tensor)
         return image.as_subclass(torch.Tensor), target
 
 
@@ -113,3 +118,26 @@ def build_transforms(
     else:
         ts = [ToTvTensors(), ResizeShortestEdge((min_size_test,), max_size_test)]
     return Compose([*ts, FilterEmpty()])
+
+
+def transforms_for(d, train: bool, fill: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> Compose:
+    """The pipeline a :class:`~blendseg.config.DataConfig` names: shortest-edge resize (+ flip), or with
+    ``square_size`` the YOLACT squash, after the official SSD augmentation (``augment="ssd"``, canvas ``fill``) or a
+    mirror only (``augment="flip"``) in training."""
+    if d.augment not in ("flip", "ssd"):
+        raise ValueError(f"data.augment must be 'flip' or 'ssd', got {d.augment!r}")
+    if d.square_size <= 0:
+        if d.augment == "ssd":
+            raise ValueError("data.augment='ssd' needs data.square_size > 0 (the YOLACT input)")
+        return build_transforms(
+            train, d.min_size_train, d.min_size_train_sampling, d.max_size_train, d.min_size_test, d.max_size_test,
+            d.hflip_train,
+        )  # fmt: skip
+    from .ssd_augment import Mirror, SquareResize, SSDAugmentation
+
+    ts: list = []
+    if train and d.augment == "ssd":
+        ts.append(SSDAugmentation(fill))
+    elif train and d.hflip_train:
+        ts.append(Mirror())
+    return Compose([*ts, SquareResize(d.square_size), FilterEmpty()])

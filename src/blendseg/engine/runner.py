@@ -13,7 +13,7 @@ from ..config import TrainConfig, dump_yaml, from_dict
 from ..data.check import DataError
 from ..data.coco import CocoInstances, load_data_yaml
 from ..data.loader import build_loader
-from ..data.transforms import build_transforms
+from ..data.transforms import transforms_for
 from ..evaluation.coco import COCOEvaluator
 from ..zoo import build_model
 from .checkpoint import load_checkpoint
@@ -34,21 +34,15 @@ def build_dataset(cfg: TrainConfig, data_yaml: str, split: str, train: bool) -> 
         raise DataError(f"{data_yaml}: no '{split}' split (has: {', '.join(spec.splits) or 'none'})")
     s = spec.splits[split]
     d = cfg.data
-    tf = build_transforms(
-        train,
-        d.min_size_train,
-        d.min_size_train_sampling,
-        d.max_size_train,
-        d.min_size_test,
-        d.max_size_test,
-        d.hflip_train,
-    )
+    mean = tuple(cfg.model.pixel_mean)
+    tf = transforms_for(d, train, mean if cfg.model.input_format == "RGB" else mean[::-1])  # expand's canvas
     ds = CocoInstances(
         s.annotations,
         s.images,
         filter_empty=train and d.filter_empty,
         with_masks=d.with_masks,
         with_sem_seg=train and d.with_sem_seg,
+        with_crowd_boxes=train and d.with_crowd_boxes,
         transforms=tf,
         check_files=True,
     )
@@ -63,12 +57,14 @@ def build_dataset(cfg: TrainConfig, data_yaml: str, split: str, train: bool) -> 
 
 def with_num_classes(cfg: TrainConfig, num_classes: int) -> TrainConfig:
     """Set the head's class count from the data (one NUM_CLASSES, not two as in the reference)."""
-    if cfg.model.fcos.num_classes == num_classes:
+    name = cfg.model.classes_field  # the sub-config that holds num_classes ("fcos", "yolact")
+    head = getattr(cfg.model, name)
+    if head.num_classes == num_classes:
         return cfg
     if is_main_process():
-        print(f"num_classes: {cfg.model.fcos.num_classes} -> {num_classes} (from the dataset)")
-    fcos = dataclasses.replace(cfg.model.fcos, num_classes=num_classes)
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, fcos=fcos))
+        print(f"num_classes: {head.num_classes} -> {num_classes} (from the dataset)")
+    head = dataclasses.replace(head, num_classes=num_classes)
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **{name: head}))
 
 
 def make_evaluator_fn(cfg: TrainConfig, data_yaml: str, device: torch.device, split: str = "val"):

@@ -51,6 +51,8 @@ def detections_to_coco(image_id: int, dets: Detections, contiguous_to_cat_id: li
     scores = dets.scores.detach().cpu().numpy().tolist()
     labels = dets.labels.detach().cpu().numpy().tolist()
     masks = dets.masks.detach().cpu().numpy() if dets.masks is not None else None
+    mask_scores = getattr(dets, "mask_scores", None)  # YOLACT++: mask AP ranks by score x predicted mask IoU
+    mask_scores = mask_scores.detach().cpu().numpy().tolist() if mask_scores is not None else None
     out = []
     for i in range(len(scores)):
         x0, y0, x1, y1 = boxes[i].tolist()
@@ -62,6 +64,8 @@ def detections_to_coco(image_id: int, dets: Detections, contiguous_to_cat_id: li
         }
         if masks is not None:
             rec["segmentation"] = encode(masks[i])
+        if mask_scores is not None:
+            rec["mask_score"] = float(mask_scores[i])
         out.append(rec)
     return out
 
@@ -106,7 +110,11 @@ class COCOEvaluator:
                 if verbose:
                     print(f"[{iou_type}] no detections: AP = 0")
                 continue
-            dt = gt.loadRes(copy.deepcopy(results))
+            recs = copy.deepcopy(results)
+            if iou_type == "segm":
+                for r in recs:
+                    r["score"] = r.pop("mask_score", r["score"])
+            dt = gt.loadRes(recs)
             ev = COCOeval(gt, dt, iou_type)
             ev.params.imgIds = image_ids
             with contextlib.redirect_stdout(io.StringIO()):

@@ -312,7 +312,8 @@ def load_imagenet_weights(net: ResNet, cfg: BackboneConfig) -> None:
         state = torchvision_to_ours(state)
     state = {k.removeprefix("backbone.bottom_up."): v for k, v in state.items()}
     missing, unexpected = net.load_state_dict(state, strict=False)
-    missing = [k for k in missing if "conv2_offset" not in k]  # DCN offsets start at zero
+    # DCN offsets start at zero, YOLACT++'s DCN bias too
+    missing = [k for k in missing if "conv2_offset" not in k and not k.endswith("conv2.bias")]
     if missing:
         raise ValueError(f"{cfg.weights}: backbone weights lack {len(missing)} keys, e.g. {missing[:3]}")
     if unexpected:
