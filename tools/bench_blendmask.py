@@ -7,7 +7,9 @@ Groups (each row a separate run of ``blendmask_tiny`` with one change, same data
   bases       Table 3 analogue: K = 1, 2, 4, 8
   resolution  Table 2 analogue: R/M pairs 28/4, 28/7, 56/7, 56/14
   full        the preset itself (K 4, M 7, R 28, bilinear) for the 20-minute figure
-Writes results.json and results.md (mask and box AP per row) into --out.
+  siblings    blendmask_tiny beside yolact_tiny (same backbone, recipe, data and budget; YOLACT squashes to 256 px)
+Writes results.json and results.md (mask and box AP, and single-image inference latency on 50 val images, per
+row) into --out.
 
     python tools/bench_blendmask.py --out runs/bench_blendmask_latency --latency
 
@@ -47,7 +49,37 @@ GROUPS = {
         for r, m in ((28, 4), (28, 7), (56, 7), (56, 14))
     ],
     "full": [("blendmask_tiny", {})],
+    "siblings": [("blendmask_tiny", {}), ("yolact_tiny", {"preset": "yolact_tiny"})],
 }
+
+
+def row_config(change: dict, minutes: float):
+    """blendmask_tiny with a head change, or another preset (``preset`` key), on a time budget."""
+    change = dict(change)
+    base = get_preset(change.pop("preset", "blendmask_tiny"))
+    model = base.model
+    if change:
+        model = dataclasses.replace(model, blendmask=dataclasses.replace(model.blendmask, **change))
+    return dataclasses.replace(base, model=model, solver=dataclasses.replace(base.solver, max_minutes=minutes))
+
+
+@torch.no_grad()
+def inference_latency(run: Path, data_yaml: str, images: int = 50) -> float:
+    """Median seconds per image (batch 1, test-time resize included) of the run's final model on val images."""
+    from blendseg.data.coco import CocoInstances, load_data_yaml
+    from blendseg.engine.runner import load_model
+    from blendseg.predict import predict_image
+
+    model, cfg, _ = load_model(run / "weights" / "last.pt")
+    split = load_data_yaml(data_yaml).splits["val"]
+    ds = CocoInstances(split.annotations, split.images)
+    times = []
+    for i in range(min(images, len(ds))):
+        image = ds.read_image(ds.images[i])
+        t0 = time.perf_counter()
+        predict_image(model, cfg, image)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
 
 
 def paste_all_at_once(masks: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -114,16 +146,10 @@ def main() -> None:
     data_yaml = out / "data" / "data.yaml"
     if not data_yaml.is_file():
         synthesize(data_yaml.parent, a.train_images, a.val_images, seed=0, difficulty="normal")
-    base = get_preset("blendmask_tiny")
-    results = {"minutes": a.minutes, "rows": []}
+    results = {"minutes": a.minutes, "threads": torch.get_num_threads(), "rows": []}
     for group in a.groups:
         for name, change in GROUPS[group]:
-            head = dataclasses.replace(base.model.blendmask, **change)
-            cfg = dataclasses.replace(
-                base,
-                model=dataclasses.replace(base.model, blendmask=head),
-                solver=dataclasses.replace(base.solver, max_minutes=a.minutes),
-            )
+            cfg = row_config(change, a.minutes)
             run = out / f"{group}_{name.replace(' ', '_').replace('/', '-').replace('=', '')}"
             t0 = time.perf_counter()
             metrics = train(cfg, str(data_yaml), run)
@@ -133,16 +159,18 @@ def main() -> None:
                 "wall_s": round(time.perf_counter() - t0, 1),
                 "mask_AP": round(metrics["segm"]["AP"], 1), "mask_AP50": round(metrics["segm"]["AP50"], 1),
                 "box_AP": round(metrics["bbox"]["AP"], 1),
+                "latency_ms": round(inference_latency(run, str(data_yaml)) * 1000, 1),
             })  # fmt: skip
             (out / "results.json").write_text(json.dumps(results, indent=2))
     md = [
         f"Budget: {a.minutes:g} CPU minutes per row.",
         "",
-        "| group | variant | iterations | mask AP | mask AP50 | box AP |",
+        "| group | variant | iterations | mask AP | mask AP50 | box AP | latency (ms/img) |",
     ]
-    md.append("|---|---|---|---|---|---|")
+    md.append("|---|---|---|---|---|---|---|")
     md += [
-        f"| {r['group']} | {r['name']} | {r['iterations']} | {r['mask_AP']} | {r['mask_AP50']} | {r['box_AP']} |"
+        f"| {r['group']} | {r['name']} | {r['iterations']} | {r['mask_AP']} | {r['mask_AP50']} | {r['box_AP']} "
+        f"| {r['latency_ms']} |"
         for r in results["rows"]
     ]
     (out / "results.md").write_text("\n".join(md) + "\n")
