@@ -72,6 +72,7 @@ class FCOSConfig:
     loc_loss_type: str = "giou"
     box_quality: str = "ctrness"
     use_deformable: bool = False
+    deform_v1: bool = False  # MEInst's TYPE_DEFORMABLE "DCNv1" (no modulation, no bias)
 
 
 @dataclass(frozen=True)

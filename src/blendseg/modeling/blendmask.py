@@ -23,6 +23,13 @@ from .fcos_inference import Detections, rescale_and_clip
 from .fcos_loss import flatten_levels
 
 
+class TopLayer(nn.Conv2d):
+    """The attention conv: one 3x3 conv on the box tower of every level (K*M*M outputs)."""
+
+    def forward(self, x: Tensor, level: int = 0) -> Tensor:
+        return super().forward(x)
+
+
 @dataclass
 class BlendMaskOutput:
     """FCOS outputs (attentions in ``fcos.embeds``), the bases and, with targets, every loss."""
@@ -138,7 +145,7 @@ def build_blendmask(cfg: BlendMaskConfig) -> BlendMask:
         raise ValueError(f"blender must be 'blend' or 'assembler', got {c.blender!r}")
     top_layer = None
     if c.blender == "blend":  # the assembler has fixed attentions: no top layer
-        top_layer = nn.Conv2d(cfg.fpn.out_channels, c.num_bases * c.attn_size * c.attn_size, 3, padding=1)
+        top_layer = TopLayer(cfg.fpn.out_channels, c.num_bases * c.attn_size * c.attn_size, 3, padding=1)
         nn.init.normal_(top_layer.weight, std=0.01)
         nn.init.zeros_(top_layer.bias)
     fcos = build_fcos(cfg, embed_head=top_layer)

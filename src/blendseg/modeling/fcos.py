@@ -1,7 +1,8 @@
 """FCOS, the shared one-stage core: head modules, the detector and its builder (adelaidet.md §1).
 
 Targets and losses are in ``fcos_loss.py``, decoding in ``fcos_inference.py``. The one extension point is an
-``embed_head`` applied to the box tower of every level (BlendMask's attentions, MEInst's coefficients): its
+``embed_head(x, level)`` applied at every level to the box tower's output (BlendMask's attentions) or, with
+``embed_from="share_tower"``, to the shared feature the towers start from (MEInst's parallel mask tower): its
 per-location outputs come back in ``FCOSOutput.embeds``, the matched GT of every positive in
 ``FCOSOutput.targets`` and the kept candidates' embeddings in the decoded detections.
 
@@ -36,34 +37,52 @@ class Scale(nn.Module):
         return x * self.scale
 
 
-class DFConv2d(nn.Module):
-    """Modulated deformable 3x3 conv with bias and its own zero-init offset conv (AdelaiDet ``DFConv2d``)."""
+class DeformConv(nn.Module):
+    """Weights of a 3x3 deformable conv (``conv`` of AdelaiDet's DFConv2d): ``forward(x, offset, mask)``."""
 
-    def __init__(self, in_ch: int, out_ch: int) -> None:
+    def __init__(self, in_ch: int, out_ch: int, bias: bool) -> None:
         super().__init__()
-        self.offset = nn.Conv2d(in_ch, 27, 3, padding=1)
-        nn.init.zeros_(self.offset.weight)
-        nn.init.zeros_(self.offset.bias)
         self.weight = nn.Parameter(torch.empty(out_ch, in_ch, 3, 3))
-        self.bias = nn.Parameter(torch.zeros(out_ch))
         nn.init.kaiming_uniform_(self.weight, a=1)
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, offset: Tensor, mask: Tensor | None) -> Tensor:
         from torchvision.ops import deform_conv2d
 
+        return deform_conv2d(x, offset, self.weight, self.bias, padding=1, mask=mask)
+
+
+class DFConv2d(nn.Module):
+    """AdelaiDet ``DFConv2d``: an ``offset`` conv (27 channels, modulated DCNv2; 18 for DCNv1) and a deformable
+    ``conv``. FCOS uses DCNv2 with bias; MEInst's "DCNv1" has no bias."""
+
+    def __init__(self, in_ch: int, out_ch: int, modulated: bool = True, bias: bool = True) -> None:
+        super().__init__()
+        self.modulated = modulated
+        self.offset = nn.Conv2d(in_ch, 27 if modulated else 18, 3, padding=1)
+        nn.init.zeros_(self.offset.weight)
+        nn.init.zeros_(self.offset.bias)
+        self.conv = DeformConv(in_ch, out_ch, bias)
+
+    def forward(self, x: Tensor) -> Tensor:
         om = self.offset(x)
-        return deform_conv2d(x, om[:, :18], self.weight, self.bias, padding=1, mask=om[:, 18:].sigmoid())
+        if self.modulated:
+            return self.conv(x, om[:, :18], om[:, 18:].sigmoid())
+        return self.conv(x, om, None)
 
 
-def _make_tower(num_convs: int, channels: int, norm: str, num_levels: int, deform_last: bool) -> nn.Sequential:
-    """[conv, norm, ReLU] x n with detectron2's indices (0 conv, 1 norm, 2 ReLU, ...).
+def make_tower(
+    num_convs: int, channels: int, norm: str, num_levels: int, deform_last: bool, dcn_v1: bool = False
+) -> nn.Sequential:
+    """[conv, norm, ReLU] x n with detectron2's indices (0 conv, 1 norm, 2 ReLU, ...); the last conv deformable
+    with ``deform_last`` (DCNv2 with bias, or DCNv1 without with ``dcn_v1``).
 
     BN/SyncBN are per level (a ModuleList indexed by level), as AdelaiDet's ``ModuleListDial``.
     """
     layers: list[nn.Module] = []
     for i in range(num_convs):
         if deform_last and i == num_convs - 1:
-            layers.append(DFConv2d(channels, channels))
+            layers.append(DFConv2d(channels, channels, modulated=not dcn_v1, bias=not dcn_v1))
         else:
             layers.append(nn.Conv2d(channels, channels, 3, padding=1, bias=True))
         if norm in ("BN", "SyncBN"):
@@ -74,7 +93,7 @@ def _make_tower(num_convs: int, channels: int, norm: str, num_levels: int, defor
     return nn.Sequential(*layers)
 
 
-def _run_tower(tower: nn.Sequential, x: Tensor, level: int) -> Tensor:
+def run_tower(tower: nn.Sequential, x: Tensor, level: int) -> Tensor:
     for layer in tower:
         x = layer[level](x) if isinstance(layer, nn.ModuleList) else layer(x)
     return x
@@ -87,7 +106,9 @@ class FCOSHead(nn.Module):
         in_channels: FPN width F.
         num_classes: C foreground classes (sigmoid, no background channel).
         num_levels: L, needed for per-level BN.
-        embed_head: optional module mapping a box-tower map (N, F, H, W) to (N, E, H, W).
+        embed_head: optional module ``(x (N, F, H, W), level) -> (N, E, H, W)``; ``embed_from``: "box_tower" (its
+            input is the box tower's output) or "share_tower" (the shared feature, a tower of its own beside cls/box).
+        deform_v1: the deformable last tower convs are DCNv1 without bias (MEInst) instead of DCNv2 with bias.
     """
 
     def __init__(
@@ -103,11 +124,16 @@ class FCOSHead(nn.Module):
         use_scale: bool = True,
         use_deformable: bool = False,
         embed_head: nn.Module | None = None,
+        embed_from: str = "box_tower",
+        deform_v1: bool = False,
     ) -> None:
         super().__init__()
-        self.share_tower = _make_tower(num_share_convs, in_channels, norm, num_levels, False)
-        self.cls_tower = _make_tower(num_cls_convs, in_channels, norm, num_levels, use_deformable)
-        self.bbox_tower = _make_tower(num_box_convs, in_channels, norm, num_levels, use_deformable)
+        if embed_from not in ("box_tower", "share_tower"):
+            raise ValueError(f"embed_from must be 'box_tower' or 'share_tower', got {embed_from!r}")
+        self.embed_from = embed_from
+        self.share_tower = make_tower(num_share_convs, in_channels, norm, num_levels, False)
+        self.cls_tower = make_tower(num_cls_convs, in_channels, norm, num_levels, use_deformable, deform_v1)
+        self.bbox_tower = make_tower(num_box_convs, in_channels, norm, num_levels, use_deformable, deform_v1)
         self.cls_logits = nn.Conv2d(in_channels, num_classes, 3, padding=1)
         self.bbox_pred = nn.Conv2d(in_channels, 4, 3, padding=1)
         self.ctrness = nn.Conv2d(in_channels, 1, 3, padding=1)
@@ -132,9 +158,9 @@ class FCOSHead(nn.Module):
         stride units after ReLU, quality logits (N, 1, H, W) and embeddings (N, E, H, W) or None."""
         logits, box_reg, quality, embeds = [], [], [], []
         for lvl, x in enumerate(feats):
-            x = _run_tower(self.share_tower, x, lvl)
-            cls_t = _run_tower(self.cls_tower, x, lvl)
-            box_t = _run_tower(self.bbox_tower, x, lvl)
+            x = run_tower(self.share_tower, x, lvl)
+            cls_t = run_tower(self.cls_tower, x, lvl)
+            box_t = run_tower(self.bbox_tower, x, lvl)
             logits.append(self.cls_logits(cls_t))
             quality.append(self.ctrness(box_t))
             reg = self.bbox_pred(box_t)
@@ -142,7 +168,7 @@ class FCOSHead(nn.Module):
                 reg = self.scales[lvl](reg)
             box_reg.append(F.relu(reg))
             if self.embed_head is not None:
-                embeds.append(self.embed_head(box_t))
+                embeds.append(self.embed_head(box_t if self.embed_from == "box_tower" else x, lvl))
         return logits, box_reg, quality, (embeds if self.embed_head is not None else None)
 
 
@@ -249,8 +275,9 @@ class FCOS(nn.Module):
         ]
 
 
-def build_fcos(cfg: FCOSDetectorConfig, embed_head: nn.Module | None = None) -> FCOS:
-    """Build the FCOS detector of ``cfg``; ``embed_head`` is the extension point (see module docstring)."""
+def build_fcos(cfg: FCOSDetectorConfig, embed_head: nn.Module | None = None, embed_from: str = "box_tower") -> FCOS:
+    """Build the FCOS detector of ``cfg``; ``embed_head`` / ``embed_from`` are the extension point (see module
+    docstring)."""
     backbone = build_resnet(cfg.backbone)
     fpn = FPN(
         [backbone.out_channels[n] for n in cfg.fpn.in_features],
@@ -264,6 +291,6 @@ def build_fcos(cfg: FCOSDetectorConfig, embed_head: nn.Module | None = None) -> 
     c = cfg.fcos
     head = FCOSHead(
         fpn.out_channels, c.num_classes, len(c.strides), c.num_cls_convs, c.num_box_convs, c.num_share_convs,
-        c.norm, c.prior_prob, c.use_scale, c.use_deformable, embed_head,
+        c.norm, c.prior_prob, c.use_scale, c.use_deformable, embed_head, embed_from, c.deform_v1,
     )  # fmt: skip
     return FCOS(backbone, fpn, head, cfg)
