@@ -66,8 +66,9 @@ def run_adelaidet(fixture: Path) -> dict[str, np.ndarray]:
         arrays[f"head_ctrness_{lvl}"] = fout.quality[i].numpy()
         if box_tower:
             arrays[f"head_bbox_tower_{lvl}"] = box_tower[i].numpy()
-        if fout.embeds is not None:
+        if fout.embeds is not None:  # BlendMask's attentions / MEInst's codes
             arrays[f"head_top_feats_{lvl}"] = fout.embeds[i].numpy()
+            arrays[f"head_mask_coeffs_{lvl}"] = fout.embeds[i].numpy()
     c = cfg.model.fcos
     args = (fout.logits, fout.box_reg, fout.quality, fout.embeds, fout.locations, fcos.strides)
     cand = fcos_candidates(*args, c.inference_th, c.pre_nms_topk, c.thresh_with_ctr)[0]
@@ -92,6 +93,12 @@ def run_adelaidet(fixture: Path) -> dict[str, np.ndarray]:
         arrays["det_rois_first5"] = pool_bases(
             out.bases, first, torch.zeros(len(first), dtype=torch.int64), b.bottom_resolution, b.bases_stride
         ).numpy()
+        arrays["final_masks"] = final.masks.numpy()
+    if hasattr(model, "mask_encoding"):  # MEInst
+        arrays["det_mask_coeffs"] = det.embeds.numpy()
+        logits = model.mask_encoding.decode(det.embeds).view(-1, model.cfg.meinst.mask_size, model.cfg.meinst.mask_size)
+        arrays["det_mask_logits"] = logits.numpy()
+        arrays["det_mask_probs"] = model.mask_probs([det])[0].numpy()
         arrays["final_masks"] = final.masks.numpy()
     arrays["__preprocessed"] = fcos.preprocess([image])[0].numpy()
     return arrays

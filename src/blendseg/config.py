@@ -128,6 +128,35 @@ class BlendMaskConfig(FCOSDetectorConfig):
 
 
 @dataclass(frozen=True)
+class MEInstHeadConfig:
+    """MEInst's mask branch and encoding (adelaidet.md §3 defaults; the paper's Tables 2-5 as options)."""
+
+    dim_mask: int = 60  # D (20 / 40 / 80 for Table 2)
+    mask_size: int = 28
+    num_mask_convs: int = 4  # the parallel mask tower on the shared feature
+    # pca: regress the D-d PCA code (reference); implicit: D-d output decoded by the frozen PCA, pixel BCE (the
+    # reference's LOSS_ON_MASK, Table 3 "-"); none: 784-d output, pixel BCE (Table 3 "w/o")
+    encoding: str = "pca"
+    mask_loss: str = "mse"  # mse (l2) | l1 | smooth_l1 | cosine (Table 4; pca encoding)
+    mask_loss_weight: float = 1.0
+    whiten: bool = True
+    sigmoid: bool = True
+    mask_pred: str = "conv"  # conv (3x3) | large_kernel (1xk + kx1 and kx1 + 1xk, Table 5 "LK")
+    large_kernel_size: int = 9
+    # a fitted encoding to load (AdelaiDet .npz or blendseg .pt); empty: fitted on the training data at the start
+    encoding_file: str = ""
+    paste_in_clipped_box: bool = True  # reference quirk, as BlendMask
+
+
+@dataclass(frozen=True)
+class MEInstConfig(FCOSDetectorConfig):
+    """FCOS + MEInst's mask regression branch (FCOS defaults: GN towers, scales, no THRESH_WITH_CTR)."""
+
+    arch: str = "meinst"
+    meinst: MEInstHeadConfig = field(default_factory=MEInstHeadConfig)
+
+
+@dataclass(frozen=True)
 class YolactHeadConfig:
     """YOLACT / YOLACT++ head, protonet, losses and inference (yolact.md §1-3; yolact_base defaults)."""
 
@@ -232,7 +261,7 @@ class SolverConfig:
 class TrainConfig:
     """Everything a run needs: model, data pipeline, solver."""
 
-    model: Union[FCOSDetectorConfig, BlendMaskConfig, YolactConfig] = field(  # noqa: UP007
+    model: Union[FCOSDetectorConfig, BlendMaskConfig, MEInstConfig, YolactConfig] = field(  # noqa: UP007
         default_factory=FCOSDetectorConfig
     )
     data: DataConfig = field(default_factory=DataConfig)

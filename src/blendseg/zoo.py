@@ -25,6 +25,7 @@ from .config import (
 )
 from .modeling.blendmask import build_blendmask
 from .modeling.fcos import build_fcos
+from .modeling.meinst import build_meinst
 from .modeling.yolact import build_yolact
 
 MS_TRAIN = (640, 672, 704, 736, 768, 800)
@@ -369,7 +370,7 @@ PRESETS = {
     "yolact_tiny_test": yolact_tiny_test,
 }
 
-BUILDERS = {"fcos": build_fcos, "blendmask": build_blendmask, "yolact": build_yolact}
+BUILDERS = {"fcos": build_fcos, "blendmask": build_blendmask, "meinst": build_meinst, "yolact": build_yolact}
 
 
 def get_preset(name: str) -> TrainConfig:

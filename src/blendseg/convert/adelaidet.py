@@ -24,6 +24,8 @@ from ..config import (
     FCOSConfig,
     FCOSDetectorConfig,
     FPNConfig,
+    MEInstConfig,
+    MEInstHeadConfig,
     SolverConfig,
     TrainConfig,
 )
@@ -59,9 +61,12 @@ def _get(cfg: dict[str, Any], dotted: str, default: Any) -> Any:
     return node
 
 
-def d2_to_train_config(d2: dict[str, Any], head_key: str = "FCOS") -> TrainConfig:
-    """Map a detectron2/AdelaiDet config dict (defaults as at AdelaiDet HEAD) to a :class:`TrainConfig`."""
+def d2_to_train_config(d2: dict[str, Any]) -> TrainConfig:
+    """Map a detectron2/AdelaiDet config dict (defaults as at AdelaiDet HEAD) to a :class:`TrainConfig`: FCOS,
+    BlendMask (META_ARCHITECTURE) or MEInst (PROPOSAL_GENERATOR.NAME, its head keys under MODEL.MEInst)."""
     g = lambda k, d: _get(d2, k, d)  # noqa: E731
+    meinst = g("MODEL.PROPOSAL_GENERATOR.NAME", "FCOS") == "MEInst"
+    head_key = "MEInst" if meinst else "FCOS"
     r = "MODEL.RESNETS."
     backbone = BackboneConfig(
         depth=int(g(r + "DEPTH", 50)),
@@ -102,10 +107,13 @@ def d2_to_train_config(d2: dict[str, Any], head_key: str = "FCOS") -> TrainConfi
         loc_loss_type=str(g(h + "LOC_LOSS_TYPE", d.loc_loss_type)),
         box_quality=str(g(h + "BOX_QUALITY", d.box_quality)),
         use_deformable=bool(g(h + "USE_DEFORMABLE", d.use_deformable)),
+        deform_v1=meinst and str(g(h + "TYPE_DEFORMABLE", "DCNv1")) == "DCNv1",
     )
     top_levels = int(g(h + "TOP_LEVELS", 2))
     model_cls = BlendMaskConfig if g("MODEL.META_ARCHITECTURE", "") == "BlendMask" else FCOSDetectorConfig
     extra = {"blendmask": _blendmask_head(d2, fcos.num_classes)} if model_cls is BlendMaskConfig else {}
+    if meinst:
+        model_cls, extra = MEInstConfig, {"meinst": _meinst_head(d2)}
     model = model_cls(
         **extra,
         backbone=backbone,
@@ -124,7 +132,7 @@ def d2_to_train_config(d2: dict[str, Any], head_key: str = "FCOS") -> TrainConfi
         max_size_test=int(g("INPUT.MAX_SIZE_TEST", 1333)),
         hflip_train=bool(g("INPUT.HFLIP_TRAIN", True)),
         filter_empty=bool(g("DATALOADER.FILTER_EMPTY_ANNOTATIONS", True)),
-        with_masks="blendmask" in extra,
+        with_masks=bool(extra),
         with_sem_seg="blendmask" in extra and extra["blendmask"].basis_loss_on,
     )
     s = "SOLVER."
@@ -154,6 +162,23 @@ _RULES = [
 _DROPPED = re.compile(r"(^pixel_mean$|^pixel_std$)")
 
 
+def _meinst_head(d2: dict[str, Any]) -> MEInstHeadConfig:
+    m = "MODEL.MEInst."
+    g = lambda k, d: _get(d2, k, d)  # noqa: E731
+    if not bool(g(m + "AGNOSTIC", True)):
+        raise ValueError("MEInst.AGNOSTIC False (class-specific encoding) is not implemented in the reference either")
+    return MEInstHeadConfig(
+        dim_mask=int(g(m + "DIM_MASK", 60)),
+        mask_size=int(g(m + "MASK_SIZE", 28)),
+        num_mask_convs=int(g(m + "NUM_MASK_CONVS", 4)),
+        encoding="implicit" if bool(g(m + "LOSS_ON_MASK", False)) else "pca",
+        whiten=bool(g(m + "WHITEN", True)),
+        sigmoid=bool(g(m + "SIGMOID", True)),
+        mask_pred="large_kernel" if bool(g(m + "USE_GCN_IN_MASK", False)) else "conv",
+        large_kernel_size=int(g(m + "GCN_KERNEL_SIZE", 9)),
+    )
+
+
 def _blendmask_head(d2: dict[str, Any], num_classes: int) -> BlendMaskHeadConfig:
     b, m = "MODEL.BLENDMASK.", "MODEL.BASIS_MODULE."
     g = lambda k, d: _get(d2, k, d)  # noqa: E731
@@ -179,7 +204,7 @@ def _blendmask_head(d2: dict[str, Any], num_classes: int) -> BlendMaskHeadConfig
 def map_key(key: str, arch: str = "fcos") -> str | None:
     """blendseg name of an AdelaiDet key for a model of ``arch`` (None when dropped or not mapped)."""
     key = key.replace(".centerness.", ".ctrness.")  # tools/rename_blendmask.py for old checkpoints
-    prefix = "fcos." if arch == "blendmask" else ""  # BlendMask holds the FCOS detector as ``fcos``
+    prefix = "" if arch == "fcos" else "fcos."  # BlendMask and MEInst hold the FCOS detector as ``fcos``
     for pattern, repl in _RULES:
         if pattern.match(key):
             return prefix + pattern.sub(repl, key)
@@ -187,6 +212,15 @@ def map_key(key: str, arch: str = "fcos") -> str | None:
         return "fcos.head.embed_head." + key[len("top_layer.") :]
     if arch == "blendmask" and key.startswith("basis_module."):
         return key
+    if arch == "meinst":
+        m = re.match(r"^proposal_generator\.MEInst_head\.(mask_tower|mask_pred)\.(.*)$", key)
+        if m:
+            return f"fcos.head.embed_head.{m.group(1)}.{m.group(2)}"
+        m = re.match(r"^proposal_generator\.MEInst_head\.(.*)$", key)
+        if m:
+            return f"fcos.head.{m.group(1)}"
+        if key.startswith("proposal_generator.mask_encoding."):
+            return key[len("proposal_generator.") :]
     return None
 
 

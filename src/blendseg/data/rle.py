@@ -43,3 +43,17 @@ def area(rle: dict) -> float:
 def to_bbox(rle: dict) -> list[float]:
     """COCO [x, y, w, h] of an RLE."""
     return [float(v) for v in mask_api.toBbox(rle)]
+
+
+def rasterize_polygons_in_box(polygons: list[list[float]], box: list[float], size: int) -> np.ndarray:
+    """(size, size) uint8: polygons shifted to the box (x0, y0, x1, y1) and scaled to size x size, then rasterised
+    (detectron2's ``rasterize_polygons_within_box``, the reference's polygon crop-and-resize)."""
+    x0, y0, x1, y1 = box
+    rw, rh = size / max(x1 - x0, 0.1), size / max(y1 - y0, 0.1)
+    scaled = []
+    for p in polygons:
+        q = np.asarray(p, dtype=np.float64).copy()
+        q[0::2] = (q[0::2] - x0) * rw
+        q[1::2] = (q[1::2] - y0) * rh
+        scaled.append(q.tolist())
+    return np.ascontiguousarray(mask_api.decode(mask_api.merge(mask_api.frPyObjects(scaled, size, size))))

@@ -15,11 +15,11 @@ from torch import Tensor, nn
 
 from ..config import BlendMaskConfig, BlendMaskHeadConfig
 from ..ops.blend import assemble, blend, pool_bases
-from ..ops.masks import crop_and_resize_masks, paste_masks_in_image, thing_semantic_map
+from ..ops.masks import crop_and_resize_masks, thing_semantic_map
 from ..structures import ImageBatch
 from .bottom import BOTTOM_MODULES, ProtoNet
 from .fcos import FCOS, FCOSOutput, build_fcos
-from .fcos_inference import Detections, rescale_and_clip
+from .fcos_inference import Detections, finalize_with_masks
 from .fcos_loss import flatten_levels
 
 
@@ -129,13 +129,9 @@ class BlendMask(nn.Module):
         original_sizes = original_sizes or fout.image_sizes
         dets = self.fcos.decode(fout)
         results = []
+        clipped_quirk = self.cfg.blendmask.paste_in_clipped_box
         for d, logits, in_size, orig in zip(dets, self.mask_logits(out.bases, dets), fout.image_sizes, original_sizes):
-            scaled, clipped, keep = rescale_and_clip(d.boxes, in_size, orig)
-            final = d[keep]
-            final.boxes = clipped[keep]
-            paste_boxes = final.boxes if self.cfg.blendmask.paste_in_clipped_box else scaled[keep]
-            final.masks = paste_masks_in_image(logits[keep].sigmoid(), paste_boxes, orig)
-            results.append(final)
+            results.append(finalize_with_masks(d, logits.sigmoid(), in_size, orig, clipped_quirk))
         return results
 
 

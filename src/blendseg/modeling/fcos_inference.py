@@ -185,3 +185,18 @@ def detector_postprocess(dets: Detections, input_size: tuple[int, int], output_s
     out = dets[keep]
     out.boxes = clipped[keep]
     return out
+
+
+def finalize_with_masks(
+    dets: Detections, mask_probs: Tensor, input_size: tuple[int, int], output_size: tuple[int, int],
+    paste_in_clipped_box: bool = True,
+) -> Detections:  # fmt: skip
+    """detector_postprocess plus mask pasting: per-box probabilities (D, S, S) pasted at 0.5 into the *clipped*
+    boxes (the reference quirk: the mask was made for the unclipped box) or the unclipped ones."""
+    from ..ops.masks import paste_masks_in_image
+
+    scaled, clipped, keep = rescale_and_clip(dets.boxes, input_size, output_size)
+    out = dets[keep]
+    out.boxes = clipped[keep]
+    out.masks = paste_masks_in_image(mask_probs[keep], out.boxes if paste_in_clipped_box else scaled[keep], output_size)
+    return out
