@@ -18,6 +18,8 @@ from .config import (
     FCOSConfig,
     FCOSDetectorConfig,
     FPNConfig,
+    MEInstConfig,
+    MEInstHeadConfig,
     SolverConfig,
     TrainConfig,
     YolactConfig,
@@ -251,6 +253,52 @@ def blendmask_tiny_test() -> TrainConfig:
     return with_blendmask(fcos_tiny_test(), head)
 
 
+def with_meinst(c: TrainConfig, head: MEInstHeadConfig) -> TrainConfig:
+    """An FCOS run config turned into MEInst's: same detector (MEInst keeps FCOS's scales and thresholds) plus
+    the mask branch and instance masks in the targets."""
+    detector = {f.name: getattr(c.model, f.name) for f in fields(c.model) if f.name != "arch"}
+    return replace(c, model=MEInstConfig(**detector, meinst=head), data=replace(c.data, with_masks=True))
+
+
+def meinst_r50_1x_none() -> TrainConfig:
+    """AdelaiDet MEInst_R_50_1x_none: no DCN, 800 px, 90k (60k, 80k), constant warmup x0.3333 for 500 it."""
+    c = with_meinst(fcos_r50_1x(), MEInstHeadConfig())
+    return replace(c, solver=replace(c.solver, warmup_method="constant", warmup_factor=0.3333, warmup_iters=500))
+
+
+def meinst_r50_1x() -> TrainConfig:
+    """MEInst_R_50_1x: DCNv1 as the last conv of the class, box and mask towers (the paper's Table 5 "DC")."""
+    c = meinst_r50_1x_none()
+    return replace(c, model=replace(c.model, fcos=replace(c.model.fcos, use_deformable=True, deform_v1=True)))
+
+
+def meinst_r50_3x() -> TrainConfig:
+    """MEInst_R_50_3x: DCNv1, 640-800 px step 32, 270k iterations (180k, 240k), linear warmup 1000 it."""
+    c = meinst_r50_1x()
+    solver = replace(
+        c.solver, max_iter=270000, steps=(180000, 240000), warmup_method="linear", warmup_factor=0.001,
+        warmup_iters=1000,
+    )  # fmt: skip
+    return replace(c, data=replace(c.data, min_size_train=MS_TRAIN), solver=solver)
+
+
+def meinst_r50_3x_512() -> TrainConfig:
+    """MEInst_R_50_3x_512: 384-544 px step 32, test 512 (max 1333)."""
+    c = meinst_r50_3x()
+    return replace(c, data=replace(c.data, min_size_train=tuple(range(384, 545, 32)), min_size_test=512))
+
+
+def meinst_tiny() -> TrainConfig:
+    """fcos_tiny + MEInst (60-d PCA fitted on the training masks at the start, 2-conv BN mask tower)."""
+    c = fcos_tiny()
+    return with_meinst(c, MEInstHeadConfig(num_mask_convs=2))
+
+
+def meinst_tiny_test() -> TrainConfig:
+    """Smallest MEInst for tests (a 12-d code)."""
+    return with_meinst(fcos_tiny_test(), MEInstHeadConfig(num_mask_convs=1, dim_mask=12))
+
+
 def _octave_scales(bases: tuple[float, ...]) -> tuple[tuple[float, ...], ...]:
     """YOLACT++'s anchors: each level's base x {1, 2^(1/3), 2^(2/3)}."""
     return tuple(tuple(b * 2 ** (i / 3) for i in range(3)) for b in bases)
@@ -360,6 +408,12 @@ PRESETS = {
     "blendmask_ablation_r50_1x": blendmask_ablation_r50_1x,
     "blendmask_tiny": blendmask_tiny,
     "blendmask_tiny_test": blendmask_tiny_test,
+    "meinst_r50_1x_none": meinst_r50_1x_none,
+    "meinst_r50_1x": meinst_r50_1x,
+    "meinst_r50_3x": meinst_r50_3x,
+    "meinst_r50_3x_512": meinst_r50_3x_512,
+    "meinst_tiny": meinst_tiny,
+    "meinst_tiny_test": meinst_tiny_test,
     "yolact_base": yolact_base,
     "yolact_resnet50": yolact_resnet50,
     "yolact_im400": yolact_im400,

@@ -152,7 +152,7 @@ def test_every_key_of_the_released_blendmask_layouts_maps():
             continue  # DLA-34 backbone: not implemented (noted on the issue)
         sd = entry["state_dict"]
         if entry["meta_architecture"] != "BlendMask":
-            continue  # MEInst's head has its own mask tower: its converter comes with issue 5
+            continue  # MEInst: test_meinst_presets_have_the_released_layouts
         ours = build_model(_config_for_layout(sd)).state_dict()
         mapped = {map_key(k, "blendmask"): v for k, v in sd.items()}
         assert None not in mapped, name
@@ -191,3 +191,31 @@ def test_presets_have_the_released_layouts(preset, layout):
     mapped = {map_key(k, "blendmask"): v["shape"] for k, v in sd.items()}
     assert set(mapped) == set(ours)
     assert all(list(ours[k].shape) == shape for k, shape in mapped.items())
+
+
+@pytest.mark.parametrize(
+    ("preset", "layout"),
+    [
+        ("meinst_r50_1x", "MEInst-InstanceSegmentation/MEInst_R_50_1x.yaml"),
+        ("meinst_r50_1x_none", "MEInst-InstanceSegmentation/MEInst_R_50_1x_none.yaml"),
+    ],
+)
+def test_meinst_presets_have_the_released_layouts(preset, layout):
+    from blendseg.zoo import get_preset
+
+    entry = json.loads((reference_dir() / "state_dict_layouts.json").read_text())["configs"][layout]
+    ours = build_model(get_preset(preset).model).state_dict()
+    mapped = {}
+    for k, v in entry["state_dict"].items():
+        if k in ("pixel_mean", "pixel_std"):
+            continue
+        new = map_key(k, "meinst")
+        assert new is not None, k
+        mapped[new] = v["shape"]
+    assert set(mapped) == set(ours), (sorted(set(mapped) - set(ours))[:4], sorted(set(ours) - set(mapped))[:4])
+    assert all(list(ours[k].shape) == shape for k, shape in mapped.items())
+    # the 3x configs share the 1x layout (meta: same_layout_as)
+    for other in ("MEInst_R_50_3x.yaml", "MEInst_R_50_3x_512.yaml"):
+        key = f"MEInst-InstanceSegmentation/{other}"
+        sibling = json.loads((reference_dir() / "state_dict_layouts.json").read_text())["configs"][key]
+        assert sibling.get("same_layout_as") == "MEInst-InstanceSegmentation/MEInst_R_50_1x.yaml"

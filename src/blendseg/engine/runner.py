@@ -95,6 +95,9 @@ def train(cfg: TrainConfig, data_yaml: str, out_dir: str | Path, resume: bool = 
         ds, cfg.solver.ims_per_batch, True, cfg.data.num_workers, cfg.model.size_divisibility, cfg.seed
     )
     model = build_model(cfg.model)
+    resuming = resume and (out_dir / "weights" / "last.pt").is_file()
+    if hasattr(model, "prepare") and not resuming:  # data-dependent state (MEInst's mask encoding)
+        model.prepare(ds, log=print if is_main_process() else (lambda *_: None))
     has_val = "val" in load_data_yaml(data_yaml).splits
     eval_fn = make_evaluator_fn(cfg, data_yaml, device) if (evaluate and has_val) else None
     extra = {"class_names": ds.class_names, "contiguous_to_cat_id": ds.contiguous_to_cat_id}
