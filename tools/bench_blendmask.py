@@ -7,7 +7,10 @@ Groups (each row a separate run of ``blendmask_tiny`` with one change, same data
   bases       Table 3 analogue: K = 1, 2, 4, 8
   resolution  Table 2 analogue: R/M pairs 28/4, 28/7, 56/7, 56/14
   full        the preset itself (K 4, M 7, R 28, bilinear) for the 20-minute figure
-  siblings    blendmask_tiny beside yolact_tiny (same backbone, recipe, data and budget; YOLACT squashes to 256 px)
+  siblings    blendmask_tiny beside yolact_tiny and meinst_tiny (same backbone, recipe, data and budget; YOLACT
+              squashes to 256 px)
+  dims        MEInst Table 2 analogue: meinst_tiny with D = 20, 40, 60, 80, beside each D's reconstruction mIoU
+              of the training masks (the upper bound of the paper's Fig. 5)
 Writes results.json and results.md (mask and box AP, and single-image inference latency on 50 val images, per
 row) into --out.
 
@@ -49,17 +52,24 @@ GROUPS = {
         for r, m in ((28, 4), (28, 7), (56, 7), (56, 14))
     ],
     "full": [("blendmask_tiny", {})],
-    "siblings": [("blendmask_tiny", {}), ("yolact_tiny", {"preset": "yolact_tiny"})],
+    "siblings": [
+        ("blendmask_tiny", {}),
+        ("yolact_tiny", {"preset": "yolact_tiny"}),
+        ("meinst_tiny", {"preset": "meinst_tiny"}),
+    ],
+    "dims": [(f"D={d}", {"preset": "meinst_tiny", "head": "meinst", "dim_mask": d}) for d in (20, 40, 60, 80)],
 }
 
 
 def row_config(change: dict, minutes: float):
-    """blendmask_tiny with a head change, or another preset (``preset`` key), on a time budget."""
+    """A preset (``preset`` key, default blendmask_tiny) with a change of its ``head`` sub-config (default
+    "blendmask"), on a time budget."""
     change = dict(change)
     base = get_preset(change.pop("preset", "blendmask_tiny"))
+    head = change.pop("head", "blendmask")
     model = base.model
     if change:
-        model = dataclasses.replace(model, blendmask=dataclasses.replace(model.blendmask, **change))
+        model = dataclasses.replace(model, **{head: dataclasses.replace(getattr(model, head), **change)})
     return dataclasses.replace(base, model=model, solver=dataclasses.replace(base.solver, max_minutes=minutes))
 
 
@@ -153,13 +163,21 @@ def main() -> None:
             run = out / f"{group}_{name.replace(' ', '_').replace('/', '-').replace('=', '')}"
             t0 = time.perf_counter()
             metrics = train(cfg, str(data_yaml), run)
+            extra = {}
+            if group == "dims":  # the reconstruction upper bound of this D on the training masks
+                from blendseg.data.coco import CocoInstances, load_data_yaml
+                from blendseg.data.encoding import fit_encoding
+
+                tr = load_data_yaml(str(data_yaml)).splits["train"]
+                fit = fit_encoding(CocoInstances(tr.annotations, tr.images), change["dim_mask"])
+                extra["reconstruction_miou"] = round(fit["reconstruction_miou"] * 100, 1)
             iters = max(json.loads(line)["iteration"] for line in (run / "train_log.jsonl").read_text().splitlines())
             results["rows"].append({
                 "group": group, "name": name, "change": change, "iterations": iters,
                 "wall_s": round(time.perf_counter() - t0, 1),
                 "mask_AP": round(metrics["segm"]["AP"], 1), "mask_AP50": round(metrics["segm"]["AP50"], 1),
                 "box_AP": round(metrics["bbox"]["AP"], 1),
-                "latency_ms": round(inference_latency(run, str(data_yaml)) * 1000, 1),
+                "latency_ms": round(inference_latency(run, str(data_yaml)) * 1000, 1), **extra,
             })  # fmt: skip
             (out / "results.json").write_text(json.dumps(results, indent=2))
     md = [
@@ -171,6 +189,7 @@ def main() -> None:
     md += [
         f"| {r['group']} | {r['name']} | {r['iterations']} | {r['mask_AP']} | {r['mask_AP50']} | {r['box_AP']} "
         f"| {r['latency_ms']} |"
+        + (f" reconstruction mIoU {r['reconstruction_miou']} |" if "reconstruction_miou" in r else "")
         for r in results["rows"]
     ]
     (out / "results.md").write_text("\n".join(md) + "\n")
