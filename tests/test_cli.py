@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from blendseg.cli import main
 from blendseg.engine.checkpoint import load_checkpoint
@@ -150,6 +151,31 @@ def test_yolact_trains_evaluates_and_converts(tmp_path, synth_data, capsys):
     assert main(["convert", "--from", "yolact", "--weights", str(weights), "--out", str(tmp_path / "conv")]) == 0
     conv = load_checkpoint(tmp_path / "conv" / "model.pt")
     assert set(conv["model"]) == set(ours) and conv["config"]["model"]["arch"] == "yolact"
+    # fine-tune from it, with the aspect-preserving pipeline instead of the squash
+    capsys.readouterr()
+    args = ["train", "yolact_tiny_test", str(synth_data), "--out", str(tmp_path / "ft"), "--weights",
+            str(tmp_path / "conv" / "model.pt"), "solver.max_iter=1", "data.square_size=0"]  # fmt: skip
+    assert main(args) == 0
+    log = capsys.readouterr().out
+    assert f"initialised {len(ours)} tensors" in log and "skipped 0" in log
+    assert set(json.loads((tmp_path / "ft" / "metrics.json").read_text())) == {"bbox", "segm"}
+
+
+def test_fine_tuning_skips_the_class_count_layers():
+    import dataclasses
+
+    from blendseg.engine.runner import load_matching
+    from blendseg.zoo import build_model, get_preset
+
+    cfg = get_preset("yolact_tiny_test").model
+    six = build_model(cfg)
+    three = build_model(dataclasses.replace(cfg, yolact=dataclasses.replace(cfg.yolact, num_classes=3)))
+    loaded, skipped = load_matching(three, six.state_dict())
+    assert set(skipped) == {
+        "prediction_layers.0.conf_layer.weight", "prediction_layers.0.conf_layer.bias",
+        "semantic_seg_conv.weight", "semantic_seg_conv.bias",
+    }  # fmt: skip
+    assert torch.equal(three.proto_net[0].weight, six.proto_net[0].weight)
 
 
 def _official_name(key: str) -> str:

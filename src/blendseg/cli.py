@@ -16,7 +16,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
     cfg = apply_overrides(get_preset(a.preset), a.overrides)
     out = a.out or str(Path("runs") / a.preset)
-    train(cfg, a.data, out, resume=a.resume, evaluate=not a.no_eval)
+    train(cfg, a.data, out, resume=a.resume, evaluate=not a.no_eval, init_weights=a.weights)
     return 0
 
 
@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="key=value, e.g. solver.max_iter=100 model.fcos.norm=GN")
     t.add_argument("--out", help="run folder (default runs/PRESET)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/weights/last.pt")
+    t.add_argument(
+        "--weights", help="start from a blendseg checkpoint (e.g. `blendseg convert` output); mismatched heads skipped"
+    )
     t.add_argument("--no-eval", action="store_true", help="skip the final COCO evaluation")
     t.set_defaults(fn=_cmd_train)
     v = sub.add_parser("val", help="COCO evaluation of a checkpoint")

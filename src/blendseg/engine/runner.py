@@ -77,8 +77,22 @@ def make_evaluator_fn(cfg: TrainConfig, data_yaml: str, device: torch.device, sp
     return lambda model: run_evaluation(model, loader, evaluator, device)
 
 
-def train(cfg: TrainConfig, data_yaml: str, out_dir: str | Path, resume: bool = False, evaluate: bool = True) -> dict:
-    """Train on the ``train`` split, evaluate on ``val`` (if present); returns the final metrics."""
+def load_matching(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    """Load every key of ``state`` whose name and shape match the model (fine-tuning a COCO checkpoint on other
+    classes: the class-count layers are skipped and stay freshly initialised). Returns (loaded, skipped)."""
+    own = model.state_dict()
+    ok = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(ok, strict=False)
+    skipped = sorted(set(state) - set(ok)) + sorted(set(own) - set(state))
+    return sorted(ok), skipped
+
+
+def train(
+    cfg: TrainConfig, data_yaml: str, out_dir: str | Path, resume: bool = False, evaluate: bool = True,
+    init_weights: str | None = None,
+) -> dict:  # fmt: skip
+    """Train on the ``train`` split, evaluate on ``val`` (if present); returns the final metrics. ``init_weights``:
+    a blendseg checkpoint (e.g. a converted official model) to start from, shape-mismatched keys skipped."""
     device = resolve_device(cfg.device)
     rank, local_rank = init_from_env(device.type)
     if device.type == "cuda" and device.index is None:
@@ -96,6 +110,10 @@ def train(cfg: TrainConfig, data_yaml: str, out_dir: str | Path, resume: bool = 
     )
     model = build_model(cfg.model)
     resuming = resume and (out_dir / "weights" / "last.pt").is_file()
+    if init_weights and not resuming:
+        loaded, skipped = load_matching(model, load_checkpoint(init_weights)["model"])
+        if is_main_process():
+            print(f"initialised {len(loaded)} tensors from {init_weights}; skipped {len(skipped)} {skipped[:4]}")
     if hasattr(model, "prepare") and not resuming:  # data-dependent state (MEInst's mask encoding)
         model.prepare(ds, log=print if is_main_process() else (lambda *_: None))
     has_val = "val" in load_data_yaml(data_yaml).splits
