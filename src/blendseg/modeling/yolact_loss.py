@@ -131,8 +131,10 @@ def yolact_losses(out, targets: list[dict[str, Tensor]], c: YolactHeadConfig, ma
             gt_idx, coef = gt_idx[select], coef[select]
         boxes = tg["boxes"].float()[gt_idx] / scale  # (Q, 4) relative GT boxes
         mask_t = gt_masks[gt_idx]
-        pred = crop_masks(torch.sigmoid(out.proto[i] @ coef.t()).permute(2, 0, 1), boxes)  # (Q, h, w)
-        bce = F.binary_cross_entropy(pred.clamp(0, 1), mask_t, reduction="none").sum(dim=(1, 2))
+        # float32 outside autocast: binary_cross_entropy on probabilities is refused under CUDA autocast
+        with torch.autocast(out.proto.device.type, enabled=False):
+            pred = crop_masks(torch.sigmoid(out.proto[i].float() @ coef.float().t()).permute(2, 0, 1), boxes)
+            bce = F.binary_cross_entropy(pred.clamp(0, 1), mask_t, reduction="none").sum(dim=(1, 2))
         area = (boxes[:, 2] - boxes[:, 0]) * w * (boxes[:, 3] - boxes[:, 1]) * h
         per_mask = bce / area * (old_num / coef.shape[0])
         loss_m = loss_m + per_mask.sum()
