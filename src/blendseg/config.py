@@ -188,6 +188,11 @@ class YolactHeadConfig:
     second_threshold: bool = False  # official Fast NMS keeps per-class scores below nms_conf_thresh
     score_threshold: float = 0.0  # postprocess threshold (eval: 0)
     crop: bool = True
+    # robustness fixes the official code lacks, off by default for parity (yolact.md §7.6): drop ground truths
+    # narrower / shorter than this many input pixels (the official 4/550 rule works in the wrong units), and clamp
+    # the decoded log-size (exp is unclamped officially; mmdet's wh_ratio_clip bound log(1000/16))
+    discard_box_px: float = 0.0
+    clamp_decode: bool = False
 
 
 @dataclass(frozen=True)

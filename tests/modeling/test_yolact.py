@@ -166,3 +166,19 @@ def test_fast_and_standard_nms_both_run_and_second_threshold_drops_low_scores():
     model.cfg = dataclasses.replace(cfg, yolact=dataclasses.replace(cfg.yolact, nms="bogus"))
     with pytest.raises(ValueError, match="yolact.nms"):
         model.detect(raw)
+
+
+def test_robustness_flags_drop_tiny_boxes_and_clamp_decode():
+    from blendseg.ops.anchors import decode_boxes
+
+    priors = torch.tensor([[0.5, 0.5, 0.1, 0.1]])
+    huge = torch.tensor([[0.0, 0.0, 40.0, 40.0]])
+    width = lambda b: float(b[0, 2] - b[0, 0])  # noqa: E731
+    assert width(decode_boxes(huge, priors)) > 250  # official: unclamped exp (0.1 * e^8)
+    assert width(decode_boxes(huge, priors, clamp=True)) <= 0.1 * 1000 / 16 + 1e-5
+    cfg = get_preset("yolact_tiny_test").model
+    images, targets = _batch()
+    targets[1]["boxes"] = torch.tensor([[5.0, 5, 7, 50]])  # 2 px wide: the image's only instance
+    model = build_model(dataclasses.replace(cfg, yolact=dataclasses.replace(cfg.yolact, discard_box_px=4.0)))
+    out = model(images, targets)
+    assert all(torch.isfinite(v) for v in out.losses.values())

@@ -188,7 +188,7 @@ class Yolact(nn.Module):
         c = self.cfg.yolact
         results = []
         for i in range(out.loc.shape[0]):
-            boxes = decode_boxes(out.loc[i], out.priors)
+            boxes = decode_boxes(out.loc[i], out.priors, clamp=c.clamp_decode)
             scores = out.conf[i].softmax(-1)[:, 1:].t()  # (C, P)
             keep = scores.amax(0) > c.nms_conf_thresh
             cand = keep.nonzero()[:, 0]

@@ -98,6 +98,8 @@ def yolact_losses(out, targets: list[dict[str, Tensor]], c: YolactHeadConfig, ma
     scale = torch.tensor([W, H, W, H], dtype=torch.float32, device=out.loc.device)
     targets = [{**tg, "masks": F.pad(tg["masks"], (0, W - tg["masks"].shape[-1], 0, H - tg["masks"].shape[-2]))}
                for tg in targets]  # fmt: skip
+    if c.discard_box_px > 0:
+        targets = [_drop_small(tg, c.discard_box_px) for tg in targets]
     h, w = out.proto.shape[1:3]
     conf_t, loc_t, idx_t = [], [], []
     for tg in targets:
@@ -156,6 +158,12 @@ def yolact_losses(out, targets: list[dict[str, Tensor]], c: YolactHeadConfig, ma
     if out.sem_logits is not None:
         losses["loss_sem"] = semantic_loss(out.sem_logits, targets) * c.semantic_alpha / len(targets)
     return losses
+
+
+def _drop_small(tg: dict[str, Tensor], min_px: float) -> dict[str, Tensor]:
+    wh = tg["boxes"][:, 2:] - tg["boxes"][:, :2]
+    keep = (wh > min_px).all(1)
+    return {**tg, "boxes": tg["boxes"][keep], "labels": tg["labels"][keep], "masks": tg["masks"][keep]}
 
 
 def semantic_loss(sem_logits: Tensor, targets: list[dict[str, Tensor]]) -> Tensor:

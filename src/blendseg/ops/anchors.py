@@ -54,9 +54,15 @@ def encode_boxes(matched: Tensor, priors: Tensor, variances: tuple[float, float]
     return torch.cat([g_cxcy, g_wh], 1)
 
 
-def decode_boxes(loc: Tensor, priors: Tensor, variances: tuple[float, float] = VARIANCES) -> Tensor:
-    """(P, 4) xyxy boxes from offsets (P, 4); exp not clamped (official)."""
+def decode_boxes(
+    loc: Tensor, priors: Tensor, variances: tuple[float, float] = VARIANCES, clamp: bool = False
+) -> Tensor:
+    """(P, 4) xyxy boxes from offsets (P, 4); exp not clamped (official) unless ``clamp`` (log-size at most
+    log(1000 / 16), mmdet's bound)."""
     cxcy = priors[:, :2] + loc[:, :2] * variances[0] * priors[:, 2:]
-    wh = priors[:, 2:] * torch.exp(loc[:, 2:] * variances[1])
+    log_wh = loc[:, 2:] * variances[1]
+    if clamp:
+        log_wh = log_wh.clamp(max=math.log(1000.0 / 16))
+    wh = priors[:, 2:] * torch.exp(log_wh)
     x1y1 = cxcy - wh / 2
     return torch.cat([x1y1, x1y1 + wh], 1)
