@@ -98,3 +98,17 @@ def test_parity_command_on_the_meinst_fixture(tmp_path):
     np.savez(bad / "outputs.npz", **outs)
     r = run(bad)
     assert r.returncode == 1 and "det_mask_logits              BAD" in r.stdout
+
+
+def test_fitting_on_too_few_masks_is_a_clear_error(synth_data):
+    from blendseg.data.check import DataError
+    from blendseg.data.coco import CocoInstances, load_data_yaml
+    from blendseg.data.encoding import fit_encoding
+
+    split = load_data_yaml(synth_data).splits["val"]
+    ds = CocoInstances(split.annotations, split.images)
+    with pytest.raises(DataError, match="needs more masks than dimensions"):
+        fit_encoding(ds, dim=10_000)
+    fit = fit_encoding(ds, dim=8)
+    assert fit["components"].shape == (8, 784) and 0.5 < fit["reconstruction_miou"] <= 1.0
+    assert float(fit["explained_variance_ratio"].sum()) < 1.0

@@ -43,6 +43,14 @@ def fit_encoding(dataset, dim: int = 60, mask_size: int = 28, sigmoid: bool = Tr
     pca = StreamingPCA(mask_size * mask_size)
     for batch in box_masks(dataset, mask_size):
         pca.update(inverse_sigmoid_targets(batch, g) if sigmoid else batch)
+    if pca.n <= dim:
+        from .check import DataError
+
+        where = getattr(dataset, "ann_file", "the dataset")
+        raise DataError(
+            f"{where}: {pca.n} non-crowd instance masks, MEInst's {dim}-d encoding needs more masks than dimensions "
+            "(fit it on a larger set with `blendseg fit-encoding` and pass model.meinst.encoding_file=...)"
+        )
     comps, ev, mean, ratio = pca.fit(dim)
     codec = PCACodec(dim, mask_size, whiten=True, sigmoid=sigmoid)
     codec.load_fit(comps, ev, mean)
