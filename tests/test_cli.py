@@ -136,6 +136,19 @@ def test_yolact_trains_evaluates_and_converts(tmp_path, synth_data, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"bbox", "segm"}
     assert main(["val", str(out / "weights" / "last.pt"), str(synth_data)]) == 0
+    capsys.readouterr()
+    images = synth_data.parent / "val" / "images"
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    pred = tmp_path / "pred"
+    assert main(["predict", str(out / "weights" / "last.pt"), str(images), str(broken), "--out", str(pred),
+                 "--conf", "0"]) == 0  # fmt: skip
+    records = json.loads((pred / "predictions.json").read_text())
+    assert len(records) == len(list(images.iterdir())) and len(list(pred.glob("*_pred.png"))) == len(records)
+    assert "broken.png: cannot read image" in capsys.readouterr().out
+    inst = [i for r in records for i in r["instances"]]
+    assert inst and {"box", "score", "class", "segmentation"} <= set(inst[0]) and inst[0]["class"] in (
+        "circle", "rectangle", "triangle", "ellipse", "star", "ring")  # fmt: skip
     # an "official" checkpoint (official key names, official file name) converts by its name
     from safetensors.torch import save_file
 
@@ -205,6 +218,7 @@ def test_meinst_fits_its_encoding_trains_and_loads_a_fitted_file(tmp_path, synth
     assert set(json.loads((out / "metrics.json").read_text())) == {"bbox", "segm"}
     model, _, _ = load_model(out / "weights" / "last.pt")
     assert model.mask_encoding.fitted  # stored inside the checkpoint: no file needed at inference
+
     enc = tmp_path / "enc.pt"
     assert main(["fit-encoding", str(synth_data), "--dim", "12", "--out", str(enc)]) == 0
     assert "reconstruction mIoU" in capsys.readouterr().out

@@ -73,6 +73,18 @@ def _cmd_convert(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(a: argparse.Namespace) -> int:
+    from .engine.runner import load_model
+    from .predict import image_files, predict_files
+
+    model, cfg, ckpt = load_model(a.checkpoint, a.device)
+    files = image_files(a.source)
+    names = ckpt.get("class_names") or [str(i) for i in range(1000)]
+    path = predict_files(model, cfg, files, names, a.out, a.conf)
+    print(f"{len(files)} image(s) -> {a.out} (drawn predictions, {path.name})")
+    return 0
+
+
 def _cmd_fit_encoding(a: argparse.Namespace) -> int:
     import torch
 
@@ -153,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--weights", required=True, help=".pth or .safetensors")
     cv.add_argument("--out", required=True, help="output folder or .pt file")
     cv.set_defaults(fn=_cmd_convert)
+    pr = sub.add_parser("predict", help="predict on images / folders, draw them and write predictions.json")
+    pr.add_argument("checkpoint")
+    pr.add_argument("source", nargs="+", help="image files or folders")
+    pr.add_argument("--out", default="runs/predict")
+    pr.add_argument("--conf", type=float, default=0.3, help="score threshold for drawing and the json")
+    pr.add_argument("--device", default="cpu")
+    pr.set_defaults(fn=_cmd_predict)
     fe = sub.add_parser("fit-encoding", help="fit MEInst's PCA mask encoding on a dataset's masks")
     fe.add_argument("data", help="data.yaml")
     fe.add_argument("--dim", type=int, default=60)
