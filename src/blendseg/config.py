@@ -226,6 +226,7 @@ class DataConfig:
     max_size_test: int = 1333
     hflip_train: bool = True
     filter_empty: bool = True
+    aspect_ratio_grouping: bool = False  # detectron2's batching by orientation (True in the reference presets)
     num_workers: int = 2
     with_masks: bool = False
     # training targets carry "sem_seg": the thing map of every annotation (crowd included, JSON order, later wins),

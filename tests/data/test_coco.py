@@ -196,3 +196,20 @@ def test_sem_seg_moves_with_resize_and_flip(synth_data):
             painted[m.bool()] = int(c) + 1
         covered = t["masks"].amax(0).bool()
         assert torch.equal(t["sem_seg"][covered], painted[covered])
+
+
+def test_aspect_ratio_grouping_batches_one_orientation(synth_data):
+    from blendseg.data.loader import build_loader
+
+    spec = load_data_yaml(synth_data)
+    tf = build_transforms(True, (64,), "choice", 1000, 64, 1000, hflip=False)
+    ds = CocoInstances(spec.splits["train"].annotations, spec.splits["train"].images, True, transforms=tf)
+    ratios = ds.aspect_ratios()
+    assert {r > 1 for r in ratios} == {True, False}  # both orientations present
+    loader = build_loader(ds, 3, True, num_workers=0, group_by_aspect=True)
+    seen = 0
+    for images, targets in loader:
+        landscape = {images.image_sizes[i][1] > images.image_sizes[i][0] for i in range(len(targets))}
+        assert len(landscape) == 1 and len(targets) == 3
+        seen += 3
+    assert seen >= len(ds) - 2 * 2  # at most one partial bucket per orientation dropped

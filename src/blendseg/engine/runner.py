@@ -105,8 +105,9 @@ def train(
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(dump_yaml(cfg))
         print(f"run folder: {out_dir.resolve()}  ({len(ds)} training images, {len(ds.class_names)} classes)")
+    group = cfg.data.aspect_ratio_grouping and cfg.data.square_size <= 0  # a squash leaves nothing to group
     loader = build_loader(
-        ds, cfg.solver.ims_per_batch, True, cfg.data.num_workers, cfg.model.size_divisibility, cfg.seed
+        ds, cfg.solver.ims_per_batch, True, cfg.data.num_workers, cfg.model.size_divisibility, cfg.seed, group
     )
     model = build_model(cfg.model)
     resuming = resume and (out_dir / "weights" / "last.pt").is_file()

@@ -63,9 +63,9 @@ def lr_factor(it: int, progress_iter: float, solver: SolverConfig) -> float:
 def infinite(loader) -> Iterator:
     epoch = 0
     while True:
-        sampler = getattr(loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
+        for sampler in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
         yield from loader
         epoch += 1
 
