@@ -235,6 +235,9 @@ class DataConfig:
     # > 0: squash every image to square_size x square_size (YOLACT; no aspect ratio, no padding); the shortest-edge
     # sizes above are then unused
     square_size: int = 0
+    # "polygon": polygon instances' mask targets are rasterised inside their boxes (detectron2's default
+    # MASK_FORMAT); "bitmask": every target cropped from the bitmap with RoIAlign (detectron2's "bitmask")
+    mask_format: str = "bitmask"
     with_crowd_boxes: bool = False  # training targets carry "crowd_boxes" (YOLACT: crowd IoF -> neutral priors)
     augment: str = "flip"  # flip (detectron2) | ssd (YOLACT: photometric, expand, random crop, mirror)
 

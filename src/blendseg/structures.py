@@ -63,3 +63,8 @@ def normalize_batch(batch: ImageBatch, mean: Tensor, std: Tensor, bgr: bool) -> 
             valid[i, :, :h, :w] = True
         x = x * valid
     return x
+
+
+def targets_to(targets: list[dict], device: torch.device | str) -> list[dict]:
+    """Targets with every tensor moved to ``device`` (non-tensor entries such as ``polygons`` kept as they are)."""
+    return [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]

@@ -37,7 +37,7 @@ def fcos_r50_1x() -> TrainConfig:
     """AdelaiDet FCOS-Detection/R_50_1x: R-50 MSRA weights, 800 px, 90k iterations at batch 16."""
     return TrainConfig(
         model=FCOSDetectorConfig(),
-        data=DataConfig(min_size_train=(800,), aspect_ratio_grouping=True),
+        data=DataConfig(min_size_train=(800,), aspect_ratio_grouping=True, mask_format="polygon"),
         solver=SolverConfig(),
     )
 

@@ -213,3 +213,35 @@ def test_aspect_ratio_grouping_batches_one_orientation(synth_data):
         assert len(landscape) == 1 and len(targets) == 3
         seen += 3
     assert seen >= len(ds) - 2 * 2  # at most one partial bucket per orientation dropped
+
+
+def test_polygons_follow_resize_and_flip_and_give_box_targets(synth_data):
+    import random
+
+    from blendseg.data.rle import decode as decode_segm
+    from blendseg.data.transforms import HFlip
+    from blendseg.ops.masks import crop_and_resize_masks, instance_mask_targets
+
+    spec = load_data_yaml(synth_data)
+    tf = build_transforms(True, (150,), "choice", 1000, 150, 1000, hflip=False)
+    tf.transforms.insert(2, HFlip(1.0))  # after the resize, before the filter: always flip
+    split = spec.splits["train"]
+    ds = CocoInstances(split.annotations, split.images, True, True, with_polygons=True, transforms=tf)
+    random.seed(0)
+    checked = 0
+    for i in range(6):
+        img, t = ds[i]
+        h, w = img.shape[-2:]
+        assert len(t["polygons"]) == len(t["masks"]) == len(t["boxes"])
+        for rings, m in zip(t["polygons"], t["masks"]):
+            if rings is None:
+                continue
+            full = torch.from_numpy(decode_segm([r.tolist() for r in rings], h, w)).bool()
+            iou = (full & m.bool()).sum() / (full | m.bool()).sum().clamp(min=1)
+            assert iou > 0.8  # the polygons moved with the (nearest-resized, flipped) masks
+            checked += 1
+        targets = instance_mask_targets(t, 28)
+        bitmask = crop_and_resize_masks(t["masks"], t["boxes"], 28)
+        inter, union = (targets * bitmask).sum((1, 2)), ((targets + bitmask) > 0).sum((1, 2))
+        assert (inter / union.clamp(min=1)).mean() > 0.8
+    assert checked > 5

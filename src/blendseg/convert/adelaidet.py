@@ -133,6 +133,7 @@ def d2_to_train_config(d2: dict[str, Any]) -> TrainConfig:
         hflip_train=bool(g("INPUT.HFLIP_TRAIN", True)),
         filter_empty=bool(g("DATALOADER.FILTER_EMPTY_ANNOTATIONS", True)),
         aspect_ratio_grouping=bool(g("DATALOADER.ASPECT_RATIO_GROUPING", True)),
+        mask_format=str(g("INPUT.MASK_FORMAT", "polygon")),
         with_masks=bool(extra),
         with_sem_seg="blendmask" in extra and extra["blendmask"].basis_loss_on,
     )

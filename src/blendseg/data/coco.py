@@ -97,6 +97,7 @@ class CocoInstances(torch.utils.data.Dataset):
         with_masks: bool = False,
         with_sem_seg: bool = False,
         with_crowd_boxes: bool = False,
+        with_polygons: bool = False,
         transforms=None,
         check_files: bool = False,
     ) -> None:
@@ -122,6 +123,7 @@ class CocoInstances(torch.utils.data.Dataset):
             if not self.images:
                 raise DataError(f"{ann_file}: no image has a non-crowd annotation ({before} images)")
         self.with_masks, self.with_sem_seg, self.with_crowd_boxes = with_masks, with_sem_seg, with_crowd_boxes
+        self.with_polygons = with_polygons
         self.transforms = transforms
 
     def __len__(self) -> int:
@@ -153,6 +155,13 @@ class CocoInstances(torch.utils.data.Dataset):
             for i, a in enumerate(anns):
                 masks[i] = self._mask(a, h, w)
             target["masks"] = torch.from_numpy(masks)
+        if self.with_polygons:  # detectron2 MASK_FORMAT "polygon": per instance its rings, None for RLE masks
+            target["polygons"] = [
+                [np.asarray(p, dtype=np.float64) for p in a["segmentation"]]
+                if isinstance(a.get("segmentation"), list)
+                else None
+                for a in anns
+            ]
         if self.with_crowd_boxes:
             crowd = [a["bbox"] for a in self.anns[info["id"]] if a.get("iscrowd", 0)]
             cb = torch.tensor(crowd, dtype=torch.float32).reshape(-1, 4)

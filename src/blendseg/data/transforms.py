@@ -48,6 +48,9 @@ class ResizeShortestEdge:
         for key in ("masks", "sem_seg"):
             if key in target:
                 target[key] = TF.resize(target[key], list(size), interpolation=v2.InterpolationMode.NEAREST)
+        if "polygons" in target:  # detectron2 ResizeTransform.apply_coords
+            sx, sy = size[1] / w, size[0] / h
+            target["polygons"] = [_scale_rings(rings, sx, sy) for rings in target["polygons"]]
         return image, target
 
 
@@ -80,6 +83,8 @@ class FilterEmpty:
         target["labels"] = target["labels"][keep]
         if "masks" in target:
             target["masks"] = target["masks"][keep].as_subclass(torch.Tensor)
+        if "polygons" in target:
+            target["polygons"] = [p for p, k in zip(target["polygons"], keep.tolist()) if k]
         for key in ("sem_seg", "crowd_boxes"):
             if key in target:
                 target[key] = target[key].as_subclass(torch.Tensor)
@@ -97,13 +102,44 @@ class Compose:
 
 
 class HFlip:
-    """Horizontal flip with probability ``p`` (v2.RandomHorizontalFlip over image, boxes and masks)."""
+    """Horizontal flip with probability ``p`` (v2 over the image and the tv_tensors; polygons x -> w - x)."""
 
     def __init__(self, p: float = 0.5) -> None:
-        self.flip = v2.RandomHorizontalFlip(p)
+        self.p = p
+        self.flip = v2.RandomHorizontalFlip(1.0)
 
     def __call__(self, image: Tensor, target: dict) -> tuple[Tensor, dict]:
-        return self.flip(image, target)
+        if random.random() >= self.p:
+            return image, target
+        polygons = target.get("polygons")
+        image, target = self.flip(image, {k: v for k, v in target.items() if k != "polygons"})
+        if polygons is not None:
+            w = image.shape[-1]
+            target["polygons"] = [_flip_rings(rings, w) for rings in polygons]
+        return image, target
+
+
+def _scale_rings(rings, sx: float, sy: float):
+    if rings is None:
+        return None
+    out = []
+    for r in rings:
+        r = r.copy()
+        r[0::2] *= sx
+        r[1::2] *= sy
+        out.append(r)
+    return out
+
+
+def _flip_rings(rings, w: int):
+    if rings is None:
+        return None
+    out = []
+    for r in rings:
+        r = r.copy()
+        r[0::2] = w - r[0::2]
+        out.append(r)
+    return out
 
 
 def build_transforms(

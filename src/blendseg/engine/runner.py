@@ -34,6 +34,8 @@ def build_dataset(cfg: TrainConfig, data_yaml: str, split: str, train: bool) -> 
         raise DataError(f"{data_yaml}: no '{split}' split (has: {', '.join(spec.splits) or 'none'})")
     s = spec.splits[split]
     d = cfg.data
+    if d.mask_format not in ("bitmask", "polygon"):
+        raise ValueError(f"data.mask_format must be 'bitmask' or 'polygon', got {d.mask_format!r}")
     mean = tuple(cfg.model.pixel_mean)
     tf = transforms_for(d, train, mean if cfg.model.input_format == "RGB" else mean[::-1])  # expand's canvas
     ds = CocoInstances(
@@ -43,6 +45,7 @@ def build_dataset(cfg: TrainConfig, data_yaml: str, split: str, train: bool) -> 
         with_masks=d.with_masks,
         with_sem_seg=train and d.with_sem_seg,
         with_crowd_boxes=train and d.with_crowd_boxes,
+        with_polygons=train and d.with_masks and d.mask_format == "polygon" and d.square_size <= 0,
         transforms=tf,
         check_files=True,
     )

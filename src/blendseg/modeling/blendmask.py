@@ -15,8 +15,8 @@ from torch import Tensor, nn
 
 from ..config import BlendMaskConfig, BlendMaskHeadConfig
 from ..ops.blend import assemble, blend, pool_bases
-from ..ops.masks import crop_and_resize_masks, thing_semantic_map
-from ..structures import ImageBatch
+from ..ops.masks import instance_mask_targets, thing_semantic_map
+from ..structures import ImageBatch, targets_to
 from .bottom import BOTTOM_MODULES, ProtoNet
 from .fcos import FCOS, FCOSOutput, build_fcos
 from .fcos_inference import Detections, finalize_with_masks
@@ -54,7 +54,7 @@ def blendmask_mask_loss(out: BlendMaskOutput, targets: list[dict[str, Tensor]], 
     gt_inds = t.gt_inds[t.pos_inds]
     rois = pool_bases(out.bases, gt_boxes, gt_img, R, cfg.bases_stride, cfg.bottom_sampling)[gt_inds]  # (Q,K,R,R)
     logits = merge(rois, attns, cfg)  # (Q, R, R)
-    gt_masks = torch.cat([crop_and_resize_masks(tg["masks"], tg["boxes"], R) for tg in targets])[gt_inds]
+    gt_masks = torch.cat([instance_mask_targets(tg, R) for tg in targets])[gt_inds]
     bce = F.binary_cross_entropy_with_logits(logits, gt_masks, reduction="none").mean(dim=(1, 2))
     return (bce * t.ctr_targets).sum() / t.loss_denorm * cfg.instance_loss_weight + keep_graph
 
@@ -99,7 +99,7 @@ class BlendMask(nn.Module):
         bases, sem = self.basis_module(feats, semantic=targets is not None and c.basis_loss_on)
         out = BlendMaskOutput(fout, bases, sem)
         if targets is not None:
-            targets = [{k: v.to(bases.device) for k, v in tg.items()} for tg in targets]
+            targets = targets_to(targets, bases.device)
             out.losses = dict(fout.losses)
             out.losses["loss_mask"] = blendmask_mask_loss(out, targets, c)
             if sem is not None:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import FCOSDetectorConfig
-from ..structures import ImageBatch, normalize_batch, pad_images
+from ..structures import ImageBatch, normalize_batch, pad_images, targets_to
 from .backbone import ResNet, build_resnet, get_norm
 from .fcos_inference import Detections, detector_postprocess, fcos_decode
 from .fcos_loss import FCOSTargets, compute_locations, fcos_losses, fcos_targets
@@ -243,7 +243,7 @@ class FCOS(nn.Module):
         out = FCOSOutput(logits, box_reg, quality, embeds, locations, image_sizes, named)
         if targets is not None:
             c = self.cfg.fcos
-            targets = [{k: v.to(x.device) for k, v in t.items()} for t in targets]
+            targets = targets_to(targets, x.device)
             out.targets = fcos_targets(
                 locations,
                 self.strides,

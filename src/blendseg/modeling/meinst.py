@@ -16,8 +16,8 @@ from torch import Tensor, nn
 
 from ..config import MEInstConfig, MEInstHeadConfig
 from ..ops.mask_encoding import PCACodec
-from ..ops.masks import crop_and_resize_masks
-from ..structures import ImageBatch
+from ..ops.masks import instance_mask_targets
+from ..structures import ImageBatch, targets_to
 from .fcos import FCOS, FCOSOutput, build_fcos, make_tower, run_tower
 from .fcos_inference import Detections, finalize_with_masks
 from .fcos_loss import flatten_levels
@@ -78,7 +78,7 @@ def meinst_mask_loss(out: FCOSOutput, targets: list[dict[str, Tensor]], c: MEIns
     if t.pos_inds.numel() == 0:
         return keep_graph
     gt_inds = t.gt_inds[t.pos_inds]
-    masks = torch.cat([crop_and_resize_masks(tg["masks"], tg["boxes"], c.mask_size) for tg in targets])
+    masks = torch.cat([instance_mask_targets(tg, c.mask_size) for tg in targets])
     gt = masks[gt_inds].flatten(1)  # (Q, P) {0, 1}
     ctr = t.ctr_targets
     if c.encoding == "pca":
@@ -112,7 +112,7 @@ class MEInst(nn.Module):
             c = self.cfg.meinst
             if c.encoding != "none" and not self.mask_encoding.fitted:
                 raise RuntimeError("MEInst's mask encoding is not fitted: run prepare(dataset) or load one")
-            targets = [{k: v.to(fout.logits[0].device) for k, v in tg.items()} for tg in targets]
+            targets = targets_to(targets, fout.logits[0].device)
             out.losses = dict(fout.losses)
             loss = meinst_mask_loss(fout, targets, c, self.mask_encoding) * c.mask_loss_weight
             out.losses["loss_mask"] = loss

@@ -19,7 +19,7 @@ from ..config import YolactConfig
 from ..ops.anchors import decode_boxes, make_priors
 from ..ops.masks import crop_masks
 from ..ops.nms import fast_nms, standard_nms
-from ..structures import ImageBatch, normalize_batch, pad_images
+from ..structures import ImageBatch, normalize_batch, pad_images, targets_to
 from .backbone import build_resnet
 from .fpn import FPN
 
@@ -177,7 +177,7 @@ class Yolact(nn.Module):
 
             if self.semantic_seg_conv is not None:
                 out.sem_logits = self.semantic_seg_conv(pyramid[0])
-            targets = [{k: v.to(x.device) for k, v in t.items()} for t in targets]
+            targets = targets_to(targets, x.device)
             out.losses = yolact_losses(out, targets, self.cfg.yolact, self.maskiou_net)
         return out
 

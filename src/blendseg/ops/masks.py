@@ -75,3 +75,21 @@ def crop_masks(masks: Tensor, boxes: Tensor, padding: int = 1) -> Tensor:
 def _sanitize(a: Tensor, b: Tensor, size: int, padding: int) -> tuple[Tensor, Tensor]:
     a, b = a * size, b * size
     return torch.clamp(torch.minimum(a, b) - padding, min=0), torch.clamp(torch.maximum(a, b) + padding, max=size)
+
+
+def instance_mask_targets(target: dict, size: int) -> Tensor:
+    """(M, size, size) float {0, 1} training targets of an image's instances cropped to their own boxes: polygon
+    instances rasterised inside the box (detectron2 ``PolygonMasks.crop_and_resize``, the reference default
+    MASK_FORMAT "polygon") when the target carries ``polygons``, the rest through :func:`crop_and_resize_masks`
+    (``BitMasks``)."""
+    out = crop_and_resize_masks(target["masks"], target["boxes"], size)
+    polygons = target.get("polygons")
+    if polygons:
+        from ..data.rle import rasterize_polygons_in_box
+
+        for i, rings in enumerate(polygons):
+            if rings is not None:
+                box = target["boxes"][i].tolist()
+                m = rasterize_polygons_in_box([r.tolist() for r in rings], box, size)
+                out[i] = torch.from_numpy(m).to(out)
+    return out
