@@ -147,6 +147,7 @@ def main() -> None:
     p.add_argument("--groups", nargs="+", default=["merge", "bases", "resolution"], choices=sorted(GROUPS))
     p.add_argument("--train-images", type=int, default=2000)
     p.add_argument("--val-images", type=int, default=200)
+    p.add_argument("--only", nargs="*", help="run only the rows with these names")
     p.add_argument("--latency", action="store_true", help="measure the inference stages instead of training")
     a = p.parse_args()
     out = Path(a.out)
@@ -159,6 +160,8 @@ def main() -> None:
     results = {"minutes": a.minutes, "threads": torch.get_num_threads(), "rows": []}
     for group in a.groups:
         for name, change in GROUPS[group]:
+            if a.only and name not in a.only:
+                continue
             cfg = row_config(change, a.minutes)
             run = out / f"{group}_{name.replace(' ', '_').replace('/', '-').replace('=', '')}"
             t0 = time.perf_counter()

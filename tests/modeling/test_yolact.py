@@ -163,6 +163,9 @@ def test_fast_and_standard_nms_both_run_and_second_threshold_drops_low_scores():
         assert len(d) <= cfg.yolact.max_num_detections
         if head.get("second_threshold"):
             assert (d.scores > cfg.yolact.nms_conf_thresh).all()
+    model.cfg = dataclasses.replace(cfg, yolact=dataclasses.replace(cfg.yolact, nms_conf_thresh=1.0))  # nothing
+    d = model.postprocess(raw, [(50, 60)])[0]
+    assert len(d) == 0 and d.masks.shape == (0, 50, 60) and d.boxes.shape == (0, 4)
     model.cfg = dataclasses.replace(cfg, yolact=dataclasses.replace(cfg.yolact, nms="bogus"))
     with pytest.raises(ValueError, match="yolact.nms"):
         model.detect(raw)

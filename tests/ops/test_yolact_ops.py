@@ -39,6 +39,12 @@ def test_fast_nms_equals_a_naive_loop():
         torch.testing.assert_close(sc, torch.tensor([s for s, _, _ in expected]))
 
 
+def test_nms_with_no_candidates_returns_empty():
+    for fn in (fast_nms, standard_nms):
+        idx, cls, sc = fn(torch.zeros(0, 4), torch.zeros(3, 0))
+        assert idx.shape == cls.shape == sc.shape == (0,) and idx.dtype == torch.int64
+
+
 def test_fast_nms_keeps_boxes_that_standard_nms_would_restore():
     # b overlaps a, c overlaps b but not a: greedy NMS keeps a and c, Fast NMS drops c (b still suppresses)
     boxes = torch.tensor([[0.0, 0, 10, 10], [4, 0, 14, 10], [8.5, 0, 18.5, 10]])

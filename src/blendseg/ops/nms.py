@@ -32,6 +32,9 @@ def fast_nms(
     Returns:
         (D,) candidate index, (D,) class, (D,) score, sorted by descending score.
     """
+    if scores.shape[1] == 0:  # nothing passed the pre-filter (the official Detect returns None)
+        empty = scores.new_zeros(0, dtype=torch.int64)
+        return empty, empty.clone(), scores.new_zeros(0)
     scores, idx = scores.sort(1, descending=True)
     idx, scores = idx[:, :top_k], scores[:, :top_k]  # (C, K)
     iou = pairwise_iou(boxes[idx], boxes[idx]).triu_(diagonal=1)  # (C, K, K)
