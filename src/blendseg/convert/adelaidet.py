@@ -10,7 +10,7 @@ import dataclasses
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import yaml
@@ -226,19 +226,26 @@ def map_key(key: str, arch: str = "fcos") -> str | None:
     return None
 
 
-def convert_state_dict(d2_state: dict[str, Tensor], arch: str = "fcos") -> tuple[dict[str, Tensor], list[str]]:
-    """Map an AdelaiDet state dict to blendseg names, float32. Returns (state, unmapped keys)."""
+def rename_state_dict(
+    state: dict[str, Tensor], key_map: Callable[[str], str | None]
+) -> tuple[dict[str, Tensor], list[str]]:
+    """Rename a reference state dict with ``key_map`` (None: not part of the model), floats as float32.
+    Returns (state, unmapped keys). Shared by the AdelaiDet and the YOLACT converters."""
     out, unmapped = {}, []
-    for k, v in d2_state.items():
-        if _DROPPED.match(k):
-            continue
-        new = map_key(k, arch)
+    for k, v in state.items():
+        new = key_map(k)
         if new is None:
             unmapped.append(k)
             continue
         v = torch.as_tensor(v)
         out[new] = v.float() if v.is_floating_point() else v
     return out, unmapped
+
+
+def convert_state_dict(d2_state: dict[str, Tensor], arch: str = "fcos") -> tuple[dict[str, Tensor], list[str]]:
+    """Map an AdelaiDet state dict to blendseg names, float32. Returns (state, unmapped keys)."""
+    kept = {k: v for k, v in d2_state.items() if not _DROPPED.match(k)}
+    return rename_state_dict(kept, lambda k: map_key(k, arch))
 
 
 def load_d2_weights(path: str | os.PathLike) -> dict[str, Tensor]:

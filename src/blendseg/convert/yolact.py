@@ -13,11 +13,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from ..config import BackboneConfig, DataConfig, FPNConfig, SolverConfig, TrainConfig, YolactConfig, YolactHeadConfig
-from .adelaidet import load_d2_weights
+from .adelaidet import load_d2_weights, rename_state_dict
 
 # official BGR constants (yolact.md §1.1), given to the model in RGB order
 MEANS_BGR, STD_BGR = (103.94, 116.78, 123.68), (57.38, 57.12, 58.40)
@@ -139,15 +138,7 @@ def map_key(key: str) -> str | None:
 
 def convert_state_dict(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
     """Official state dict -> blendseg names, floats as float32. Returns (state, unmapped keys)."""
-    out, unmapped = {}, []
-    for k, v in state.items():
-        new = map_key(k)
-        if new is None:
-            unmapped.append(k)
-            continue
-        v = torch.as_tensor(v)
-        out[new] = v.float() if v.is_floating_point() else v
-    return out, unmapped
+    return rename_state_dict(state, map_key)
 
 
 def load_official_config(path: str) -> dict[str, Any]:
