@@ -1,4 +1,5 @@
-"""`python tools/parity.py FIXTURE_DIR` on the shared BlendMask fixture: passes as is, fails on a perturbed copy."""
+"""`python tools/parity.py FIXTURE_DIR` on every shared reference fixture (AdelaiDet BlendMask and MEInst,
+dbolya/yolact YOLACT and YOLACT++): passes as is, fails on a perturbed copy."""
 
 import shutil
 import subprocess
@@ -6,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from .conftest import reference_dir
 
@@ -16,15 +18,34 @@ def _run(fixture: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(TOOL), str(fixture)], capture_output=True, text=True, timeout=300)
 
 
-def test_parity_command_passes_and_can_fail(tmp_path):
-    fixture = reference_dir("blendmask_r18_tiny")
+def _shift_mask_logits(outs: dict) -> str:
+    outs["det_mask_logits"] = outs["det_mask_logits"] + 0.01 * np.abs(outs["det_mask_logits"]).max()
+    return "det_mask_logits"
+
+
+def _reverse_classes(outs: dict) -> str:
+    outs["classes"] = outs["classes"][::-1].copy()  # same classes, another order: must fail
+    return "classes"
+
+
+@pytest.mark.parametrize(
+    ("name", "final_masks", "perturb"),
+    [
+        ("blendmask_r18_tiny", "final_masks", _shift_mask_logits),
+        ("meinst_r18_tiny", "final_masks", _shift_mask_logits),
+        ("yolact_base_tiny", "masks ", _reverse_classes),
+        ("yolact_plus_tiny_im400", "masks ", _reverse_classes),
+    ],
+)
+def test_parity_command_passes_and_can_fail(tmp_path, name, final_masks, perturb):
+    fixture = reference_dir(name)
     r = _run(fixture)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "PARITY OK" in r.stdout and "final_masks" in r.stdout and "NOT PRODUCED" not in r.stdout
+    assert "PARITY OK" in r.stdout and final_masks in r.stdout and "NOT PRODUCED" not in r.stdout
     bad = tmp_path / "bad"
     shutil.copytree(fixture, bad)
     outs = dict(np.load(bad / "outputs.npz"))
-    outs["det_mask_logits"] = outs["det_mask_logits"] + 0.01 * np.abs(outs["det_mask_logits"]).max()
+    array = perturb(outs)
     np.savez(bad / "outputs.npz", **outs)
     r = _run(bad)
-    assert r.returncode == 1 and "det_mask_logits              BAD" in r.stdout
+    assert r.returncode == 1 and f"{array:28s} BAD" in r.stdout
