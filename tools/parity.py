@@ -59,6 +59,8 @@ def run_adelaidet(fixture: Path) -> dict[str, np.ndarray]:
     out = model([image])
     fout = getattr(out, "fcos", out)
     arrays: dict[str, np.ndarray] = {f"backbone_{k}": v.numpy() for k, v in feats[0].items()}
+    if "p2" in fout.features:  # panoptic: P2 feeds the semantic branch only
+        arrays["fpn_p2"] = fout.features["p2"].numpy()
     for i, lvl in enumerate(LEVEL_NAMES[: len(fout.logits)]):
         arrays[f"fpn_{lvl}"] = fout.features[lvl].numpy()
         arrays[f"head_logits_{lvl}"] = fout.logits[i].numpy()
@@ -100,8 +102,46 @@ def run_adelaidet(fixture: Path) -> dict[str, np.ndarray]:
         arrays["det_mask_logits"] = logits.numpy()
         arrays["det_mask_probs"] = model.mask_probs([det])[0].numpy()
         arrays["final_masks"] = final.masks.numpy()
+    if final.panoptic is not None:
+        arrays.update(_panoptic_arrays(model, out, final, size))
     arrays["__preprocessed"] = fcos.preprocess([image])[0].numpy()
     return arrays
+
+
+def _panoptic_arrays(model, out, final, size: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Panoptic BlendMask: the semantic logits, rows of their postprocessed map (for the fixture's corner crops),
+    the semantic argmax, the panoptic map and its segments in the fixture's parallel-array form."""
+    from blendseg.ops.panoptic import semantic_logits_rows
+
+    p, pan, h = model.cfg.panoptic, final.panoptic, size[0]
+    logits = out.panoptic_logits
+    arrays = {"sem_seg_logits": logits.numpy(), "sem_seg_argmax": pan.semantic.numpy()}
+    for tag, rows in (("tl", (0, 8)), ("br", (h - 8, h))):  # stored as crops; cropped to the fixture's shape later
+        post = semantic_logits_rows(logits[0], size, size, p.common_stride, rows)
+        arrays[f"__rows_{tag}_sem_seg_logits_post"] = post[None].numpy()
+    info = pan.segments_info
+    arrays["panoptic_seg"] = pan.panoptic_seg.numpy()
+    arrays["segments_id"] = np.array([s["id"] for s in info], np.int32)
+    arrays["segments_category_id"] = np.array([s["category_id"] for s in info], np.int64)
+    arrays["segments_isthing"] = np.array([s["isthing"] for s in info], bool)
+    arrays["segments_score"] = np.array([s.get("score", np.nan) for s in info], np.float32)
+    arrays["segments_area"] = np.array([int((pan.panoptic_seg == s["id"]).sum()) for s in info], np.int64)
+    arrays["segments_instance_id"] = np.array([s.get("instance_id", -1) for s in info], np.int64)
+    return arrays
+
+
+def _crop(ours: dict[str, np.ndarray], name: str, shape: tuple[int, ...]) -> np.ndarray | None:
+    """``X_crop_tl`` / ``X_crop_br``: the top-left / bottom-right corner of our full ``X`` (or of the rows we made
+    for it) in the last two dimensions, sized as the fixture's crop."""
+    base, tag = name[: -len("_crop_tl")], name[-2:]
+    full = ours.get(base)
+    if full is None:
+        full = ours.get(f"__rows_{tag}_{base}")
+        if full is None:
+            return None
+        full = full[..., -shape[-2] :, :] if tag == "br" else full[..., : shape[-2], :]
+    h, w = shape[-2:]
+    return full[..., :h, :w] if tag == "tl" else full[..., -h:, -w:]
 
 
 @torch.no_grad()
@@ -173,23 +213,24 @@ def compare(fixture: Path, ours: dict[str, np.ndarray], meta: dict) -> bool:
     inputs = [n for n in ("preprocessed", "input_tensor") if n in inp.files]
     names = inputs + names
     budget = _mask_pixel_budget(meta)
+    if "panoptic_seg" in names:
+        ok &= _compare_panoptic(ref, ours)
     for name in names:
-        if name == "final_mask_ambiguous_idx":
+        if name.endswith("_ambiguous_idx") or name == "panoptic_seg" or name.startswith("segments_"):
             continue
         r = inp[name] if name in inputs else ref[name]
         o = ours.get(f"__{name}" if name in inputs else name)
+        if o is None and name.endswith(("_crop_tl", "_crop_br")):
+            o = _crop(ours, name, r.shape)
         if o is None:
             print(f"  {name:28s} NOT PRODUCED")
             ok = False
             continue
-        if name == "final_masks":
-            amb = ref["final_mask_ambiguous_idx"] if "final_mask_ambiguous_idx" in ref.files else np.zeros((0, 3), int)
-            o, r = o.copy(), r.copy()
-            if o.shape == r.shape:
-                o[amb[:, 0], amb[:, 1], amb[:, 2]] = False
-                r[amb[:, 0], amb[:, 1], amb[:, 2]] = False
-            good = o.shape == r.shape and np.array_equal(o, r)
-            diff = int((o != r).sum()) if o.shape == r.shape else -1
+        if name in ("final_masks", "sem_seg_argmax"):  # equal outside the pixels the fixture lists as ambiguous
+            amb_name = name.replace("_argmax", "").replace("final_masks", "final_mask") + "_ambiguous_idx"
+            amb = ref[amb_name] if amb_name in ref.files else np.zeros((0, r.ndim), int)
+            diff = _differ_outside(o, r, amb)
+            good = diff == 0
             verdict = "ok " if good else "BAD"
             print(f"  {name:28s} {verdict} differing pixels outside ambiguous: {diff} ({len(amb)} ambiguous)")
         elif o.shape != r.shape:
@@ -210,6 +251,62 @@ def compare(fixture: Path, ours: dict[str, np.ndarray], meta: dict) -> bool:
             print(f"  {name:28s} {'ok ' if good else 'BAD'} {'equal' if good else 'differs'}")
         ok &= bool(good)
     return ok
+
+
+def _differ_outside(o: np.ndarray, r: np.ndarray, amb: np.ndarray) -> int:
+    """Entries where o and r differ, leaving out the (K, ndim) indices ``amb``; -1 when the shapes differ."""
+    if o.shape != r.shape:
+        return -1
+    differ = o != r
+    differ[tuple(amb.T)] = False
+    return int(differ.sum())
+
+
+def _segment_keys(arrays) -> list[tuple]:
+    """One key per segment that does not depend on its id: (isthing, category, instance) for things, (isthing,
+    category) for stuff (one stuff segment per class)."""
+    isthing, cat, inst = (arrays[f"segments_{k}"] for k in ("isthing", "category_id", "instance_id"))
+    return [(bool(t), int(c), int(i) if t else -1) for t, c, i in zip(isthing, cat, inst)]
+
+
+def _compare_panoptic(ref, ours: dict[str, np.ndarray]) -> bool:
+    """The panoptic map and its segments, segment by segment (ids may be numbered differently): the same segments
+    (kind, category, instance), the same scores, areas equal up to the ambiguous pixels they touch, and the same
+    map (ids translated) outside ``panoptic_ambiguous_idx``."""
+    if "panoptic_seg" not in ours:
+        print(f"  {'panoptic_seg':28s} NOT PRODUCED")
+        return False
+    amb = ref["panoptic_ambiguous_idx"] if "panoptic_ambiguous_idx" in ref.files else np.zeros((0, 2), int)
+    rk, ok_ = _segment_keys(ref), _segment_keys(ours)
+    same = sorted(rk) == sorted(ok_) and len(set(rk)) == len(rk)
+    print(f"  {'segments (kind, class, inst)':28s} {'ok ' if same else 'BAD'} {len(ok_)} vs reference {len(rk)}")
+    if not same:
+        return False
+    to_ref = {int(ours["segments_id"][ok_.index(k)]): int(ref["segments_id"][i]) for i, k in enumerate(rk)}
+    pan = ours["panoptic_seg"]
+    mapped = np.zeros_like(pan)
+    for our_id, ref_id in to_ref.items():
+        mapped[pan == our_id] = ref_id
+    r = ref["panoptic_seg"]
+    differ = mapped != r
+    ambiguous = np.zeros_like(differ)
+    ambiguous[amb[:, 0], amb[:, 1]] = True
+    bad_pixels = int((differ & ~ambiguous).sum())
+    good = mapped.shape == r.shape and bad_pixels == 0
+    print(f"  {'panoptic_seg':28s} {'ok ' if good else 'BAD'} differing pixels outside ambiguous: {bad_pixels} "
+          f"({len(amb)} ambiguous, {int((differ & ambiguous).sum())} of them differ)")  # fmt: skip
+    score_diff, area_ok = 0.0, True
+    for i, k in enumerate(rk):
+        j = ok_.index(k)
+        rs, os_ = float(ref["segments_score"][i]), float(ours["segments_score"][j])
+        score_diff = max(score_diff, 0.0 if np.isnan(rs) and np.isnan(os_) else abs(rs - os_))
+        ref_id = int(ref["segments_id"][i])
+        slack = int(((r == ref_id) | (mapped == ref_id))[ambiguous].sum())
+        area_ok &= abs(int(ref["segments_area"][i]) - int(ours["segments_area"][j])) <= slack
+    scores_ok = score_diff <= 1e-4  # NaN (stuff) on both sides counts as equal
+    print(f"  {'segments_score':28s} {'ok ' if scores_ok else 'BAD'} max abs diff {score_diff:.3g} (tolerance 1e-4)")
+    print(f"  {'segments_area':28s} {'ok ' if area_ok else 'BAD'} equal up to the ambiguous pixels of each segment")
+    return good and scores_ok and area_ok
 
 
 def main() -> int:

@@ -119,12 +119,36 @@ class BlendMaskHeadConfig:
 
 
 @dataclass(frozen=True)
+class PanopticHeadConfig:
+    """Panoptic BlendMask (adelaidet.md §2.6): detectron2's SemSegFPNHead on ``in_features`` and the combine step
+    (MODEL.SEM_SEG_HEAD and MODEL.PANOPTIC_FPN.COMBINE; values of configs/BlendMask/Panoptic/Base-Panoptic.yaml).
+
+    ``enabled`` is the reference's PANOPTIC_FPN.COMBINE.ENABLED, which is what builds the semantic branch. The
+    semantic classes are 0 = every thing class merged, 1..S = the stuff classes (ascending category id), 255 void.
+    The FPN must produce ``in_features`` (P2 needs res2 in ``fpn.in_features``, as Base-Panoptic).
+    """
+
+    enabled: bool = False
+    num_classes: int = 54  # S + 1 (COCO: 53 stuff classes + "things"); set from the dataset
+    in_features: tuple[str, ...] = ("p2", "p3", "p4", "p5")
+    convs_dim: int = 128
+    common_stride: int = 4
+    norm: str = "GN"
+    ignore_value: int = 255
+    loss_weight: float = 0.5  # Base-Panoptic (detectron2 default 1.0)
+    instances_confidence_thresh: float = 0.45  # AdelaiDet HEAD (an earlier commit and the paper: 0.2)
+    overlap_thresh: float = 0.4
+    stuff_area_limit: int = 4096  # pixels of the output image
+
+
+@dataclass(frozen=True)
 class BlendMaskConfig(FCOSDetectorConfig):
     """FCOS + BlendMask. BlendMask's base config sets ``fcos.use_scale=False`` and ``thresh_with_ctr=True``."""
 
     arch: str = "blendmask"
     fcos: FCOSConfig = field(default_factory=lambda: FCOSConfig(use_scale=False, thresh_with_ctr=True))
     blendmask: BlendMaskHeadConfig = field(default_factory=BlendMaskHeadConfig)
+    panoptic: PanopticHeadConfig = field(default_factory=PanopticHeadConfig)
 
 
 @dataclass(frozen=True)
@@ -235,6 +259,9 @@ class DataConfig:
     # > 0: squash every image to square_size x square_size (YOLACT; no aspect ratio, no padding); the shortest-edge
     # sizes above are then unused
     square_size: int = 0
+    # training targets carry "panoptic_sem" (H, W) uint8: 0 things, 1..S stuff, 255 void, made from the split's COCO
+    # panoptic PNGs (panoptic BlendMask's semantic branch); evaluation adds PQ on splits that name panoptic files
+    with_panoptic: bool = False
     # "polygon": polygon instances' mask targets are rasterised inside their boxes (detectron2's default
     # MASK_FORMAT); "bitmask": every target cropped from the bitmap with RoIAlign (detectron2's "bitmask")
     mask_format: str = "bitmask"

@@ -68,3 +68,20 @@ def normalize_batch(batch: ImageBatch, mean: Tensor, std: Tensor, bgr: bool) -> 
 def targets_to(targets: list[dict], device: torch.device | str) -> list[dict]:
     """Targets with every tensor moved to ``device`` (non-tensor entries such as ``polygons`` kept as they are)."""
     return [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+
+
+@dataclass
+class PanopticResult:
+    """One image's panoptic segmentation (detectron2's ``panoptic_seg`` output).
+
+    Attributes:
+        panoptic_seg: (H, W) int32 segment ids, 0 = void.
+        segments_info: per segment ``id``, ``isthing``, ``category_id`` (a thing's contiguous label, or a stuff
+            class 1..S of the semantic branch), ``score`` and ``instance_id`` (index into the image's detections as
+            ``postprocess`` returned them) for things, ``area`` for stuff.
+        semantic: (H, W) int32 argmax of the semantic branch (0 = things, 1..S = stuff).
+    """
+
+    panoptic_seg: Tensor
+    segments_info: list[dict]
+    semantic: Tensor

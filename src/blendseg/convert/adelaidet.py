@@ -1,7 +1,8 @@
 """AdelaiDet / detectron2 -> blendseg: config mapping (``_BASE_`` resolved) and state-dict key map.
 
-Covers the backbone (ResNet, incl. deformable blocks), FPN (+P6/P7) and the FCOS head. Keys of later
-method parts (bases, attentions, semantic head, PCA) are reported as unmapped until their converters exist.
+Covers the backbone (ResNet, incl. deformable blocks), FPN (P2 or P3 to P5, +P6/P7), the FCOS head, BlendMask
+(bases, attentions, semantic heads, incl. panoptic BlendMask's ``panoptic_module``) and MEInst (mask branch, PCA).
+Keys outside these are reported as unmapped.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ..config import (
     FPNConfig,
     MEInstConfig,
     MEInstHeadConfig,
+    PanopticHeadConfig,
     SolverConfig,
     TrainConfig,
 )
@@ -111,13 +113,16 @@ def d2_to_train_config(d2: dict[str, Any]) -> TrainConfig:
     )
     top_levels = int(g(h + "TOP_LEVELS", 2))
     model_cls = BlendMaskConfig if g("MODEL.META_ARCHITECTURE", "") == "BlendMask" else FCOSDetectorConfig
-    extra = {"blendmask": _blendmask_head(d2, fcos.num_classes)} if model_cls is BlendMaskConfig else {}
+    extra: dict[str, Any] = {}
+    if model_cls is BlendMaskConfig:
+        extra = {"blendmask": _blendmask_head(d2, fcos.num_classes), "panoptic": _panoptic_head(d2)}
     if meinst:
         model_cls, extra = MEInstConfig, {"meinst": _meinst_head(d2)}
+    fpn_in = tuple(str(f) for f in g("MODEL.FPN.IN_FEATURES", ["res3", "res4", "res5"]))
     model = model_cls(
         **extra,
         backbone=backbone,
-        fpn=FPNConfig(out_channels=int(g("MODEL.FPN.OUT_CHANNELS", 256)), top_levels=top_levels),
+        fpn=FPNConfig(out_channels=int(g("MODEL.FPN.OUT_CHANNELS", 256)), top_levels=top_levels, in_features=fpn_in),
         fcos=fcos,
         input_format=str(g("INPUT.FORMAT", "BGR")),
         pixel_mean=tuple(float(x) for x in g("MODEL.PIXEL_MEAN", [103.530, 116.280, 123.675])),
@@ -136,6 +141,7 @@ def d2_to_train_config(d2: dict[str, Any]) -> TrainConfig:
         mask_format=str(g("INPUT.MASK_FORMAT", "polygon")),
         with_masks=bool(extra),
         with_sem_seg="blendmask" in extra and extra["blendmask"].basis_loss_on,
+        with_panoptic="panoptic" in extra and extra["panoptic"].enabled,
     )
     s = "SOLVER."
     solver = SolverConfig(
@@ -181,6 +187,25 @@ def _meinst_head(d2: dict[str, Any]) -> MEInstHeadConfig:
     )
 
 
+def _panoptic_head(d2: dict[str, Any]) -> PanopticHeadConfig:
+    """MODEL.SEM_SEG_HEAD and MODEL.PANOPTIC_FPN.COMBINE (AdelaiDet defaults: combine off, 0.5 / 0.5 / 4096)."""
+    h, c = "MODEL.SEM_SEG_HEAD.", "MODEL.PANOPTIC_FPN.COMBINE."
+    g = lambda k, d: _get(d2, k, d)  # noqa: E731
+    return PanopticHeadConfig(
+        enabled=bool(g(c + "ENABLED", False)),
+        num_classes=int(g(h + "NUM_CLASSES", 54)),
+        in_features=tuple(str(f) for f in g(h + "IN_FEATURES", ["p2", "p3", "p4", "p5"])),
+        convs_dim=int(g(h + "CONVS_DIM", 128)),
+        common_stride=int(g(h + "COMMON_STRIDE", 4)),
+        norm=str(g(h + "NORM", "GN")),
+        ignore_value=int(g(h + "IGNORE_VALUE", 255)),
+        loss_weight=float(g(h + "LOSS_WEIGHT", 1.0)),
+        instances_confidence_thresh=float(g(c + "INSTANCES_CONFIDENCE_THRESH", 0.5)),
+        overlap_thresh=float(g(c + "OVERLAP_THRESH", 0.5)),
+        stuff_area_limit=int(g(c + "STUFF_AREA_LIMIT", 4096)),
+    )
+
+
 def _blendmask_head(d2: dict[str, Any], num_classes: int) -> BlendMaskHeadConfig:
     b, m = "MODEL.BLENDMASK.", "MODEL.BASIS_MODULE."
     g = lambda k, d: _get(d2, k, d)  # noqa: E731
@@ -212,7 +237,7 @@ def map_key(key: str, arch: str = "fcos") -> str | None:
             return prefix + pattern.sub(repl, key)
     if arch == "blendmask" and key.startswith("top_layer."):
         return "fcos.head.embed_head." + key[len("top_layer.") :]
-    if arch == "blendmask" and key.startswith("basis_module."):
+    if arch == "blendmask" and key.startswith(("basis_module.", "panoptic_module.")):
         return key
     if arch == "meinst":
         m = re.match(r"^proposal_generator\.MEInst_head\.(mask_tower|mask_pred)\.(.*)$", key)

@@ -9,6 +9,7 @@ Shape legend: N images, C channels, H x W feature size.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -26,12 +27,23 @@ DEPTH_TO_BLOCKS = {
 }
 
 
+class FrozenBN(FrozenBatchNorm2d):
+    """Frozen batch norm as detectron2's ``FrozenBatchNorm2d``: without gradients one fused ``F.batch_norm`` (what
+    the reference runs at inference; the scale-and-shift form rounds differently), with gradients x * scale + bias
+    (the statistics and affine terms stay buffers)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.requires_grad:
+            return super().forward(x)
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+
+
 def get_norm(norm: str, channels: int) -> nn.Module | None:
     """Norm layer by name: FrozenBN | BN | SyncBN | GN | "" (none). SyncBN falls back to BN on one process."""
     if norm in ("", "none"):
         return None
     if norm == "FrozenBN":
-        return FrozenBatchNorm2d(channels)
+        return FrozenBN(channels)
     if norm == "BN":
         return nn.BatchNorm2d(channels)
     if norm == "SyncBN":
@@ -52,15 +64,20 @@ def _groups_for(channels: int) -> int:
 
 
 class Conv2dNorm(nn.Conv2d):
-    """``nn.Conv2d`` with an optional ``norm`` child, as detectron2's ``layers.Conv2d`` (same state-dict keys)."""
+    """``nn.Conv2d`` with an optional ``norm`` child and ``activation`` function, as detectron2's ``layers.Conv2d``
+    (same state-dict keys)."""
 
-    def __init__(self, *args, norm: nn.Module | None = None, **kwargs) -> None:
+    def __init__(
+        self, *args, norm: nn.Module | None = None, activation: Callable[[Tensor], Tensor] | None = None, **kwargs
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.norm = norm
+        self.activation = activation
 
     def forward(self, x: Tensor) -> Tensor:
         x = super().forward(x)
-        return self.norm(x) if self.norm is not None else x
+        x = self.norm(x) if self.norm is not None else x
+        return self.activation(x) if self.activation is not None else x
 
 
 class DeformConv2dNorm(nn.Module):
@@ -237,10 +254,10 @@ class ResNet(nn.Module):
 
 
 def _to_frozen_bn(module: nn.Module) -> None:
-    """Replace BatchNorm children by FrozenBatchNorm2d with the same statistics (detectron2 freeze)."""
+    """Replace BatchNorm children by FrozenBN with the same statistics (detectron2 freeze)."""
     for name, child in module.named_children():
         if isinstance(child, nn.modules.batchnorm._BatchNorm):
-            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            frozen = FrozenBN(child.num_features, eps=child.eps)
             if child.affine:
                 frozen.weight.copy_(child.weight.detach())
                 frozen.bias.copy_(child.bias.detach())

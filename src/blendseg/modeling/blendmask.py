@@ -1,8 +1,9 @@
 """BlendMask on the shared FCOS core: basis module (bottom), attention conv (top, through FCOS's ``embed_head``),
-blender losses and mask postprocessing (adelaidet.md §2).
+blender losses and mask postprocessing (adelaidet.md §2); with an optional semantic branch (``panoptic_module``,
+Panoptic FPN's) the panoptic BlendMask of the paper's §4.4 (adelaidet.md §2.6).
 
 Shape legend: N images, K bases, M attention size, R bottom resolution, Q positives, G ground-truth instances,
-D detections, C classes, F FPN channels.
+D detections, C classes, F FPN channels, S semantic classes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .bottom import BOTTOM_MODULES, ProtoNet
 from .fcos import FCOS, FCOSOutput, build_fcos
 from .fcos_inference import Detections, finalize_with_masks
 from .fcos_loss import flatten_levels
+from .semseg_fpn import SemSegFPNHead, panoptic_postprocess, semantic_seg_loss
 
 
 class TopLayer(nn.Conv2d):
@@ -32,11 +34,14 @@ class TopLayer(nn.Conv2d):
 
 @dataclass
 class BlendMaskOutput:
-    """FCOS outputs (attentions in ``fcos.embeds``), the bases and, with targets, every loss."""
+    """FCOS outputs (attentions in ``fcos.embeds``), the bases (N, K, Hp/4, Wp/4), the basis module's "thing"
+    logits (training only), the semantic branch's logits (N, S, Hp/4, Wp/4) of panoptic models and, with targets,
+    every loss."""
 
     fcos: FCOSOutput
     bases: Tensor
     sem_logits: Tensor | None = None
+    panoptic_logits: Tensor | None = None
     losses: dict[str, Tensor] = field(default_factory=dict)
 
 
@@ -84,12 +89,20 @@ def basis_semantic_loss(sem_logits: Tensor, targets: list[dict[str, Tensor]], pa
 
 class BlendMask(nn.Module):
     """BlendMask: ``forward(images, targets=None) -> BlendMaskOutput`` (losses iff targets, targets need
-    ``masks`` (M, H, W)); ``postprocess(out, original_sizes)`` -> Detections with ``masks`` (D, H, W) bool."""
+    ``masks`` (M, H, W)); ``postprocess(out, original_sizes)`` -> Detections with ``masks`` (D, H, W) bool.
 
-    def __init__(self, fcos: FCOS, basis_module: nn.Module, cfg: BlendMaskConfig) -> None:
+    With a ``panoptic_module`` (:class:`SemSegFPNHead`) it is panoptic BlendMask: targets carrying
+    ``panoptic_sem`` (H, W: 0 things, 1..S stuff, 255 void) add ``loss_sem_seg``, and every postprocessed
+    ``Detections`` carries its image's ``panoptic`` result (semantic argmax, then the combine heuristic).
+    """
+
+    def __init__(
+        self, fcos: FCOS, basis_module: nn.Module, cfg: BlendMaskConfig, panoptic_module: SemSegFPNHead | None = None
+    ) -> None:
         super().__init__()
         self.fcos = fcos
         self.basis_module = basis_module
+        self.panoptic_module = panoptic_module
         self.cfg = cfg
 
     def forward(self, images: ImageBatch | list[Tensor], targets: list[dict[str, Tensor]] | None = None):
@@ -98,6 +111,8 @@ class BlendMask(nn.Module):
         feats = [fout.features[name] for name in c.bottom_in_features]
         bases, sem = self.basis_module(feats, semantic=targets is not None and c.basis_loss_on)
         out = BlendMaskOutput(fout, bases, sem)
+        if self.panoptic_module is not None:
+            out.panoptic_logits = self.panoptic_module([fout.features[n] for n in self.cfg.panoptic.in_features])
         if targets is not None:
             targets = targets_to(targets, bases.device)
             out.losses = dict(fout.losses)
@@ -106,6 +121,12 @@ class BlendMask(nn.Module):
                 h, w = fout.features["res2"].shape[-2:]  # stride 4 of the padded batch
                 padded = (h * 4, w * 4)
                 out.losses["loss_basis_sem"] = basis_semantic_loss(sem, targets, padded) * c.basis_loss_weight
+            if out.panoptic_logits is not None and all("panoptic_sem" in t for t in targets):
+                p = self.cfg.panoptic
+                loss = semantic_seg_loss(
+                    out.panoptic_logits, [t["panoptic_sem"] for t in targets], p.common_stride, p.ignore_value
+                )
+                out.losses["loss_sem_seg"] = loss * p.loss_weight
         return out
 
     @torch.no_grad()
@@ -124,7 +145,8 @@ class BlendMask(nn.Module):
         self, out: BlendMaskOutput, original_sizes: list[tuple[int, int]] | None = None
     ) -> list[Detections]:
         """Boxes as FCOS; masks = sigmoid(blend) pasted at threshold 0.5 into the *clipped* boxes (reference quirk:
-        the mask was computed for the unclipped box), or into the unclipped ones with ``paste_in_clipped_box=False``."""
+        the mask was computed for the unclipped box), or into the unclipped ones with ``paste_in_clipped_box=False``.
+        Panoptic models also fill each image's ``panoptic`` (:class:`~blendseg.structures.PanopticResult`)."""
         fout = out.fcos
         original_sizes = original_sizes or fout.image_sizes
         dets = self.fcos.decode(fout)
@@ -132,6 +154,13 @@ class BlendMask(nn.Module):
         clipped_quirk = self.cfg.blendmask.paste_in_clipped_box
         for d, logits, in_size, orig in zip(dets, self.mask_logits(out.bases, dets), fout.image_sizes, original_sizes):
             results.append(finalize_with_masks(d, logits.sigmoid(), in_size, orig, clipped_quirk))
+        if out.panoptic_logits is not None:
+            p = self.cfg.panoptic
+            for i, (d, in_size, orig) in enumerate(zip(results, fout.image_sizes, original_sizes)):
+                d.panoptic = panoptic_postprocess(
+                    out.panoptic_logits[i], in_size, orig, d.masks, d.scores, d.labels, p.common_stride,
+                    p.instances_confidence_thresh, p.overlap_thresh, p.stuff_area_limit,
+                )  # fmt: skip
         return results
 
 
@@ -165,4 +194,23 @@ def build_blendmask(cfg: BlendMaskConfig) -> BlendMask:
         [channels[n] for n in c.bottom_in_features], num_bases=c.num_bases, convs_dim=c.basis_convs_dim,
         norm=c.basis_norm, num_classes=cfg.fcos.num_classes, semantic=c.basis_loss_on, **extra,
     )  # fmt: skip
-    return BlendMask(fcos, basis, cfg)
+    return BlendMask(fcos, basis, cfg, build_panoptic_module(cfg, channels, strides))
+
+
+def build_panoptic_module(
+    cfg: BlendMaskConfig, channels: dict[str, int], strides: dict[str, int]
+) -> SemSegFPNHead | None:
+    """The semantic branch of ``cfg.panoptic`` on the named maps, or None when panoptic is off."""
+    p = cfg.panoptic
+    if not p.enabled:
+        return None
+    missing = [n for n in p.in_features if n not in channels]
+    if missing:
+        raise ValueError(
+            f"panoptic.in_features {missing} are not produced (P2 needs res2 in fpn.in_features); "
+            f"available: {sorted(channels)}"
+        )
+    return SemSegFPNHead(
+        list(p.in_features), [channels[n] for n in p.in_features], [strides[n] for n in p.in_features],
+        p.num_classes, p.convs_dim, p.common_stride, p.norm,
+    )  # fmt: skip

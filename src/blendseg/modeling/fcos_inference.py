@@ -11,6 +11,8 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
+from ..structures import PanopticResult
+
 
 @dataclass
 class Detections:
@@ -23,6 +25,8 @@ class Detections:
             kept index extensions use to gather their own per-location maps.
         embeds: (D, E) the extension's embedding at that location, or None.
         masks: (D, H, W) bool full-image masks once a mask method pastes them, else None.
+        panoptic: the image's :class:`~blendseg.structures.PanopticResult` (panoptic models), else None; a
+            per-image field, carried unchanged by indexing.
     """
 
     boxes: Tensor
@@ -33,13 +37,19 @@ class Detections:
     loc_inds: Tensor
     embeds: Tensor | None = None
     masks: Tensor | None = None
+    panoptic: PanopticResult | None = None
 
     def __len__(self) -> int:
         return self.boxes.shape[0]
 
     def __getitem__(self, idx: Tensor) -> Detections:
-        return Detections(
-            **{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[idx]) for f in fields(self)}
+        per_image = {"panoptic"}
+        return type(self)(
+            **{
+                f.name: (v if v is None or f.name in per_image else v[idx])
+                for f in fields(self)
+                for v in (getattr(self, f.name),)
+            }
         )
 
 
