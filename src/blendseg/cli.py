@@ -24,7 +24,8 @@ def _cmd_val(a: argparse.Namespace) -> int:
     from .engine.runner import validate
 
     metrics = validate(a.checkpoint, a.data, a.split, a.out)
-    print(json.dumps({k: {m: round(v, 2) for m, v in d.items()} for k, d in metrics.items()}, indent=1))
+    summary = {k: {m: round(v, 2) for m, v in d.items() if isinstance(v, float)} for k, d in metrics.items()}
+    print(json.dumps(summary, indent=1))
     return 0
 
 

@@ -27,8 +27,13 @@ from .rle import decode
 
 @dataclass(frozen=True)
 class Split:
+    """One split of a data.yaml: images, COCO instances JSON and, for panoptic data, the COCO panoptic JSON and its
+    PNG folder (the instances may then be omitted: they are derived from the panoptic PNGs)."""
+
     images: Path
-    annotations: Path
+    annotations: Path | None
+    panoptic: Path | None = None
+    panoptic_masks: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -58,9 +63,15 @@ def load_data_yaml(path: str | os.PathLike) -> DataSpec:
         s = raw.get(name)
         if s is None:
             continue
-        if not isinstance(s, dict) or "images" not in s or "annotations" not in s:
-            raise DataError(f"{path}: '{name}' must be {{images: DIR, annotations: FILE.json}}")
-        splits[name] = Split(root / s["images"], root / s["annotations"])
+        if not isinstance(s, dict) or "images" not in s or not ("annotations" in s or "panoptic" in s):
+            raise DataError(
+                f"{path}: '{name}' must be {{images: DIR, annotations: FILE.json}} (and/or panoptic: FILE.json, "
+                "panoptic_masks: DIR)"
+            )
+        if ("panoptic" in s) != ("panoptic_masks" in s):
+            raise DataError(f"{path}: '{name}' needs both panoptic (the JSON) and panoptic_masks (its PNG folder)")
+        opt = {k: root / s[k] if s.get(k) else None for k in ("annotations", "panoptic", "panoptic_masks")}
+        splits[name] = Split(root / s["images"], **opt)
     names = raw.get("names", "auto")
     if isinstance(names, dict):
         names = [str(names[k]) for k in sorted(names)]
@@ -84,7 +95,7 @@ class CocoInstances(torch.utils.data.Dataset):
     ``labels`` (M,) int64, ``masks`` (M, H, W) uint8 when ``with_masks``, ``image_id`` and ``orig_size`` (h, w).
 
     Args:
-        ann_file, images_dir: the split.
+        ann_file, images_dir: the split (``data``: the annotations already parsed; ``ann_file`` then names them).
         filter_empty: drop images without non-crowd annotations (training default of the reference).
         transforms: callable ``(image, target) -> (image, target)``.
     """
@@ -100,8 +111,11 @@ class CocoInstances(torch.utils.data.Dataset):
         with_polygons: bool = False,
         transforms=None,
         check_files: bool = False,
+        data: dict | None = None,
     ) -> None:
-        data, probs = load_json(ann_file)
+        probs: list = []
+        if data is None:  # else ``data`` is the parsed file, ``ann_file`` only names it in messages
+            data, probs = load_json(ann_file)
         if data is not None:
             probs = check_coco(data, str(ann_file), images_dir if check_files else None)
         raise_on_errors(probs)

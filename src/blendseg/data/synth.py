@@ -6,6 +6,11 @@ pieces; same-class instances touch and overlap (BlendMask's leakage case); some 
 background; a few images hold crowd regions (``iscrowd=1``, RLE) and some hold no object at all.
 Segmentations are polygons where the polygon is exact (fully visible, inside the image, no hole) and
 compressed RLE otherwise. Every image is a function of (seed, split, index) only.
+
+With ``panoptic=True`` the background is instead a partition into "stuff" regions (sky, vegetation, water,
+ground: distinct colours and textures, wavy boundaries, sometimes a void seam between them) and each split also
+gets COCO panoptic annotations: a PNG of segment ids per image and a panoptic JSON (things and stuff categories
+with ``isthing``); the instances JSON of the things stays as it is.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from PIL import Image, ImageDraw, ImageFilter
 from .rle import encode, to_bbox
 
 CLASSES = ("circle", "rectangle", "triangle", "ellipse", "star", "ring")
+STUFF = ("sky", "vegetation", "water", "ground")
+STUFF_ID0 = 101  # stuff category ids 101..104 (sparse, as COCO's 92..200 after the things)
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,57 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         period = rng.uniform(6, 30)
         img = img + 12 * np.sin(2 * math.pi * (xx * math.cos(ang + 1) + yy * math.sin(ang + 1)) / period)[..., None]
     return img
+
+
+def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int, std: float) -> np.ndarray:
+    """(h, w) low-frequency noise: a cells x cells Gaussian grid resized bicubically."""
+    grid = rng.normal(0, std, (cells, cells)).astype(np.float32)
+    return np.asarray(Image.fromarray(grid, mode="F").resize((w, h), Image.BICUBIC))
+
+
+def _stuff_texture(rng: np.random.Generator, kind: str, h: int, w: int) -> np.ndarray:
+    """(h, w, 3) float image of one stuff class, recognisable by colour range and texture."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    if kind == "sky":  # smooth: blue-grey, brighter towards the bottom, soft clouds
+        base = rng.uniform([90, 140, 190], [160, 200, 245])
+        img = base[None, None] + (yy / h)[..., None] * rng.uniform(10, 40)
+        return img + _smooth_noise(rng, h, w, 4, 10)[..., None]
+    if kind == "vegetation":  # green, grainy, blotchy
+        base = rng.uniform([30, 90, 20], [90, 160, 70])
+        return base[None, None] + _smooth_noise(rng, h, w, 12, 14)[..., None] + rng.normal(0, 14, (h, w, 3))
+    if kind == "water":  # blue-teal with horizontal ripples
+        base = rng.uniform([15, 70, 120], [60, 130, 190])
+        period, phase = rng.uniform(4, 9), rng.uniform(0, 2 * math.pi)
+        ripple = 14 * np.sin(2 * math.pi * yy / period + 0.6 * np.sin(xx / rng.uniform(15, 40)) + phase)
+        return base[None, None] + ripple[..., None] + rng.normal(0, 3, (h, w, 3))
+    base = rng.uniform([120, 90, 50], [190, 150, 110])  # ground: brown-beige speckle
+    return base[None, None] + _smooth_noise(rng, h, w, 6, 12)[..., None] + rng.normal(0, 9, (h, w, 1))
+
+
+def _stuff_background(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stuff bands from top to bottom (sky, when present, on top) with wavy boundaries: (h, w, 3) float image and
+    (h, w) int32 stuff index per pixel (-1 on the void seams some boundaries get)."""
+    n = int(rng.integers(2, 5))
+    kinds = [STUFF[int(k)] for k in rng.permutation(len(STUFF))[:n]]
+    kinds.sort(key=lambda k: k != "sky")
+    xx = np.arange(w, dtype=np.float32)
+    fracs = np.sort(rng.uniform(0.15, 0.85, n - 1))
+    label = np.zeros((h, w), np.int32)
+    seams = np.zeros((h, w), bool)
+    yy = np.arange(h, dtype=np.float32)[:, None]
+    for f in fracs:
+        amp, period, phase = rng.uniform(0, 0.06 * h), rng.uniform(0.4, 1.5) * w, rng.uniform(0, 2 * math.pi)
+        boundary = f * h + amp * np.sin(2 * math.pi * xx / period + phase)
+        label += yy >= boundary[None, :]
+        if rng.random() < 0.3:
+            seams |= np.abs(yy - boundary[None, :]) < 1.0
+    img = np.zeros((h, w, 3), np.float32)
+    for i, kind in enumerate(kinds):
+        region = label == i
+        img[region] = _stuff_texture(rng, kind, h, w)[region]
+    index = np.array([STUFF.index(k) for k in kinds], np.int32)[label]
+    index[seams] = -1
+    return img, index
 
 
 def _shape_polygons(rng: np.random.Generator, cls: str, cx: float, cy: float, r: float) -> tuple[list, list]:
@@ -178,13 +236,20 @@ def _place(rng: np.random.Generator, h: int, w: int, diff: Difficulty, placed: l
 
 
 def render_image(
-    seed: int, split: str, index: int, min_size: int, max_size: int, difficulty: str
-) -> tuple[np.ndarray, list[dict]]:
-    """One (H, W, 3) uint8 RGB image and its annotations (without ids): deterministic in its arguments."""
+    seed: int, split: str, index: int, min_size: int, max_size: int, difficulty: str, panoptic: bool = False
+) -> tuple[np.ndarray, list[dict]] | tuple[np.ndarray, list[dict], np.ndarray, list[dict]]:
+    """One (H, W, 3) uint8 RGB image and its annotations (without ids): deterministic in its arguments. With
+    ``panoptic`` also the (H, W) uint32 panoptic segment ids and their ``segments_info`` (COCO panoptic)."""
     diff = DIFFICULTY[difficulty]
     rng = np.random.default_rng([seed, {"train": 0, "val": 1}.get(split, 2), index])
     h, w = int(rng.integers(min_size, max_size + 1)), int(rng.integers(min_size, max_size + 1))
-    img = _distractors(rng, _background(rng, h, w), diff.distractors)
+    if panoptic:  # its own stream, so that the instance-only dataset of a seed stays what it was
+        background, stuff = _stuff_background(
+            np.random.default_rng([seed, {"train": 0, "val": 1}.get(split, 2), index, 7]), h, w
+        )
+    else:
+        background = _background(rng, h, w)
+    img = _distractors(rng, background, diff.distractors)
     n = 0 if rng.random() < diff.empty_prob else int(rng.integers(diff.min_objects, diff.max_objects + 1))
     objects, placed = [], []  # objects: (category index or -1 for crowd, full mask, polygons or None)
     if n and rng.random() < diff.crowd_prob:
@@ -212,11 +277,12 @@ def render_image(
             _colour(rng, img, *np.argwhere(mask).mean(0)[::-1] if mask.any() else (0, 0), diff.close_colour_prob),
         )
         idmap[mask] = k
-    anns = []
+    anns, kept = [], []
     for k, (cat, mask, polys) in enumerate(objects):
         visible = idmap == k
         if visible.sum() < 6:
             continue
+        kept.append(k)
         rle = encode(visible)
         exact = (
             polys is not None
@@ -229,36 +295,84 @@ def render_image(
             "bbox": [round(v, 2) for v in to_bbox(rle)], "iscrowd": int(cat < 0),
         })  # fmt: skip
     img = img + rng.normal(0, 2.5, img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8), anns
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    if not panoptic:
+        return img, anns
+    ids, segments = _panoptic_segments(np.random.default_rng([seed, 9, index]), idmap, kept, anns, stuff)
+    return img, anns, ids, segments
 
 
-def write_split(out: Path, split: str, num: int, seed: int, min_size: int, max_size: int, difficulty: str) -> Path:
+def _panoptic_segments(
+    rng: np.random.Generator, idmap: np.ndarray, kept: list[int], anns: list[dict], stuff: np.ndarray
+) -> tuple[np.ndarray, list[dict]]:
+    """Panoptic ids (H, W) uint32 and segments_info: one segment per annotated (visible) object, one per stuff
+    class on the pixels no object covers; objects too small to annotate and the seams are void (0). Segment ids are
+    random distinct 24-bit values, so that the PNGs have colours, as COCO's."""
+    h, w = idmap.shape
+    masks = [(idmap == k, a["category_id"], a["iscrowd"]) for k, a in zip(kept, anns)]
+    free = idmap < 0
+    masks += [(free & (stuff == i), STUFF_ID0 + i, 0) for i in range(len(STUFF))]
+    masks = [m for m in masks if m[0].any()]
+    seg_ids = rng.choice(256**3 - 1, size=len(masks), replace=False) + 1
+    ids = np.zeros((h, w), np.uint32)
+    segments = []
+    for sid, (mask, cat, crowd) in zip(seg_ids.tolist(), masks):
+        ids[mask] = sid
+        ys, xs = np.nonzero(mask)
+        bbox = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min()) + 1, int(ys.max() - ys.min()) + 1]
+        segments.append({"id": sid, "category_id": cat, "iscrowd": crowd, "bbox": bbox, "area": int(len(ys))})
+    return ids, segments
+
+
+def write_split(
+    out: Path, split: str, num: int, seed: int, min_size: int, max_size: int, difficulty: str, panoptic: bool = False
+) -> Path:  # fmt: skip
     img_dir = out / split / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
-    images, annotations = [], []
+    if panoptic:
+        (out / split / "panoptic").mkdir(parents=True, exist_ok=True)
+    images, annotations, pan_annotations = [], [], []
     for i in range(num):
-        img, anns = render_image(seed, split, i, min_size, max_size, difficulty)
+        rendered = render_image(seed, split, i, min_size, max_size, difficulty, panoptic)
+        img, anns = rendered[:2]
         name = f"{split}_{i:06d}.jpg"
         Image.fromarray(img).save(img_dir / name, quality=93)
         images.append({"id": i + 1, "file_name": name, "height": img.shape[0], "width": img.shape[1]})
         for a in anns:
             annotations.append({"id": len(annotations) + 1, "image_id": i + 1, **a})
+        if panoptic:
+            from .panoptic import id2rgb
+
+            png = f"{split}_{i:06d}.png"
+            Image.fromarray(id2rgb(rendered[2])).save(out / split / "panoptic" / png)
+            pan_annotations.append({"image_id": i + 1, "file_name": png, "segments_info": rendered[3]})
+    things = [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(CLASSES)]
     coco = {
         "info": {"description": f"blendseg synthetic shapes ({difficulty}, seed {seed})"},
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(CLASSES)],
+        "categories": things,
     }
     path = out / split / "annotations.json"
     path.write_text(json.dumps(coco))
+    if panoptic:
+        stuff = [{"id": STUFF_ID0 + i, "name": n, "supercategory": "stuff", "isthing": 0} for i, n in enumerate(STUFF)]
+        pan = {
+            "info": {"description": f"blendseg synthetic panoptic shapes ({difficulty}, seed {seed})"},
+            "images": images,
+            "annotations": pan_annotations,
+            "categories": [{**c, "isthing": 1} for c in things] + stuff,
+        }
+        (out / split / "panoptic.json").write_text(json.dumps(pan))
     return path
 
 
 def synthesize(
     out: str | Path, train: int, val: int, seed: int = 0, min_size: int = 256, max_size: int = 320,
-    difficulty: str = "normal",
+    difficulty: str = "normal", panoptic: bool = False,
 ) -> Path:  # fmt: skip
-    """Write ``OUT/data.yaml`` and the train / val splits; returns the data.yaml path."""
+    """Write ``OUT/data.yaml`` and the train / val splits (with ``panoptic`` also their COCO panoptic PNGs and
+    JSON, named in data.yaml); returns the data.yaml path."""
     if difficulty not in DIFFICULTY:
         raise ValueError(f"difficulty must be one of {sorted(DIFFICULTY)}, got {difficulty!r}")
     if min_size > max_size:
@@ -268,8 +382,10 @@ def synthesize(
     splits = {}
     for split, n in (("train", train), ("val", val)):
         if n > 0:
-            write_split(out, split, n, seed, min_size, max_size, difficulty)
+            write_split(out, split, n, seed, min_size, max_size, difficulty, panoptic)
             splits[split] = {"images": f"{split}/images", "annotations": f"{split}/annotations.json"}
+            if panoptic:
+                splits[split].update(panoptic=f"{split}/panoptic.json", panoptic_masks=f"{split}/panoptic")
     data = {"path": str(out.resolve()), **splits, "names": dict(enumerate(CLASSES))}
     (out / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     return out / "data.yaml"

@@ -10,6 +10,10 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+# per-pixel label maps that move with the image (nearest resize, flips): instance masks, BlendMask's "thing" map and
+# panoptic BlendMask's semantic target
+DENSE_KEYS = ("masks", "sem_seg", "panoptic_sem")
+
 
 def shortest_edge_size(h: int, w: int, short: int, max_size: int) -> tuple[int, int]:
     """detectron2's ResizeShortestEdge output (h, w): short side -> ``short``, long side capped at ``max_size``."""
@@ -45,7 +49,7 @@ class ResizeShortestEdge:
         for key in ("boxes", "crowd_boxes"):
             if key in target:
                 target[key] = TF.resize(target[key], list(size))
-        for key in ("masks", "sem_seg"):
+        for key in DENSE_KEYS:
             if key in target:
                 target[key] = TF.resize(target[key], list(size), interpolation=v2.InterpolationMode.NEAREST)
         if "polygons" in target:  # detectron2 ResizeTransform.apply_coords
@@ -63,7 +67,7 @@ class ToTvTensors:
         for key in ("boxes", "crowd_boxes"):
             if key in target:
                 target[key] = tv_tensors.BoundingBoxes(target[key], format="XYXY", canvas_size=(h, w))
-        for key in ("masks", "sem_seg"):
+        for key in DENSE_KEYS:
             if key in target:
                 target[key] = tv_tensors.Mask(target[key])
         return tv_tensors.Image(image), target
@@ -85,7 +89,7 @@ class FilterEmpty:
             target["masks"] = target["masks"][keep].as_subclass(torch.Tensor)
         if "polygons" in target:
             target["polygons"] = [p for p, k in zip(target["polygons"], keep.tolist()) if k]
-        for key in ("sem_seg", "crowd_boxes"):
+        for key in ("sem_seg", "panoptic_sem", "crowd_boxes"):
             if key in target:
                 target[key] = target[key].as_subclass(torch.Tensor)
         return image.as_subclass(torch.Tensor), target

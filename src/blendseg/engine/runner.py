@@ -13,8 +13,10 @@ from ..config import TrainConfig, dump_yaml, from_dict
 from ..data.check import DataError
 from ..data.coco import CocoInstances, load_data_yaml
 from ..data.loader import build_loader
+from ..data.panoptic import CocoPanoptic
 from ..data.transforms import transforms_for
 from ..evaluation.coco import COCOEvaluator
+from ..evaluation.panoptic import PanopticEvaluator
 from ..zoo import build_model
 from .checkpoint import load_checkpoint
 from .dist import cleanup, init_from_env, is_main_process
@@ -29,6 +31,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_dataset(cfg: TrainConfig, data_yaml: str, split: str, train: bool) -> CocoInstances:
+    """The split's dataset with the config's transforms and targets: :class:`CocoPanoptic` when the config asks for
+    panoptic data (``data.with_panoptic``) and the split names panoptic files (required for training)."""
     spec = load_data_yaml(data_yaml)
     if split not in spec.splits:
         raise DataError(f"{data_yaml}: no '{split}' split (has: {', '.join(spec.splits) or 'none'})")
@@ -38,9 +42,7 @@ def build_dataset(cfg: TrainConfig, data_yaml: str, split: str, train: bool) -> 
         raise ValueError(f"data.mask_format must be 'bitmask' or 'polygon', got {d.mask_format!r}")
     mean = tuple(cfg.model.pixel_mean)
     tf = transforms_for(d, train, mean if cfg.model.input_format == "RGB" else mean[::-1])  # expand's canvas
-    ds = CocoInstances(
-        s.annotations,
-        s.images,
+    kwargs = dict(
         filter_empty=train and d.filter_empty,
         with_masks=d.with_masks,
         with_sem_seg=train and d.with_sem_seg,
@@ -49,35 +51,65 @@ def build_dataset(cfg: TrainConfig, data_yaml: str, split: str, train: bool) -> 
         transforms=tf,
         check_files=True,
     )
+    if d.with_panoptic and s.panoptic is not None:
+        ds = CocoPanoptic(s.panoptic, s.panoptic_masks, s.images, s.annotations, with_panoptic_sem=train, **kwargs)
+    elif d.with_panoptic and train:
+        raise DataError(
+            f"{data_yaml}: the model is panoptic but split '{split}' names no panoptic annotations "
+            "(panoptic: FILE.json, panoptic_masks: PNG_DIR)"
+        )
+    elif s.annotations is None:
+        raise DataError(f"{data_yaml}: split '{split}' names no instance annotations (annotations: FILE.json)")
+    else:
+        ds = CocoInstances(s.annotations, s.images, **kwargs)
     if spec.names is not None and len(spec.names) != len(ds.class_names):
         raise DataError(
-            f"{data_yaml}: names lists {len(spec.names)} classes, {s.annotations} has {len(ds.class_names)} categories"
+            f"{data_yaml}: names lists {len(spec.names)} classes, {ds.ann_file} has {len(ds.class_names)} categories"
         )
     if spec.names is not None:
         ds.class_names = spec.names
     return ds
 
 
-def with_num_classes(cfg: TrainConfig, num_classes: int) -> TrainConfig:
-    """Set the head's class count from the data (one NUM_CLASSES, not two as in the reference)."""
+def with_num_classes(cfg: TrainConfig, dataset: CocoInstances) -> TrainConfig:
+    """Set the head's class count from the data (one NUM_CLASSES, not two as in the reference), and the semantic
+    branch's (stuff classes + 1) for panoptic models on panoptic data."""
     name = cfg.model.classes_field  # the sub-config that holds num_classes ("fcos", "yolact")
     head = getattr(cfg.model, name)
-    if head.num_classes == num_classes:
-        return cfg
-    if is_main_process():
-        print(f"num_classes: {head.num_classes} -> {num_classes} (from the dataset)")
-    head = dataclasses.replace(head, num_classes=num_classes)
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **{name: head}))
+    num_classes = len(dataset.class_names)
+    if head.num_classes != num_classes:
+        if is_main_process():
+            print(f"num_classes: {head.num_classes} -> {num_classes} (from the dataset)")
+        cfg = dataclasses.replace(
+            cfg, model=dataclasses.replace(cfg.model, **{name: dataclasses.replace(head, num_classes=num_classes)})
+        )
+    panoptic = getattr(cfg.model, "panoptic", None)
+    if panoptic is not None and panoptic.enabled and hasattr(dataset, "stuff_names"):
+        num_sem = len(dataset.stuff_names) + 1
+        if panoptic.num_classes != num_sem:
+            if is_main_process():
+                print(f"panoptic.num_classes: {panoptic.num_classes} -> {num_sem} (stuff classes + things)")
+            panoptic = dataclasses.replace(panoptic, num_classes=num_sem)
+            cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, panoptic=panoptic))
+    return cfg
 
 
-def make_evaluator_fn(cfg: TrainConfig, data_yaml: str, device: torch.device, split: str = "val"):
+def make_evaluator_fn(
+    cfg: TrainConfig, data_yaml: str, device: torch.device, split: str = "val", out_dir: str | Path | None = None
+):
+    """Box (and mask) AP on the split; with panoptic data and a panoptic model also PQ (the predictions in COCO
+    panoptic format go to ``out_dir`` when given)."""
     ds = build_dataset(cfg, data_yaml, split, train=False)
     loader = build_loader(
         ds, max(1, cfg.solver.ims_per_batch), False, cfg.data.num_workers, cfg.model.size_divisibility
     )
     iou_types = ("bbox",) if cfg.model.arch == "fcos" else ("bbox", "segm")
-    evaluator = COCOEvaluator(ds.coco, ds.contiguous_to_cat_id, ds.class_names, iou_types)
-    return lambda model: run_evaluation(model, loader, evaluator, device)
+    evaluators: list = [COCOEvaluator(ds.coco, ds.contiguous_to_cat_id, ds.class_names, iou_types)]
+    if isinstance(ds, CocoPanoptic):
+        evaluators.append(
+            PanopticEvaluator(ds.panoptic, ds.panoptic_dir, ds.contiguous_to_cat_id, ds.stuff_cat_ids, out_dir)
+        )
+    return lambda model: run_evaluation(model, loader, evaluators, device)
 
 
 def load_matching(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
@@ -103,7 +135,7 @@ def train(
     torch.manual_seed(cfg.seed + rank)
     out_dir = Path(out_dir)
     ds = build_dataset(cfg, data_yaml, "train", train=True)
-    cfg = with_num_classes(cfg, len(ds.class_names))
+    cfg = with_num_classes(cfg, ds)
     if is_main_process():
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(dump_yaml(cfg))
@@ -123,6 +155,8 @@ def train(
     has_val = "val" in load_data_yaml(data_yaml).splits
     eval_fn = make_evaluator_fn(cfg, data_yaml, device) if (evaluate and has_val) else None
     extra = {"class_names": ds.class_names, "contiguous_to_cat_id": ds.contiguous_to_cat_id}
+    if hasattr(ds, "stuff_names"):  # panoptic: the semantic labels 1..S, for predictions in COCO panoptic format
+        extra.update(stuff_names=ds.stuff_names, stuff_cat_ids=ds.stuff_cat_ids)
     try:
         metrics = fit(model, loader, cfg, out_dir, device, eval_fn, resume=resume, extra_state=extra)
     finally:
@@ -151,7 +185,7 @@ def validate(checkpoint: str, data_yaml: str, split: str = "val", out_dir: str |
     """COCO evaluation of a checkpoint on a split of a data.yaml; writes ``metrics.json`` into ``out_dir``."""
     device = resolve_device("auto")
     model, cfg, _ = load_model(checkpoint, device)
-    metrics = make_evaluator_fn(cfg, data_yaml, device, split)(model)
+    metrics = make_evaluator_fn(cfg, data_yaml, device, split, out_dir)(model)
     if out_dir is not None and is_main_process():
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
