@@ -1,5 +1,5 @@
-"""`python tools/parity.py FIXTURE_DIR` on every shared reference fixture (AdelaiDet BlendMask and MEInst,
-dbolya/yolact YOLACT and YOLACT++): passes as is, fails on a perturbed copy."""
+"""`python tools/parity.py FIXTURE_DIR` on every shared reference fixture (AdelaiDet BlendMask, panoptic BlendMask
+and MEInst, dbolya/yolact YOLACT and YOLACT++): passes as is, fails on a perturbed copy."""
 
 import shutil
 import subprocess
@@ -23,6 +23,12 @@ def _shift_mask_logits(outs: dict) -> str:
     return "det_mask_logits"
 
 
+def _merge_segments(outs: dict) -> str:
+    pan = outs["panoptic_seg"]
+    outs["panoptic_seg"] = np.where(pan == 1, 2, pan).astype(pan.dtype)  # segment 1 drawn as segment 2: must fail
+    return "panoptic_seg"
+
+
 def _reverse_classes(outs: dict) -> str:
     outs["classes"] = outs["classes"][::-1].copy()  # same classes, another order: must fail
     return "classes"
@@ -33,6 +39,7 @@ def _reverse_classes(outs: dict) -> str:
     [
         ("blendmask_r18_tiny", "final_masks", _shift_mask_logits),
         ("meinst_r18_tiny", "final_masks", _shift_mask_logits),
+        ("blendmask_panoptic_tiny", "panoptic_seg", _merge_segments),
         ("yolact_base_tiny", "masks ", _reverse_classes),
         ("yolact_plus_tiny_im400", "masks ", _reverse_classes),
     ],

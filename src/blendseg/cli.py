@@ -1,4 +1,5 @@
-"""``blendseg`` command line: train, val, data synth / check, convert, presets, cfg. argparse stops here."""
+"""``blendseg`` command line: train, val, eval-panoptic, predict, data synth / check, convert, fit-encoding,
+presets, cfg. argparse stops here."""
 
 from __future__ import annotations
 
@@ -32,20 +33,39 @@ def _cmd_val(a: argparse.Namespace) -> int:
 def _cmd_synth(a: argparse.Namespace) -> int:
     from .data.synth import synthesize
 
-    path = synthesize(a.out, a.train, a.val, a.seed, a.min_size, a.max_size, a.difficulty)
+    path = synthesize(a.out, a.train, a.val, a.seed, a.min_size, a.max_size, a.difficulty, a.panoptic)
     print(f"wrote {path}")
     return 0
 
 
 def _cmd_check(a: argparse.Namespace) -> int:
-    from .data.check import check_file
+    from .data.check import check_file, load_json
+    from .data.panoptic import check_panoptic
 
-    problems = check_file(a.annotations, a.images)
+    data, problems = load_json(a.annotations)
+    if data is not None and any("segments_info" in ann for ann in data["annotations"][:1]):  # COCO panoptic
+        masks = a.masks or str(Path(a.annotations).with_suffix(""))  # COCO's layout: panoptic_val2017(.json)
+        problems = check_panoptic(data, a.annotations, masks)
+        print(f"{a.annotations}: COCO panoptic, PNGs in {masks}")
+    elif data is not None:
+        problems = check_file(a.annotations, a.images)
     for p in problems:
         print(p)
     errors = sum(p.severity == "error" for p in problems)
     print(f"{a.annotations}: {errors} error(s), {len(problems) - errors} warning(s)")
     return 1 if errors else 0
+
+
+def _cmd_eval_panoptic(a: argparse.Namespace) -> int:
+    from .evaluation.panoptic import format_table, pq_compute
+
+    metrics = pq_compute(a.gt_json, a.gt_dir, a.pred_json, a.pred_dir)
+    print(format_table(metrics))
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps({"panoptic": metrics}, indent=2))
+        print(f"wrote {a.out}")
+    return 0
 
 
 def _cmd_convert(a: argparse.Namespace) -> int:
@@ -76,13 +96,13 @@ def _cmd_convert(a: argparse.Namespace) -> int:
 
 def _cmd_predict(a: argparse.Namespace) -> int:
     from .engine.runner import load_model
-    from .predict import image_files, predict_files
+    from .predict import Categories, image_files, predict_files
 
     model, cfg, ckpt = load_model(a.checkpoint, a.device)
     files = image_files(a.source)
-    names = ckpt.get("class_names") or [str(i) for i in range(1000)]
-    path = predict_files(model, cfg, files, names, a.out, a.conf)
-    print(f"{len(files)} image(s) -> {a.out} (drawn predictions, {path.name})")
+    path = predict_files(model, cfg, files, Categories.from_checkpoint(ckpt, cfg), a.out, a.conf, a.save_panoptic)
+    extra = ", panoptic/ + panoptic.json" if (Path(a.out) / "panoptic.json").is_file() and a.save_panoptic else ""
+    print(f"{len(files)} image(s) -> {a.out} (drawn predictions, {path.name}{extra})")
     return 0
 
 
@@ -152,11 +172,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-size", type=int, default=256)
     s.add_argument("--max-size", type=int, default=320)
     s.add_argument("--difficulty", choices=("easy", "normal", "hard"), default="normal")
+    s.add_argument("--panoptic", action="store_true", help="stuff backgrounds + COCO panoptic PNGs and JSON")
     s.set_defaults(fn=_cmd_synth)
     c = d.add_parser("check", help="validate COCO annotations (exit 1 on errors)")
     c.add_argument("annotations")
     c.add_argument("--images", help="image folder: also check every file exists, opens and has its size")
+    c.add_argument(
+        "--masks", help="COCO panoptic JSON: its PNG folder (default: the JSON's path without .json, COCO's layout)"
+    )
     c.set_defaults(fn=_cmd_check)
+    ep = sub.add_parser("eval-panoptic", help="PQ / SQ / RQ of predictions in the COCO panoptic format")
+    ep.add_argument("gt_json")
+    ep.add_argument("gt_dir", help="ground-truth PNG folder")
+    ep.add_argument("pred_json")
+    ep.add_argument("pred_dir", help="predicted PNG folder")
+    ep.add_argument("--out", help="metrics.json to write ({'panoptic': {...}}, percent)")
+    ep.set_defaults(fn=_cmd_eval_panoptic)
     cv = sub.add_parser("convert", help="convert a reference checkpoint")
     cv.add_argument("--from", dest="source", required=True, choices=("adelaidet", "yolact"))
     cv.add_argument(
@@ -172,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", default="runs/predict")
     pr.add_argument("--conf", type=float, default=0.3, help="score threshold for drawing and the json")
     pr.add_argument("--device", default="cpu")
+    pr.add_argument(
+        "--save-panoptic", action="store_true", help="panoptic models: also panoptic/*.png + panoptic.json (COCO)"
+    )
     pr.set_defaults(fn=_cmd_predict)
     fe = sub.add_parser("fit-encoding", help="fit MEInst's PCA mask encoding on a dataset's masks")
     fe.add_argument("data", help="data.yaml")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -12,7 +13,7 @@ from .data.coco import CocoInstances
 from .data.transforms import transforms_for
 from .modeling.fcos_inference import Detections
 from .structures import pad_images
-from .vis import draw_detections, save_image
+from .vis import draw_detections, draw_panoptic, save_image
 
 
 def resize_for_test(cfg: TrainConfig, image: torch.Tensor) -> torch.Tensor:
@@ -68,21 +69,55 @@ def image_files(sources: list[str]) -> list[Path]:
     return out
 
 
+@dataclass(frozen=True)
+class Categories:
+    """Names and dataset category ids of a model's classes: things (labels 0..C-1) and, for panoptic models, stuff
+    (semantic labels 1..S). Checkpoints without them (e.g. converted official ones) get "0".. and ids 1..C, C+1..."""
+
+    thing_names: list[str]
+    thing_ids: list[int]
+    stuff_names: list[str] = field(default_factory=list)
+    stuff_ids: list[int] = field(default_factory=list)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict, cfg: TrainConfig) -> Categories:
+        num = getattr(cfg.model, cfg.model.classes_field).num_classes
+        names = list(ckpt.get("class_names") or [str(i) for i in range(num)])
+        ids = list(ckpt.get("contiguous_to_cat_id") or range(1, num + 1))
+        panoptic = getattr(cfg.model, "panoptic", None)
+        num_stuff = panoptic.num_classes - 1 if panoptic is not None and panoptic.enabled else 0
+        stuff_names = list(ckpt.get("stuff_names") or [f"stuff{k}" for k in range(1, num_stuff + 1)])
+        stuff_ids = list(
+            ckpt.get("stuff_cat_ids") or range(max(ids, default=0) + 1, max(ids, default=0) + 1 + num_stuff)
+        )
+        return cls(names, ids, stuff_names, stuff_ids)
+
+    def coco_panoptic(self) -> list[dict]:
+        """The categories list of a COCO panoptic JSON."""
+        things = [{"id": i, "name": n, "isthing": 1} for i, n in zip(self.thing_ids, self.thing_names)]
+        return things + [{"id": i, "name": n, "isthing": 0} for i, n in zip(self.stuff_ids, self.stuff_names)]
+
+
 def predict_files(
-    model: nn.Module, cfg: TrainConfig, files: list[Path], class_names: list[str], out_dir: str | Path,
-    score_th: float = 0.3,
+    model: nn.Module, cfg: TrainConfig, files: list[Path], categories: Categories, out_dir: str | Path,
+    score_th: float = 0.3, save_panoptic: bool = False,
 ) -> Path:  # fmt: skip
-    """Draw the predictions scoring >= ``score_th`` on each image (``<name>_pred.png`` in ``out_dir``) and write
-    ``predictions.json``: per image its boxes (xyxy), scores, class names and masks as COCO RLE."""
+    """Draw the predictions scoring >= ``score_th`` on each image (``<name>_pred.png`` in ``out_dir``; panoptic
+    models: every stuff and thing segment) and write ``predictions.json``: per image its boxes (xyxy), scores, class
+    names and masks as COCO RLE. With ``save_panoptic`` (panoptic models) also the COCO panoptic format:
+    ``panoptic/<name>.png`` and ``panoptic.json``."""
     import json
 
     import numpy as np
     from PIL import Image
 
+    from .data.panoptic import id2rgb
     from .data.rle import encode
+    from .evaluation.panoptic import to_coco_panoptic
 
     out_dir = Path(out_dir)
-    records = []
+    records, pan_images, pan_annotations = [], [], []
+    class_names = categories.thing_names
     for f in files:
         try:
             with Image.open(f) as pil:
@@ -93,7 +128,18 @@ def predict_files(
         dets = predict_image(model, cfg, image)
         keep = dets.scores >= score_th
         dets = dets[keep]
-        save_image(draw_detections(image, dets, class_names, score_th), out_dir / f"{f.stem}_pred.png")
+        if dets.panoptic is not None:
+            drawn = draw_panoptic(image, dets.panoptic, class_names, categories.stuff_names)
+        else:
+            drawn = draw_detections(image, dets, class_names, score_th)
+        save_image(drawn, out_dir / f"{f.stem}_pred.png")
+        if save_panoptic and dets.panoptic is not None:
+            ids, segments = to_coco_panoptic(dets.panoptic, categories.thing_ids, categories.stuff_ids)
+            (out_dir / "panoptic").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(id2rgb(ids)).save(out_dir / "panoptic" / f"{f.stem}.png")
+            iid = len(pan_images) + 1
+            pan_images.append({"id": iid, "file_name": f.name, "height": ids.shape[0], "width": ids.shape[1]})
+            pan_annotations.append({"image_id": iid, "file_name": f"{f.stem}.png", "segments_info": segments})
         masks = dets.masks.cpu().numpy() if dets.masks is not None else None
         records.append({
             "file": str(f),
@@ -109,4 +155,7 @@ def predict_files(
         })  # fmt: skip
     path = out_dir / "predictions.json"
     path.write_text(json.dumps(records))
+    if pan_images:
+        pan = {"images": pan_images, "annotations": pan_annotations, "categories": categories.coco_panoptic()}
+        (out_dir / "panoptic.json").write_text(json.dumps(pan))
     return path

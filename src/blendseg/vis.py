@@ -77,3 +77,41 @@ def blend_figure(model, image: Tensor, cfg, tile: int = 112) -> Image.Image:
         canvas.paste(_tile(rois[i] * attn[i], tile), (tile * i, tile * 3))
     canvas.paste(_tile((rois * attn).sum(0).sigmoid(), tile), (tile * k, tile * 2))
     return canvas
+
+
+STUFF_PALETTE = [(110, 160, 220), (90, 150, 80), (40, 90, 160), (170, 130, 90), (150, 150, 150), (200, 180, 120)]
+
+
+def draw_panoptic(image: Tensor, panoptic, thing_names: list[str], stuff_names: list[str]) -> Tensor:
+    """(3, H, W) uint8 image with every segment of a :class:`~blendseg.structures.PanopticResult` filled (things in
+    their class colour, stuff in muted ones; void left as is) and labelled at its centre ("class score" for things,
+    the stuff name for stuff; ``stuff_names[k - 1]`` names stuff label k)."""
+    from PIL import ImageDraw
+
+    seg = panoptic.panoptic_seg.cpu()
+    infos = panoptic.segments_info
+    out = image.to(torch.uint8).cpu()
+    if not infos:
+        return out
+    masks = torch.stack([seg == s["id"] for s in infos])
+    colors = [
+        PALETTE[s["category_id"] % len(PALETTE)] if s["isthing"] else STUFF_PALETTE[s["category_id"] % 6] for s in infos
+    ]
+    out = draw_segmentation_masks(out, masks, alpha=0.55, colors=colors)
+    pil = Image.fromarray(np.ascontiguousarray(out.permute(1, 2, 0).numpy()))
+    draw = ImageDraw.Draw(pil)
+    for s, m in zip(infos, masks):
+        ys, xs = m.nonzero(as_tuple=True)
+        if s["isthing"]:
+            text = f"{_name(thing_names, s['category_id'])} {s['score']:.2f}"
+        else:
+            text = _name(stuff_names, s["category_id"] - 1)
+        x, y = int(xs.float().median()), int(ys.float().median())
+        box = draw.textbbox((x, y), text, anchor="mm")
+        draw.rectangle(box, fill=(0, 0, 0))
+        draw.text((x, y), text, fill=(255, 255, 255), anchor="mm")
+    return torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1)
+
+
+def _name(names: list[str], index: int) -> str:
+    return names[index] if 0 <= index < len(names) else str(index)

@@ -219,3 +219,51 @@ def test_meinst_presets_have_the_released_layouts(preset, layout):
         key = f"MEInst-InstanceSegmentation/{other}"
         sibling = json.loads((reference_dir() / "state_dict_layouts.json").read_text())["configs"][key]
         assert sibling.get("same_layout_as") == "MEInst-InstanceSegmentation/MEInst_R_50_1x.yaml"
+
+
+def test_panoptic_fixture_config_and_keys_map_with_nothing_left_over():
+    d = reference_dir("blendmask_panoptic_tiny")
+    cfg, state, unmapped = convert_adelaidet(str(d / "config.yaml"), str(d / "weights.safetensors"))
+    assert unmapped == []
+    p = cfg.model.panoptic
+    assert p.enabled and (p.num_classes, p.convs_dim, p.loss_weight) == (54, 64, 0.5)
+    assert (p.instances_confidence_thresh, p.overlap_thresh, p.stuff_area_limit) == (0.45, 0.4, 4096)
+    assert cfg.model.fpn.in_features == ("res2", "res3", "res4", "res5") and cfg.data.with_panoptic
+    assert cfg.model.fcos.strides == (8, 16, 32, 64, 128) and cfg.model.blendmask.bottom_in_features == (
+        "p3",
+        "p4",
+        "p5",
+    )
+    model = build_model(cfg.model)
+    model.load_state_dict(state, strict=True)  # every key of the reference, every key of ours
+    assert any(k.startswith("panoptic_module.p5.4.") for k in state) and "fcos.fpn.fpn_lateral2.weight" in state
+    # the preset carries the same panoptic settings as the reference config (widths aside)
+    from blendseg.zoo import get_preset
+
+    preset = get_preset("blendmask_panoptic_r50_1x").model
+    assert dataclasses.replace(preset.panoptic, convs_dim=64, num_classes=54) == p
+    assert preset.fpn.in_features == cfg.model.fpn.in_features
+
+
+def test_panoptic_presets_have_the_released_layout_plus_the_panoptic_keys():
+    """The released BlendMask/R_50_1x layout (state_dict_layouts.json) plus what Base-Panoptic adds: P2 in the FPN
+    and detectron2's SemSegFPNHead (128 wide, GN, 54 classes) on P2-P5."""
+    from blendseg.zoo import get_preset
+
+    sd = json.loads((reference_dir() / "state_dict_layouts.json").read_text())["configs"]["BlendMask/R_50_1x.yaml"]
+    expected = {map_key(k, "blendmask"): tuple(v["shape"]) for k, v in sd["state_dict"].items()}
+    expected.update({"fcos.fpn.fpn_lateral2.weight": (256, 256, 1, 1), "fcos.fpn.fpn_lateral2.bias": (256,)})
+    expected.update({"fcos.fpn.fpn_output2.weight": (256, 256, 3, 3), "fcos.fpn.fpn_output2.bias": (256,)})
+    for conv in ("p2.0", "p3.0", "p4.0", "p4.2", "p5.0", "p5.2", "p5.4"):
+        expected[map_key(f"panoptic_module.{conv}.weight", "blendmask")] = (
+            128,
+            256 if conv.endswith(".0") else 128,
+            3,
+            3,
+        )
+        for part in ("weight", "bias"):
+            expected[f"panoptic_module.{conv}.norm.{part}"] = (128,)
+    expected.update({"panoptic_module.predictor.weight": (54, 128, 1, 1), "panoptic_module.predictor.bias": (54,)})
+    for name in ("blendmask_panoptic_r50_1x", "blendmask_panoptic_r50_3x"):
+        ours = {k: tuple(v.shape) for k, v in build_model(get_preset(name).model).state_dict().items()}
+        assert ours == expected, name

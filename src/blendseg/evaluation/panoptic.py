@@ -150,13 +150,12 @@ def summarize(stat: PQStat, categories: dict[int, dict]) -> dict:
 
 
 def format_table(metrics: dict) -> str:
-    """The PQ table detectron2 prints."""
-    rows = ["|        |   PQ   |   SQ   |   RQ   |  #categories  |", "|:------:|:------:|:------:|:------:|:---:|"]
+    """The PQ table detectron2 prints (percent)."""
+    rows = ["|        |    PQ   |    SQ   |    RQ   | #categories |"]
+    rows.append("|:------:|:-------:|:-------:|:-------:|:-----------:|")
     for name, s in (("All", ""), ("Things", "_th"), ("Stuff", "_st")):
-        rows.append(
-            f"| {name:6s} | {metrics['PQ' + s]:6.3f} | {metrics['SQ' + s]:6.3f} | {metrics['RQ' + s]:6.3f} | "
-            f"{metrics['n' + s]:3d} |"
-        )
+        values = " | ".join(f"{metrics[k + s]:7.3f}" for k in ("PQ", "SQ", "RQ"))
+        rows.append(f"| {name:6s} | {values} | {metrics['n' + s]:11d} |")
     return "\n".join(rows)
 
 
