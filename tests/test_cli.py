@@ -230,3 +230,37 @@ def test_meinst_fits_its_encoding_trains_and_loads_a_fitted_file(tmp_path, synth
     m2, _, _ = load_model(out2 / "weights" / "last.pt")
     torch_equal = (m2.mask_encoding.components - model.mask_encoding.components).abs().max()
     assert float(torch_equal) < 1e-5  # the same fit (same seed, same masks)
+
+
+def test_panoptic_synth_check_train_val_predict_and_score(tmp_path, capsys):
+    data = tmp_path / "pan"
+    assert main(["data", "synth", str(data), "--train", "8", "--val", "3", "--min-size", "96", "--max-size", "128",
+                 "--seed", "2", "--panoptic"]) == 0  # fmt: skip
+    assert main(["data", "check", str(data / "val" / "panoptic.json"), "--masks", str(data / "val" / "panoptic")]) == 0
+    out = tmp_path / "run"
+    args = ["train", "blendmask_panoptic_tiny_test", str(data / "data.yaml"), "--out", str(out), "solver.max_iter=2"]
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"bbox", "segm", "panoptic"} <= set(metrics)
+    assert set(metrics["panoptic"]) >= {"PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st"}
+    assert set(metrics["panoptic"]["per_class"]) == {"circle", "rectangle", "triangle", "ellipse", "star", "ring",
+                                                      "sky", "vegetation", "water", "ground"}  # fmt: skip
+    ck = load_checkpoint(out / "weights" / "last.pt")
+    assert (
+        ck["stuff_names"] == ["sky", "vegetation", "water", "ground"] and ck["config"]["model"]["panoptic"]["enabled"]
+    )
+    ckpt, val = str(out / "weights" / "last.pt"), tmp_path / "val"
+    assert main(["val", ckpt, str(data / "data.yaml"), "--out", str(val)]) == 0
+    pq = json.loads((val / "metrics.json").read_text())["panoptic"]["PQ"]
+    assert '"PQ"' in capsys.readouterr().out
+    # the written predictions are valid COCO panoptic: eval-panoptic scores them as val did
+    gt = [str(data / "val" / "panoptic.json"), str(data / "val" / "panoptic")]
+    pred = [str(val / "panoptic_predictions.json"), str(val / "panoptic")]
+    assert main(["eval-panoptic", *gt, *pred, "--out", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["panoptic"]["PQ"] == pytest.approx(pq)
+    pred_dir = tmp_path / "predict"
+    assert main(["predict", ckpt, str(data / "val" / "images"), "--out", str(pred_dir), "--save-panoptic"]) == 0
+    written = json.loads((pred_dir / "panoptic.json").read_text())
+    assert len(written["annotations"]) == 3 and len(list((pred_dir / "panoptic").glob("*.png"))) == 3
+    assert {c["name"] for c in written["categories"] if not c["isthing"]} == {"sky", "vegetation", "water", "ground"}
+    assert len(list(pred_dir.glob("*_pred.png"))) == 3

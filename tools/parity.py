@@ -2,6 +2,7 @@
 input.npz, outputs.npz, meta.json): convert, run, compare every array named in meta.json.
 
     python tools/parity.py ../shared/fixtures/reference/blendmask_r18_tiny
+    python tools/parity.py ../shared/fixtures/reference/blendmask_panoptic_tiny
     python tools/parity.py ../shared/fixtures/reference/yolact_plus_tiny_im400
 
 AdelaiDet fixtures carry a detectron2 config.yaml; dbolya/yolact fixtures the official config dict (config.json,
@@ -10,8 +11,11 @@ with its ``eval_settings``) and state their mask tolerance as flipped pixels in 
 
 Prints the max abs difference per array; exits 0 only when every float array is within its tolerance (meta.json
 ``tolerance``: a number or {array: number}; otherwise 1e-4 x max(1, max abs of the array)), every integer array
-is equal and the final masks are equal outside ``final_mask_ambiguous_idx``. Exits 2 for fixtures whose
-reference family has no converter yet.
+is equal and the final masks are equal outside ``final_mask_ambiguous_idx``. Arrays a fixture stores as corner
+crops (``X_crop_tl`` / ``X_crop_br``) are compared with the same corners of ours. Panoptic fixtures: the semantic
+argmax equal outside ``sem_seg_ambiguous_idx``; the panoptic segments the same (kind, class, instance) with the same
+scores, their areas equal up to the ambiguous pixels they touch and the map (ids translated, since numbering may
+differ) equal outside ``panoptic_ambiguous_idx``. Exits 2 for fixtures whose reference family has no converter yet.
 """
 
 from __future__ import annotations
