@@ -117,12 +117,13 @@ def _panoptic_arrays(model, out, final, size: tuple[int, int]) -> dict[str, np.n
     the semantic argmax, the panoptic map and its segments in the fixture's parallel-array form."""
     from blendseg.ops.panoptic import semantic_logits_rows
 
-    p, pan, h = model.cfg.panoptic, final.panoptic, size[0]
+    p, pan = model.cfg.panoptic, final.panoptic
     logits = out.panoptic_logits
     arrays = {"sem_seg_logits": logits.numpy(), "sem_seg_argmax": pan.semantic.numpy()}
-    for tag, rows in (("tl", (0, 8)), ("br", (h - 8, h))):  # stored as crops; cropped to the fixture's shape later
-        post = semantic_logits_rows(logits[0], size, size, p.common_stride, rows)
-        arrays[f"__rows_{tag}_sem_seg_logits_post"] = post[None].numpy()
+    # the postprocessed (S, H, W) logits are stored as corner crops: rows made on demand, as the model makes them
+    arrays["__rows_sem_seg_logits_post"] = lambda a, b: semantic_logits_rows(
+        logits[0], size, size, p.common_stride, (a, b)
+    )[None].numpy()
     info = pan.segments_info
     arrays["panoptic_seg"] = pan.panoptic_seg.numpy()
     arrays["segments_id"] = np.array([s["id"] for s in info], np.int32)
@@ -134,17 +135,16 @@ def _panoptic_arrays(model, out, final, size: tuple[int, int]) -> dict[str, np.n
     return arrays
 
 
-def _crop(ours: dict[str, np.ndarray], name: str, shape: tuple[int, ...]) -> np.ndarray | None:
-    """``X_crop_tl`` / ``X_crop_br``: the top-left / bottom-right corner of our full ``X`` (or of the rows we made
-    for it) in the last two dimensions, sized as the fixture's crop."""
+def _crop(ours: dict, name: str, shape: tuple[int, ...], image_hw: tuple[int, int]) -> np.ndarray | None:
+    """``X_crop_tl`` / ``X_crop_br``: the top-left / bottom-right corner of our full ``X`` in the last two
+    dimensions, sized as the fixture's crop; for maps we only make by rows (``__rows_X(a, b)``), those rows."""
     base, tag = name[: -len("_crop_tl")], name[-2:]
-    full = ours.get(base)
-    if full is None:
-        full = ours.get(f"__rows_{tag}_{base}")
-        if full is None:
-            return None
-        full = full[..., -shape[-2] :, :] if tag == "br" else full[..., : shape[-2], :]
     h, w = shape[-2:]
+    full = ours.get(base)
+    if full is None and f"__rows_{base}" in ours:
+        full = ours[f"__rows_{base}"](*((0, h) if tag == "tl" else (image_hw[0] - h, image_hw[0])))
+    if full is None:
+        return None
     return full[..., :h, :w] if tag == "tl" else full[..., -h:, -w:]
 
 
@@ -225,7 +225,7 @@ def compare(fixture: Path, ours: dict[str, np.ndarray], meta: dict) -> bool:
         r = inp[name] if name in inputs else ref[name]
         o = ours.get(f"__{name}" if name in inputs else name)
         if o is None and name.endswith(("_crop_tl", "_crop_br")):
-            o = _crop(ours, name, r.shape)
+            o = _crop(ours, name, r.shape, tuple(inp["image_bgr"].shape[:2]) if "image_bgr" in inp.files else (0, 0))
         if o is None:
             print(f"  {name:28s} NOT PRODUCED")
             ok = False

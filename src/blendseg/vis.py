@@ -85,31 +85,39 @@ STUFF_PALETTE = [(110, 160, 220), (90, 150, 80), (40, 90, 160), (170, 130, 90), 
 def draw_panoptic(image: Tensor, panoptic, thing_names: list[str], stuff_names: list[str]) -> Tensor:
     """(3, H, W) uint8 image with every segment of a :class:`~blendseg.structures.PanopticResult` filled (things in
     their class colour, stuff in muted ones; void left as is) and labelled at its centre ("class score" for things,
-    the stuff name for stuff; ``stuff_names[k - 1]`` names stuff label k)."""
+    the stuff name for stuff; ``stuff_names[k - 1]`` names stuff label k). Memory: a few H x W maps, whatever the
+    number of segments."""
     from PIL import ImageDraw
 
-    seg = panoptic.panoptic_seg.cpu()
+    seg = panoptic.panoptic_seg.cpu().long()
     infos = panoptic.segments_info
     out = image.to(torch.uint8).cpu()
     if not infos:
         return out
-    masks = torch.stack([seg == s["id"] for s in infos])
-    colors = [
-        PALETTE[s["category_id"] % len(PALETTE)] if s["isthing"] else STUFF_PALETTE[s["category_id"] % 6] for s in infos
-    ]
-    out = draw_segmentation_masks(out, masks, alpha=0.55, colors=colors)
-    pil = Image.fromarray(np.ascontiguousarray(out.permute(1, 2, 0).numpy()))
+    h, w = seg.shape
+    ids = torch.tensor([s["id"] for s in infos])
+    order = ids.argsort()
+    pos = torch.searchsorted(ids[order], seg).clamp(max=len(ids) - 1)
+    index = torch.where(ids[order][pos] == seg, order[pos] + 1, 0)  # (H, W): 1 + segment index, 0 = void
+    palette = [PALETTE[s["category_id"] % len(PALETTE)] if s["isthing"] else STUFF_PALETTE[s["category_id"] % 6]
+               for s in infos]  # fmt: skip
+    colors = torch.tensor([(0, 0, 0), *palette], dtype=torch.float32)
+    alpha = 0.55 * (index > 0).float()
+    blended = out.float() * (1 - alpha) + colors[index].permute(2, 0, 1) * alpha
+    pil = Image.fromarray(np.ascontiguousarray(blended.round().byte().permute(1, 2, 0).numpy()))
+    flat = index.flatten()
+    counts = torch.bincount(flat, minlength=len(infos) + 1).clamp(min=1).float()
+    cy = torch.bincount(flat, torch.arange(h).repeat_interleave(w).float(), len(infos) + 1) / counts
+    cx = torch.bincount(flat, torch.arange(w).repeat(h).float(), len(infos) + 1) / counts
     draw = ImageDraw.Draw(pil)
-    for s, m in zip(infos, masks):
-        ys, xs = m.nonzero(as_tuple=True)
+    for k, s in enumerate(infos, start=1):
         if s["isthing"]:
             text = f"{_name(thing_names, s['category_id'])} {s['score']:.2f}"
         else:
             text = _name(stuff_names, s["category_id"] - 1)
-        x, y = int(xs.float().median()), int(ys.float().median())
-        box = draw.textbbox((x, y), text, anchor="mm")
+        box = draw.textbbox((float(cx[k]), float(cy[k])), text, anchor="mm")
         draw.rectangle(box, fill=(0, 0, 0))
-        draw.text((x, y), text, fill=(255, 255, 255), anchor="mm")
+        draw.text((float(cx[k]), float(cy[k])), text, fill=(255, 255, 255), anchor="mm")
     return torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1)
 
 
