@@ -31,8 +31,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_dataset(cfg: TrainConfig, data_yaml: str, split: str, train: bool) -> CocoInstances:
-    """The split's dataset with the config's transforms and targets: :class:`CocoPanoptic` when the config asks for
-    panoptic data (``data.with_panoptic``) and the split names panoptic files (required for training)."""
+    """The split's dataset with the config's transforms and targets: :class:`CocoPanoptic` when the split names
+    panoptic files and the config asks for panoptic data (``data.with_panoptic``; then required for training) or the
+    split has no instances JSON (the things come from the PNGs)."""
     spec = load_data_yaml(data_yaml)
     if split not in spec.splits:
         raise DataError(f"{data_yaml}: no '{split}' split (has: {', '.join(spec.splits) or 'none'})")
@@ -51,15 +52,14 @@ def build_dataset(cfg: TrainConfig, data_yaml: str, split: str, train: bool) -> 
         transforms=tf,
         check_files=True,
     )
-    if d.with_panoptic and s.panoptic is not None:
-        ds = CocoPanoptic(s.panoptic, s.panoptic_masks, s.images, s.annotations, with_panoptic_sem=train, **kwargs)
+    if s.panoptic is not None and (d.with_panoptic or s.annotations is None):  # instances from the PNGs if need be
+        with_sem = train and d.with_panoptic
+        ds = CocoPanoptic(s.panoptic, s.panoptic_masks, s.images, s.annotations, with_panoptic_sem=with_sem, **kwargs)
     elif d.with_panoptic and train:
         raise DataError(
             f"{data_yaml}: the model is panoptic but split '{split}' names no panoptic annotations "
             "(panoptic: FILE.json, panoptic_masks: PNG_DIR)"
         )
-    elif s.annotations is None:
-        raise DataError(f"{data_yaml}: split '{split}' names no instance annotations (annotations: FILE.json)")
     else:
         ds = CocoInstances(s.annotations, s.images, **kwargs)
     if spec.names is not None and len(spec.names) != len(ds.class_names):
@@ -105,7 +105,7 @@ def make_evaluator_fn(
     )
     iou_types = ("bbox",) if cfg.model.arch == "fcos" else ("bbox", "segm")
     evaluators: list = [COCOEvaluator(ds.coco, ds.contiguous_to_cat_id, ds.class_names, iou_types)]
-    if isinstance(ds, CocoPanoptic):
+    if isinstance(ds, CocoPanoptic) and cfg.data.with_panoptic:
         evaluators.append(
             PanopticEvaluator(ds.panoptic, ds.panoptic_dir, ds.contiguous_to_cat_id, ds.stuff_cat_ids, out_dir)
         )
