@@ -130,3 +130,20 @@ def test_thing_categories_must_agree(pan_data, tmp_path):
     (tmp_path / "inst.json").write_text(json.dumps(coco))
     with pytest.raises(DataError, match="thing categories"):
         CocoPanoptic(spec.panoptic, spec.panoptic_masks, spec.images, tmp_path / "inst.json")
+
+
+def test_panoptic_only_split_feeds_instance_and_panoptic_models(pan_data, tmp_path):
+    from blendseg.engine.runner import build_dataset
+    from blendseg.zoo import get_preset
+
+    root = pan_data.parent
+    split = "{images: train/images, panoptic: train/panoptic.json, panoptic_masks: train/panoptic}"
+    (tmp_path / "d.yaml").write_text(f"path: {root}\ntrain: {split}\n")
+    plain = build_dataset(get_preset("blendmask_tiny_test"), str(tmp_path / "d.yaml"), "train", train=True)
+    _, t = plain[0]
+    assert "masks" in t and "panoptic_sem" not in t and plain.class_names[0] == "circle"
+    pan = build_dataset(get_preset("blendmask_panoptic_tiny_test"), str(tmp_path / "d.yaml"), "train", train=True)
+    assert "panoptic_sem" in pan[0][1]
+    (tmp_path / "e.yaml").write_text(f"path: {root}\ntrain: {{images: train/images, panoptic: train/panoptic.json}}\n")
+    with pytest.raises(DataError, match="panoptic_masks"):
+        build_dataset(get_preset("blendmask_panoptic_tiny_test"), str(tmp_path / "e.yaml"), "train", train=True)
