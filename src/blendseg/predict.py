@@ -9,7 +9,9 @@ import torch
 from torch import nn
 
 from .config import TrainConfig
+from .data.check import DataError
 from .data.coco import CocoInstances
+from .data.images import is_image_file, read_image
 from .data.transforms import transforms_for
 from .modeling.fcos_inference import Detections
 from .structures import pad_images
@@ -52,16 +54,13 @@ def draw_split(
     return paths
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-
 def image_files(sources: list[str]) -> list[Path]:
     """Image files named directly or found (sorted, not recursively) in named folders."""
     out: list[Path] = []
     for s in sources:
         p = Path(s)
         if p.is_dir():
-            out += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            out += sorted(f for f in p.iterdir() if is_image_file(f))
         elif p.is_file():
             out.append(p)
         else:
@@ -108,7 +107,6 @@ def predict_files(
     ``panoptic/<name>.png`` and ``panoptic.json``."""
     import json
 
-    import numpy as np
     from PIL import Image
 
     from .data.panoptic import id2rgb
@@ -120,10 +118,9 @@ def predict_files(
     class_names = categories.thing_names
     for f in files:
         try:
-            with Image.open(f) as pil:
-                image = torch.from_numpy(np.asarray(pil.convert("RGB")).copy()).permute(2, 0, 1)
-        except OSError as e:
-            print(f"warning: {f}: cannot read image ({e}); skipped")
+            image = read_image(f)
+        except DataError as e:
+            print(f"warning: {e}; skipped")
             continue
         dets = predict_image(model, cfg, image)
         keep = dets.scores >= score_th

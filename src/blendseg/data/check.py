@@ -138,13 +138,19 @@ def _check_files(images: dict[int, dict], root: Path, where: str, err) -> None:
             continue
         try:
             with Image.open(path) as pil:
-                size = pil.size
                 pil.verify()
+            size = image_size(path)  # as the image is read: EXIF orientation applied
         except Exception as e:  # any decoder failure is the file's problem
             err(w, f"unreadable image ({type(e).__name__}: {e})")
             continue
         if (im.get("width"), im.get("height")) != size:
-            err(w, f"JSON says {im.get('width')}x{im.get('height')}, file is {size[0]}x{size[1]}")
+            err(w, f"JSON says {im.get('width')}x{im.get('height')}, the (oriented) image is {size[0]}x{size[1]}")
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    from .images import image_size as oriented_size  # images.py imports DataError from here
+
+    return oriented_size(path)
 
 
 def check_file(ann_path: str | os.PathLike, images_dir: str | os.PathLike | None = None) -> list[Problem]:

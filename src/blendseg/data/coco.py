@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from PIL import Image
 from torch import Tensor
 
 from .check import DataError, check_coco, load_json, raise_on_errors
+from .images import read_image
 from .rle import decode
 
 
@@ -144,13 +144,11 @@ class CocoInstances(torch.utils.data.Dataset):
         return len(self.images)
 
     def read_image(self, info: dict) -> Tensor:
-        path = self.images_dir / info["file_name"]
+        """(3, H, W) uint8 RGB of an image entry, EXIF orientation applied (``data.images.read_image``)."""
         try:
-            with Image.open(path) as pil:
-                arr = np.asarray(pil.convert("RGB"))
-        except (OSError, ValueError) as e:
-            raise DataError(f"{path}: cannot read image id {info['id']} ({e})") from None
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+            return read_image(self.images_dir / info["file_name"])
+        except DataError as e:
+            raise DataError(f"{e} (image id {info['id']})") from None
 
     def get_target(self, info: dict) -> dict[str, Tensor]:
         h, w = info["height"], info["width"]
