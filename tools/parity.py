@@ -99,13 +99,13 @@ def run_adelaidet(fixture: Path) -> dict[str, np.ndarray]:
         arrays["det_rois_first5"] = pool_bases(
             out.bases, first, torch.zeros(len(first), dtype=torch.int64), b.bottom_resolution, b.bases_stride
         ).numpy()
-        arrays["final_masks"] = final.masks.numpy()
+        arrays["final_masks"] = final.masks.to_tensor().numpy()
     if hasattr(model, "mask_encoding"):  # MEInst
         arrays["det_mask_coeffs"] = det.embeds.numpy()
         logits = model.mask_encoding.decode(det.embeds).view(-1, model.cfg.meinst.mask_size, model.cfg.meinst.mask_size)
         arrays["det_mask_logits"] = logits.numpy()
         arrays["det_mask_probs"] = model.mask_probs([det])[0].numpy()
-        arrays["final_masks"] = final.masks.numpy()
+        arrays["final_masks"] = final.masks.to_tensor().numpy()
     if final.panoptic is not None:
         arrays.update(_panoptic_arrays(model, out, final, size))
     arrays["__preprocessed"] = fcos.preprocess([image])[0].numpy()
@@ -191,7 +191,7 @@ def run_yolact(fixture: Path) -> dict[str, np.ndarray]:
 
     cropped = crop_masks(torch.sigmoid(out.proto[0] @ kept.coefs.t()).permute(2, 0, 1), kept.boxes)
     arrays.update(masks_proto_cropped=cropped, classes=final.labels, box_scores=final.scores)
-    arrays.update(boxes=final.boxes.long(), masks=final.masks.to(torch.uint8))
+    arrays.update(boxes=final.boxes.long(), masks=final.masks.to_tensor().to(torch.uint8))
     if model.maskiou_net is not None:
         pred = model.maskiou_net(cropped[:, None])
         arrays.update(maskiou_pred=pred, maskiou_p=pred.gather(1, kept.labels[:, None])[:, 0])

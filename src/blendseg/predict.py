@@ -137,7 +137,7 @@ def predict_files(
             iid = len(pan_images) + 1
             pan_images.append({"id": iid, "file_name": f.name, "height": ids.shape[0], "width": ids.shape[1]})
             pan_annotations.append({"image_id": iid, "file_name": f"{f.stem}.png", "segments_info": segments})
-        masks = dets.masks.cpu().numpy() if dets.masks is not None else None
+        masks = dets.masks
         records.append({
             "file": str(f),
             "instances": [
@@ -145,7 +145,7 @@ def predict_files(
                     "box": [round(float(v), 2) for v in dets.boxes[i].tolist()],
                     "score": round(float(dets.scores[i]), 4),
                     "class": class_names[int(dets.labels[i])],
-                    **({"segmentation": encode(masks[i])} if masks is not None else {}),
+                    **({"segmentation": encode(masks[i].cpu().numpy())} if masks is not None else {}),
                 }
                 for i in range(len(dets))
             ],

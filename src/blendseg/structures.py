@@ -1,8 +1,10 @@
-"""Batch container shared by data loading and models.
+"""Containers shared by data loading and models: the padded image batch, compact instance masks, panoptic
+results.
 
 Conventions: images are float32 RGB in 0..255, (3, H, W); boxes are xyxy absolute pixels of the image the
 model sees; labels are contiguous 0..num_classes-1. Targets are dicts with ``boxes`` (M, 4) float32 and
-``labels`` (M,) int64, plus ``masks`` (M, H, W) uint8 when a method needs them.
+``labels`` (M,) int64, plus ``masks`` (M, H, W) uint8 when a method needs them. Predicted masks stay compact
+(:class:`BoxMasks`, :class:`GridMasks`): full-image pixels are made per instance, when asked for.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from .ops.masks import paste_window, upsample_window
 
 
 @dataclass
@@ -85,3 +89,102 @@ class PanopticResult:
     panoptic_seg: Tensor
     segments_info: list[dict]
     semantic: Tensor
+
+
+class LazyMasks:
+    """(D, H, W) bool instance masks kept compact: an instance's full-image pixels are made when indexed with an
+    int (``masks[i]``), all of them by :meth:`to_tensor`; :meth:`window` gives the only area an instance can cover.
+    Indexing with a tensor, list or slice keeps the compact form. ``shape`` and ``dtype`` read as the dense
+    tensor's would, so memory follows the instances looked at, not D x H x W."""
+
+    image_size: tuple[int, int]
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def window(self, i: int) -> tuple[int, int, Tensor]:
+        """(y0, x0, (h, w) bool): instance ``i``'s pixels inside the window at (y0, x0); zero elsewhere."""
+        raise NotImplementedError
+
+    def _select(self, idx) -> LazyMasks:
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        raise NotImplementedError
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self), *self.image_size)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.bool
+
+    def __getitem__(self, idx):
+        if isinstance(idx, int) or (torch.is_tensor(idx) and idx.ndim == 0 and idx.dtype != torch.bool):
+            i = int(idx)
+            if not -len(self) <= i < len(self):
+                raise IndexError(f"mask {i} of {len(self)}")
+            y0, x0, win = self.window(i % len(self))
+            out = torch.zeros(self.image_size, dtype=torch.bool, device=win.device)
+            out[y0 : y0 + win.shape[0], x0 : x0 + win.shape[1]] = win
+            return out
+        return self._select(idx)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def to_tensor(self) -> Tensor:
+        """(D, H, W) bool: every instance at full size (D x H x W bytes)."""
+        out = torch.zeros(self.shape, dtype=torch.bool, device=self.device)
+        for i in range(len(self)):
+            y0, x0, win = self.window(i)
+            out[i, y0 : y0 + win.shape[0], x0 : x0 + win.shape[1]] = win
+        return out
+
+
+class BoxMasks(LazyMasks):
+    """Masks as (D, S, S) probabilities in their paste boxes (D, 4) xyxy pixels of an image of ``image_size``
+    (BlendMask, MEInst): instance i is detectron2's paste of ``probs[i]`` into ``boxes[i]``, ``>= threshold``."""
+
+    def __init__(self, probs: Tensor, boxes: Tensor, image_size: tuple[int, int], threshold: float = 0.5) -> None:
+        self.probs, self.boxes = probs, boxes
+        self.image_size, self.threshold = (int(image_size[0]), int(image_size[1])), threshold
+
+    def __len__(self) -> int:
+        return self.probs.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.probs.device
+
+    def window(self, i: int) -> tuple[int, int, Tensor]:
+        return paste_window(self.probs[i], self.boxes[i], self.image_size, self.threshold)
+
+    def _select(self, idx) -> BoxMasks:
+        return BoxMasks(self.probs[idx], self.boxes[idx], self.image_size, self.threshold)
+
+
+class GridMasks(LazyMasks):
+    """Masks as low-resolution (D, h, w) probabilities over an image grid (YOLACT's cropped prototypes): instance i
+    is ``F.interpolate(probs[i], full_size, bilinear)`` cut to the top-left ``image_size``, ``> threshold``."""
+
+    def __init__(
+        self, probs: Tensor, full_size: tuple[int, int], image_size: tuple[int, int], threshold: float = 0.5
+    ) -> None:
+        self.probs, self.full_size = probs, (int(full_size[0]), int(full_size[1]))
+        self.image_size, self.threshold = (int(image_size[0]), int(image_size[1])), threshold
+
+    def __len__(self) -> int:
+        return self.probs.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.probs.device
+
+    def window(self, i: int) -> tuple[int, int, Tensor]:
+        return upsample_window(self.probs[i], self.full_size, self.image_size, self.threshold)
+
+    def _select(self, idx) -> GridMasks:
+        return GridMasks(self.probs[idx], self.full_size, self.image_size, self.threshold)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+from torchvision.utils import draw_bounding_boxes
 
 from .modeling.fcos_inference import Detections
 
@@ -16,17 +16,32 @@ PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 13
 
 
 def draw_detections(image: Tensor, dets: Detections, class_names: list[str], score_th: float = 0.3) -> Tensor:
-    """(3, H, W) uint8 image with boxes (and masks, when present) of detections scoring >= ``score_th``."""
+    """(3, H, W) uint8 image with boxes (and masks, when present) of detections scoring >= ``score_th``; masks
+    are drawn one instance at a time over its window (memory follows the boxes, not the picture)."""
     keep = dets.scores >= score_th
     boxes, labels, scores = dets.boxes[keep].cpu(), dets.labels[keep].cpu(), dets.scores[keep].cpu()
     colors = [PALETTE[int(c) % len(PALETTE)] for c in labels]
-    out = image.to(torch.uint8).cpu()
+    out = image.to(torch.uint8).cpu().clone()
     if dets.masks is not None and keep.any():
-        out = draw_segmentation_masks(out, dets.masks[keep].cpu().bool(), alpha=0.45, colors=colors)
+        kept = dets.masks[keep]
+        for i, color in enumerate(colors):
+            y0, x0, window = kept.window(i)
+            fill_window(out, y0, x0, window.cpu(), color, 0.45)
     text = [f"{class_names[int(c)]} {float(s):.2f}" if s < 1 else class_names[int(c)] for c, s in zip(labels, scores)]
     if len(boxes):
         out = draw_bounding_boxes(out, boxes, labels=text, colors=colors, width=2)
     return out
+
+
+def fill_window(image: Tensor, y0: int, x0: int, window: Tensor, color: tuple[int, int, int], alpha: float) -> None:
+    """Blend ``color`` into the (3, H, W) uint8 ``image``, in place, where the (h, w) bool ``window`` at (y0, x0)
+    is True (``draw_segmentation_masks`` for one mask, without a full-image mask)."""
+    if window.numel() == 0:
+        return
+    region = image[:, y0 : y0 + window.shape[0], x0 : x0 + window.shape[1]]
+    tint = torch.tensor(color, dtype=torch.float32)[:, None, None]
+    blended = (region.float() * (1 - alpha) + tint * alpha).round().to(torch.uint8)
+    region.copy_(torch.where(window[None], blended, region))
 
 
 def save_image(image: Tensor, path: str | Path) -> Path:

@@ -103,7 +103,7 @@ def test_blendmask_bases_attentions_masks_match(blendmask_fixture):
     logits = blendmask.mask_logits(bout.bases, [det])[0].numpy()
     assert np.abs(logits - outs["det_mask_logits"]).max() <= _tol(outs["det_mask_logits"])
     final = blendmask.postprocess(bout, [(256, 320)])[0]
-    masks, ref = final.masks.numpy(), outs["final_masks"].copy()
+    masks, ref = final.masks.to_tensor().numpy(), outs["final_masks"].copy()
     amb = outs["final_mask_ambiguous_idx"]
     masks[amb[:, 0], amb[:, 1], amb[:, 2]] = False
     ref[amb[:, 0], amb[:, 1], amb[:, 2]] = False

@@ -50,7 +50,7 @@ def detections_to_coco(image_id: int, dets: Detections, contiguous_to_cat_id: li
     boxes = dets.boxes.detach().cpu().numpy().astype(np.float64)
     scores = dets.scores.detach().cpu().numpy().tolist()
     labels = dets.labels.detach().cpu().numpy().tolist()
-    masks = dets.masks.detach().cpu().numpy() if dets.masks is not None else None
+    masks = dets.masks  # compact: one instance at full size at a time (memory does not grow with the picture)
     mask_scores = getattr(dets, "mask_scores", None)  # YOLACT++: mask AP ranks by score x predicted mask IoU
     mask_scores = mask_scores.detach().cpu().numpy().tolist() if mask_scores is not None else None
     out = []
@@ -63,7 +63,7 @@ def detections_to_coco(image_id: int, dets: Detections, contiguous_to_cat_id: li
             "score": float(scores[i]),
         }
         if masks is not None:
-            rec["segmentation"] = encode(masks[i])
+            rec["segmentation"] = encode(masks[i].cpu().numpy())
         if mask_scores is not None:
             rec["mask_score"] = float(mask_scores[i])
         out.append(rec)

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
-from ..structures import PanopticResult
+from ..structures import BoxMasks, LazyMasks, PanopticResult
 
 
 @dataclass
@@ -24,7 +24,8 @@ class Detections:
         loc_inds: (D,) index of that location among the image's locations of all levels (level-major), i.e. the
             kept index extensions use to gather their own per-location maps.
         embeds: (D, E) the extension's embedding at that location, or None.
-        masks: (D, H, W) bool full-image masks once a mask method pastes them, else None.
+        masks: (D, H, W) bool masks once a mask method made them (kept compact: a
+            :class:`~blendseg.structures.LazyMasks`), else None.
         panoptic: the image's :class:`~blendseg.structures.PanopticResult` (panoptic models), else None; a
             per-image field, carried unchanged by indexing.
     """
@@ -36,7 +37,7 @@ class Detections:
     levels: Tensor
     loc_inds: Tensor
     embeds: Tensor | None = None
-    masks: Tensor | None = None
+    masks: LazyMasks | None = None
     panoptic: PanopticResult | None = None
 
     def __len__(self) -> int:
@@ -201,12 +202,11 @@ def finalize_with_masks(
     dets: Detections, mask_probs: Tensor, input_size: tuple[int, int], output_size: tuple[int, int],
     paste_in_clipped_box: bool = True,
 ) -> Detections:  # fmt: skip
-    """detector_postprocess plus mask pasting: per-box probabilities (D, S, S) pasted at 0.5 into the *clipped*
-    boxes (the reference quirk: the mask was made for the unclipped box) or the unclipped ones."""
-    from ..ops.masks import paste_masks_in_image
-
+    """detector_postprocess plus masks: per-box probabilities (D, S, S) to be pasted at 0.5 into the *clipped*
+    boxes (the reference quirk: the mask was made for the unclipped box) or the unclipped ones, kept compact
+    (:class:`~blendseg.structures.BoxMasks`: pixels are made per instance when asked for)."""
     scaled, clipped, keep = rescale_and_clip(dets.boxes, input_size, output_size)
     out = dets[keep]
     out.boxes = clipped[keep]
-    out.masks = paste_masks_in_image(mask_probs[keep], out.boxes if paste_in_clipped_box else scaled[keep], output_size)
+    out.masks = BoxMasks(mask_probs[keep], out.boxes if paste_in_clipped_box else scaled[keep], output_size)
     return out

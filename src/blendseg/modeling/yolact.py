@@ -19,7 +19,7 @@ from ..config import YolactConfig
 from ..ops.anchors import decode_boxes, make_priors
 from ..ops.masks import crop_masks
 from ..ops.nms import fast_nms, standard_nms
-from ..structures import ImageBatch, normalize_batch, pad_images, targets_to
+from ..structures import GridMasks, ImageBatch, normalize_batch, pad_images, targets_to
 from .backbone import build_resnet
 from .fpn import FPN
 
@@ -107,14 +107,15 @@ class YolactOutput:
 class YolactDetections:
     """Detections of one image: boxes (D, 4) xyxy pixels of the original image (truncated to integers, as the
     official postprocess), ``scores`` the class confidence (box AP), ``mask_scores`` (YOLACT++: x predicted mask
-    IoU; mask AP), labels (D,), prior indices, coefficients (D, k) and masks (D, H, W) bool."""
+    IoU; mask AP), labels (D,), prior indices, coefficients (D, k) and masks (D, H, W) bool (compact, a
+    :class:`~blendseg.structures.GridMasks`)."""
 
     boxes: Tensor
     scores: Tensor
     labels: Tensor
     prior_inds: Tensor
     coefs: Tensor
-    masks: Tensor | None = None
+    masks: GridMasks | None = None
     mask_scores: Tensor | None = None
 
     def __len__(self) -> int:
@@ -229,8 +230,7 @@ class Yolact(nn.Module):
             (h, w), (oh, ow) = out.image_sizes[i], original_sizes[i]
             sy, sx = oh / h, ow / w  # input pixels -> original pixels; the whole (padded) input maps to:
             full = (round(H * sy), round(W * sx))
-            up = F.interpolate(masks[None], full, mode="bilinear", align_corners=False)[0] if len(d) else masks
-            d.masks = up[:, :oh, :ow] > 0.5 if len(d) else torch.zeros((0, oh, ow), dtype=torch.bool)
+            d.masks = GridMasks(masks, full, (oh, ow))  # upsampled per instance, over its crop only, when asked
             d.boxes = _to_pixels(d.boxes, W * sx, H * sy, ow, oh)
             results.append(d)
         return results

@@ -5,37 +5,68 @@ Shape legend: N instances, S mask size, H x W image size.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .resize import bilinear_axis, resample_window
+
 
 def paste_masks_in_image(masks: Tensor, boxes: Tensor, image_size: tuple[int, int], threshold: float = 0.5) -> Tensor:
-    """(N, H, W) bool: each soft mask (N, S, S) resampled into its box (N, 4) xyxy pixels, then ``>= threshold``.
-
-    Bilinear ``grid_sample`` (align_corners False) at pixel centres (+0.5), zero outside the mask, exactly as
-    detectron2's ``_do_paste_mask``. Each mask is sampled only over its box's pixel window (+1 px), so memory is
-    O(N*H*W) bits for the output plus one box-sized float buffer at a time.
-    """
-    h, w = image_size
-    out = torch.zeros((masks.shape[0], h, w), dtype=torch.bool, device=masks.device)
-    if masks.shape[0] == 0:
-        return out
-    boxes = boxes.float()
-    x0i = torch.clamp(torch.floor(boxes[:, 0]) - 1, min=0).long().tolist()
-    y0i = torch.clamp(torch.floor(boxes[:, 1]) - 1, min=0).long().tolist()
-    x1i = torch.clamp(torch.ceil(boxes[:, 2]) + 1, max=w).long().tolist()
-    y1i = torch.clamp(torch.ceil(boxes[:, 3]) + 1, max=h).long().tolist()
+    """(N, H, W) bool: each soft mask (N, S, S) resampled into its box (N, 4) xyxy pixels, then ``>= threshold``
+    (:func:`paste_window` per mask, written into a full-size output)."""
+    out = torch.zeros((masks.shape[0], *image_size), dtype=torch.bool, device=masks.device)
     for i in range(masks.shape[0]):
-        if x1i[i] <= x0i[i] or y1i[i] <= y0i[i]:
-            continue
-        x0, y0, x1, y1 = boxes[i]
-        ys = (torch.arange(y0i[i], y1i[i], device=masks.device, dtype=torch.float32) + 0.5 - y0) / (y1 - y0) * 2 - 1
-        xs = (torch.arange(x0i[i], x1i[i], device=masks.device, dtype=torch.float32) + 0.5 - x0) / (x1 - x0) * 2 - 1
-        grid = torch.stack([xs[None, :].expand(len(ys), -1), ys[:, None].expand(-1, len(xs))], dim=2)
-        soft = F.grid_sample(masks[i][None, None].float(), grid[None], align_corners=False)[0, 0]
-        out[i, y0i[i] : y1i[i], x0i[i] : x1i[i]] = soft >= threshold
+        y0, x0, window = paste_window(masks[i], boxes[i], image_size, threshold)
+        out[i, y0 : y0 + window.shape[0], x0 : x0 + window.shape[1]] = window
     return out
+
+
+def paste_window(
+    mask: Tensor, box: Tensor, image_size: tuple[int, int], threshold: float = 0.5
+) -> tuple[int, int, Tensor]:
+    """One soft mask (S, S) pasted into its box (4,) xyxy pixels of an image of ``image_size``, as detectron2's
+    ``_do_paste_mask``: bilinear ``grid_sample`` (align_corners False, zero outside the mask) at pixel centres
+    (+0.5), then ``>= threshold``. Only the box's pixel window (+1 px, inside the image) can be True: returns its
+    top-left (y0, x0) and the (h, w) bool window, so memory follows the box, not the image."""
+    h, w = image_size
+    x0, y0, x1, y1 = (float(v) for v in box.float())
+    x0i, y0i = max(int(math.floor(x0)) - 1, 0), max(int(math.floor(y0)) - 1, 0)
+    x1i, y1i = min(int(math.ceil(x1)) + 1, w), min(int(math.ceil(y1)) + 1, h)
+    if x1i <= x0i or y1i <= y0i:
+        return 0, 0, torch.zeros((0, 0), dtype=torch.bool, device=mask.device)
+    b = box.float()
+    ys = (torch.arange(y0i, y1i, device=mask.device, dtype=torch.float32) + 0.5 - b[1]) / (b[3] - b[1]) * 2 - 1
+    xs = (torch.arange(x0i, x1i, device=mask.device, dtype=torch.float32) + 0.5 - b[0]) / (b[2] - b[0]) * 2 - 1
+    grid = torch.stack([xs[None, :].expand(len(ys), -1), ys[:, None].expand(-1, len(xs))], dim=2)
+    soft = F.grid_sample(mask[None, None].float(), grid[None], align_corners=False)[0, 0]
+    return y0i, x0i, soft >= threshold
+
+
+def upsample_window(
+    prob: Tensor, full_size: tuple[int, int], image_size: tuple[int, int], threshold: float = 0.5
+) -> tuple[int, int, Tensor]:
+    """One low-resolution mask (h, w), zero outside some region (YOLACT's crop), bilinearly upsampled to
+    ``full_size`` (``F.interpolate``, align_corners False), cut to the top-left ``image_size`` and ``> threshold``,
+    computed only where the upsampling can reach the nonzero region: returns (y0, x0, window bool)."""
+    nz = prob.nonzero()
+    if len(nz) == 0:
+        return 0, 0, torch.zeros((0, 0), dtype=torch.bool, device=prob.device)
+    axes = []
+    for dim, (n_in, n_full, n_img) in enumerate(zip(prob.shape, full_size, image_size)):
+        i0, i1, l0, l1 = bilinear_axis(n_in, n_full)
+        lo, hi = int(nz[:, dim].min()), int(nz[:, dim].max())
+        reach = ((i0 >= lo) & (i0 <= hi)) | ((i1 >= lo) & (i1 <= hi))
+        reach[n_img:] = False
+        idx = reach.nonzero()[:, 0]
+        if len(idx) == 0:
+            return 0, 0, torch.zeros((0, 0), dtype=torch.bool, device=prob.device)
+        a, b = int(idx[0]), int(idx[-1]) + 1
+        axes.append((a, (i0[a:b], i1[a:b], l0[a:b], l1[a:b])))
+    (y0, rows), (x0, cols) = axes
+    return y0, x0, resample_window(prob[None].float(), rows, cols)[0] > threshold
 
 
 def crop_and_resize_masks(masks: Tensor, boxes: Tensor, size: int) -> Tensor:

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .resize import bilinear_axis, resample_window
+
 
 def combine_semantic_and_instances(
     masks: Tensor | Sequence[Tensor],
@@ -72,30 +74,6 @@ def combine_semantic_and_instances(
     return panoptic, segments
 
 
-def _linear_axis(in_size: int, out_size: int, scale_factor: float | None = None) -> tuple[Tensor, ...]:
-    """Source indices and weights of one axis of ``F.interpolate(mode="bilinear", align_corners=False)``, computed
-    as PyTorch's CPU kernel does (float32; the scale is 1 / scale_factor when one is given, else in / out)."""
-    if scale_factor is not None:
-        scale = torch.tensor(1.0 / scale_factor, dtype=torch.float32)
-    else:
-        scale = torch.tensor(in_size, dtype=torch.float32) / torch.tensor(out_size, dtype=torch.float32)
-    src = (scale * (torch.arange(out_size, dtype=torch.float32) + 0.5) - 0.5).clamp(min=0)
-    i0 = src.long().clamp(max=in_size - 1)
-    lam = (src - i0).clamp(0, 1)
-    i1 = torch.where(i0 < in_size - 1, i0 + 1, i0)
-    return i0, i1, 1 - lam, lam
-
-
-def _interp_rows(x: Tensor, rows: tuple[Tensor, ...], cols: tuple[Tensor, ...]) -> Tensor:
-    """(C, len(rows), len(cols)) bilinear samples of x (C, h, w): along the width first, then the height, the
-    order of PyTorch's kernel; only the input rows the requested output rows touch are read."""
-    i0, i1, l0, l1 = rows
-    j0, j1, m0, m1 = (t.to(x.device) for t in cols)
-    lo, hi = int(i0.min()), int(i1.max()) + 1
-    r = x[:, lo:hi, j0] * m0 + x[:, lo:hi, j1] * m1
-    return r[:, (i0 - lo).to(x.device)] * l0.to(x)[:, None] + r[:, (i1 - lo).to(x.device)] * l1.to(x)[:, None]
-
-
 def semantic_logits_rows(
     logits: Tensor, image_size: tuple[int, int], output_size: tuple[int, int], stride: int, rows: tuple[int, int]
 ) -> Tensor:
@@ -108,16 +86,16 @@ def semantic_logits_rows(
         logits: (S, h', w') semantic logits of one padded image at 1/``stride``.
     """
     h, w = image_size
-    up_rows = [t[:h] for t in _linear_axis(logits.shape[-2], logits.shape[-2] * stride, stride)]
-    up_cols = [t[:w] for t in _linear_axis(logits.shape[-1], logits.shape[-1] * stride, stride)]
+    up_rows = [t[:h] for t in bilinear_axis(logits.shape[-2], logits.shape[-2] * stride, stride)]
+    up_cols = [t[:w] for t in bilinear_axis(logits.shape[-1], logits.shape[-1] * stride, stride)]
     a, b = rows
     if tuple(output_size) == (h, w):  # the resize is the identity
-        return _interp_rows(logits, [t[a:b] for t in up_rows], up_cols)
-    out_rows = [t[a:b] for t in _linear_axis(h, output_size[0])]
+        return resample_window(logits, [t[a:b] for t in up_rows], up_cols)
+    out_rows = [t[a:b] for t in bilinear_axis(h, output_size[0])]
     lo, hi = int(out_rows[0].min()), int(out_rows[1].max()) + 1
-    mid = _interp_rows(logits, [t[lo:hi] for t in up_rows], up_cols)  # rows lo..hi-1 of the (S, h, w) map
+    mid = resample_window(logits, [t[lo:hi] for t in up_rows], up_cols)  # rows lo..hi-1 of the (S, h, w) map
     shifted = [out_rows[0] - lo, out_rows[1] - lo, out_rows[2], out_rows[3]]
-    return _interp_rows(mid, shifted, _linear_axis(w, output_size[1]))
+    return resample_window(mid, shifted, bilinear_axis(w, output_size[1]))
 
 
 def semantic_argmax(

@@ -1,0 +1,41 @@
+"""Compact instance masks: the same pixels as the dense paste / upsampling they replace, made per instance."""
+
+import torch
+import torch.nn.functional as F
+
+from blendseg.ops.masks import crop_masks, paste_masks_in_image
+from blendseg.structures import BoxMasks, GridMasks
+
+
+def test_box_masks_equal_the_dense_paste_and_index_like_a_tensor():
+    torch.manual_seed(0)
+    probs = torch.rand(6, 14, 14)
+    boxes = torch.tensor([[3.2, 4.7, 40.1, 30.0], [-5.0, -3.0, 20.0, 12.0], [50.0, 30.0, 70.0, 50.0],
+                          [10.0, 10.0, 10.5, 11.0], [0.0, 0.0, 64.0, 48.0], [63.0, 47.0, 90.0, 80.0]])  # fmt: skip
+    dense = paste_masks_in_image(probs, boxes, (48, 64))
+    masks = BoxMasks(probs, boxes, (48, 64))
+    assert masks.shape == (6, 48, 64) and masks.dtype == torch.bool and len(masks) == 6
+    assert torch.equal(masks.to_tensor(), dense)
+    assert torch.equal(masks[2], dense[2]) and torch.equal(masks[-1], dense[-1])
+    keep = torch.tensor([True, False, True, False, True, False])
+    assert isinstance(masks[keep], BoxMasks) and torch.equal(masks[keep].to_tensor(), dense[keep])
+    y0, x0, win = masks.window(0)
+    assert win.shape[0] < 48 and win.shape[1] < 64  # only the box (+1 px) is ever made
+    assert torch.equal(dense[0, y0 : y0 + win.shape[0], x0 : x0 + win.shape[1]], win) and dense[0].sum() == win.sum()
+
+
+def test_grid_masks_equal_the_dense_upsampling_of_cropped_prototypes():
+    torch.manual_seed(1)
+    probs = torch.rand(5, 24, 24)
+    rel = torch.tensor([[0.1, 0.2, 0.5, 0.6], [0.0, 0.0, 1.0, 1.0], [0.7, 0.7, 0.99, 0.95], [0.3, 0.3, 0.31, 0.32],
+                        [0.9, 0.0, 1.0, 0.2]])  # fmt: skip
+    cropped = crop_masks(probs, rel)
+    cropped[3] = 0  # an empty one
+    full, size = (130, 130), (120, 97)  # upsampled to the padded input's full size, cut to the image
+    dense = F.interpolate(cropped[None], full, mode="bilinear", align_corners=False)[0][:, : size[0], : size[1]] > 0.5
+    masks = GridMasks(cropped, full, size)
+    assert masks.shape == (5, 120, 97)
+    assert torch.equal(masks.to_tensor(), dense)
+    assert not masks[3].any()
+    y0, x0, win = masks.window(2)
+    assert win.numel() < 0.3 * 120 * 97 and dense[2].sum() == win.sum()
