@@ -143,7 +143,7 @@ def test_yolact_trains_evaluates_and_converts(tmp_path, synth_data, capsys):
     broken.write_bytes(b"not an image")
     pred = tmp_path / "pred"
     assert main(["predict", str(out / "weights" / "last.pt"), str(images), str(broken), "--out", str(pred),
-                 "--conf", "0"]) == 0  # fmt: skip
+                 "--conf", "0", "--save-json"]) == 0  # fmt: skip
     records = json.loads((pred / "predictions.json").read_text())
     assert len(records) == len(list(images.iterdir())) and len(list(pred.glob("*_pred.png"))) == len(records)
     assert "broken.png: cannot read image" in capsys.readouterr().out

@@ -95,14 +95,21 @@ def _cmd_convert(a: argparse.Namespace) -> int:
 
 
 def _cmd_predict(a: argparse.Namespace) -> int:
-    from .engine.runner import load_model
-    from .predict import Categories, image_files, predict_files
+    from tqdm import tqdm
 
-    model, cfg, ckpt = load_model(a.checkpoint, a.device)
-    files = image_files(a.source)
-    path = predict_files(model, cfg, files, Categories.from_checkpoint(ckpt, cfg), a.out, a.conf, a.save_panoptic)
-    extra = ", panoptic/ + panoptic.json" if (Path(a.out) / "panoptic.json").is_file() and a.save_panoptic else ""
-    print(f"{len(files)} image(s) -> {a.out} (drawn predictions, {path.name}{extra})")
+    from .api import load
+    from .inference.predictor import Predictor
+    from .inference.sources import iter_images
+    from .predict import PredictionWriter
+
+    model = load(a.checkpoint, a.device)
+    writer = PredictionWriter(a.out, model.categories, not a.no_draw, a.save_json, a.save_panoptic)
+    predictor = Predictor(model.model, model.cfg, model.categories, a.conf, a.max_det, a.device)
+    images = iter_images(a.source, on_skip=lambda msg: tqdm.write(f"warning: {msg}"))
+    for image, path in tqdm(images, desc="predict", unit="img", dynamic_ncols=True, mininterval=1):
+        writer.write(predictor(image, path))
+    written = writer.close()
+    print(f"{writer.count} image(s) -> {a.out}" + "".join(f", {p.name}" for p in written))
     return 0
 
 
@@ -197,12 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--weights", required=True, help=".pth or .safetensors")
     cv.add_argument("--out", required=True, help="output folder or .pt file")
     cv.set_defaults(fn=_cmd_convert)
-    pr = sub.add_parser("predict", help="predict on images / folders, draw them and write predictions.json")
+    pr = sub.add_parser("predict", help="predict on images / folders / globs: drawings, --save-json, --save-panoptic")
     pr.add_argument("checkpoint")
-    pr.add_argument("source", nargs="+", help="image files or folders")
+    pr.add_argument("source", nargs="+", help="image files, folders or globs (quoted)")
     pr.add_argument("--out", default="runs/predict")
-    pr.add_argument("--conf", type=float, default=0.3, help="score threshold for drawing and the json")
+    pr.add_argument("--conf", type=float, default=0.3, help="keep detections scoring at least this")
+    pr.add_argument("--max-det", type=int, default=100, help="keep at most this many per image")
     pr.add_argument("--device", default="cpu")
+    pr.add_argument("--save-json", action="store_true", help="write predictions.json (boxes, scores, RLE masks)")
+    pr.add_argument("--no-draw", action="store_true", help="do not write <name>_pred.png drawings")
     pr.add_argument(
         "--save-panoptic", action="store_true", help="panoptic models: also panoptic/*.png + panoptic.json (COCO)"
     )

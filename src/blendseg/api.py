@@ -1,0 +1,70 @@
+"""``blendseg.load(...)``: a trained model (or a preset with random weights) behind one small facade.
+
+import blendseg
+model = blendseg.load("runs/demo/run/weights/last.pt")
+for r in model.predict("photos/", conf=0.3, stream=True):
+    print(r.path, len(r), r.speed)
+    r.save(f"out/{Path(r.path).stem}.png")
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from .config import TrainConfig
+from .inference.predictor import Predictor
+from .inference.result import Categories, Result
+from .inference.sources import Source, iter_images
+
+
+class Model:
+    """A blendseg model (BlendMask, panoptic BlendMask, YOLACT / YOLACT++, MEInst or FCOS) with its run config
+    and class names: :meth:`predict`, :meth:`val`."""
+
+    def __init__(
+        self, model: torch.nn.Module, cfg: TrainConfig, categories: Categories, checkpoint: str | None
+    ) -> None:
+        self.model, self.cfg, self.categories, self.checkpoint = model.eval(), cfg, categories, checkpoint
+
+    @property
+    def names(self) -> dict[int, str]:
+        return dict(enumerate(self.categories.thing_names))
+
+    def predict(
+        self, source: Source, conf: float = 0.3, max_det: int = 100, device: str = "cpu", stream: bool = False
+    ) -> list[Result] | Iterator[Result]:
+        """Predict on a path, folder, glob, PIL image, numpy (H, W, 3) RGB array or a list of these: a list of
+        :class:`~blendseg.inference.result.Result` (a generator with ``stream=True``, for long inputs: memory does
+        not grow with their number)."""
+        predictor = Predictor(self.model, self.cfg, self.categories, conf, max_det, device)
+        results = (predictor(image, path) for image, path in iter_images(source))
+        return results if stream else list(results)
+
+    __call__ = predict
+
+    def val(self, data: str | os.PathLike, split: str = "val", out_dir: str | os.PathLike | None = None) -> dict:
+        """COCO box / mask AP (and PQ for panoptic models on panoptic data) on a split of a data.yaml; returns
+        the metrics dict (percent) that ``blendseg val`` writes."""
+        from .engine.runner import make_evaluator_fn, resolve_device
+
+        device = resolve_device("auto")
+        return make_evaluator_fn(self.cfg, str(data), device, split, out_dir)(self.model.to(device))
+
+
+def load(source: str | os.PathLike, device: str = "cpu") -> Model:
+    """A blendseg checkpoint (``.pt``: a trained or converted model) or a preset name (random weights)."""
+    from .engine.runner import load_model
+    from .zoo import PRESETS, build_model
+
+    if str(source) in PRESETS:
+        cfg = PRESETS[str(source)]()
+        model = build_model(cfg.model).to(device)
+        return Model(model, cfg, Categories.from_checkpoint({}, cfg), None)
+    if not Path(source).is_file():
+        raise FileNotFoundError(f"{source}: neither a checkpoint file nor a preset name (see `blendseg presets`)")
+    model, cfg, ckpt = load_model(source, device)
+    return Model(model, cfg, Categories.from_checkpoint(ckpt, cfg), str(source))

@@ -1,0 +1,83 @@
+"""The Python API: blendseg.load, Model.predict on every kind of source, Result and its exports."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import blendseg
+from blendseg.config import to_dict
+from blendseg.engine.checkpoint import save_checkpoint
+from blendseg.zoo import build_model, get_preset
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A blendmask_tiny_test checkpoint with class names, its head biased so random weights detect things."""
+    torch.manual_seed(0)
+    cfg = get_preset("blendmask_tiny_test")
+    model = build_model(cfg.model)
+    torch.nn.init.constant_(model.fcos.head.cls_logits.bias, 2.0)  # plenty of detections above any threshold
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    names = ["circle", "rectangle", "triangle", "ellipse", "star", "ring"]
+    save_checkpoint(path, {"model": model.state_dict(), "config": to_dict(cfg), "iteration": 0,
+                           "class_names": names, "contiguous_to_cat_id": [11, 12, 13, 14, 15, 16]})  # fmt: skip
+    return path
+
+
+def _photo(h=90, w=120, seed=0):
+    return np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
+
+
+def test_predict_sources_and_result_fields(checkpoint, tmp_path):
+    model = blendseg.load(checkpoint)
+    assert model.names[0] == "circle"
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(_photo(seed=i)).save(folder / f"p{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    sources = [_photo(), Image.fromarray(_photo(70, 50)), str(folder / "p0.png"), str(folder), str(folder / "*.png")]
+    results = model.predict(sources, conf=0.0, max_det=7)
+    assert [r.path is None for r in results] == [True, True, False, False, False, False, False]
+    r = results[1]
+    assert r.image_size == (70, 50) and len(r) == 7  # max_det
+    assert r.boxes.shape == (7, 4) and r.boxes.dtype == torch.float32 and r.labels.dtype == torch.int64
+    assert torch.all(r.scores[:-1] >= r.scores[1:]) and set(r.speed) == {"preprocess", "inference", "postprocess"}
+    assert r._masks is None  # not made until asked for
+    assert r.masks.shape == (7, 70, 50) and r.masks.dtype == torch.bool
+    assert r.plot().shape == (70, 50, 3) and r.plot().dtype == np.uint8
+    assert r[0].boxes.shape == (1, 4) and len(r[2:5]) == 3
+    coco = r.to_coco(image_id=5)
+    assert len(coco) == 7 and {c["category_id"] for c in coco} <= set(range(11, 17)) and coco[0]["image_id"] == 5
+    assert "counts" in coco[0]["segmentation"] and len(coco[0]["bbox"]) == 4
+    rec = json.loads(r.to_json())
+    assert rec["image_size"] == [70, 50] and rec["instances"][0]["class"] in model.names.values()
+    assert r.save(tmp_path / "drawn.png").is_file()
+    high = model.predict(_photo(), conf=2.0)[0]
+    assert len(high) == 0 and high.masks.shape == (0, 90, 120)
+
+
+def test_stream_is_a_generator_and_presets_load_with_random_weights():
+    model = blendseg.load("yolact_tiny_test")
+    stream = model.predict([_photo(), _photo(seed=1)], conf=0.0, stream=True)
+    assert not isinstance(stream, list)
+    results = list(stream)
+    assert len(results) == 2 and results[0].masks is not None and results[0].masks.shape[1:] == (90, 120)
+    with pytest.raises(FileNotFoundError, match="neither a checkpoint"):
+        blendseg.load("no_such_preset_or_file")
+
+
+def test_unreadable_files_are_skipped_with_a_warning(checkpoint, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8 truncated")
+    with pytest.warns(UserWarning, match="bad.jpg: cannot read image"):
+        results = blendseg.load(checkpoint).predict([str(bad), _photo()])
+    assert len(results) == 1
+
+
+def test_val_returns_the_metrics(checkpoint, synth_data):
+    metrics = blendseg.load(checkpoint).val(synth_data)
+    assert set(metrics) == {"bbox", "segm"} and "AP" in metrics["segm"]
