@@ -34,3 +34,21 @@ def synth_data(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("synth")
     return synthesize(out, train=24, val=8, seed=3, min_size=96, max_size=128)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """A blendmask_tiny_test checkpoint with class names, its head biased so random weights detect things."""
+    from blendseg.config import to_dict
+    from blendseg.engine.checkpoint import save_checkpoint
+    from blendseg.zoo import build_model, get_preset
+
+    torch.manual_seed(0)
+    cfg = get_preset("blendmask_tiny_test")
+    model = build_model(cfg.model)
+    torch.nn.init.constant_(model.fcos.head.cls_logits.bias, 2.0)  # plenty of detections above any threshold
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    names = ["circle", "rectangle", "triangle", "ellipse", "star", "ring"]
+    save_checkpoint(path, {"model": model.state_dict(), "config": to_dict(cfg), "iteration": 0,
+                           "class_names": names, "contiguous_to_cat_id": [11, 12, 13, 14, 15, 16]})  # fmt: skip
+    return path

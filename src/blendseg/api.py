@@ -18,7 +18,7 @@ import torch
 from .config import TrainConfig
 from .inference.predictor import Predictor
 from .inference.result import Categories, Result
-from .inference.sources import Source, iter_images
+from .inference.sources import Source, iter_source
 
 
 class Model:
@@ -37,11 +37,11 @@ class Model:
     def predict(
         self, source: Source, conf: float = 0.3, max_det: int = 100, device: str = "cpu", stream: bool = False
     ) -> list[Result] | Iterator[Result]:
-        """Predict on a path, folder, glob, PIL image, numpy (H, W, 3) RGB array or a list of these: a list of
-        :class:`~blendseg.inference.result.Result` (a generator with ``stream=True``, for long inputs: memory does
-        not grow with their number)."""
+        """Predict on a path, folder, glob, video file, PIL image, numpy (H, W, 3) RGB array or a list of these: a
+        list of :class:`~blendseg.inference.result.Result` (a generator with ``stream=True``, for videos and long
+        inputs: memory does not grow with their length)."""
         predictor = Predictor(self.model, self.cfg, self.categories, conf, max_det, device)
-        results = (predictor(image, path) for image, path in iter_images(source))
+        results = (predictor(it.image, it.path, it.frame) for it in iter_source(source))
         return results if stream else list(results)
 
     __call__ = predict

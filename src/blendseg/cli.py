@@ -99,16 +99,19 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
     from .api import load
     from .inference.predictor import Predictor
-    from .inference.sources import iter_images
+    from .inference.sources import is_video_file, iter_source
     from .predict import PredictionWriter
 
     model = load(a.checkpoint, a.device)
     writer = PredictionWriter(a.out, model.categories, not a.no_draw, a.save_json, a.save_panoptic)
     predictor = Predictor(model.model, model.cfg, model.categories, a.conf, a.max_det, a.device)
-    images = iter_images(a.source, on_skip=lambda msg: tqdm.write(f"warning: {msg}"))
-    for image, path in tqdm(images, desc="predict", unit="img", dynamic_ncols=True, mininterval=1):
-        writer.write(predictor(image, path))
-    written = writer.close()
+    items = iter_source(a.source, on_skip=lambda msg: tqdm.write(f"warning: {msg}"))
+    unit = "frame" if any(is_video_file(s) for s in a.source) else "img"
+    try:
+        for it in tqdm(items, desc="predict", unit=unit, dynamic_ncols=True, mininterval=1):
+            writer.write(predictor(it.image, it.path, it.frame), it.fps)
+    finally:
+        written = writer.close()
     print(f"{writer.count} image(s) -> {a.out}" + "".join(f", {p.name}" for p in written))
     return 0
 
@@ -206,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv.set_defaults(fn=_cmd_convert)
     pr = sub.add_parser("predict", help="predict on images / folders / globs: drawings, --save-json, --save-panoptic")
     pr.add_argument("checkpoint")
-    pr.add_argument("source", nargs="+", help="image files, folders or globs (quoted)")
+    pr.add_argument("source", nargs="+", help="image or video files, folders or globs (quoted)")
     pr.add_argument("--out", default="runs/predict")
     pr.add_argument("--conf", type=float, default=0.3, help="keep detections scoring at least this")
     pr.add_argument("--max-det", type=int, default=100, help="keep at most this many per image")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -53,9 +54,10 @@ def draw_split(
 
 class PredictionWriter:
     """What ``blendseg predict`` leaves in its output folder, written as results stream in (nothing accumulates but
-    the panoptic JSON's small segment lists): ``<name>_pred.png`` drawings, ``predictions.json`` (per image its
-    path, size and instances with box, score, class and RLE mask) and, for panoptic models, the COCO panoptic
-    format (``panoptic/<name>.png`` + ``panoptic.json``)."""
+    the panoptic JSON's small segment lists): ``<name>_pred.png`` drawings (``<name>_pred.mp4`` for videos, frame
+    by frame), ``predictions.json`` (per image its path, size, frame for videos, and instances with box, score,
+    class and RLE mask) and, for panoptic models, the COCO panoptic format (``panoptic/<name>.png`` +
+    ``panoptic.json``)."""
 
     def __init__(
         self, out_dir: str | Path, categories: Categories, draw: bool = True, save_json: bool = True,
@@ -66,10 +68,14 @@ class PredictionWriter:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.json = open(self.out_dir / "predictions.json", "w") if save_json else None  # noqa: SIM115
         self.count, self.pan_images, self.pan_annotations = 0, [], []
+        self.video, self.video_path = None, None
 
-    def write(self, result: Result) -> None:
+    def write(self, result: Result, fps: float | None = None) -> None:
         stem = Path(result.path).stem if result.path else f"image{self.count:06d}"
-        if self.draw:
+        if result.frame is not None:
+            self._write_frame(result, stem, fps or 25.0)
+            stem = f"{stem}_{result.frame:06d}"
+        elif self.draw:
             result.save(self.out_dir / f"{stem}_pred.png")
         if self.json is not None:
             self.json.write(("[\n" if self.count == 0 else ",\n") + result.to_json())
@@ -89,10 +95,30 @@ class PredictionWriter:
             self.pan_annotations.append({"image_id": iid, "file_name": f"{stem}.png", "segments_info": segments})
         self.count += 1
 
+    def _write_frame(self, result: Result, stem: str, fps: float) -> None:
+        if not self.draw:
+            return
+        from .inference.sources import require_cv2
+
+        cv2 = require_cv2()
+        if self.video_path != result.path:
+            self._close_video()
+            h, w = result.image_size
+            path = self.out_dir / f"{stem}_pred.mp4"
+            self.video = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+            self.video_path = result.path
+        self.video.write(np.ascontiguousarray(result.plot()[..., ::-1]))
+
+    def _close_video(self) -> None:
+        if self.video is not None:
+            self.video.release()
+            self.video, self.video_path = None, None
+
     def close(self) -> list[Path]:
         """Finish the files; returns the JSON files written."""
         import json
 
+        self._close_video()
         written = []
         if self.json is not None:
             self.json.write("[]" if self.count == 0 else "\n]\n")

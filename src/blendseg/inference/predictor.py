@@ -46,11 +46,11 @@ class Predictor:
         t3 = time.perf_counter()
         return dets, {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3}
 
-    def __call__(self, image: Tensor, path: str | None = None) -> Result:
+    def __call__(self, image: Tensor, path: str | None = None, frame: int | None = None) -> Result:
         dets, speed = self.detect(image)
         t0 = time.perf_counter()
         keep = (dets.scores >= self.conf).nonzero()[:, 0]
         keep = keep[dets.scores[keep].argsort(descending=True)[: self.max_det]]
         dets = dets[keep]  # masks are still compact: nothing was pasted for what is dropped here
         speed["postprocess"] += (time.perf_counter() - t0) * 1e3
-        return Result(image, dets, self.categories, path, speed)
+        return Result(image, dets, self.categories, path, speed, frame)

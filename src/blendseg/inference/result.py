@@ -53,12 +53,16 @@ class Result:
         masks: (N, H, W) bool, made on first access (None for box-only models); ``compact_masks`` keeps them as
             per-box probabilities (:class:`~blendseg.structures.LazyMasks`).
         panoptic: the :class:`~blendseg.structures.PanopticResult` of panoptic models, else None.
-        image: (3, H, W) uint8 RGB as read (EXIF applied); ``image_size`` (H, W); ``path`` or None.
+        image: (3, H, W) uint8 RGB as read (EXIF applied); ``image_size`` (H, W); ``path`` or None; ``frame``: the
+            frame index for videos, else None.
         speed: milliseconds of ``preprocess``, ``inference`` and ``postprocess``.
     """
 
-    def __init__(self, image: Tensor, detections, categories: Categories, path: str | None, speed: dict) -> None:
-        self.image, self.path, self.speed, self.categories = image, path, speed, categories
+    def __init__(
+        self, image: Tensor, detections, categories: Categories, path: str | None, speed: dict,
+        frame: int | None = None,
+    ) -> None:  # fmt: skip
+        self.image, self.path, self.speed, self.categories, self.frame = image, path, speed, categories, frame
         self.detections = detections
         self.boxes = detections.boxes.detach().float().cpu()
         self.scores = detections.scores.detach().cpu()
@@ -84,10 +88,10 @@ class Result:
     def __getitem__(self, idx) -> Result:
         if isinstance(idx, (int, slice)):
             idx = torch.arange(len(self))[idx].reshape(-1)
-        return Result(self.image, self.detections[idx], self.categories, self.path, self.speed)
+        return Result(self.image, self.detections[idx], self.categories, self.path, self.speed, self.frame)
 
     def __repr__(self) -> str:
-        where = f" {self.path}" if self.path else ""
+        where = (f" {self.path}" if self.path else "") + (f" frame {self.frame}" if self.frame is not None else "")
         return f"Result({len(self)} instances, {self.image_size[1]}x{self.image_size[0]}{where})"
 
     def plot(self) -> np.ndarray:
@@ -131,7 +135,8 @@ class Result:
             if self.compact_masks is not None:
                 rec["segmentation"] = encode(self.compact_masks[i].cpu().numpy())
             instances.append(rec)
-        return {"path": self.path, "image_size": list(self.image_size), "instances": instances}
+        rec = {"path": self.path, "image_size": list(self.image_size), "instances": instances}
+        return rec if self.frame is None else {**rec, "frame": self.frame}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())

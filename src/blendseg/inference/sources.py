@@ -1,7 +1,9 @@
-"""What ``predict`` accepts, as a stream of images: files, folders, globs, PIL images, numpy arrays, lists of these.
+"""What ``predict`` accepts, as a stream of images: files, folders, globs, videos, PIL images, numpy arrays and
+lists of these.
 
-Each item is read by the one image reader (EXIF applied, any mode to RGB); files that cannot be read are skipped
-with a warning naming them, so one bad photo does not end a batch.
+Images are read by the one image reader (EXIF applied, any mode to RGB); files that cannot be read are skipped
+with a warning naming them, so one bad photo does not end a batch. Videos are read frame by frame with OpenCV (the
+optional ``blendseg[video]`` extra), so memory stays flat over any length.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ import glob
 import os
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
 import numpy as np
+import torch
 from PIL import Image
 from torch import Tensor
 
@@ -21,37 +25,88 @@ from ..data.check import DataError
 from ..data.images import is_image_file, read_image
 
 Source = Union[str, os.PathLike, Image.Image, np.ndarray, list, tuple]
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 
 
-def image_paths(source: str | os.PathLike) -> list[Path]:
-    """The image files a path names: itself, a folder's images (sorted, not recursive) or a glob's matches."""
+@dataclass
+class Item:
+    """One image of a source: (3, H, W) uint8 RGB, its file (None for in-memory images) and, for video frames,
+    the frame index, the video's frame rate and frame count."""
+
+    image: Tensor
+    path: str | None = None
+    frame: int | None = None
+    fps: float | None = None
+    num_frames: int | None = None
+
+
+def is_video_file(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def media_paths(source: str | os.PathLike) -> list[Path]:
+    """The image and video files a path names: itself, a folder's (sorted, not recursive) or a glob's matches."""
     p = Path(source)
     if p.is_dir():
-        return sorted(f for f in p.iterdir() if is_image_file(f))
+        return sorted(f for f in p.iterdir() if is_image_file(f) or is_video_file(f))
     if p.is_file():
         return [p]
     if any(ch in str(source) for ch in "*?["):
-        return sorted(Path(f) for f in glob.glob(str(source), recursive=True) if is_image_file(f))
-    raise FileNotFoundError(f"{source}: no such image, folder or glob match")
+        found = (Path(f) for f in glob.glob(str(source), recursive=True))
+        return sorted(f for f in found if is_image_file(f) or is_video_file(f))
+    raise FileNotFoundError(f"{source}: no such image, video, folder or glob match")
 
 
-def iter_images(source: Source, on_skip: Callable[[str], None] | None = None) -> Iterator[tuple[Tensor, str | None]]:
-    """(image (3, H, W) uint8 RGB, path or None) for every image of ``source``; unreadable files are skipped with a
-    warning (or ``on_skip(message)``)."""
+def iter_source(source: Source, on_skip: Callable[[str], None] | None = None) -> Iterator[Item]:
+    """Every image (video frame) of ``source``; unreadable files are skipped with a warning (or
+    ``on_skip(message)``)."""
     if isinstance(source, (list, tuple)):
         for item in source:
-            yield from iter_images(item, on_skip)
+            yield from iter_source(item, on_skip)
         return
     if isinstance(source, (Image.Image, np.ndarray)):
-        yield read_image(source), None
+        yield Item(read_image(source))
         return
-    for path in image_paths(source):
+    for path in media_paths(source):
         try:
-            image = read_image(path)
+            if is_video_file(path):
+                yield from iter_video(path)
+            else:
+                yield Item(read_image(path), str(path))
         except DataError as e:
             if on_skip is None:
                 warnings.warn(f"{e}; skipped", stacklevel=2)
             else:
                 on_skip(f"{e}; skipped")
-            continue
-        yield image, str(path)
+
+
+def iter_video(path: str | os.PathLike) -> Iterator[Item]:
+    """The frames of a video file, one at a time (OpenCV decodes BGR; frames come out RGB)."""
+    cv2 = require_cv2()
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise DataError(f"{path}: cannot open video")
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) or 25.0
+    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) or None
+    try:
+        index = 0
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            image = torch.from_numpy(np.ascontiguousarray(frame[..., ::-1])).permute(2, 0, 1).contiguous()
+            yield Item(image, str(path), index, fps, count)
+            index += 1
+    finally:
+        cap.release()
+
+
+def require_cv2():
+    """OpenCV, or an ImportError saying how to install it."""
+    try:
+        import cv2
+    except ImportError:
+        raise ImportError(
+            "videos are read and written with OpenCV: pip install 'blendseg[video]' (opencv-python-headless)"
+        ) from None
+    return cv2
