@@ -99,7 +99,7 @@ def test_loading_maps_sparse_ids_and_excludes_crowd(tmp_path):
         (lambda c: c["images"].append(dict(c["images"][0])), "duplicated image id"),
         (lambda c: c["annotations"][0].update(image_id=42), "image_id refers to no image"),
         (lambda c: c["images"][1].update(file_name="missing.png"), "image file missing"),
-        (lambda c: c["images"][0].update(width=60), "file is 50x40"),
+        (lambda c: c["images"][0].update(width=60), "the (oriented) image is 50x40"),
     ],
 )
 def test_check_reports_problem_with_ids(tmp_path, mutate, message):
