@@ -16,8 +16,8 @@ from blendseg.config import apply_overrides
 from blendseg.data.coco import CocoInstances, load_data_yaml
 from blendseg.data.synth import synthesize
 from blendseg.engine.runner import load_model, train
+from blendseg.figures import show_bases
 from blendseg.predict import draw_split
-from blendseg.vis import blend_figure
 from blendseg.zoo import get_preset
 
 
@@ -50,10 +50,10 @@ def main() -> None:
     print("\n=== demo finished in %.1f min ===" % ((time.perf_counter() - t0) / 60))
     for kind, m in metrics.items():
         print(f"{kind:5s} AP {m['AP']:.1f}  AP50 {m['AP50']:.1f}  (COCO eval on {len(val)} val images)")
-    if hasattr(model, "basis_module"):
-        fig = blend_figure(model, val.read_image(val.images[0]), cfg)
+    fig = show_bases(model, cfg, val.read_image(val.images[0]), val.class_names)
+    if fig is not None:
         fig.save(run / "blend_figure.png")
-        print(f"blender:      {(run / 'blend_figure.png').resolve()} (bases; RoI bases, attentions, products, mask)")
+        print(f"inside:       {(run / 'blend_figure.png').resolve()} (bases; per instance its attentions and mask)")
     print(f"run folder:   {run.resolve()}")
     print(f"metrics:      {(run / 'metrics.json').resolve()}")
     print(f"weights:      {(run / 'weights' / 'last.pt').resolve()}")

@@ -98,6 +98,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .api import load
+    from .figures import show_bases
     from .inference.predictor import Predictor
     from .inference.sources import is_video_file, iter_source
     from .predict import PredictionWriter
@@ -110,6 +111,11 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     try:
         for it in tqdm(items, desc="predict", unit=unit, dynamic_ncols=True, mininterval=1):
             writer.write(predictor(it.image, it.path, it.frame), it.fps)
+            if a.show_bases and it.frame is None:
+                fig = show_bases(model.model, model.cfg, it.image, model.categories.thing_names, a.conf)
+                stem = Path(it.path).stem if it.path else f"image{writer.count - 1:06d}"
+                if fig is not None:
+                    fig.save(Path(a.out) / f"{stem}_bases.png")
     finally:
         written = writer.close()
     print(f"{writer.count} image(s) -> {a.out}" + "".join(f", {p.name}" for p in written))
@@ -216,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="cpu")
     pr.add_argument("--save-json", action="store_true", help="write predictions.json (boxes, scores, RLE masks)")
     pr.add_argument("--no-draw", action="store_true", help="do not write <name>_pred.png drawings")
+    pr.add_argument(
+        "--show-bases", action="store_true",
+        help="also <name>_bases.png: BlendMask bases and attentions, YOLACT prototypes and coefficients, MEInst codes",
+    )  # fmt: skip
     pr.add_argument(
         "--save-panoptic", action="store_true", help="panoptic models: also panoptic/*.png + panoptic.json (COCO)"
     )

@@ -51,49 +51,6 @@ def save_image(image: Tensor, path: str | Path) -> Path:
     return path
 
 
-def _tile(x: Tensor, size: int) -> Image.Image:
-    """A 2-D map min-max scaled to a grey ``size`` x ``size`` tile."""
-    x = x.detach().float().cpu()
-    x = (x - x.min()) / (x.max() - x.min()).clamp(min=1e-6)
-    return Image.fromarray((x.numpy() * 255).astype(np.uint8)).resize((size, size), Image.NEAREST)
-
-
-@torch.no_grad()
-def blend_figure(model, image: Tensor, cfg, tile: int = 112) -> Image.Image:
-    """BlendMask at work on one image (the paper's Fig. 1/3): the K bases over the whole image (row 1), then for
-    the top-scoring detection its pooled bases, its attentions (resized, softmax over K), their products (rows 2-4)
-    and the blended mask (right)."""
-    import torch.nn.functional as F
-
-    from .ops.blend import pool_bases
-    from .predict import resize_for_test
-    from .structures import pad_images
-
-    device = next(model.parameters()).device
-    x = resize_for_test(cfg, image)
-    out = model(pad_images([x.float()], cfg.model.size_divisibility).to(device))
-    det = model.fcos.decode(out.fcos)[0]
-    b = cfg.model.blendmask
-    k = out.bases.shape[1]
-    canvas = Image.new("RGB", (tile * (k + 1), tile * 4), (255, 255, 255))
-    canvas.paste(Image.fromarray(x.permute(1, 2, 0).byte().numpy()).resize((tile, tile)), (0, 0))
-    for i in range(k):
-        canvas.paste(_tile(out.bases[0, i], tile), (tile * (i + 1), 0))
-    if len(det) == 0 or det.embeds is None:  # nothing detected, or the assembler (no attentions)
-        return canvas
-    rois = pool_bases(
-        out.bases, det.boxes[:1], torch.zeros(1, dtype=torch.int64, device=device), b.bottom_resolution, b.bases_stride
-    )[0]
-    m = int(round((det.embeds.shape[1] / k) ** 0.5))
-    attn = F.interpolate(det.embeds[:1].view(1, k, m, m), rois.shape[-2:], mode=b.top_interp).softmax(1)[0]
-    for i in range(k):
-        canvas.paste(_tile(rois[i], tile), (tile * i, tile))
-        canvas.paste(_tile(attn[i], tile), (tile * i, tile * 2))
-        canvas.paste(_tile(rois[i] * attn[i], tile), (tile * i, tile * 3))
-    canvas.paste(_tile((rois * attn).sum(0).sigmoid(), tile), (tile * k, tile * 2))
-    return canvas
-
-
 STUFF_PALETTE = [(110, 160, 220), (90, 150, 80), (40, 90, 160), (170, 130, 90), (150, 150, 150), (200, 180, 120)]
 
 

@@ -29,7 +29,7 @@ SWAPS_SIDES = (5, 6, 7, 8)  # orientations that rotate by 90 degrees
 def read_image(source: str | os.PathLike | bytes | Image.Image | np.ndarray) -> Tensor:
     """(3, H, W) uint8 RGB of a file path, encoded bytes, a PIL image or an (H, W[, C]) array (RGB order)."""
     if isinstance(source, np.ndarray):
-        return torch.from_numpy(_array_to_rgb(source)).permute(2, 0, 1).contiguous()
+        return torch.from_numpy(np.array(_array_to_rgb(source), copy=True)).permute(2, 0, 1)
     if isinstance(source, Image.Image):
         return _pil_to_tensor(source, "PIL image")
     name = "image bytes" if isinstance(source, bytes) else str(source)
@@ -62,7 +62,7 @@ def _pil_to_tensor(pil: Image.Image, name: str) -> Tensor:
         arr = np.asarray(pil.convert("RGB"))
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise DataError(f"{name}: unsupported image of mode {pil.mode} and shape {arr.shape}")
-    return torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1)  # HWC memory: resizes run faster
 
 
 def _array_to_rgb(arr: np.ndarray, mode: str = "") -> np.ndarray:

@@ -94,7 +94,7 @@ def iter_video(path: str | os.PathLike) -> Iterator[Item]:
             ok, frame = cap.read()
             if not ok:
                 break
-            image = torch.from_numpy(np.ascontiguousarray(frame[..., ::-1])).permute(2, 0, 1).contiguous()
+            image = torch.from_numpy(np.ascontiguousarray(frame[..., ::-1])).permute(2, 0, 1)
             yield Item(image, str(path), index, fps, count)
             index += 1
     finally:
