@@ -1,4 +1,8 @@
-"""Drawing detections on images (torchvision.utils) for demos and run folders."""
+"""Drawing predictions on images: instances (masks, boxes, "name score" labels) and panoptic segments.
+
+Drawing works on one HWC copy of the picture: masks are blended one instance at a time over its window, panoptic
+segments a band of rows at a time, so memory follows the picture once, not the picture times the instances.
+"""
 
 from __future__ import annotations
 
@@ -6,42 +10,90 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
-from torchvision.utils import draw_bounding_boxes
 
 from .modeling.fcos_inference import Detections
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]
+STUFF_PALETTE = [(110, 160, 220), (90, 150, 80), (40, 90, 160), (170, 130, 90), (150, 150, 150), (200, 180, 120)]
+
+
+def render_detections(image: Tensor, dets, class_names: list[str], score_th: float = 0.3) -> Image.Image:
+    """The (3, H, W) uint8 image with the masks, boxes and labels of detections scoring >= ``score_th``, as a PIL
+    image (scores of 1 or more, e.g. ground truth, are not printed)."""
+    keep = (dets.scores >= score_th).nonzero()[:, 0]
+    boxes, labels, scores = dets.boxes[keep].cpu(), dets.labels[keep].cpu(), dets.scores[keep].cpu()
+    colors = [PALETTE[int(c) % len(PALETTE)] for c in labels]
+    canvas = np.array(image.to(torch.uint8).cpu().permute(1, 2, 0))  # the one HWC copy
+    masks = getattr(dets, "masks", None)
+    if masks is not None and len(keep):
+        kept = masks[keep]
+        for i, color in enumerate(colors):
+            y0, x0, window = kept.window(i)
+            fill_window(canvas, y0, x0, window.cpu().numpy(), color, 0.45)
+    pil = Image.fromarray(canvas)
+    del canvas
+    draw, font, width = _pen(pil)
+    for box, c, s, color in zip(boxes.tolist(), labels.tolist(), scores.tolist(), colors):
+        draw.rectangle(box, outline=color, width=width)
+        text = f"{_name(class_names, c)} {s:.2f}" if s < 1 else _name(class_names, c)
+        _label(draw, (box[0], box[1]), text, font, color, anchor="lb")
+    return pil
 
 
 def draw_detections(image: Tensor, dets: Detections, class_names: list[str], score_th: float = 0.3) -> Tensor:
-    """(3, H, W) uint8 image with boxes (and masks, when present) of detections scoring >= ``score_th``; masks
-    are drawn one instance at a time over its window (memory follows the boxes, not the picture)."""
-    keep = dets.scores >= score_th
-    boxes, labels, scores = dets.boxes[keep].cpu(), dets.labels[keep].cpu(), dets.scores[keep].cpu()
-    colors = [PALETTE[int(c) % len(PALETTE)] for c in labels]
-    out = image.to(torch.uint8).cpu().clone()
-    if dets.masks is not None and keep.any():
-        kept = dets.masks[keep]
-        for i, color in enumerate(colors):
-            y0, x0, window = kept.window(i)
-            fill_window(out, y0, x0, window.cpu(), color, 0.45)
-    text = [f"{class_names[int(c)]} {float(s):.2f}" if s < 1 else class_names[int(c)] for c, s in zip(labels, scores)]
-    if len(boxes):
-        out = draw_bounding_boxes(out, boxes, labels=text, colors=colors, width=2)
-    return out
+    """:func:`render_detections` as a (3, H, W) uint8 tensor."""
+    return torch.from_numpy(np.array(render_detections(image, dets, class_names, score_th))).permute(2, 0, 1)
 
 
-def fill_window(image: Tensor, y0: int, x0: int, window: Tensor, color: tuple[int, int, int], alpha: float) -> None:
-    """Blend ``color`` into the (3, H, W) uint8 ``image``, in place, where the (h, w) bool ``window`` at (y0, x0)
-    is True (``draw_segmentation_masks`` for one mask, without a full-image mask)."""
-    if window.numel() == 0:
+def fill_window(canvas: np.ndarray, y0: int, x0: int, window: np.ndarray, color, alpha: float) -> None:
+    """Blend ``color`` into the (H, W, 3) uint8 ``canvas``, in place, where the (h, w) bool ``window`` at (y0, x0)
+    is True."""
+    if window.size == 0:
         return
-    region = image[:, y0 : y0 + window.shape[0], x0 : x0 + window.shape[1]]
-    tint = torch.tensor(color, dtype=torch.float32)[:, None, None]
-    blended = (region.float() * (1 - alpha) + tint * alpha).round().to(torch.uint8)
-    region.copy_(torch.where(window[None], blended, region))
+    region = canvas[y0 : y0 + window.shape[0], x0 : x0 + window.shape[1]]
+    region[window] = (region[window] * (1 - alpha) + np.asarray(color) * alpha + 0.5).astype(np.uint8)
+
+
+def render_panoptic(image: Tensor, panoptic, thing_names: list[str], stuff_names: list[str]) -> Image.Image:
+    """The (3, H, W) uint8 image with every segment of a :class:`~blendseg.structures.PanopticResult` filled (things
+    in their class colour, stuff in muted ones, void left as is) and labelled at its centre ("class score" for
+    things, the stuff name for stuff; ``stuff_names[k - 1]`` names stuff label k), as a PIL image."""
+    infos = panoptic.segments_info
+    canvas = np.array(image.to(torch.uint8).cpu().permute(1, 2, 0))
+    seg = panoptic.panoptic_seg.cpu().numpy()
+    h, w = seg.shape
+    ids = np.array([s["id"] for s in infos], np.int64)
+    lut = np.array([(0, 0, 0)] + [_segment_color(s) for s in infos], np.float32)
+    order = np.argsort(ids)
+    rows, sums = np.arange(h, dtype=np.float64), np.zeros((len(infos) + 1, 3))  # per segment: count, sum y, sum x
+    for a in range(0, h, 256):  # a band of rows at a time
+        band = seg[a : a + 256].astype(np.int64)
+        index = np.zeros_like(band)
+        if len(ids):
+            pos = np.searchsorted(ids[order], band).clip(max=len(ids) - 1)
+            index = np.where(ids[order][pos] == band, order[pos] + 1, 0)  # 1 + segment index, 0 = void
+        region = canvas[a : a + 256]
+        on = index > 0
+        region[on] = (region[on] * 0.45 + lut[index[on]] * 0.55 + 0.5).astype(np.uint8)
+        flat = index.ravel()
+        sums[:, 0] += np.bincount(flat, minlength=len(lut))
+        sums[:, 1] += np.bincount(flat, np.repeat(rows[a : a + 256], w), minlength=len(lut))
+        sums[:, 2] += np.bincount(flat, np.tile(np.arange(w, dtype=np.float64), len(band)), minlength=len(lut))
+    pil = Image.fromarray(canvas)
+    del canvas
+    draw, font, _ = _pen(pil)
+    for k, s in enumerate(infos, start=1):
+        if sums[k, 0] == 0:
+            continue
+        cy, cx = sums[k, 1] / sums[k, 0], sums[k, 2] / sums[k, 0]
+        if s["isthing"]:
+            text = f"{_name(thing_names, s['category_id'])} {s['score']:.2f}"
+        else:
+            text = _name(stuff_names, s["category_id"] - 1)
+        _label(draw, (cx, cy), text, font, (0, 0, 0), anchor="mm")
+    return pil
 
 
 def save_image(image: Tensor, path: str | Path) -> Path:
@@ -51,46 +103,24 @@ def save_image(image: Tensor, path: str | Path) -> Path:
     return path
 
 
-STUFF_PALETTE = [(110, 160, 220), (90, 150, 80), (40, 90, 160), (170, 130, 90), (150, 150, 150), (200, 180, 120)]
+def _segment_color(s: dict) -> tuple[int, int, int]:
+    return PALETTE[s["category_id"] % len(PALETTE)] if s["isthing"] else STUFF_PALETTE[s["category_id"] % 6]
 
 
-def draw_panoptic(image: Tensor, panoptic, thing_names: list[str], stuff_names: list[str]) -> Tensor:
-    """(3, H, W) uint8 image with every segment of a :class:`~blendseg.structures.PanopticResult` filled (things in
-    their class colour, stuff in muted ones; void left as is) and labelled at its centre ("class score" for things,
-    the stuff name for stuff; ``stuff_names[k - 1]`` names stuff label k). Memory: a few H x W maps, whatever the
-    number of segments."""
-    from PIL import ImageDraw
+def _pen(pil: Image.Image) -> tuple[ImageDraw.ImageDraw, ImageFont.ImageFont, int]:
+    """A drawer, a font and a line width that scale with the picture (readable on a phone photo too)."""
+    short = min(pil.size)
+    try:
+        font = ImageFont.load_default(size=max(11, short // 45))
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        font = ImageFont.load_default()
+    return ImageDraw.Draw(pil), font, max(2, short // 300)
 
-    seg = panoptic.panoptic_seg.cpu().long()
-    infos = panoptic.segments_info
-    out = image.to(torch.uint8).cpu()
-    if not infos:
-        return out
-    h, w = seg.shape
-    ids = torch.tensor([s["id"] for s in infos])
-    order = ids.argsort()
-    pos = torch.searchsorted(ids[order], seg).clamp(max=len(ids) - 1)
-    index = torch.where(ids[order][pos] == seg, order[pos] + 1, 0)  # (H, W): 1 + segment index, 0 = void
-    palette = [PALETTE[s["category_id"] % len(PALETTE)] if s["isthing"] else STUFF_PALETTE[s["category_id"] % 6]
-               for s in infos]  # fmt: skip
-    colors = torch.tensor([(0, 0, 0), *palette], dtype=torch.float32)
-    alpha = 0.55 * (index > 0).float()
-    blended = out.float() * (1 - alpha) + colors[index].permute(2, 0, 1) * alpha
-    pil = Image.fromarray(np.ascontiguousarray(blended.round().byte().permute(1, 2, 0).numpy()))
-    flat = index.flatten()
-    counts = torch.bincount(flat, minlength=len(infos) + 1).clamp(min=1).float()
-    cy = torch.bincount(flat, torch.arange(h).repeat_interleave(w).float(), len(infos) + 1) / counts
-    cx = torch.bincount(flat, torch.arange(w).repeat(h).float(), len(infos) + 1) / counts
-    draw = ImageDraw.Draw(pil)
-    for k, s in enumerate(infos, start=1):
-        if s["isthing"]:
-            text = f"{_name(thing_names, s['category_id'])} {s['score']:.2f}"
-        else:
-            text = _name(stuff_names, s["category_id"] - 1)
-        box = draw.textbbox((float(cx[k]), float(cy[k])), text, anchor="mm")
-        draw.rectangle(box, fill=(0, 0, 0))
-        draw.text((float(cx[k]), float(cy[k])), text, fill=(255, 255, 255), anchor="mm")
-    return torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1)
+
+def _label(draw: ImageDraw.ImageDraw, xy, text: str, font, background, anchor: str) -> None:
+    box = draw.textbbox(xy, text, font=font, anchor=anchor)
+    draw.rectangle(box, fill=background)
+    draw.text(xy, text, fill=(255, 255, 255), font=font, anchor=anchor)
 
 
 def _name(names: list[str], index: int) -> str:

@@ -94,23 +94,24 @@ class Result:
         where = (f" {self.path}" if self.path else "") + (f" frame {self.frame}" if self.frame is not None else "")
         return f"Result({len(self)} instances, {self.image_size[1]}x{self.image_size[0]}{where})"
 
-    def plot(self) -> np.ndarray:
-        """(H, W, 3) uint8 RGB drawing: masks, boxes and "name score" labels; panoptic models draw every segment."""
-        from ..vis import draw_detections, draw_panoptic
+    def render(self):
+        """The drawing as a PIL image: masks, boxes and "name score" labels; panoptic models draw every segment."""
+        from ..vis import render_detections, render_panoptic
 
+        c = self.categories
         if self.panoptic is not None:
-            drawn = draw_panoptic(self.image, self.panoptic, self.categories.thing_names, self.categories.stuff_names)
-        else:
-            drawn = draw_detections(self.image, self.detections, self.categories.thing_names, float("-inf"))
-        return drawn.permute(1, 2, 0).numpy()
+            return render_panoptic(self.image, self.panoptic, c.thing_names, c.stuff_names)
+        return render_detections(self.image, self.detections, c.thing_names, float("-inf"))
+
+    def plot(self) -> np.ndarray:
+        """(H, W, 3) uint8 RGB drawing (:meth:`render` as an array)."""
+        return np.asarray(self.render())
 
     def save(self, path: str | Path) -> Path:
-        """Write :meth:`plot` to an image file."""
-        from PIL import Image
-
+        """Write the drawing to an image file."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(self.plot()).save(path)
+        self.render().save(path)
         return path
 
     def to_coco(self, image_id: int) -> list[dict]:
