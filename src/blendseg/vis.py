@@ -25,7 +25,7 @@ def render_detections(image: Tensor, dets, class_names: list[str], score_th: flo
     keep = (dets.scores >= score_th).nonzero()[:, 0]
     boxes, labels, scores = dets.boxes[keep].cpu(), dets.labels[keep].cpu(), dets.scores[keep].cpu()
     colors = [PALETTE[int(c) % len(PALETTE)] for c in labels]
-    canvas = np.array(image.to(torch.uint8).cpu().permute(1, 2, 0))  # the one HWC copy
+    canvas = np.array(image.to(torch.uint8).cpu().permute(1, 2, 0).numpy())  # the one HWC copy
     masks = getattr(dets, "masks", None)
     if masks is not None and len(keep):
         kept = masks[keep]
@@ -61,7 +61,7 @@ def render_panoptic(image: Tensor, panoptic, thing_names: list[str], stuff_names
     in their class colour, stuff in muted ones, void left as is) and labelled at its centre ("class score" for
     things, the stuff name for stuff; ``stuff_names[k - 1]`` names stuff label k), as a PIL image."""
     infos = panoptic.segments_info
-    canvas = np.array(image.to(torch.uint8).cpu().permute(1, 2, 0))
+    canvas = np.array(image.to(torch.uint8).cpu().permute(1, 2, 0).numpy())
     seg = panoptic.panoptic_seg.cpu().numpy()
     h, w = seg.shape
     ids = np.array([s["id"] for s in infos], np.int64)
