@@ -64,3 +64,22 @@ def test_unreadable_files_are_skipped_with_a_warning(checkpoint, tmp_path):
 def test_val_returns_the_metrics(checkpoint, synth_data):
     metrics = blendseg.load(checkpoint).val(synth_data)
     assert set(metrics) == {"bbox", "segm"} and "AP" in metrics["segm"]
+
+
+def test_supervision_bridge_passes_boxes_masks_scores_and_classes(checkpoint, monkeypatch):
+    """The bridge's mapping (the real supervision is an optional extra): what sv.Detections receives."""
+    import sys
+    import types
+
+    received = {}
+    fake = types.ModuleType("supervision")
+    fake.Detections = lambda **kw: received.update(kw) or "detections"
+    monkeypatch.setitem(sys.modules, "supervision", fake)
+    r = blendseg.load(checkpoint).predict(_photo(), conf=0.0, max_det=4)[0]
+    assert r.to_supervision() == "detections"
+    assert received["xyxy"].shape == (4, 4) and received["mask"].shape == (4, 90, 120)
+    assert received["mask"].dtype == bool and received["confidence"].shape == (4,)
+    assert list(received["data"]["class_name"]) == [r.names[int(c)] for c in r.labels]
+    monkeypatch.setitem(sys.modules, "supervision", None)
+    with pytest.raises(ImportError, match="pip install supervision"):
+        r.to_supervision()

@@ -88,7 +88,7 @@ class Figure:
 
 
 def _forward(model, cfg, image: Tensor) -> tuple[Tensor, object]:
-    from .predict import resize_for_test
+    from .inference.predictor import resize_for_test
     from .structures import pad_images
 
     x = resize_for_test(cfg, image)

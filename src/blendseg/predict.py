@@ -11,18 +11,10 @@ from torch import nn
 
 from .config import TrainConfig
 from .data.coco import CocoInstances
-from .data.transforms import transforms_for
 from .inference.predictor import Predictor
 from .inference.result import Categories, Result
 from .modeling.fcos_inference import Detections
 from .vis import draw_detections, save_image
-
-
-def resize_for_test(cfg: TrainConfig, image: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) image resized as the config's test pipeline does."""
-    tf = transforms_for(cfg.data, train=False)
-    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
-    return tf(image, empty)[0]
 
 
 def predict_image(model: nn.Module, cfg: TrainConfig, image: torch.Tensor) -> Detections:

@@ -95,12 +95,10 @@ class LazyMasks:
     """(D, H, W) bool instance masks kept compact: an instance's full-image pixels are made when indexed with an
     int (``masks[i]``), all of them by :meth:`to_tensor`; :meth:`window` gives the only area an instance can cover.
     Indexing with a tensor, list or slice keeps the compact form. ``shape`` and ``dtype`` read as the dense
-    tensor's would, so memory follows the instances looked at, not D x H x W."""
+    tensor's would, so memory follows the instances looked at, not D x H x W. Subclasses hold ``probs`` (D, ...)."""
 
+    probs: Tensor
     image_size: tuple[int, int]
-
-    def __len__(self) -> int:
-        raise NotImplementedError
 
     def window(self, i: int) -> tuple[int, int, Tensor]:
         """(y0, x0, (h, w) bool): instance ``i``'s pixels inside the window at (y0, x0); zero elsewhere."""
@@ -109,9 +107,12 @@ class LazyMasks:
     def _select(self, idx) -> LazyMasks:
         raise NotImplementedError
 
+    def __len__(self) -> int:
+        return self.probs.shape[0]
+
     @property
     def device(self) -> torch.device:
-        raise NotImplementedError
+        return self.probs.device
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -152,13 +153,6 @@ class BoxMasks(LazyMasks):
         self.probs, self.boxes = probs, boxes
         self.image_size, self.threshold = (int(image_size[0]), int(image_size[1])), threshold
 
-    def __len__(self) -> int:
-        return self.probs.shape[0]
-
-    @property
-    def device(self) -> torch.device:
-        return self.probs.device
-
     def window(self, i: int) -> tuple[int, int, Tensor]:
         return paste_window(self.probs[i], self.boxes[i], self.image_size, self.threshold)
 
@@ -175,13 +169,6 @@ class GridMasks(LazyMasks):
     ) -> None:
         self.probs, self.full_size = probs, (int(full_size[0]), int(full_size[1]))
         self.image_size, self.threshold = (int(image_size[0]), int(image_size[1])), threshold
-
-    def __len__(self) -> int:
-        return self.probs.shape[0]
-
-    @property
-    def device(self) -> torch.device:
-        return self.probs.device
 
     def window(self, i: int) -> tuple[int, int, Tensor]:
         return upsample_window(self.probs[i], self.full_size, self.image_size, self.threshold)

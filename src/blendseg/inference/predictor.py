@@ -14,6 +14,13 @@ from ..structures import pad_images
 from .result import Categories, Result
 
 
+def resize_for_test(cfg: TrainConfig, image: Tensor, transform=None) -> Tensor:
+    """(3, H, W) image resized as the config's test pipeline does (``transform``: that pipeline, when built)."""
+    transform = transform or transforms_for(cfg.data, train=False)
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+    return transform(image, empty)[0]
+
+
 class Predictor:
     """``predictor(image, path=None) -> Result`` for one (3, H, W) uint8 RGB image.
 
@@ -36,8 +43,7 @@ class Predictor:
     def detect(self, image: Tensor) -> tuple[object, dict[str, float]]:
         """Detections of all scores at the image's size, and the timings (ms) of the three stages."""
         t0 = time.perf_counter()
-        empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
-        resized = self.transform(image, empty)[0]
+        resized = resize_for_test(self.cfg, image, self.transform)
         batch = pad_images([resized.float()], self.cfg.model.size_divisibility).to(self.device)
         t1 = time.perf_counter()
         out = self.model(batch)
