@@ -73,14 +73,11 @@ class PredictionWriter:
             self.json.write(("[\n" if self.count == 0 else ",\n") + result.to_json())
             self.json.flush()
         if self.save_panoptic and result.panoptic is not None:
-            from PIL import Image
-
-            from .data.panoptic import id2rgb
+            from .data.panoptic import save_panoptic_png
             from .evaluation.panoptic import to_coco_panoptic
 
             ids, segments = to_coco_panoptic(result.panoptic, self.categories.thing_ids, self.categories.stuff_ids)
-            (self.out_dir / "panoptic").mkdir(exist_ok=True)
-            Image.fromarray(id2rgb(ids)).save(self.out_dir / "panoptic" / f"{stem}.png")
+            save_panoptic_png(ids, self.out_dir / "panoptic" / f"{stem}.png")
             iid = len(self.pan_images) + 1
             name = Path(result.path).name if result.path else f"{stem}.png"
             self.pan_images.append({"id": iid, "file_name": name, "height": ids.shape[0], "width": ids.shape[1]})

@@ -127,6 +127,8 @@ def _check_geometry(a: dict, im: dict | None, w: str, err) -> None:
 
 
 def _check_files(images: dict[int, dict], root: Path, where: str, err) -> None:
+    from .images import image_size  # images.py imports DataError from here
+
     for iid, im in images.items():
         name = im.get("file_name")
         if not isinstance(name, str):
@@ -145,12 +147,6 @@ def _check_files(images: dict[int, dict], root: Path, where: str, err) -> None:
             continue
         if (im.get("width"), im.get("height")) != size:
             err(w, f"JSON says {im.get('width')}x{im.get('height')}, the (oriented) image is {size[0]}x{size[1]}")
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    from .images import image_size as oriented_size  # images.py imports DataError from here
-
-    return oriented_size(path)
 
 
 def check_file(ann_path: str | os.PathLike, images_dir: str | os.PathLike | None = None) -> list[Problem]:

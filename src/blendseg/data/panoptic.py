@@ -47,6 +47,14 @@ def read_panoptic_png(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"{path}: cannot read panoptic PNG ({e})") from None
 
 
+def save_panoptic_png(ids: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write (H, W) segment ids as a COCO panoptic PNG (its folder made when missing)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(id2rgb(ids)).save(path)
+    return path
+
+
 def load_panoptic_json(path: str | os.PathLike) -> dict:
     """The parsed panoptic JSON; a DataError when it is missing, not JSON or lacks the COCO panoptic keys."""
     try:

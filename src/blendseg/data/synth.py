@@ -329,8 +329,6 @@ def write_split(
 ) -> Path:  # fmt: skip
     img_dir = out / split / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
-    if panoptic:
-        (out / split / "panoptic").mkdir(parents=True, exist_ok=True)
     images, annotations, pan_annotations = [], [], []
     for i in range(num):
         rendered = render_image(seed, split, i, min_size, max_size, difficulty, panoptic)
@@ -341,10 +339,10 @@ def write_split(
         for a in anns:
             annotations.append({"id": len(annotations) + 1, "image_id": i + 1, **a})
         if panoptic:
-            from .panoptic import id2rgb
+            from .panoptic import save_panoptic_png
 
             png = f"{split}_{i:06d}.png"
-            Image.fromarray(id2rgb(rendered[2])).save(out / split / "panoptic" / png)
+            save_panoptic_png(rendered[2], out / split / "panoptic" / png)
             pan_annotations.append({"image_id": i + 1, "file_name": png, "segments_info": rendered[3]})
     things = [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(CLASSES)]
     coco = {

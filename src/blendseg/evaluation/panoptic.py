@@ -17,15 +17,13 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ..data.check import DataError
-from ..data.panoptic import id2rgb, read_panoptic_png
+from ..data.panoptic import read_panoptic_png, save_panoptic_png
 from ..engine.dist import all_gather_objects, is_main_process
 
 OFFSET = 256 * 256 * 256
 VOID = 0
-KEYS = ("PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st")
 
 
 class PQStat:
@@ -228,8 +226,7 @@ class PanopticEvaluator:
             ids, segments = to_coco_panoptic(dets.panoptic, self.thing_cat_ids, self.stuff_cat_ids)
             name = Path(gt["file_name"]).with_suffix(".png").name
             if self.out_dir is not None:
-                (self.out_dir / "panoptic").mkdir(parents=True, exist_ok=True)
-                Image.fromarray(id2rgb(ids)).save(self.out_dir / "panoptic" / name)
+                save_panoptic_png(ids, self.out_dir / "panoptic" / name)
             self.records.append({"image_id": int(iid), "file_name": name, "segments_info": segments})
             gt_ids = read_panoptic_png(self.gt_dir / gt["file_name"])
             self.stat = self.stat + pq_image(gt_ids, gt["segments_info"], ids, segments, self.categories, name)
