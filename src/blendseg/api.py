@@ -23,7 +23,7 @@ from .inference.sources import Source, iter_source
 
 class Model:
     """A blendseg model (BlendMask, panoptic BlendMask, YOLACT / YOLACT++, MEInst or FCOS) with its run config
-    and class names: :meth:`predict`, :meth:`val`."""
+    and class names: :meth:`predict`, :meth:`val`, :meth:`export`."""
 
     def __init__(
         self, model: torch.nn.Module, cfg: TrainConfig, categories: Categories, checkpoint: str | None
@@ -40,11 +40,28 @@ class Model:
         """Predict on a path, folder, glob, video file, PIL image, numpy (H, W, 3) RGB array or a list of these: a
         list of :class:`~blendseg.inference.result.Result` (a generator with ``stream=True``, for videos and long
         inputs: memory does not grow with their length)."""
-        predictor = Predictor(self.model, self.cfg, self.categories, conf, max_det, device)
+        predictor = self.predictor(conf, max_det, device)
         results = (predictor(it.image, it.path, it.frame) for it in iter_source(source))
         return results if stream else list(results)
 
     __call__ = predict
+
+    def predictor(self, conf: float = 0.3, max_det: int = 100, device: str = "cpu"):
+        """The one-image callable behind :meth:`predict`: ``predictor(image (3, H, W) uint8) -> Result``."""
+        return Predictor(self.model, self.cfg, self.categories, conf, max_det, device)
+
+    def export(
+        self, format: str = "onnx", out: str | os.PathLike | None = None, opset: int | None = None,
+        conf: float = 0.3, max_det: int = 100,
+    ) -> Path:  # fmt: skip
+        """Write the whole pipeline (resize, network, NMS, masks at the image size) as an ONNX file
+        (:func:`~blendseg.export.onnx.export_onnx`); default path: the checkpoint's with ``.onnx``."""
+        if format != "onnx":
+            raise ValueError(f"export format {format!r}: only 'onnx' is supported")
+        from .export.onnx import export_onnx
+
+        out = out or (Path(self.checkpoint).with_suffix(".onnx") if self.checkpoint else Path("model.onnx"))
+        return export_onnx(self.model, self.cfg, self.categories, out, opset, conf, max_det)
 
     def val(self, data: str | os.PathLike, split: str = "val", out_dir: str | os.PathLike | None = None) -> dict:
         """COCO box / mask AP (and PQ for panoptic models on panoptic data) on a split of a data.yaml; returns
@@ -55,8 +72,32 @@ class Model:
         return make_evaluator_fn(self.cfg, str(data), device, split, out_dir)(self.model.to(device))
 
 
+class OnnxModel(Model):
+    """An ONNX file written by ``blendseg export``, run with onnxruntime: :meth:`predict` as :class:`Model`'s (the
+    graph holds its own resize, thresholds and masks); no ``val`` / ``export`` (use the ``.pt`` checkpoint)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        from .export.onnx import read_metadata
+
+        meta = read_metadata(path)
+        self.model, self.cfg, self.checkpoint = None, None, str(path)
+        self.categories, self.metadata = Categories(meta["class_names"], meta["category_ids"]), meta
+
+    def predictor(self, conf: float = 0.3, max_det: int = 100, device: str = "cpu"):
+        from .inference.onnx_runtime import OnnxPredictor
+
+        return OnnxPredictor(self.checkpoint, conf, max_det, device)
+
+    def val(self, *args, **kwargs) -> dict:
+        raise NotImplementedError("val runs the PyTorch model: load the .pt checkpoint the ONNX file came from")
+
+    def export(self, *args, **kwargs) -> Path:
+        raise NotImplementedError("this is already an exported model: export from the .pt checkpoint")
+
+
 def load(source: str | os.PathLike, device: str = "cpu") -> Model:
-    """A blendseg checkpoint (``.pt``: a trained or converted model) or a preset name (random weights)."""
+    """A blendseg checkpoint (``.pt``: a trained or converted model), an ONNX file from ``blendseg export`` (run with
+    onnxruntime) or a preset name (random weights)."""
     from .engine.runner import load_model
     from .zoo import PRESETS, build_model
 
@@ -66,5 +107,7 @@ def load(source: str | os.PathLike, device: str = "cpu") -> Model:
         return Model(model, cfg, Categories.from_checkpoint({}, cfg), None)
     if not Path(source).is_file():
         raise FileNotFoundError(f"{source}: neither a checkpoint file nor a preset name (see `blendseg presets`)")
+    if Path(source).suffix.lower() == ".onnx":
+        return OnnxModel(source)
     model, cfg, ckpt = load_model(source, device)
     return Model(model, cfg, Categories.from_checkpoint(ckpt, cfg), str(source))

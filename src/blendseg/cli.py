@@ -99,13 +99,15 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
     from .api import load
     from .figures import show_bases
-    from .inference.predictor import Predictor
     from .inference.sources import is_video_file, iter_source
     from .predict import PredictionWriter
 
     model = load(a.checkpoint, a.device)
+    if a.show_bases and model.model is None:
+        print("warning: --show-bases needs the .pt checkpoint (an ONNX graph has no bases to show)", file=sys.stderr)
+        a.show_bases = False
     writer = PredictionWriter(a.out, model.categories, not a.no_draw, a.save_json, a.save_panoptic)
-    predictor = Predictor(model.model, model.cfg, model.categories, a.conf, a.max_det, a.device)
+    predictor = model.predictor(a.conf, a.max_det, a.device)
     items = iter_source(a.source, on_skip=lambda msg: tqdm.write(f"warning: {msg}"))
     unit = "frame" if any(is_video_file(s) for s in a.source) else "img"
     try:
@@ -119,6 +121,23 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     finally:
         written = writer.close()
     print(f"{writer.count} image(s) -> {a.out}" + "".join(f", {p.name}" for p in written))
+    return 0
+
+
+def _cmd_export(a: argparse.Namespace) -> int:
+    import time
+
+    from .api import load
+    from .export.onnx import read_metadata
+
+    t0 = time.perf_counter()
+    out = load(a.checkpoint).export(a.format, a.out, a.opset, a.conf, a.max_det)
+    meta = read_metadata(out)
+    print(
+        f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB, opset {meta['opset']}, {time.perf_counter() - t0:.0f} s): "
+        f"image (3, H, W) uint8 RGB -> {', '.join(meta['outputs'])}; conf {a.conf} and max_det {a.max_det} inside "
+        f"the graph. Run it: blendseg predict {out} IMAGES"
+    )
     return 0
 
 
@@ -230,6 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--save-panoptic", action="store_true", help="panoptic models: also panoptic/*.png + panoptic.json (COCO)"
     )
     pr.set_defaults(fn=_cmd_predict)
+    ex = sub.add_parser("export", help="export a checkpoint as one ONNX graph (resize, network, NMS, masks)")
+    ex.add_argument("checkpoint", help="blendseg .pt checkpoint (or a preset name: random weights)")
+    ex.add_argument("--format", default="onnx", choices=["onnx"])
+    ex.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18; 19 with deformable convs)")
+    ex.add_argument("--out", default=None, help="output file (default: the checkpoint's path with .onnx)")
+    ex.add_argument("--conf", type=float, default=0.3, help="score threshold applied inside the graph")
+    ex.add_argument("--max-det", type=int, default=100, help="at most this many detections per image")
+    ex.set_defaults(fn=_cmd_export)
     fe = sub.add_parser("fit-encoding", help="fit MEInst's PCA mask encoding on a dataset's masks")
     fe.add_argument("data", help="data.yaml")
     fe.add_argument("--dim", type=int, default=60)

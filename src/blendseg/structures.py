@@ -175,3 +175,24 @@ class GridMasks(LazyMasks):
 
     def _select(self, idx) -> GridMasks:
         return GridMasks(self.probs[idx], self.full_size, self.image_size, self.threshold)
+
+
+class DenseMasks(LazyMasks):
+    """Masks already at full size (D, H, W) (an exported graph's output), behind the same interface; an instance's
+    window is its mask's bounding box."""
+
+    def __init__(self, masks: Tensor) -> None:
+        self.probs, self.image_size = masks, (int(masks.shape[-2]), int(masks.shape[-1]))
+
+    def window(self, i: int) -> tuple[int, int, Tensor]:
+        m = self.probs[i].bool()
+        ys, xs = m.any(1).nonzero()[:, 0], m.any(0).nonzero()[:, 0]
+        if len(ys) == 0:
+            return 0, 0, m[:0, :0]
+        return int(ys[0]), int(xs[0]), m[int(ys[0]) : int(ys[-1]) + 1, int(xs[0]) : int(xs[-1]) + 1]
+
+    def _select(self, idx) -> DenseMasks:
+        return DenseMasks(self.probs[idx])
+
+    def to_tensor(self) -> Tensor:
+        return self.probs.bool()

@@ -32,13 +32,12 @@ def fast_nms(
     Returns:
         (D,) candidate index, (D,) class, (D,) score, sorted by descending score.
     """
-    if scores.shape[1] == 0:  # nothing passed the pre-filter (the official Detect returns None)
-        empty = scores.new_zeros(0, dtype=torch.int64)
-        return empty, empty.clone(), scores.new_zeros(0)
     scores, idx = scores.sort(1, descending=True)
     idx, scores = idx[:, :top_k], scores[:, :top_k]  # (C, K)
     iou = pairwise_iou(boxes[idx], boxes[idx]).triu_(diagonal=1)  # (C, K, K)
-    keep = iou.max(dim=1).values <= iou_threshold
+    # "max over higher-scoring boxes <= threshold", written as any() so no candidates (the official Detect returns
+    # None) needs no branch, the exported graph included; a NaN IoU suppresses, as it does through max()
+    keep = ~((iou > iou_threshold) | iou.isnan()).any(dim=1)
     if second_threshold is not None:
         keep &= scores > second_threshold
     classes = torch.arange(scores.shape[0], device=scores.device)[:, None].expand_as(keep)[keep]

@@ -1,0 +1,102 @@
+"""``blendseg export CKPT --format onnx``: the whole pipeline (:mod:`blendseg.export.graph`) as one ONNX file with
+a dynamic image size, through the ``torch.export`` based exporter (onnxscript), with the class names, category
+ids and thresholds in its metadata so :class:`~blendseg.inference.onnx_runtime.OnnxPredictor` needs nothing else.
+
+Inputs: ``image`` (3, H, W) uint8 RGB. Outputs: ``boxes`` (D, 4) float32 xyxy image pixels, ``scores`` (D,)
+float32, ``labels`` (D,) int64 and, for mask models, ``masks`` (D, H, W) uint8.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..inference.result import Categories
+from .graph import image_graph
+
+METADATA_KEY = "blendseg"
+OUTPUTS = ["boxes", "scores", "labels", "masks"]
+
+
+def require_onnx() -> None:
+    missing = []
+    for mod in ("onnx", "onnxscript"):
+        try:
+            __import__(mod)
+        except ImportError:
+            missing.append(mod)
+    if missing:
+        raise ImportError(f"ONNX export needs {' and '.join(missing)}: pip install 'blendseg[onnx]'")
+
+
+def export_onnx(
+    model: nn.Module, cfg: TrainConfig, categories: Categories, out: str | os.PathLike, opset: int | None = None,
+    conf: float = 0.3, max_det: int = 100, example_size: tuple[int, int] = (480, 640),
+) -> Path:  # fmt: skip
+    """Write ``model`` (eval, moved to CPU float32) as an ONNX graph taking any (3, H, W) uint8 image; ``conf``
+    and ``max_det`` are applied inside the graph (masks are made only for what is kept). ``opset``: default 18, 19
+    for models with deformable convolutions (ONNX DeformConv). Returns the path."""
+    require_onnx()
+    import onnx
+
+    deformable = has_deformable_convs(model)
+    opset = opset or (19 if deformable else 18)
+    if opset < 18:
+        raise ValueError(f"opset {opset}: the exported graph needs opset >= 18 (antialiased Resize, RoiAlign)")
+    if deformable and opset < 19:
+        raise ValueError(f"opset {opset}: this model has deformable convolutions, ONNX DeformConv needs opset >= 19")
+    graph = image_graph(model.cpu().float(), cfg, conf, max_det)
+    example = torch.randint(0, 256, (3, *example_size), dtype=torch.uint8)
+    height, width = torch.export.Dim("height", min=16, max=32768), torch.export.Dim("width", min=16, max=32768)
+    with torch.no_grad():
+        n_out = len(graph(example))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's own deprecation / tracing chatter
+        program = torch.onnx.export(
+            graph, (example,), dynamo=True, opset_version=opset, input_names=["image"],
+            output_names=OUTPUTS[:n_out], dynamic_shapes={"image": {1: height, 2: width}}, verbose=False,
+        )  # fmt: skip
+    proto = program.model_proto
+    meta = {
+        "format_version": 1,
+        "method": type(model).__name__,
+        "opset": opset,
+        "conf": conf,
+        "max_det": max_det,
+        "class_names": categories.thing_names,
+        "category_ids": categories.thing_ids,
+        "outputs": OUTPUTS[:n_out],
+    }
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(meta)
+    tmp = out.with_name(out.name + ".tmp")
+    onnx.save(proto, tmp)
+    os.replace(tmp, out)
+    return out
+
+
+def has_deformable_convs(model: nn.Module) -> bool:
+    from ..modeling.backbone import DeformConv2dNorm
+    from ..modeling.fcos import DeformConv
+
+    return any(isinstance(m, (DeformConv2dNorm, DeformConv)) for m in model.modules())
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The blendseg metadata of an exported file (without loading its weights)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    for entry in proto.metadata_props:
+        if entry.key == METADATA_KEY:
+            return json.loads(entry.value)
+    raise ValueError(f"{path}: not an ONNX file exported by blendseg (no '{METADATA_KEY}' metadata)")

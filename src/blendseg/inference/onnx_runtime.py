@@ -1,0 +1,97 @@
+"""An exported ONNX file behind the :class:`~blendseg.inference.predictor.Predictor` interface, on onnxruntime
+(``pip install 'blendseg[onnx]'``): ``OnnxPredictor(path)(image) -> Result``, so ``blendseg predict model.onnx``,
+``blendseg.load("model.onnx")``, video and the writers work unchanged."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..structures import DenseMasks
+from .result import Categories, Result
+
+
+def require_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ImportError("running an ONNX model needs onnxruntime: pip install 'blendseg[onnx]'") from None
+    return onnxruntime
+
+
+@dataclass
+class OnnxDetections:
+    """One image's outputs of an exported graph: boxes (D, 4), scores (D,), labels (D,) and masks (D, H, W)."""
+
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+    masks: DenseMasks | None = None
+
+    def __len__(self) -> int:
+        return self.boxes.shape[0]
+
+    def __getitem__(self, idx) -> OnnxDetections:
+        return OnnxDetections(**{f.name: _take(getattr(self, f.name), idx) for f in fields(self)})
+
+
+def _take(v, idx):
+    return None if v is None else v[idx]
+
+
+class OnnxPredictor:
+    """``predictor(image, path=None, frame=None) -> Result`` for one (3, H, W) uint8 RGB image, running an ONNX file
+    written by ``blendseg export``. ``conf`` / ``max_det`` filter further what the graph kept (it was exported
+    with its own, in ``metadata``); ``device`` "cuda" uses onnxruntime's CUDA provider when it is installed."""
+
+    def __init__(
+        self, path: str | os.PathLike, conf: float = 0.3, max_det: int = 100, device: str = "cpu",
+        threads: int | None = None,
+    ) -> None:  # fmt: skip
+        ort = require_onnxruntime()
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        providers = ["CPUExecutionProvider"]
+        if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        self.session = ort.InferenceSession(str(path), opts, providers=providers)
+        meta = self.session.get_modelmeta().custom_metadata_map.get("blendseg")
+        if meta is None:
+            raise ValueError(f"{path}: not an ONNX file exported by blendseg (no 'blendseg' metadata)")
+        self.metadata = json.loads(meta)
+        self.categories = Categories(self.metadata["class_names"], self.metadata["category_ids"])
+        self.conf, self.max_det = conf, max_det
+        if conf < self.metadata["conf"] or max_det > self.metadata["max_det"]:
+            warnings.warn(
+                f"{path} was exported with conf={self.metadata['conf']} and max_det={self.metadata['max_det']}: "
+                f"conf={conf} / max_det={max_det} cannot bring back what the graph dropped (export again to change "
+                "them)",
+                stacklevel=2,
+            )
+
+    def detect(self, image: Tensor) -> tuple[OnnxDetections, dict[str, float]]:
+        t0 = time.perf_counter()
+        array = np.ascontiguousarray(image.numpy())
+        t1 = time.perf_counter()
+        outs = self.session.run(None, {"image": array})
+        t2 = time.perf_counter()
+        boxes, scores, labels = (torch.from_numpy(o) for o in outs[:3])
+        masks = DenseMasks(torch.from_numpy(outs[3])) if len(outs) > 3 else None
+        dets = OnnxDetections(boxes, scores, labels, masks)
+        return dets, {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3}
+
+    def __call__(self, image: Tensor, path: str | None = None, frame: int | None = None) -> Result:
+        dets, speed = self.detect(image)
+        t0 = time.perf_counter()
+        keep = (dets.scores >= self.conf).nonzero()[:, 0][: self.max_det]  # the graph's output is score-ordered
+        dets = dets[keep]
+        speed["postprocess"] = (time.perf_counter() - t0) * 1e3
+        return Result(image, dets, self.categories, path, speed, frame)
