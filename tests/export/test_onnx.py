@@ -200,7 +200,7 @@ def test_load_predict_and_cli_on_an_onnx_file(exported, tmp_path, capsys):
     r = onnx_model.predict(image, conf=middle, max_det=2)[0]
     assert len(r) == 2 and r.scores.min() >= middle
     assert r.plot().shape == (120, 100, 3) and r.to_coco(3)[0]["image_id"] == 3
-    with pytest.warns(UserWarning, match="exported with conf=0.3"):
+    with pytest.warns(UserWarning, match="exported with conf=0.3: detections scoring below"):
         onnx_model.predict(image, conf=0.1)
     with pytest.raises(NotImplementedError, match=r"\.pt checkpoint"):
         onnx_model.val("data.yaml")

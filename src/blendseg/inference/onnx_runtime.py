@@ -69,11 +69,10 @@ class OnnxPredictor:
         self.metadata = json.loads(meta)
         self.categories = Categories(self.metadata["class_names"], self.metadata["category_ids"])
         self.conf, self.max_det = conf, max_det
-        if conf < self.metadata["conf"] or max_det > self.metadata["max_det"]:
+        if conf < self.metadata["conf"]:
             warnings.warn(
-                f"{path} was exported with conf={self.metadata['conf']} and max_det={self.metadata['max_det']}: "
-                f"conf={conf} / max_det={max_det} cannot bring back what the graph dropped (export again to change "
-                "them)",
+                f"{path} was exported with conf={self.metadata['conf']}: detections scoring below it are not in the "
+                f"graph's output, whatever conf={conf} asks (export again with a lower --conf)",
                 stacklevel=2,
             )
 

@@ -1,0 +1,77 @@
+"""Latency of an exported ONNX graph on onnxruntime beside the PyTorch predictor, one process, side by side.
+
+    python tools/bench_onnx.py --out runs/bench_onnx [--presets blendmask_tiny ...] [--size 1080x810] [--runs 7]
+
+For each preset a checkpoint with random weights is written whose class biases are raised so that every image
+yields the full 100 detections (tools/bench_predict.py's, the worst case for masks), exported with
+``conf=0.05, max_det=100``, and both predictors are timed on the same photo, alternating, after one warm-up call
+each: PyTorch's ``Predictor`` (masks left compact, and with ``Result.masks`` made, which is what the graph
+returns) and onnxruntime's ``OnnxPredictor``. Medians of ``--runs`` calls; threads pinned for both. Prints a
+markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+import blendseg
+from bench_predict import checkpoint, photo
+from blendseg.data.images import read_image
+from blendseg.inference.onnx_runtime import OnnxPredictor
+
+
+def median_ms(fn, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("runs/bench_onnx"))
+    p.add_argument("--presets", nargs="+", default=["blendmask_tiny", "meinst_tiny", "yolact_tiny"])
+    p.add_argument("--size", default="1080x810", help="photo W x H")
+    p.add_argument("--runs", type=int, default=7)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--conf", type=float, default=0.05, help="score threshold (exported into the graph)")
+    a = p.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(a.threads)
+    w, h = (int(v) for v in a.size.split("x"))
+    image = read_image(photo(a.out / f"photo_{a.size}.jpg", w, h))
+    rows = []
+    for preset in a.presets:
+        model = blendseg.load(checkpoint(preset, a.out / f"{preset}.pt"))
+        t0 = time.perf_counter()
+        onnx_path = model.export(out=a.out / f"{preset}.onnx", conf=a.conf, max_det=100)
+        export_s = time.perf_counter() - t0
+        torch_pred = model.predictor(conf=a.conf, max_det=100)
+        ort_pred = OnnxPredictor(onnx_path, conf=a.conf, max_det=100, threads=a.threads)
+        n_torch, n_ort = len(torch_pred(image)), len(ort_pred(image))  # warm-up
+        with torch.inference_mode():
+            t_compact = median_ms(lambda tp=torch_pred: tp(image), a.runs)
+            t_dense = median_ms(lambda tp=torch_pred: tp(image).masks, a.runs)
+        t_ort = median_ms(lambda op=ort_pred: op(image), a.runs)
+        size_mb = onnx_path.stat().st_size / 2**20
+        rows.append(
+            f"| {preset} | {a.size} | {n_torch} / {n_ort} | {t_compact:.0f} | {t_dense:.0f} | {t_ort:.0f} | "
+            f"{t_ort / t_dense:.2f} | {export_s:.0f} s, {size_mb:.1f} MB |"
+        )
+        print(rows[-1], flush=True)
+    print(
+        "\n| preset | photo | detections (torch / ort) | PyTorch ms (compact masks) | PyTorch ms (+ dense masks) "
+        "| onnxruntime ms | ort / torch dense | export |\n|---|---|---|---|---|---|---|---|"
+    )
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
