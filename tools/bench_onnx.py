@@ -4,10 +4,11 @@
 
 For each preset a checkpoint with random weights is written whose class biases are raised so that every image
 yields the full 100 detections (tools/bench_predict.py's, the worst case for masks), exported with
-``conf=0.05, max_det=100``, and both predictors are timed on the same photo, alternating, after one warm-up call
-each: PyTorch's ``Predictor`` (masks left compact, and with ``Result.masks`` made, which is what the graph
-returns) and onnxruntime's ``OnnxPredictor``. Medians of ``--runs`` calls; threads pinned for both. Prints a
-markdown table.
+``conf=0.05, max_det=100``, and the predictors are timed on the same photo one after the other, after one warm-up call
+each: PyTorch's ``Predictor`` (masks left compact, and with ``Result.masks`` made), onnxruntime's
+``OnnxPredictor`` on the default export (dense (N, H, W) masks inside the graph) and on ``--compact-masks``
+(per-box probabilities, pasted per instance as PyTorch does; compact, and with ``.masks`` made). Medians of
+``--runs`` calls; threads pinned for both. Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -53,22 +54,29 @@ def main() -> None:
         t0 = time.perf_counter()
         onnx_path = model.export(out=a.out / f"{preset}.onnx", conf=a.conf, max_det=100)
         export_s = time.perf_counter() - t0
+        compact_path = model.export(out=a.out / f"{preset}_compact.onnx", conf=a.conf, max_det=100, dense_masks=False)
         torch_pred = model.predictor(conf=a.conf, max_det=100)
         ort_pred = OnnxPredictor(onnx_path, conf=a.conf, max_det=100, threads=a.threads)
+        ort_compact = OnnxPredictor(compact_path, conf=a.conf, max_det=100, threads=a.threads)
         n_torch, n_ort = len(torch_pred(image)), len(ort_pred(image))  # warm-up
+        assert len(ort_compact(image).masks) == n_ort
         with torch.inference_mode():
             t_compact = median_ms(lambda tp=torch_pred: tp(image), a.runs)
             t_dense = median_ms(lambda tp=torch_pred: tp(image).masks, a.runs)
         t_ort = median_ms(lambda op=ort_pred: op(image), a.runs)
+        t_ort_compact = median_ms(lambda op=ort_compact: op(image), a.runs)
+        t_ort_compact_dense = median_ms(lambda op=ort_compact: op(image).masks, a.runs)
         size_mb = onnx_path.stat().st_size / 2**20
         rows.append(
-            f"| {preset} | {a.size} | {n_torch} / {n_ort} | {t_compact:.0f} | {t_dense:.0f} | {t_ort:.0f} | "
-            f"{t_ort / t_dense:.2f} | {export_s:.0f} s, {size_mb:.1f} MB |"
+            f"| {preset} | {a.size} | {n_torch} / {n_ort} | {t_compact:.0f} / {t_dense:.0f} | {t_ort:.0f} | "
+            f"{t_ort_compact:.0f} / {t_ort_compact_dense:.0f} | {t_ort_compact / t_compact:.2f} | "
+            f"{export_s:.0f} s, {size_mb:.1f} MB |"
         )
         print(rows[-1], flush=True)
     print(
-        "\n| preset | photo | detections (torch / ort) | PyTorch ms (compact masks) | PyTorch ms (+ dense masks) "
-        "| onnxruntime ms | ort / torch dense | export |\n|---|---|---|---|---|---|---|---|"
+        "\n| preset | photo | detections (torch / ort) | PyTorch ms: compact / + .masks | onnxruntime ms, dense "
+        "graph | onnxruntime ms, compact graph: compact / + .masks | ort / torch (compact) | export |"
+        "\n|---|---|---|---|---|---|---|---|"
     )
     print("\n".join(rows))
 

@@ -6,12 +6,13 @@ For each preset a checkpoint with random weights is written whose class biases a
 yields the full 100 detections (the worst case for masks); each (preset, photo) runs ``blendseg predict
 --save-json`` in a fresh process, whose peak resident memory (``wait4`` ru_maxrss) and wall time are reported as a
 markdown table. ``--blendseg-src DIR`` runs another checkout's ``src`` instead (to measure a version before a
-change).
+change); ``--onnx dense|compact`` exports each checkpoint and runs ``blendseg predict`` on the ONNX file.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
@@ -47,6 +48,8 @@ def checkpoint(preset: str, path: Path, legacy: bool = False) -> Path:
 
     torch.manual_seed(0)
     cfg = get_preset(preset)
+    no_download = dataclasses.replace(cfg.model.backbone, weights="")  # random weights: no ImageNet download
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone=no_download))
     model = build_model(cfg.model)
     if hasattr(model, "fcos"):
         torch.nn.init.constant_(model.fcos.head.cls_logits.bias, 3.0)
@@ -86,12 +89,18 @@ def main() -> None:
     p.add_argument("--sizes", nargs="+", default=["1080x810", "4032x3024", "6000x4000"])
     p.add_argument("--presets", nargs="+", default=["blendmask_tiny", "yolact_tiny", "meinst_tiny"])
     p.add_argument("--blendseg-src", type=Path, default=ROOT / "src")
+    p.add_argument("--onnx", choices=["dense", "compact"], help="predict with the exported graph instead (onnxruntime)")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for preset in a.presets:
         legacy = not (a.blendseg_src / "blendseg" / "data" / "panoptic.py").is_file()
         ckpt = checkpoint(preset, a.out / f"{preset}.pt", legacy)
+        if a.onnx:
+            import blendseg
+
+            out = a.out / f"{preset}_{a.onnx}.onnx"
+            ckpt = blendseg.load(ckpt).export(out=out, conf=0.0, max_det=100, dense_masks=a.onnx == "dense")
         for size in a.sizes:
             w, h = (int(v) for v in size.split("x"))
             image = a.out / f"photo_{size}.jpg"

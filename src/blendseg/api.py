@@ -52,16 +52,17 @@ class Model:
 
     def export(
         self, format: str = "onnx", out: str | os.PathLike | None = None, opset: int | None = None,
-        conf: float = 0.3, max_det: int = 100,
+        conf: float = 0.3, max_det: int = 100, dense_masks: bool = True,
     ) -> Path:  # fmt: skip
         """Write the whole pipeline (resize, network, NMS, masks at the image size) as an ONNX file
-        (:func:`~blendseg.export.onnx.export_onnx`); default path: the checkpoint's with ``.onnx``."""
+        (:func:`~blendseg.export.onnx.export_onnx`; ``dense_masks=False``: compact mask outputs); default path:
+        the checkpoint's with ``.onnx``."""
         if format != "onnx":
             raise ValueError(f"export format {format!r}: only 'onnx' is supported")
         from .export.onnx import export_onnx
 
         out = out or (Path(self.checkpoint).with_suffix(".onnx") if self.checkpoint else Path("model.onnx"))
-        return export_onnx(self.model, self.cfg, self.categories, out, opset, conf, max_det)
+        return export_onnx(self.model, self.cfg, self.categories, out, opset, conf, max_det, dense_masks)
 
     def val(self, data: str | os.PathLike, split: str = "val", out_dir: str | os.PathLike | None = None) -> dict:
         """COCO box / mask AP (and PQ for panoptic models on panoptic data) on a split of a data.yaml; returns

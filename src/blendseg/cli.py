@@ -131,7 +131,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
     from .export.onnx import read_metadata
 
     t0 = time.perf_counter()
-    out = load(a.checkpoint).export(a.format, a.out, a.opset, a.conf, a.max_det)
+    out = load(a.checkpoint).export(a.format, a.out, a.opset, a.conf, a.max_det, not a.compact_masks)
     meta = read_metadata(out)
     print(
         f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB, opset {meta['opset']}, {time.perf_counter() - t0:.0f} s): "
@@ -256,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", default=None, help="output file (default: the checkpoint's path with .onnx)")
     ex.add_argument("--conf", type=float, default=0.3, help="score threshold applied inside the graph")
     ex.add_argument("--max-det", type=int, default=100, help="at most this many detections per image")
+    ex.add_argument(
+        "--compact-masks", action="store_true",
+        help="output per-box mask probabilities (+ boxes) instead of (N, H, W) masks: memory follows the detections",
+    )  # fmt: skip
     ex.set_defaults(fn=_cmd_export)
     fe = sub.add_parser("fit-encoding", help="fit MEInst's PCA mask encoding on a dataset's masks")
     fe.add_argument("data", help="data.yaml")

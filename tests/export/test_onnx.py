@@ -225,3 +225,25 @@ def test_export_cli_and_an_empty_output(checkpoint, tmp_path, capsys):
     assert "boxes, scores, labels, masks" in capsys.readouterr().out
     outs = ort.InferenceSession(str(tmp_path / "model.onnx")).run(None, {"image": _image(90, 70).numpy()})
     assert [o.shape for o in outs] == [(0, 4), (0,), (0,), (0, 90, 70)]
+
+
+@pytest.mark.parametrize("preset", ["blendmask_tiny_test", "yolact_tiny_test"])
+def test_compact_mask_export(preset, tmp_path):
+    """--compact-masks: the graph returns per-box probabilities (BlendMask / MEInst: + paste boxes) or YOLACT's
+    cropped prototype masks, and the runner pastes them per instance: the dense graph's masks, memory per box."""
+    from blendseg.export.onnx import export_onnx, read_metadata
+    from blendseg.inference.onnx_runtime import OnnxPredictor
+    from blendseg.inference.result import Categories
+    from blendseg.structures import BoxMasks, GridMasks
+
+    cfg, model = get_preset(preset), decisive_model(preset)
+    path = export_onnx(model, cfg, Categories(NAMES, list(range(1, 7))), tmp_path / "m.onnx", conf=0.3, max_det=50,
+                       dense_masks=False)  # fmt: skip
+    meta = read_metadata(path)
+    assert meta["masks"] == ("grid" if "yolact" in preset else "box")
+    image = _image(150, 90)
+    r = OnnxPredictor(path, conf=0.3, max_det=50)(image)
+    assert isinstance(r.compact_masks, GridMasks if "yolact" in preset else BoxMasks) and r._masks is None
+    with torch.no_grad():
+        ref = [t.numpy() for t in image_graph(model, cfg, conf=0.3, max_det=50)(image)]
+    assert_same_detections(_result_arrays(r), ref, min_mask_iou=0.98)  # ties at exactly 0.5: see above

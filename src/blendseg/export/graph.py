@@ -3,7 +3,8 @@
 ``ImageGraph(model, cfg, conf, max_det)(image)`` runs, for one (3, H, W) uint8 RGB image of any size, the test-time
 resize, normalisation and padding, the network, decoding, NMS, the score threshold and ``max_det``, the mask
 assembly (blender / prototypes / PCA decode) and the paste at the original size, returning ``boxes`` (D, 4) float32
-xyxy original pixels, ``scores`` (D,), ``labels`` (D,) int64 and ``masks`` (D, H, W) uint8 (none for FCOS).
+xyxy original pixels, ``scores`` (D,), ``labels`` (D,) int64 and ``masks`` (D, H, W) uint8 (none for FCOS), or
+with ``dense=False`` the compact masks the PyTorch path keeps.
 
 The model's own pieces are reused (backbone, FPN, heads, bases, blender, PCA codec, Fast NMS, crop); only the glue
 that ``torch.export`` cannot follow is written here without Python branches on data: per-level top-k as a masked
@@ -104,9 +105,9 @@ class FCOSGraph(nn.Module):
     """FCOS detections for one image (:func:`~blendseg.modeling.fcos_inference.fcos_decode` and
     ``detector_postprocess``, then ``conf`` and ``max_det``); subclasses add masks through :meth:`mask_probs`."""
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, conf: float, max_det: int) -> None:
+    def __init__(self, model: nn.Module, cfg: TrainConfig, conf: float, max_det: int, dense: bool = True) -> None:
         super().__init__()
-        self.model, self.preprocess = model, Preprocess(cfg)
+        self.model, self.preprocess, self.dense = model, Preprocess(cfg), dense
         self.fcos: FCOS = model if isinstance(model, FCOS) else model.fcos
         self.conf, self.max_det = conf, max_det
 
@@ -155,6 +156,8 @@ class FCOSGraph(nn.Module):
         if probs is None:
             return clipped[keep], scores[keep], labels[keep]
         paste = clipped[keep] if self.paste_in_clipped_box else scaled[keep]
+        if not self.dense:  # compact: (D, S, S) probabilities and their paste boxes (structures.BoxMasks)
+            return clipped[keep], scores[keep], labels[keep], probs, paste
         return clipped[keep], scores[keep], labels[keep], paste_masks(probs, paste, (H, W))
 
 
@@ -193,13 +196,14 @@ class YolactGraph(nn.Module):
     Fast NMS, score threshold, ``conf`` / ``max_det``, sigmoid(proto @ coef), crop, re-scoring, bilinear upsampling
     to the image, ``> 0.5``; boxes truncated to integers as the official code."""
 
-    def __init__(self, model: Yolact, cfg: TrainConfig, conf: float, max_det: int) -> None:
+    def __init__(self, model: Yolact, cfg: TrainConfig, conf: float, max_det: int, dense: bool = True) -> None:
         super().__init__()
         if cfg.data.square_size <= 0:
             raise ValueError("YOLACT export needs data.square_size > 0 (the official fixed input)")
         if cfg.model.yolact.nms != "fast":
             raise ValueError("YOLACT export supports yolact.nms='fast' (the official Fast NMS)")
         self.model, self.preprocess, self.conf, self.max_det = model, Preprocess(cfg), conf, max_det
+        self.dense = dense
         s = cfg.data.square_size
         with torch.no_grad():  # the input is always s x s: priors are constants
             out = model(torch.zeros(1, 3, s, s).unbind(0))
@@ -226,21 +230,27 @@ class YolactGraph(nn.Module):
             masks = crop_masks(masks, boxes[prior])
         sy, sx = H / torch.sym_float(h), W / torch.sym_float(w)
         hp, wp = x.shape[-2], x.shape[-1]
-        full = (torch.sym_int(hp * sy + 0.5), torch.sym_int(wp * sx + 0.5))
-        padded = torch.cat([masks, masks.new_zeros(1, *masks.shape[1:])])  # resizing (1, 0, h', w') fails in eager
-        full_masks = F.interpolate(padded[None], full, mode="bilinear", align_corners=False)[0, :-1, :H, :W]
         b = boxes[prior]
         x1, x2 = torch.minimum(b[:, 0], b[:, 2]) * (wp * sx), torch.maximum(b[:, 0], b[:, 2]) * (wp * sx)
         y1, y2 = torch.minimum(b[:, 1], b[:, 3]) * (hp * sy), torch.maximum(b[:, 1], b[:, 3]) * (hp * sy)
         pixels = torch.stack([x1.clamp(min=0), y1.clamp(min=0), x2.clamp(max=W), y2.clamp(max=H)], 1)
+        if not self.dense:  # compact: the cropped (D, h', w') probabilities over the squashed image (GridMasks)
+            return pixels.long().float(), s, labels, masks
+        full = (torch.sym_int(hp * sy + 0.5), torch.sym_int(wp * sx + 0.5))  # (H, W): the input is not padded
+        padded = torch.cat([masks, masks.new_zeros(1, *masks.shape[1:])])  # resizing (1, 0, h', w') fails in eager
+        full_masks = F.interpolate(padded[None], full, mode="bilinear", align_corners=False)[0, :-1, :H, :W]
         return pixels.long().float(), s, labels, (full_masks > 0.5).to(torch.uint8)
 
 
 GRAPHS: dict[type, type] = {FCOS: FCOSGraph, BlendMask: BlendMaskGraph, MEInst: MEInstGraph, Yolact: YolactGraph}
 
 
-def image_graph(model: nn.Module, cfg: TrainConfig, conf: float = 0.3, max_det: int = 100) -> nn.Module:
-    """The export graph of a blendseg model (eval mode, float32, CPU)."""
+def image_graph(
+    model: nn.Module, cfg: TrainConfig, conf: float = 0.3, max_det: int = 100, dense: bool = True
+) -> nn.Module:
+    """The export graph of a blendseg model (eval mode, float32, CPU). ``dense=False``: masks stay compact (the
+    per-box (D, S, S) probabilities and their paste boxes, or YOLACT's cropped (D, h', w') prototype masks), for
+    memory that does not grow with the image; the runner pastes them per instance as the PyTorch path does."""
     if type(model) not in GRAPHS:
         raise TypeError(f"no export graph for {type(model).__name__}; supported: {[t.__name__ for t in GRAPHS]}")
-    return GRAPHS[type(model)](model.eval(), cfg, conf, max_det).eval()
+    return GRAPHS[type(model)](model.eval(), cfg, conf, max_det, dense).eval()

@@ -3,7 +3,8 @@ a dynamic image size, through the ``torch.export`` based exporter (onnxscript), 
 ids and thresholds in its metadata so :class:`~blendseg.inference.onnx_runtime.OnnxPredictor` needs nothing else.
 
 Inputs: ``image`` (3, H, W) uint8 RGB. Outputs: ``boxes`` (D, 4) float32 xyxy image pixels, ``scores`` (D,)
-float32, ``labels`` (D,) int64 and, for mask models, ``masks`` (D, H, W) uint8.
+float32, ``labels`` (D,) int64 and, for mask models, ``masks`` (D, H, W) uint8 (or, exported with compact masks,
+``mask_probs`` and ``mask_boxes``; the metadata's ``masks`` says which: none, dense, box or grid).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from ..inference.result import Categories
 from .graph import image_graph
 
 METADATA_KEY = "blendseg"
-OUTPUTS = ["boxes", "scores", "labels", "masks"]
+DETECTIONS = ["boxes", "scores", "labels"]
+MASK_OUTPUTS = {"dense": ["masks"], "box": ["mask_probs", "mask_boxes"], "grid": ["mask_probs"]}
 
 
 def require_onnx() -> None:
@@ -37,11 +39,13 @@ def require_onnx() -> None:
 
 def export_onnx(
     model: nn.Module, cfg: TrainConfig, categories: Categories, out: str | os.PathLike, opset: int | None = None,
-    conf: float = 0.3, max_det: int = 100, example_size: tuple[int, int] = (480, 640),
+    conf: float = 0.3, max_det: int = 100, dense_masks: bool = True, example_size: tuple[int, int] = (480, 640),
 ) -> Path:  # fmt: skip
     """Write ``model`` (eval, moved to CPU float32) as an ONNX graph taking any (3, H, W) uint8 image; ``conf``
     and ``max_det`` are applied inside the graph (masks are made only for what is kept). ``opset``: default 18, 19
-    for models with deformable convolutions (ONNX DeformConv). Returns the path."""
+    for models with deformable convolutions (ONNX DeformConv). ``dense_masks=False``: compact mask outputs
+    instead of ``masks`` (``mask_probs`` (D, S, S) + ``mask_boxes`` (D, 4), or YOLACT's ``mask_probs`` (D, h', w')),
+    pasted per instance by the runner, so memory follows the detections, not the image. Returns the path."""
     require_onnx()
     import onnx
 
@@ -51,18 +55,20 @@ def export_onnx(
         raise ValueError(f"opset {opset}: the exported graph needs opset >= 18 (antialiased Resize, RoiAlign)")
     if deformable and opset < 19:
         raise ValueError(f"opset {opset}: this model has deformable convolutions, ONNX DeformConv needs opset >= 19")
-    graph = image_graph(model.cpu().float(), cfg, conf, max_det)
+    graph = image_graph(model.cpu().float(), cfg, conf, max_det, dense_masks)
     example = torch.randint(0, 256, (3, *example_size), dtype=torch.uint8)
     height, width = torch.export.Dim("height", min=16, max=32768), torch.export.Dim("width", min=16, max=32768)
     with torch.no_grad():
         n_out = len(graph(example))
+    masks = "none" if n_out == 3 else "dense" if dense_masks else "box" if n_out == 5 else "grid"
+    names = DETECTIONS + MASK_OUTPUTS.get(masks, [])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's own deprecation / tracing chatter
         program = torch.onnx.export(
             graph, (example,), dynamo=True, opset_version=opset, input_names=["image"],
-            output_names=OUTPUTS[:n_out], dynamic_shapes={"image": {1: height, 2: width}}, verbose=False,
+            output_names=names, dynamic_shapes={"image": {1: height, 2: width}}, verbose=False,
         )  # fmt: skip
     proto = program.model_proto
     meta = {
@@ -73,7 +79,8 @@ def export_onnx(
         "max_det": max_det,
         "class_names": categories.thing_names,
         "category_ids": categories.thing_ids,
-        "outputs": OUTPUTS[:n_out],
+        "outputs": names,
+        "masks": masks,
     }
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()

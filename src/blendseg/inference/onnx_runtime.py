@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..structures import DenseMasks
+from ..structures import BoxMasks, DenseMasks, GridMasks, LazyMasks
 from .result import Categories, Result
 
 
@@ -33,7 +33,7 @@ class OnnxDetections:
     boxes: Tensor
     scores: Tensor
     labels: Tensor
-    masks: DenseMasks | None = None
+    masks: LazyMasks | None = None
 
     def __len__(self) -> int:
         return self.boxes.shape[0]
@@ -59,6 +59,8 @@ class OnnxPredictor:
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
+        # no busy-waiting after a run: the mask pasting and drawing that follow run in PyTorch on the same cores
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
@@ -82,10 +84,19 @@ class OnnxPredictor:
         t1 = time.perf_counter()
         outs = self.session.run(None, {"image": array})
         t2 = time.perf_counter()
-        boxes, scores, labels = (torch.from_numpy(o) for o in outs[:3])
-        masks = DenseMasks(torch.from_numpy(outs[3])) if len(outs) > 3 else None
-        dets = OnnxDetections(boxes, scores, labels, masks)
+        boxes, scores, labels, *rest = (torch.from_numpy(o) for o in outs)
+        dets = OnnxDetections(boxes, scores, labels, self._masks(rest, tuple(image.shape[-2:])))
         return dets, {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3}
+
+    def _masks(self, outs: list[Tensor], image_size: tuple[int, int]) -> LazyMasks | None:
+        kind = self.metadata.get("masks", "dense" if outs else "none")
+        if kind == "dense":
+            return DenseMasks(outs[0])
+        if kind == "box":  # per-box probabilities, pasted per instance when asked (as the PyTorch path)
+            return BoxMasks(outs[0], outs[1], image_size)
+        if kind == "grid":  # YOLACT: cropped prototype masks over the squashed image, upsampled to the image
+            return GridMasks(outs[0], image_size, image_size)
+        return None
 
     def __call__(self, image: Tensor, path: str | None = None, frame: int | None = None) -> Result:
         dets, speed = self.detect(image)
