@@ -230,7 +230,7 @@ def test_export_cli_and_an_empty_output(checkpoint, tmp_path, capsys):
 @pytest.mark.parametrize("preset", ["blendmask_tiny_test", "yolact_tiny_test"])
 def test_compact_mask_export(preset, tmp_path):
     """--compact-masks: the graph returns per-box probabilities (BlendMask / MEInst: + paste boxes) or YOLACT's
-    cropped prototype masks, and the runner pastes them per instance: the dense graph's masks, memory per box."""
+    cropped prototype masks, and the runner pastes them per instance as the PyTorch path does."""
     from blendseg.export.onnx import export_onnx, read_metadata
     from blendseg.inference.onnx_runtime import OnnxPredictor
     from blendseg.inference.result import Categories
@@ -245,5 +245,13 @@ def test_compact_mask_export(preset, tmp_path):
     r = OnnxPredictor(path, conf=0.3, max_det=50)(image)
     assert isinstance(r.compact_masks, GridMasks if "yolact" in preset else BoxMasks) and r._masks is None
     with torch.no_grad():
-        ref = [t.numpy() for t in image_graph(model, cfg, conf=0.3, max_det=50)(image)]
-    assert_same_detections(_result_arrays(r), ref, min_mask_iou=0.98)  # ties at exactly 0.5: see above
+        out = image_graph(model, cfg, conf=0.3, max_det=50, dense=False)(image)
+    masks = GridMasks(out[3], (150, 90), (150, 90)) if "yolact" in preset else BoxMasks(out[3], out[4], (150, 90))
+    ref = [t.numpy() for t in out[:3]] + [masks.to_tensor().numpy()]
+    import onnxruntime as ort
+
+    raw = ort.InferenceSession(str(path)).run(None, {"image": image.numpy()})
+    assert len(raw[0]) == len(out[0]) and np.abs(raw[3] - out[3].numpy()).max() < 1e-4  # the compact outputs
+    # pixels: the random bases leave ~15 % of the probabilities within 1e-4 of 0.5 (zero logits where RoIAlign
+    # samples outside the bases), so float error flips some pixels; the probabilities above are the real check
+    assert_same_detections(_result_arrays(r), ref, min_mask_iou=0.9)
