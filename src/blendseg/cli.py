@@ -286,9 +286,15 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "overrides") or any("=" not in r or r.startswith("-") for r in rest):
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         args.overrides = list(args.overrides) + rest
+    from .engine.checkpoint import CheckpointError
+    from .engine.train import TrainingStopped
+
     try:
         return args.fn(args)
-    except (ConfigError, DataError, KeyError, FileNotFoundError) as e:
+    except TrainingStopped as e:
+        print(f"\n{e}", file=sys.stderr)
+        return e.exit_code
+    except (ConfigError, DataError, KeyError, FileNotFoundError, CheckpointError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"error: {msg}", file=sys.stderr)
         return 1

@@ -267,6 +267,9 @@ class DataConfig:
     mask_format: str = "bitmask"
     with_crowd_boxes: bool = False  # training targets carry "crowd_boxes" (YOLACT: crowd IoF -> neutral priors)
     augment: str = "flip"  # flip (detectron2) | ssd (YOLACT: photometric, expand, random crop, mirror)
+    # an unreadable training image (truncated, corrupt, size unlike its JSON) is skipped with a warning and replaced
+    # by the next readable one (listed in metrics.json); strict: stop with the error instead
+    strict: bool = False
 
 
 @dataclass(frozen=True)
@@ -291,6 +294,7 @@ class SolverConfig:
     checkpoint_period: int = 5000
     eval_period: int = 0
     amp: bool = False
+    skip_nonfinite: int = 0  # > 0: skip up to this many steps whose loss is NaN / inf (a warning each), then stop
 
 
 @dataclass(frozen=True)

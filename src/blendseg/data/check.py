@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 
 class DataError(ValueError):
     """Broken annotations; the message lists every problem found."""
@@ -126,26 +124,49 @@ def _check_geometry(a: dict, im: dict | None, w: str, err) -> None:
         err(w, f"segmentation is neither polygons nor RLE: {type(seg).__name__}")
 
 
-def _check_files(images: dict[int, dict], root: Path, where: str, err) -> None:
-    from .images import image_size  # images.py imports DataError from here
+def _decode(path: str) -> tuple[int, int] | str:
+    """(width, height) of a fully decoded image (as training reads it), or the reason it cannot be read."""
+    from .images import read_image  # images.py imports DataError from here
 
+    try:
+        image = read_image(path)
+    except Exception as e:  # any decoder failure is the file's problem
+        return str(e).removeprefix(f"{path}: ")
+    return int(image.shape[-1]), int(image.shape[-2])
+
+
+def _check_files(images: dict[int, dict], root: Path, where: str, err, workers: int | None = None) -> None:
+    """Every image decoded in full (PIL's verify() does not decode JPEG data, so a truncated file passed it), in
+    worker processes with a progress bar for large sets."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
+    todo = []
     for iid, im in images.items():
         name = im.get("file_name")
         if not isinstance(name, str):
             continue
         path = root / name
-        w = f"image id {iid} ({path})"
         if not path.is_file():
-            err(w, "image file missing")
-            continue
-        try:
-            with Image.open(path) as pil:
-                pil.verify()
-            size = image_size(path)  # as the image is read: EXIF orientation applied
-        except Exception as e:  # any decoder failure is the file's problem
-            err(w, f"unreadable image ({type(e).__name__}: {e})")
-            continue
-        if (im.get("width"), im.get("height")) != size:
+            err(f"image id {iid} ({path})", "image file missing")
+        elif path.stat().st_size == 0:
+            err(f"image id {iid} ({path})", "zero-byte image file")
+        else:
+            todo.append((iid, im, str(path)))
+    workers = workers or min(os.cpu_count() or 1, 8)
+    paths = [p for _, _, p in todo]
+    bar = dict(total=len(todo), desc="decoding images", unit="img", disable=len(todo) < 200, mininterval=2)
+    if workers > 1 and len(todo) >= 64:
+        with ProcessPoolExecutor(workers) as pool:
+            sizes = list(tqdm(pool.map(_decode, paths, chunksize=16), **bar))
+    else:
+        sizes = [_decode(p) for p in tqdm(paths, **bar)]
+    for (iid, im, path), size in zip(todo, sizes):
+        w = f"image id {iid} ({path})"
+        if isinstance(size, str):
+            err(w, f"unreadable image ({size})")
+        elif (im.get("width"), im.get("height")) != size:
             err(w, f"JSON says {im.get('width')}x{im.get('height')}, the (oriented) image is {size[0]}x{size[1]}")
 
 

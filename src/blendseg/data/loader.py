@@ -10,12 +10,44 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 
 from ..engine.dist import get_rank, get_world_size
 from ..structures import ImageBatch, pad_images
+from .check import DataError
 
 
 def collate(batch: list[tuple[Tensor, dict]], size_divisibility: int = 32) -> tuple[ImageBatch, list[dict]]:
     """Pad the images of a batch to one (N, 3, Hp, Wp) float tensor, Hp and Wp multiples of ``size_divisibility``."""
     images = [im.float() for im, _ in batch]
     return pad_images(images, size_divisibility), [t for _, t in batch]
+
+
+class SkipUnreadable(Dataset):
+    """Training data that survives bad files: a sample whose image cannot be read (or differs from its JSON size)
+    is replaced by the next readable one, so batches stay full; the replacement's target carries ``skipped`` (the
+    errors, each naming the file and image id) for the main process to report, as workers are other processes.
+    ``strict``: raise the error instead."""
+
+    def __init__(self, dataset: Dataset, strict: bool = False, max_tries: int = 32) -> None:
+        self.dataset, self.strict, self.max_tries = dataset, strict, max_tries
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str):  # aspect_ratios, class_names, ... of the wrapped dataset
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, idx: int) -> tuple[Tensor, dict]:
+        skipped: list[str] = []
+        for k in range(self.max_tries):
+            try:
+                image, target = self.dataset[(idx + k) % len(self.dataset)]
+            except DataError as e:
+                if self.strict:
+                    raise
+                skipped.append(str(e))
+                continue
+            return image, ({**target, "skipped": skipped} if skipped else target)
+        raise DataError(f"{self.max_tries} unreadable images in a row from index {idx}; the last: {skipped[-1]}")
 
 
 class GroupedBatchSampler(Sampler):

@@ -12,7 +12,7 @@ from torch import nn
 from ..config import TrainConfig, dump_yaml, from_dict
 from ..data.check import DataError
 from ..data.coco import CocoInstances, load_data_yaml
-from ..data.loader import build_loader
+from ..data.loader import SkipUnreadable, build_loader
 from ..data.panoptic import CocoPanoptic
 from ..data.transforms import transforms_for
 from ..evaluation.coco import COCOEvaluator
@@ -142,8 +142,9 @@ def train(
         print(f"run folder: {out_dir.resolve()}  ({len(ds)} training images, {len(ds.class_names)} classes)")
     group = cfg.data.aspect_ratio_grouping and cfg.data.square_size <= 0  # a squash leaves nothing to group
     loader = build_loader(
-        ds, cfg.solver.ims_per_batch, True, cfg.data.num_workers, cfg.model.size_divisibility, cfg.seed, group
-    )
+        SkipUnreadable(ds, cfg.data.strict), cfg.solver.ims_per_batch, True, cfg.data.num_workers,
+        cfg.model.size_divisibility, cfg.seed, group,
+    )  # fmt: skip
     model = build_model(cfg.model)
     resuming = resume and (out_dir / "weights" / "last.pt").is_file()
     if init_weights and not resuming:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import json
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +22,41 @@ from tqdm import tqdm
 from ..config import SolverConfig, TrainConfig, to_dict
 from .checkpoint import load_checkpoint, save_checkpoint
 from .dist import get_world_size, is_dist, is_main_process, reduce_mean
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # what schedulers (SLURM, Kubernetes) and Ctrl-C send
+
+
+class TrainingStopped(RuntimeError):
+    """Training ended early on purpose (a stop signal, a non-finite loss): a one-line ``message`` and the process
+    ``exit_code`` for the command line; what was saved is said in the message."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class NonFiniteLoss(FloatingPointError):
+    """A loss term became NaN or inf; ``terms`` names them."""
+
+    def __init__(self, it: int, losses: dict[str, Tensor]) -> None:
+        values = {k: float(v) for k, v in losses.items()}
+        self.terms = [k for k, v in values.items() if not torch.isfinite(torch.tensor(v))] or ["(another process)"]
+        others = ", ".join(f"{k}={v:.4g}" for k, v in values.items() if k not in self.terms)
+        super().__init__(
+            f"the loss became non-finite at iteration {it}: "
+            + ", ".join(f"{k}={values.get(k)}" for k in self.terms)
+            + (f" (others: {others})" if others else "")
+        )
+
+
+def _all_true(flag: bool) -> bool:
+    """``flag`` and-ed over processes (every rank takes the same branch)."""
+    if not is_dist():
+        return flag
+    t = torch.tensor(float(flag))
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+    return bool(t > 0)
+
 
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 
@@ -78,9 +115,8 @@ def train_step(
     with torch.autocast(device.type, enabled=solver.amp):
         out = model(images.to(device), targets)
     loss = sum(out.losses.values())
-    if not torch.isfinite(loss):
-        values = {k: float(v) for k, v in out.losses.items()}
-        raise FloatingPointError(f"loss became {float(loss)} at iteration {it}: {values}")
+    if not _all_true(bool(torch.isfinite(loss))):  # before backward, so no process is left waiting in it
+        raise NonFiniteLoss(it, out.losses)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     if solver.clip_grad_norm > 0:
@@ -114,19 +150,25 @@ def fit(
 
     Under ``solver.max_minutes`` the run stops when the budget is spent, whatever the iteration count, and the LR
     steps happen at the same fractions of the budget as of ``max_iter`` (``max_iter`` only sets those fractions).
-    Returns the last evaluation metrics (or {}). Any exception (non-finite loss,
-    Ctrl-C, a data error) saves ``last.pt`` before propagating.
+    Returns the last evaluation metrics (or {}, plus ``skipped_images`` when unreadable training images were
+    skipped).
+
+    Faults: SIGTERM / SIGINT finish the current step, save ``last.pt`` and raise :class:`TrainingStopped` (a
+    second signal acts at once); a non-finite loss raises :class:`TrainingStopped` without saving over the last
+    good ``last.pt`` (``solver.skip_nonfinite`` = N skips up to N such steps instead, with a warning each); any
+    other exception (a data error, a bug) saves ``last.pt`` before propagating.
     """
     out_dir, solver = Path(out_dir), _resolve_schedule(cfg.solver, len(train_loader))
     model.to(device)
     optimizer = build_optimizer(model, solver)
-    state = {"it": 0, "spent": 0.0, "best": -1.0}
+    state = {"it": 0, "spent": 0.0, "best": -1.0, "skipped": [], "nonfinite": 0}
     last = out_dir / "weights" / "last.pt"
     if resume and last.is_file():
         ckpt = load_checkpoint(last)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        state = {"it": int(ckpt["iteration"]), "spent": float(ckpt["elapsed_s"]), "best": float(ckpt["best"])}
+        state.update(it=int(ckpt["iteration"]), spent=float(ckpt["elapsed_s"]), best=float(ckpt["best"]))
+        state.update(skipped=list(ckpt.get("skipped_images", [])), nonfinite=int(ckpt.get("nonfinite_steps", 0)))
         if is_main_process():
             print(f"resumed from {last} at iteration {state['it']}")
     ddp = model
@@ -142,7 +184,7 @@ def fit(
             save_checkpoint(path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": state["it"],
                 "elapsed_s": time.perf_counter() - t0, "best": state["best"], "config": to_dict(cfg),
-                **(extra_state or {}),
+                "skipped_images": state["skipped"], "nonfinite_steps": state["nonfinite"], **(extra_state or {}),
             })  # fmt: skip
 
     def evaluate() -> dict:
@@ -156,6 +198,7 @@ def fit(
 
     data, metrics = infinite(train_loader), {}
     model.train()
+    stop = _StopSignals()
     try:
         while budget > 0 or state["it"] < solver.max_iter:  # a time budget alone ends a budgeted run
             it, progress = state["it"], state["it"]
@@ -168,8 +211,21 @@ def fit(
             for g in optimizer.param_groups:
                 g["lr"] = solver.base_lr * lr_factor(it, progress, solver)
             images, targets = next(data)
+            for t in targets:
+                for msg in t.pop("skipped", ()):
+                    state["skipped"].append(msg)
+                    log.warn(f"warning: skipped an unreadable training image: {msg}")
             tic = time.perf_counter()
-            losses = train_step(ddp, optimizer, scaler, images, targets, solver, device, it)
+            try:
+                losses = train_step(ddp, optimizer, scaler, images, targets, solver, device, it)
+            except NonFiniteLoss as e:
+                if state["nonfinite"] >= solver.skip_nonfinite:
+                    raise
+                state["nonfinite"] += 1
+                state["it"] = it + 1
+                n, allowed = state["nonfinite"], solver.skip_nonfinite
+                log.warn(f"warning: {e}; step skipped ({n} of solver.skip_nonfinite={allowed})")
+                continue
             state["it"] = it + 1
             ips = len(images) * get_world_size() / max(time.perf_counter() - tic, 1e-9)
             log.step(state["it"], time.perf_counter() - t0, optimizer.param_groups[0]["lr"], losses, ips)
@@ -177,18 +233,67 @@ def fit(
                 save(last)
             if evaluate_fn is not None and solver.eval_period and state["it"] % solver.eval_period == 0:
                 metrics = evaluate() if budget > 0 or state["it"] < solver.max_iter else metrics
+            signum = stop.received()
+            if signum:
+                save(last)
+                name = signal.Signals(signum).name
+                raise TrainingStopped(
+                    f"stopped by {name} at iteration {state['it']}: saved {last}; continue with --resume", 128 + signum
+                )
+    except TrainingStopped:
+        log.close()
+        raise
+    except NonFiniteLoss as e:
+        log.close()
+        kept = f"{last} keeps the last checkpoint" if last.is_file() else "no checkpoint was written before it"
+        raise TrainingStopped(f"stopped: {e}; {kept} (solver.skip_nonfinite=N skips such steps)", 1) from None
     except BaseException:
         log.close()
         save(last)
         if is_main_process():
             print(f"\ntraining stopped at iteration {state['it']}; saved {last}")
         raise
+    finally:
+        stop.restore()
     log.bar.close()
     save(last)
     if evaluate_fn is not None:
         metrics = evaluate()
     log.close()
+    if state["skipped"]:
+        metrics = {**metrics, "skipped_images": state["skipped"]}
+        if is_main_process():
+            print(f"{len(state['skipped'])} unreadable training image(s) skipped (listed in metrics.json)")
     return metrics
+
+
+class _StopSignals:
+    """SIGTERM / SIGINT noted instead of acted on, so the loop can finish its step and save; the handlers are put
+    back after the first one (a second signal acts at once) and when training ends. Every process stops at the same
+    iteration (the flag is max-reduced)."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._note)
+
+    def _note(self, signum: int, frame) -> None:
+        self.signum = signum
+        signal.signal(signum, self.previous.get(signum, signal.SIG_DFL))
+
+    def received(self) -> int:
+        if not is_dist():
+            return self.signum
+        t = torch.tensor(float(self.signum))
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return int(t)
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}
 
 
 class _RunLog:
@@ -212,6 +317,11 @@ class _RunLog:
         self.bar.update(1 if self.budget <= 0 else max(0, min(int(elapsed), self.bar.total) - self.bar.n))
         if it % 20 == 0 or it == 1:
             self.write({"iteration": it, "time_s": round(elapsed, 1), "lr": lr, **values})
+
+    def warn(self, msg: str) -> None:
+        if self.main:
+            tqdm.write(msg)
+            self.write({"warning": msg})
 
     def write(self, record: dict) -> None:
         if self.file is not None:
