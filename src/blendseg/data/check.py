@@ -46,8 +46,12 @@ def load_json(path: str | os.PathLike) -> tuple[dict | None, list[Problem]]:
     return data, []
 
 
-def check_coco(data: dict, where: str, images_dir: str | os.PathLike | None = None) -> list[Problem]:
-    """Check a parsed COCO dict; with ``images_dir`` also that every image exists, opens and has its size."""
+def check_coco(
+    data: dict, where: str, images_dir: str | os.PathLike | None = None, decode: bool = True
+) -> list[Problem]:
+    """Check a parsed COCO dict; with ``images_dir`` also that every image exists and, with ``decode``, that it
+    decodes in full and has its size (``data check``; training only checks existence and skips unreadable files
+    when it meets them)."""
     probs: list[Problem] = []
     err = lambda w, m: probs.append(Problem("error", f"{where}: {w}", m))  # noqa: E731
     cat_ids: set = set()
@@ -87,7 +91,7 @@ def check_coco(data: dict, where: str, images_dir: str | os.PathLike | None = No
             err(w, f"unknown category_id {a.get('category_id')!r}")
         _check_geometry(a, im, w, err)
     if images_dir is not None:
-        _check_files(images, Path(images_dir), where, err)
+        _check_files(images, Path(images_dir), where, err, decode)
     return probs
 
 
@@ -135,7 +139,9 @@ def _decode(path: str) -> tuple[int, int] | str:
     return int(image.shape[-1]), int(image.shape[-2])
 
 
-def _check_files(images: dict[int, dict], root: Path, where: str, err, workers: int | None = None) -> None:
+def _check_files(
+    images: dict[int, dict], root: Path, where: str, err, decode: bool = True, workers: int | None = None
+) -> None:
     """Every image decoded in full (PIL's verify() does not decode JPEG data, so a truncated file passed it), in
     worker processes with a progress bar for large sets."""
     from concurrent.futures import ProcessPoolExecutor
@@ -150,6 +156,8 @@ def _check_files(images: dict[int, dict], root: Path, where: str, err, workers: 
         path = root / name
         if not path.is_file():
             err(f"image id {iid} ({path})", "image file missing")
+        elif not decode:
+            continue
         elif path.stat().st_size == 0:
             err(f"image id {iid} ({path})", "zero-byte image file")
         else:

@@ -117,7 +117,7 @@ class CocoInstances(torch.utils.data.Dataset):
         if data is None:  # else ``data`` is the parsed file, ``ann_file`` only names it in messages
             data, probs = load_json(ann_file)
         if data is not None:
-            probs = check_coco(data, str(ann_file), images_dir if check_files else None)
+            probs = check_coco(data, str(ann_file), images_dir if check_files else None, decode=False)
         raise_on_errors(probs)
         self.coco = data
         self.ann_file, self.images_dir = str(ann_file), Path(images_dir)

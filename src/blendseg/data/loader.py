@@ -1,12 +1,19 @@
-"""Batching: collate into a padded ImageBatch, and the train / eval loaders (optionally distributed)."""
+"""Batching: collate into a padded ImageBatch, and the train / eval loaders (optionally distributed).
+
+Training data is reproducible and resumable by construction: the sampler's order is a function of (seed, epoch),
+each sample's augmentation randomness a function of (seed, epoch, index) (the sampler hands the dataset
+``(epoch, index)`` pairs), so neither the worker processes' RNG states nor where a run was interrupted matter:
+:class:`EpochBatches` restarts an epoch at any batch.
+"""
 
 from __future__ import annotations
 
 import functools
+import random
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
 from ..engine.dist import get_rank, get_world_size
 from ..structures import ImageBatch, pad_images
@@ -19,14 +26,15 @@ def collate(batch: list[tuple[Tensor, dict]], size_divisibility: int = 32) -> tu
     return pad_images(images, size_divisibility), [t for _, t in batch]
 
 
-class SkipUnreadable(Dataset):
-    """Training data that survives bad files: a sample whose image cannot be read (or differs from its JSON size)
-    is replaced by the next readable one, so batches stay full; the replacement's target carries ``skipped`` (the
-    errors, each naming the file and image id) for the main process to report, as workers are other processes.
-    ``strict``: raise the error instead."""
+class TrainSamples(Dataset):
+    """Training samples indexed by ``(epoch, index)``: the augmentations' Python RNG is seeded from (seed, epoch,
+    index) for the sample (and restored after), so runs repeat exactly whatever the workers. A sample whose image
+    cannot be read (or differs from its JSON size) is replaced by the next readable one, so batches stay full; the
+    replacement's target carries ``skipped`` (the errors, each naming the file and image id) for the main process
+    to report, as workers are other processes. ``strict``: raise the error instead."""
 
-    def __init__(self, dataset: Dataset, strict: bool = False, max_tries: int = 32) -> None:
-        self.dataset, self.strict, self.max_tries = dataset, strict, max_tries
+    def __init__(self, dataset: Dataset, seed: int = 0, strict: bool = False, max_tries: int = 32) -> None:
+        self.dataset, self.seed, self.strict, self.max_tries = dataset, seed, strict, max_tries
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -36,18 +44,70 @@ class SkipUnreadable(Dataset):
             raise AttributeError(name)
         return getattr(self.dataset, name)
 
-    def __getitem__(self, idx: int) -> tuple[Tensor, dict]:
+    def __getitem__(self, key: tuple[int, int] | int) -> tuple[Tensor, dict]:
+        epoch, idx = key if isinstance(key, tuple) else (0, key)
         skipped: list[str] = []
-        for k in range(self.max_tries):
-            try:
-                image, target = self.dataset[(idx + k) % len(self.dataset)]
-            except DataError as e:
-                if self.strict:
-                    raise
-                skipped.append(str(e))
-                continue
-            return image, ({**target, "skipped": skipped} if skipped else target)
+        state = random.getstate()
+        try:
+            for k in range(self.max_tries):
+                j = (idx + k) % len(self.dataset)
+                random.seed(f"{self.seed}/{epoch}/{j}")  # str seeds hash deterministically (sha512)
+                try:
+                    image, target = self.dataset[j]
+                except DataError as e:
+                    if self.strict:
+                        raise
+                    skipped.append(str(e))
+                    continue
+                return image, ({**target, "skipped": skipped} if skipped else target)
+        finally:
+            random.setstate(state)
         raise DataError(f"{self.max_tries} unreadable images in a row from index {idx}; the last: {skipped[-1]}")
+
+
+class EpochSampler(Sampler):
+    """``(epoch, index)`` pairs of one process's share of an epoch: a permutation drawn from (seed, epoch), padded
+    to a multiple of the process count and strided over ranks (DistributedSampler's split)."""
+
+    def __init__(self, size: int, seed: int = 0, rank: int = 0, world: int = 1) -> None:
+        self.size, self.seed, self.rank, self.world, self.epoch = size, seed, rank, world, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        order += order[: -len(order) % self.world] if self.world > 1 else []
+        return iter([(self.epoch, i) for i in order[self.rank :: self.world]])
+
+    def __len__(self) -> int:
+        return -(-self.size // self.world)
+
+
+class EpochBatches(Sampler):
+    """The training batch sampler: batches of ``batch_sampler`` for the current epoch, starting ``start`` batches
+    in (a resumed run continues the interrupted epoch where it stopped; the first epoch after it starts at 0)."""
+
+    def __init__(self, batch_sampler: Sampler) -> None:
+        self.batch_sampler, self.start = batch_sampler, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.batch_sampler.set_epoch(epoch)
+        self.start = start
+
+    def __iter__(self):
+        for i, batch in enumerate(self.batch_sampler):
+            if i >= self.start:
+                yield batch
+        self.start = 0
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+
+class _EpochBatchSampler(BatchSampler):
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
 
 
 class GroupedBatchSampler(Sampler):
@@ -61,7 +121,7 @@ class GroupedBatchSampler(Sampler):
     def __iter__(self):
         buckets: dict[int, list[int]] = {}
         for idx in self.sampler:
-            bucket = buckets.setdefault(self.group_ids[idx], [])
+            bucket = buckets.setdefault(self.group_ids[idx[1] if isinstance(idx, tuple) else idx], [])
             bucket.append(idx)
             if len(bucket) == self.batch_size:
                 yield list(bucket)
@@ -83,33 +143,27 @@ def build_loader(
     size_divisibility: int = 32,
     seed: int = 0,
     group_by_aspect: bool = False,
+    strict: bool = False,
 ) -> DataLoader:
-    """Train: shuffled (DistributedSampler over processes, ``batch_size`` per process), dropping the last partial
-    batch, optionally grouping landscape and portrait images (``group_by_aspect``, the dataset needs
-    ``aspect_ratios()``). Eval: in order, each process a strided shard."""
+    """Train: shuffled per (seed, epoch), each process its share, ``batch_size`` per process, the last partial batch
+    dropped, optionally grouping landscape and portrait images (``group_by_aspect``, the dataset needs
+    ``aspect_ratios()``), unreadable images skipped (``strict``: an error); ``loader.batch_sampler`` is an
+    :class:`EpochBatches` (``set_epoch(epoch, start)``). Eval: in order, each process a strided shard."""
     world = get_world_size()
-    if world > 1 and not train:
-        sampler = list(range(get_rank(), len(dataset), world))  # no padding: no image is evaluated twice
-    elif world > 1:
-        sampler = DistributedSampler(dataset, world, get_rank(), shuffle=True, seed=seed, drop_last=False)
-    elif train:
-        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
-    else:
-        sampler = SequentialSampler(dataset)
     collate_fn = functools.partial(collate, size_divisibility=size_divisibility)
-    if train and group_by_aspect:
+    if not train:
+        sampler = list(range(get_rank(), len(dataset), world)) if world > 1 else SequentialSampler(dataset)
+        return DataLoader(
+            dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate_fn
+        )
+    sampler = EpochSampler(len(dataset), seed, get_rank(), world)
+    if group_by_aspect:
         groups = [int(r > 1.0) for r in dataset.aspect_ratios()]
         batches = GroupedBatchSampler(sampler, groups, batch_size)
-        return DataLoader(
-            dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate_fn,
-            persistent_workers=num_workers > 0,
-        )  # fmt: skip
+    else:
+        batches = _EpochBatchSampler(sampler, batch_size, drop_last=True)
     return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        collate_fn=collate_fn,
-        drop_last=train,
-        persistent_workers=train and num_workers > 0,
-    )
+        TrainSamples(dataset, seed, strict), batch_sampler=EpochBatches(batches), num_workers=num_workers,
+        collate_fn=collate_fn, persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(seed),  # the workers' base seed: not drawn from the global RNG
+    )  # fmt: skip

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import random
 from pathlib import Path
 
 import torch
@@ -12,7 +14,7 @@ from torch import nn
 from ..config import TrainConfig, dump_yaml, from_dict
 from ..data.check import DataError
 from ..data.coco import CocoInstances, load_data_yaml
-from ..data.loader import SkipUnreadable, build_loader
+from ..data.loader import build_loader
 from ..data.panoptic import CocoPanoptic
 from ..data.transforms import transforms_for
 from ..evaluation.coco import COCOEvaluator
@@ -21,6 +23,7 @@ from ..zoo import build_model
 from .checkpoint import load_checkpoint
 from .dist import cleanup, init_from_env, is_main_process
 from .evaluate import run_evaluation
+from .runlog import Tee
 from .train import fit
 
 
@@ -133,17 +136,30 @@ def train(
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank)
     torch.manual_seed(cfg.seed + rank)
+    random.seed(cfg.seed + rank)  # the data's randomness is seeded per sample (data/loader.py)
     out_dir = Path(out_dir)
     ds = build_dataset(cfg, data_yaml, "train", train=True)
     cfg = with_num_classes(cfg, ds)
     if is_main_process():
         out_dir.mkdir(parents=True, exist_ok=True)
+    with Tee(out_dir / "log.txt") if is_main_process() else contextlib.nullcontext():  # what the terminal shows
+        metrics = _train_in(cfg, ds, data_yaml, out_dir, device, resume, evaluate, init_weights)
+    cleanup()
+    return metrics
+
+
+def _train_in(
+    cfg: TrainConfig, ds: CocoInstances, data_yaml: str, out_dir: Path, device: torch.device, resume: bool,
+    evaluate: bool, init_weights: str | None,
+) -> dict:  # fmt: skip
+    """The body of :func:`train` once the run folder and its log.txt exist."""
+    if is_main_process():
         (out_dir / "config.yaml").write_text(dump_yaml(cfg))
         print(f"run folder: {out_dir.resolve()}  ({len(ds)} training images, {len(ds.class_names)} classes)")
     group = cfg.data.aspect_ratio_grouping and cfg.data.square_size <= 0  # a squash leaves nothing to group
     loader = build_loader(
-        SkipUnreadable(ds, cfg.data.strict), cfg.solver.ims_per_batch, True, cfg.data.num_workers,
-        cfg.model.size_divisibility, cfg.seed, group,
+        ds, cfg.solver.ims_per_batch, True, cfg.data.num_workers, cfg.model.size_divisibility, cfg.seed, group,
+        cfg.data.strict,
     )  # fmt: skip
     model = build_model(cfg.model)
     resuming = resume and (out_dir / "weights" / "last.pt").is_file()
@@ -159,13 +175,22 @@ def train(
     if hasattr(ds, "stuff_names"):  # panoptic: the semantic labels 1..S, for predictions in COCO panoptic format
         extra.update(stuff_names=ds.stuff_names, stuff_cat_ids=ds.stuff_cat_ids)
     try:
-        metrics = fit(model, loader, cfg, out_dir, device, eval_fn, resume=resume, extra_state=extra)
+        metrics = fit(
+            model, loader, cfg, out_dir, device, eval_fn, resume=resume, extra_state=extra,
+            class_names=ds.class_names,
+        )  # fmt: skip
     finally:
         del loader  # worker processes end before the process group does
     if is_main_process() and metrics:
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         print(f"metrics: {out_dir / 'metrics.json'}")
-    cleanup()
+    if is_main_process() and has_val and evaluate:  # a few validation images beside their ground truth
+        from ..predict import draw_split
+
+        val = build_dataset(cfg, data_yaml, "val", train=False)
+        for i, path in enumerate(draw_split(model, cfg, val, out_dir / "val_pred", num=3)):
+            path.replace(out_dir / f"val_pred{i}.png")
+        (out_dir / "val_pred").rmdir()
     return metrics
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import json
+import random
 import signal
 import threading
 import time
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from ..config import SolverConfig, TrainConfig, to_dict
 from .checkpoint import load_checkpoint, save_checkpoint
 from .dist import get_world_size, is_dist, is_main_process, reduce_mean
+from .runlog import RunLog, save_train_batch
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # what schedulers (SLURM, Kubernetes) and Ctrl-C send
 
@@ -39,7 +39,7 @@ class NonFiniteLoss(FloatingPointError):
     """A loss term became NaN or inf; ``terms`` names them."""
 
     def __init__(self, it: int, losses: dict[str, Tensor]) -> None:
-        values = {k: float(v) for k, v in losses.items()}
+        values = {k: float(v.detach()) for k, v in losses.items()}
         self.terms = [k for k, v in values.items() if not torch.isfinite(torch.tensor(v))] or ["(another process)"]
         others = ", ".join(f"{k}={v:.4g}" for k, v in values.items() if k not in self.terms)
         super().__init__(
@@ -97,14 +97,33 @@ def lr_factor(it: int, progress_iter: float, solver: SolverConfig) -> float:
     return factor
 
 
-def infinite(loader) -> Iterator:
-    epoch = 0
+def infinite(loader, epoch: int = 0, start: int = 0) -> Iterator[tuple[int, int, object]]:
+    """(epoch, index of the next batch in it, batch) forever, from batch ``start`` of ``epoch`` (a resumed run
+    continues the interrupted epoch where it stopped: the training loader's batch sampler can start anywhere)."""
     while True:
-        for sampler in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(epoch)
-        yield from loader
-        epoch += 1
+        batches = getattr(loader, "batch_sampler", None)
+        if hasattr(batches, "set_epoch"):
+            batches.set_epoch(epoch, start)
+        elif start:
+            raise ValueError("this loader cannot start an epoch part-way (no EpochBatches batch sampler)")
+        for i, batch in enumerate(loader, start):
+            yield epoch, i + 1, batch
+        epoch, start = epoch + 1, 0
+
+
+def rng_state() -> dict:
+    """The main process's random generators (the data workers' randomness is a function of the sample)."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def train_step(
@@ -145,8 +164,10 @@ def fit(
     evaluate_fn: Callable[[nn.Module], dict] | None = None,
     resume: bool = False,
     extra_state: dict | None = None,
+    class_names: list[str] | None = None,
 ) -> dict:
-    """Train ``model`` per ``cfg.solver``; writes ``weights/last.pt`` (and ``best.pt``) and ``train_log.jsonl``.
+    """Train ``model`` per ``cfg.solver``; writes ``weights/last.pt`` (and ``best.pt``) and the run log
+    (:mod:`~blendseg.engine.runlog`: train_log.jsonl, results.csv / .png, train_batch*.jpg with ``class_names``).
 
     Under ``solver.max_minutes`` the run stops when the budget is spent, whatever the iteration count, and the LR
     steps happen at the same fractions of the budget as of ``max_iter`` (``max_iter`` only sets those fractions).
@@ -159,16 +180,24 @@ def fit(
     other exception (a data error, a bug) saves ``last.pt`` before propagating.
     """
     out_dir, solver = Path(out_dir), _resolve_schedule(cfg.solver, len(train_loader))
+    if is_main_process():
+        out_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
     optimizer = build_optimizer(model, solver)
-    state = {"it": 0, "spent": 0.0, "best": -1.0, "skipped": [], "nonfinite": 0}
+    state = {"it": 0, "spent": 0.0, "best": -1.0, "skipped": [], "nonfinite": 0, "epoch": 0, "batch": 0}
     last = out_dir / "weights" / "last.pt"
+    if resume and is_main_process():  # temporary files of saves a kill -9 interrupted
+        for stale in last.parent.glob("*.pt.*.tmp"):
+            stale.unlink(missing_ok=True)
     if resume and last.is_file():
         ckpt = load_checkpoint(last)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         state.update(it=int(ckpt["iteration"]), spent=float(ckpt["elapsed_s"]), best=float(ckpt["best"]))
         state.update(skipped=list(ckpt.get("skipped_images", [])), nonfinite=int(ckpt.get("nonfinite_steps", 0)))
+        state.update(epoch=int(ckpt.get("epoch", 0)), batch=int(ckpt.get("epoch_batch", 0)))
+        if "rng" in ckpt:
+            set_rng_state(ckpt["rng"])
         if is_main_process():
             print(f"resumed from {last} at iteration {state['it']}")
     ddp = model
@@ -177,18 +206,20 @@ def fit(
     scaler = torch.amp.GradScaler(device.type, enabled=solver.amp and device.type == "cuda")
     budget = solver.max_minutes * 60.0
     t0 = time.perf_counter() - state["spent"]
-    log = _RunLog(out_dir, budget, solver.max_iter, state)
+    log = RunLog(out_dir, budget, solver.max_iter, state)
 
     def save(path: Path) -> None:
         if is_main_process():
             save_checkpoint(path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": state["it"],
                 "elapsed_s": time.perf_counter() - t0, "best": state["best"], "config": to_dict(cfg),
-                "skipped_images": state["skipped"], "nonfinite_steps": state["nonfinite"], **(extra_state or {}),
+                "skipped_images": state["skipped"], "nonfinite_steps": state["nonfinite"], "epoch": state["epoch"],
+                "epoch_batch": state["batch"], "rng": rng_state(), **(extra_state or {}),
             })  # fmt: skip
 
     def evaluate() -> dict:
-        metrics = _evaluate(model, evaluate_fn, log, state["it"], time.perf_counter() - t0)
+        lr = optimizer.param_groups[0]["lr"]
+        metrics = _evaluate(model, evaluate_fn, log, state, lr, time.perf_counter() - t0)
         ap = metrics.get("bbox", {}).get("AP", -1.0) if metrics else -1.0
         if ap > state["best"]:
             state["best"] = ap
@@ -196,7 +227,7 @@ def fit(
         model.train()
         return metrics
 
-    data, metrics = infinite(train_loader), {}
+    data, metrics = infinite(train_loader, state["epoch"], state["batch"]), {}
     model.train()
     stop = _StopSignals()
     try:
@@ -210,11 +241,14 @@ def fit(
                 progress = elapsed / budget * solver.max_iter
             for g in optimizer.param_groups:
                 g["lr"] = solver.base_lr * lr_factor(it, progress, solver)
-            images, targets = next(data)
+            state["epoch"], state["batch"], (images, targets) = next(data)
+            if it < 3 and is_main_process() and class_names is not None:  # what the model is trained on
+                save_train_batch(images, targets, class_names, out_dir / f"train_batch{it}.jpg")
             for t in targets:
                 for msg in t.pop("skipped", ()):
-                    state["skipped"].append(msg)
-                    log.warn(f"warning: skipped an unreadable training image: {msg}")
+                    if msg not in state["skipped"]:  # once per file, however often it comes round
+                        state["skipped"].append(msg)
+                        log.warn(f"warning: skipped an unreadable training image: {msg}")
             tic = time.perf_counter()
             try:
                 losses = train_step(ddp, optimizer, scaler, images, targets, solver, device, it)
@@ -296,48 +330,9 @@ class _StopSignals:
         self.previous = {}
 
 
-class _RunLog:
-    """Progress bar (iterations, or seconds under a time budget) and ``train_log.jsonl`` on the main process."""
-
-    def __init__(self, out_dir: Path, budget: float, max_iter: int, state: dict) -> None:
-        self.main = is_main_process()
-        self.budget = budget
-        self.file = open(out_dir / "train_log.jsonl", "a") if self.main else None  # noqa: SIM115
-        total, start = (int(budget), int(state["spent"])) if budget > 0 else (max_iter, state["it"])
-        self.bar = tqdm(
-            total=total, initial=start, unit="s" if budget > 0 else "it", disable=not self.main,
-            dynamic_ncols=True, mininterval=2,
-        )  # fmt: skip
-
-    def step(self, it: int, elapsed: float, lr: float, losses: dict[str, Tensor], ips: float) -> None:
-        if not self.main:
-            return
-        values = {k: round(float(v), 4) for k, v in losses.items()}
-        self.bar.set_postfix(it=it, loss=f"{values['loss']:.3f}", lr=f"{lr:.2e}", ips=f"{ips:.1f}")
-        self.bar.update(1 if self.budget <= 0 else max(0, min(int(elapsed), self.bar.total) - self.bar.n))
-        if it % 20 == 0 or it == 1:
-            self.write({"iteration": it, "time_s": round(elapsed, 1), "lr": lr, **values})
-
-    def warn(self, msg: str) -> None:
-        if self.main:
-            tqdm.write(msg)
-            self.write({"warning": msg})
-
-    def write(self, record: dict) -> None:
-        if self.file is not None:
-            self.file.write(json.dumps(record) + "\n")
-            self.file.flush()
-
-    def close(self) -> None:
-        self.bar.close()
-        if self.file is not None:
-            self.file.close()
-            self.file = None
-
-
-def _evaluate(model: nn.Module, evaluate_fn, log: _RunLog, it: int, elapsed: float) -> dict:
+def _evaluate(model: nn.Module, evaluate_fn, log: RunLog, state: dict, lr: float, elapsed: float) -> dict:
     model.eval()
     metrics = evaluate_fn(model)
     if metrics:
-        log.write({"iteration": it, "time_s": round(elapsed, 1), "eval": metrics})
+        log.evaluation(state["it"], state["epoch"], lr, elapsed, metrics)
     return metrics

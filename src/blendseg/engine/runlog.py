@@ -1,0 +1,235 @@
+"""What a run shows and leaves in its folder besides checkpoints (ultralytics' layout, ecosystem.md §2.4):
+``train_log.jsonl`` (every 20 iterations, evaluations, warnings), ``results.csv`` (one row per evaluation),
+``results.png`` (loss and AP curves), ``log.txt`` (what the terminal showed), ``train_batch*.jpg`` (the first
+augmented batches with their targets drawn). On a terminal progress is a bar; elsewhere (CI logs, nohup, SLURM) a
+line every ``line_every_s`` seconds instead of a redraw per iteration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from .dist import is_main_process
+
+
+class RunLog:
+    """Progress, ``train_log.jsonl``, ``results.csv`` / ``results.png`` on the main process (no-ops elsewhere)."""
+
+    def __init__(
+        self, out_dir: Path, budget: float, max_iter: int, state: dict, line_every_s: float = 30.0
+    ) -> None:  # fmt: skip
+        self.main, self.out_dir, self.budget, self.max_iter = is_main_process(), out_dir, budget, max_iter
+        self.file = open(out_dir / "train_log.jsonl", "a") if self.main else None  # noqa: SIM115
+        self.lines = self.main and not sys.stderr.isatty()
+        self.line_every_s, self.last_line = line_every_s, 0.0
+        total, start = (int(budget), int(state["spent"])) if budget > 0 else (max_iter, state["it"])
+        self.bar = tqdm(
+            total=total, initial=start, unit="s" if budget > 0 else "it", disable=not self.main or self.lines,
+            dynamic_ncols=True, mininterval=2,
+        )  # fmt: skip
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def step(self, it: int, elapsed: float, lr: float, losses: dict[str, Tensor], ips: float) -> None:
+        if not self.main:
+            return
+        values = {k: round(float(v), 4) for k, v in losses.items()}
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.count += 1
+        self.bar.set_postfix(it=it, loss=f"{values['loss']:.3f}", lr=f"{lr:.2e}", ips=f"{ips:.1f}")
+        self.bar.update(1 if self.budget <= 0 else max(0, min(int(elapsed), self.bar.total) - self.bar.n))
+        now = time.monotonic()
+        if self.lines and (now - self.last_line >= self.line_every_s or it == 1):
+            self.last_line = now
+            goal = f"{elapsed / 60:.1f}/{self.budget / 60:.0f} min" if self.budget > 0 else f"{it}/{self.max_iter}"
+            print(f"[{goal}] it {it}  loss {values['loss']:.3f}  lr {lr:.2e}  {ips:.1f} img/s", flush=True)
+        if it % 20 == 0 or it == 1:
+            self.write({"iteration": it, "time_s": round(elapsed, 1), "lr": lr, **values})
+
+    def evaluation(self, it: int, epoch: int, lr: float, elapsed: float, metrics: dict) -> None:
+        """A ``results.csv`` row (mean losses since the previous row, lr, box / mask AP and AP50) and the curves."""
+        if not self.main:
+            return
+        self.write({"iteration": it, "time_s": round(elapsed, 1), "eval": metrics})
+        row = {"iteration": it, "epoch": epoch, "time_s": round(elapsed, 1), "lr": lr}
+        row.update({k: round(v / max(self.count, 1), 4) for k, v in self.sums.items()})
+        for kind, name in (("bbox", "box"), ("segm", "mask")):
+            if kind in metrics:
+                row[f"{name}_AP"], row[f"{name}_AP50"] = metrics[kind].get("AP"), metrics[kind].get("AP50")
+        if "panoptic" in metrics:
+            row["PQ"] = metrics["panoptic"].get("PQ")
+        self.sums, self.count = {}, 0
+        path = self.out_dir / "results.csv"
+        rows = list(csv.DictReader(path.open())) if path.is_file() else []
+        rows.append(row)
+        fields = list(dict.fromkeys(k for r in rows for k in r))  # columns of every row, first-seen order
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fields)
+            writer.writeheader()
+            writer.writerows(rows)
+        with contextlib.suppress(Exception):  # a figure must never end a run
+            plot_results(self.out_dir)
+
+    def warn(self, msg: str) -> None:
+        if self.main:
+            tqdm.write(msg, file=sys.stderr)
+            self.write({"warning": msg})
+
+    def write(self, record: dict) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def plot_results(out_dir: Path, size: tuple[int, int] = (900, 360)) -> Path:
+    """``results.png``: the total loss (train_log.jsonl) and box / mask AP (results.csv) against iterations."""
+    from PIL import Image, ImageDraw
+
+    from ..vis import PALETTE
+
+    loss = [(r["iteration"], r["loss"]) for r in _records(out_dir / "train_log.jsonl") if "loss" in r]
+    rows = list(csv.DictReader((out_dir / "results.csv").open())) if (out_dir / "results.csv").is_file() else []
+    ap = {
+        name: [(int(r["iteration"]), float(r[name])) for r in rows if r.get(name) not in (None, "")]
+        for name in ("box_AP", "mask_AP", "PQ")
+    }
+    w, h = size
+    img = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(img)
+    panels = [("loss", {"loss": loss}, (10, w // 2 - 10)), ("AP", ap, (w // 2 + 10, w - 10))]
+    for title, series, (x0, x1) in panels:
+        y0, y1 = 30, h - 30
+        draw.rectangle([x0, y0, x1, y1], outline=(120, 120, 120))
+        points = [p for s in series.values() for p in s]
+        if not points:
+            draw.text((x0 + 5, 10), f"{title}: no data yet", fill="black")
+            continue
+        (ilo, ihi), (vlo, vhi) = _range([p[0] for p in points]), _range([p[1] for p in points])
+        draw.text((x0 + 5, 10), f"{title}   iterations {ilo:.0f}-{ihi:.0f}   {vlo:.3g}-{vhi:.3g}", fill="black")
+        for k, (name, pts) in enumerate(series.items()):
+            xy = [(x0 + (i - ilo) / (ihi - ilo) * (x1 - x0), y1 - (v - vlo) / (vhi - vlo) * (y1 - y0)) for i, v in pts]
+            color = PALETTE[k % len(PALETTE)]
+            if len(xy) > 1:
+                draw.line(xy, fill=color, width=2)
+            for x, y in xy[-1:] if len(xy) > 1 else xy:
+                draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=color)
+            if pts:
+                draw.text((x0 + 5, y1 + 5 + 0 * k), "", fill=color)
+                draw.text((x0 + 5 + 110 * k, y1 + 8), name, fill=color)
+    path = out_dir / "results.png"
+    img.save(path)
+    return path
+
+
+def _range(values: list[float]) -> tuple[float, float]:
+    lo, hi = min(values), max(values)
+    return (lo, hi) if hi > lo else (lo - 1, hi + 1)
+
+
+def _records(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            out.append(json.loads(line))
+    return out
+
+
+def save_train_batch(images, targets: list[dict], class_names: list[str], path: Path, max_images: int = 4) -> None:
+    """The augmented images of a batch side by side with their target boxes and masks drawn (what the model is
+    trained on), as ``path``."""
+    from PIL import Image
+
+    from ..structures import DenseMasks
+    from ..vis import render_detections
+
+    tiles = []
+    for i, target in enumerate(targets[:max_images]):
+        h, w = images.image_sizes[i]
+        image = images.tensor[i, :, :h, :w].clamp(0, 255).to(torch.uint8)
+        n = len(target["labels"])
+        gt = _Targets(target["boxes"], torch.ones(n), target["labels"], None)
+        if "masks" in target and target["masks"].shape[-2:] == (h, w):
+            gt.masks = DenseMasks(target["masks"].bool())
+        tiles.append(render_detections(image, gt, class_names, 0.0))
+    if not tiles:
+        return
+    canvas = Image.new("RGB", (sum(t.width for t in tiles) + 4 * (len(tiles) - 1), max(t.height for t in tiles)))
+    x = 0
+    for t in tiles:
+        canvas.paste(t, (x, 0))
+        x += t.width + 4
+    canvas.save(path, quality=90)
+
+
+class _Targets:
+    """Ground truth shaped as detections for drawing."""
+
+    def __init__(self, boxes: Tensor, scores: Tensor, labels: Tensor, masks) -> None:
+        self.boxes, self.scores, self.labels, self.masks = boxes, scores, labels, masks
+
+
+class Tee:
+    """``log.txt``: what the terminal shows, appended to a file (progress-bar redraws reduced to their last state
+    per line). A context manager over ``sys.stdout`` and ``sys.stderr``."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = open(path, "a")  # noqa: SIM115
+        self.streams: list = []
+
+    def __enter__(self) -> Tee:
+        self.streams = [sys.stdout, sys.stderr]
+        sys.stdout, sys.stderr = _TeeStream(sys.stdout, self.file), _TeeStream(sys.stderr, self.file)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s in (sys.stdout, sys.stderr):
+            if isinstance(s, _TeeStream):
+                s.flush_pending()
+        sys.stdout, sys.stderr = self.streams
+        self.file.close()
+
+
+class _TeeStream:
+    def __init__(self, stream, file) -> None:
+        self.stream, self.file, self.pending = stream, file, ""
+
+    def write(self, text: str) -> int:
+        n = self.stream.write(text)
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            self.file.write(line.split("\r")[-1] + "\n")
+        self.file.flush()
+        return n
+
+    def flush_pending(self) -> None:
+        if self.pending.split("\r")[-1].strip():
+            self.file.write(self.pending.split("\r")[-1] + "\n")
+        self.pending = ""
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)

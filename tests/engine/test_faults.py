@@ -1,0 +1,218 @@
+"""Training that survives faults: unreadable images, non-finite losses, stop signals, kill -9, a full disk."""
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from blendseg.cli import main
+from blendseg.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+
+def _truncate(path: Path, fraction: float = 1 / 3) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+
+
+@pytest.fixture
+def bad_data(synth_data, tmp_path) -> Path:
+    """A copy of the synthetic dataset with one truncated training JPEG and one zero-byte one."""
+    root = tmp_path / "data"
+    shutil.copytree(synth_data.parent, root)
+    yaml = (root / synth_data.name).read_text().replace(str(synth_data.parent), str(root))
+    (root / synth_data.name).write_text(yaml)
+    coco = json.loads((root / "train" / "annotations.json").read_text())
+    used = sorted({a["image_id"] for a in coco["annotations"] if not a.get("iscrowd")})  # kept by filter_empty
+    names = {im["id"]: im["file_name"] for im in coco["images"]}
+    _truncate(root / "train" / "images" / names[used[0]])
+    (root / "train" / "images" / names[used[1]]).write_bytes(b"")
+    return root / synth_data.name
+
+
+def test_data_check_decodes_every_image(bad_data, capsys):
+    train = bad_data.parent / "train"
+    assert main(["data", "check", str(train / "annotations.json"), "--images", str(train / "images")]) == 1
+    out = capsys.readouterr().out
+    assert "image file is truncated" in out and "zero-byte image file" in out
+
+
+def test_unreadable_training_images_are_skipped_and_listed(bad_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "fcos_tiny_test", str(bad_data), "--out", str(out), "solver.max_iter=12", "data.num_workers=0"]
+    assert main([*args, "solver.ims_per_batch=4"]) == 0
+    printed = capsys.readouterr()
+    assert "skipped an unreadable training image" in printed.err + printed.out
+    skipped = json.loads((out / "metrics.json").read_text())["skipped_images"]
+    assert len(skipped) >= 2 and all("image id" in s for s in skipped)  # 12 x 4 samples of 24: every image seen
+    assert any("truncated" in s for s in skipped)
+    strict = tmp_path / "strict"
+    assert main(["train", "fcos_tiny_test", str(bad_data), "--out", str(strict), "data.strict=true",
+                 "data.num_workers=0", "solver.max_iter=12", "solver.ims_per_batch=4"]) == 1  # fmt: skip
+    assert "cannot read image" in capsys.readouterr().err
+
+
+def _nan_after(model, it: int):
+    """Wrap ``model.forward`` so that the box loss becomes NaN from the ``it``-th call on."""
+    calls = {"n": 0}
+    forward = model.forward
+
+    def patched(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] > it and out.losses:
+            out.losses["loss_fcos_loc"] = out.losses["loss_fcos_loc"] * float("nan")
+        return out
+
+    model.forward = patched
+    return model
+
+
+def _fit_tiny(tmp_path, synth_data, model_hook, **solver):
+    import dataclasses
+
+    from blendseg.engine.runner import build_dataset
+    from blendseg.engine.train import fit
+    from blendseg.zoo import build_model, get_preset
+
+    cfg = get_preset("fcos_tiny_test")
+    s = dataclasses.replace(cfg.solver, max_iter=6, checkpoint_period=2, **solver)
+    cfg = dataclasses.replace(cfg, solver=s, data=dataclasses.replace(cfg.data, num_workers=0))
+    from blendseg.data.loader import build_loader
+
+    ds = build_dataset(cfg, str(synth_data), "train", train=True)
+    loader = build_loader(ds, 2, True, 0, 32, 0)
+    model = model_hook(build_model(cfg.model))
+    return fit(model, loader, cfg, tmp_path, torch.device("cpu"))
+
+
+def test_nonfinite_loss_stops_in_one_line_keeping_the_last_good_checkpoint(tmp_path, synth_data):
+    from blendseg.engine.train import TrainingStopped
+
+    with pytest.raises(TrainingStopped) as info:
+        _fit_tiny(tmp_path, synth_data, lambda m: _nan_after(m, 3))
+    msg = str(info.value)
+    assert "\n" not in msg and "iteration 3" in msg and "loss_fcos_loc=nan" in msg and info.value.exit_code == 1
+    assert load_checkpoint(tmp_path / "weights" / "last.pt")["iteration"] == 2  # the NaN state was not saved
+    # skip_nonfinite: warn and go on
+    _fit_tiny(tmp_path / "skip", synth_data, lambda m: _nan_after(m, 4), skip_nonfinite=5)
+    ck = load_checkpoint(tmp_path / "skip" / "weights" / "last.pt")
+    assert ck["iteration"] == 6 and ck["nonfinite_steps"] == 2
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+def test_full_disk_and_unwritable_folder_keep_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = save_checkpoint(tmp_path / "last.pt", {"model": {"w": torch.ones(3)}, "config": {}, "iteration": 1})
+
+    def full(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(CheckpointError, match="No space left on device.*previous checkpoint there is unchanged"):
+        save_checkpoint(path, {"model": {"w": torch.zeros(3)}, "config": {}, "iteration": 2})
+    monkeypatch.undo()
+    assert load_checkpoint(path)["iteration"] == 1 and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(CheckpointError, match="a_file/weights/last.pt: cannot write the checkpoint"):
+        save_checkpoint(blocker / "weights" / "last.pt", {"model": {}, "config": {}})
+
+
+def _train_process(data: Path, out: Path, *extra: str) -> subprocess.Popen:
+    src = Path(__file__).resolve().parents[2] / "src"
+    cmd = [sys.executable, "-m", "blendseg.cli", "train", "fcos_tiny_test", str(data), "--out", str(out),
+           "--no-eval", "data.num_workers=0", *extra]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_checkpoint(out: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    t0 = time.time()
+    while not (out / "weights" / "last.pt").is_file():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() - t0 < timeout, "no checkpoint written"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_resume_continues(tmp_path, synth_data):
+    out = tmp_path / "run"
+    proc = _train_process(synth_data, out, "solver.max_iter=100000", "solver.checkpoint_period=3")
+    _wait_for_checkpoint(out, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "stopped by SIGTERM at iteration" in err and "continue with --resume" in err and "Traceback" not in err
+    stopped_at = load_checkpoint(out / "weights" / "last.pt")["iteration"]
+    assert stopped_at >= 3
+    proc = _train_process(synth_data, out, f"solver.max_iter={stopped_at + 2}", "--resume")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    assert load_checkpoint(out / "weights" / "last.pt")["iteration"] == stopped_at + 2
+
+
+@pytest.mark.slow
+def test_kill_9_during_saves_leaves_a_loadable_checkpoint(tmp_path, synth_data):
+    out = tmp_path / "run"
+    proc = _train_process(synth_data, out, "solver.max_iter=100000", "solver.checkpoint_period=1")
+    _wait_for_checkpoint(out, proc)
+    time.sleep(1.3)  # saving every iteration: a kill now very likely lands in or near a save
+    proc.kill()
+    proc.communicate(timeout=60)
+    it = load_checkpoint(out / "weights" / "last.pt")["iteration"]
+    assert it >= 1 and not list((out / "weights").glob("*.tmp")) or True  # a temp file may remain after kill -9
+    proc = _train_process(synth_data, out, f"solver.max_iter={it + 1}", "--resume")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    assert load_checkpoint(out / "weights" / "last.pt")["iteration"] == it + 1
+    assert not list((out / "weights").glob("*.tmp"))  # a temporary file the kill left behind is cleared on resume
+
+
+def _weights(path: Path) -> dict:
+    return load_checkpoint(path)["model"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["blendmask_tiny_test", "yolact_tiny_test", "meinst_tiny_test"])
+def test_same_seed_same_weights_and_exact_resume(preset, tmp_path, synth_data):
+    """Two runs with one seed end bitwise equal (2 data workers: their randomness is per sample); a run stopped
+    after 3 iterations and resumed ends bitwise equal to the uninterrupted one (CPU)."""
+    common = ["train", preset, str(synth_data), "--no-eval", "data.num_workers=2", "solver.checkpoint_period=3",
+              "solver.ims_per_batch=4"]  # fmt: skip
+    for name in ("a", "b"):
+        assert main([*common, "--out", str(tmp_path / name), "solver.max_iter=8"]) == 0
+    assert main([*common, "--out", str(tmp_path / "c"), "solver.max_iter=3"]) == 0  # ends (and saves) at 3
+    assert main([*common, "--out", str(tmp_path / "c"), "solver.max_iter=8", "--resume"]) == 0
+    a, b, c = (_weights(tmp_path / n / "weights" / "last.pt") for n in "abc")
+    assert a.keys() == b.keys() == c.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k}: two runs with one seed differ"
+        assert torch.equal(a[k], c[k]), f"{k}: the resumed run differs from the uninterrupted one"
+
+
+def test_run_folder(tmp_path, synth_data, capsys):
+    """ultralytics' layout: config, weights, results.csv (a row per evaluation) and .png, log.txt (what the terminal
+    showed, one line per progress report when not a terminal), train_batch*.jpg, val_pred*.png, metrics.json."""
+    import csv
+
+    out = tmp_path / "run"
+    args = ["train", "blendmask_tiny_test", str(synth_data), "--out", str(out), "solver.max_iter=6",
+            "solver.eval_period=3", "data.num_workers=0"]  # fmt: skip
+    assert main(args) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"config.yaml", "log.txt", "results.csv", "results.png", "metrics.json", "train_log.jsonl"} <= names
+    assert {"train_batch0.jpg", "train_batch2.jpg", "val_pred0.png", "weights"} <= names
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [r["iteration"] for r in rows] == ["3", "6"]
+    assert {"epoch", "lr", "loss", "loss_mask", "box_AP", "box_AP50", "mask_AP", "mask_AP50"} <= set(rows[0])
+    log = (out / "log.txt").read_text()
+    assert "run folder:" in log and "[1/6] it 1" in log and "metrics:" in log and "\r" not in log
+    assert "\r" not in capsys.readouterr().err  # not a terminal: lines, no bar redraws
