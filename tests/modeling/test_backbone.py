@@ -97,3 +97,25 @@ def test_fpn_levels_and_top_block():
     # P6 comes from P5 (the output), P7 from ReLU(P6)
     torch.testing.assert_close(out[3], fpn.top_block.p6(out[2]))
     torch.testing.assert_close(out[4], fpn.top_block.p7(torch.relu(out[3])))
+
+
+def test_all_reduce_batchnorm_is_batchnorm_on_one_process():
+    """CPU SyncBN (gloo processes): forward, gradients and running statistics of BatchNorm2d over the union."""
+    import torch.distributed as dist
+
+    from blendseg.modeling.backbone import AllReduceBatchNorm2d
+
+    dist.init_process_group("gloo", init_method="tcp://127.0.0.1:29533", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        ours, ref = AllReduceBatchNorm2d(4), torch.nn.BatchNorm2d(4)
+        ref.load_state_dict(ours.state_dict())
+        x = (torch.randn(3, 4, 5, 6) * 3 + 1).requires_grad_()
+        y = x.detach().clone().requires_grad_()
+        ours(x).square().sum().backward()
+        ref(y).square().sum().backward()
+        torch.testing.assert_close(x.grad, y.grad, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(ours.running_var, ref.running_var)
+        torch.testing.assert_close(ours.running_mean, ref.running_mean)
+    finally:
+        dist.destroy_process_group()

@@ -261,6 +261,8 @@ def fit(
                 log.warn(f"warning: {e}; step skipped ({n} of solver.skip_nonfinite={allowed})")
                 continue
             state["it"] = it + 1
+            if is_dist():  # the logged losses are the mean over processes (as detectron2 logs them)
+                losses = dict(zip(losses, reduce_mean(torch.stack(list(losses.values())))))
             ips = len(images) * get_world_size() / max(time.perf_counter() - tic, 1e-9)
             log.step(state["it"], time.perf_counter() - t0, optimizer.param_groups[0]["lr"], losses, ips)
             if solver.checkpoint_period and state["it"] % solver.checkpoint_period == 0:

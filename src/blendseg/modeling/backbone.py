@@ -38,6 +38,44 @@ class FrozenBN(FrozenBatchNorm2d):
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes; every process's output depends on every input, so the gradient is summed too."""
+
+    @staticmethod
+    def forward(ctx, t: Tensor) -> Tensor:
+        t = t.clone()
+        torch.distributed.all_reduce(t)
+        return t
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.clone()
+        torch.distributed.all_reduce(grad)
+        return grad
+
+
+class AllReduceBatchNorm2d(nn.BatchNorm2d):
+    """SyncBN for CPU processes: batch statistics summed over processes with the differentiable all-reduce, so
+    the forward and the gradients are those of BN over every process's images (state dict keys as BatchNorm2d)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training:
+            return super().forward(x)
+        count = torch.full((1,), x.numel() / x.shape[1], dtype=x.dtype, device=x.device)
+        stats = _AllReduceSum.apply(torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), count]))
+        c = x.shape[1]
+        n = stats[-1]
+        mean, var = stats[:c] / n, stats[c : 2 * c] / n - (stats[:c] / n) ** 2
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            m = self.momentum
+            self.running_mean.mul_(1 - m).add_(m * mean.detach())
+            self.running_var.mul_(1 - m).add_(m * var.detach() * n / (n - 1).clamp(min=1))
+        shape = (1, c, 1, 1)
+        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        return y * self.weight.view(shape) + self.bias.view(shape)
+
+
 def get_norm(norm: str, channels: int) -> nn.Module | None:
     """Norm layer by name: FrozenBN | BN | SyncBN | GN | "" (none). SyncBN falls back to BN on one process."""
     if norm in ("", "none"):
@@ -49,7 +87,8 @@ def get_norm(norm: str, channels: int) -> nn.Module | None:
     if norm == "SyncBN":
         dist = torch.distributed
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            return nn.SyncBatchNorm(channels)
+            # PyTorch's SyncBatchNorm is CUDA-only (DDP refuses it on CPU): gloo processes get the same statistics
+            return nn.SyncBatchNorm(channels) if dist.get_backend() == "nccl" else AllReduceBatchNorm2d(channels)
         return nn.BatchNorm2d(channels)  # the reference crashes here on one GPU (AdelaiDet#184)
     if norm == "GN":
         return nn.GroupNorm(32 if channels % 32 == 0 else _groups_for(channels), channels)
