@@ -48,8 +48,10 @@ def main() -> None:
     val = CocoInstances(split.annotations, split.images)
     drawn = draw_split(model, cfg, val, run / "predictions")
     print("\n=== demo finished in %.1f min ===" % ((time.perf_counter() - t0) / 60))
-    for kind, m in metrics.items():
-        print(f"{kind:5s} AP {m['AP']:.1f}  AP50 {m['AP50']:.1f}  (COCO eval on {len(val)} val images)")
+    for kind in ("bbox", "segm"):
+        if kind in metrics:
+            m = metrics[kind]
+            print(f"{kind:5s} AP {m['AP']:.1f}  AP50 {m['AP50']:.1f}  (COCO eval on {len(val)} val images)")
     fig = show_bases(model, cfg, val.read_image(val.images[0]), val.class_names)
     if fig is not None:
         fig.save(run / "blend_figure.png")

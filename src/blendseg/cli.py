@@ -25,7 +25,11 @@ def _cmd_val(a: argparse.Namespace) -> int:
     from .engine.runner import validate
 
     metrics = validate(a.checkpoint, a.data, a.split, a.out)
-    summary = {k: {m: round(v, 2) for m, v in d.items() if isinstance(v, float)} for k, d in metrics.items()}
+    summary = {
+        k: {m: round(v, 2) for m, v in d.items() if isinstance(v, float)}
+        for k, d in metrics.items()
+        if isinstance(d, dict)
+    }
     print(json.dumps(summary, indent=1))
     return 0
 

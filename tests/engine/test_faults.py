@@ -227,3 +227,17 @@ def test_run_folder(tmp_path, synth_data, capsys):
     log = (out / "log.txt").read_text()
     assert "run folder:" in log and "[1/6] it 1" in log and "metrics:" in log and "\r" not in log
     assert "\r" not in capsys.readouterr().err  # not a terminal: lines, no bar redraws
+
+
+def test_unreadable_validation_images_are_reported_not_dropped(synth_data, tmp_path, checkpoint, capsys):
+    """A broken val image keeps its ground truth in the AP (scored as no detections) and is listed."""
+    root = tmp_path / "data"
+    shutil.copytree(synth_data.parent, root)
+    yaml = (root / synth_data.name).read_text().replace(str(synth_data.parent), str(root))
+    (root / synth_data.name).write_text(yaml)
+    coco = json.loads((root / "val" / "annotations.json").read_text())
+    _truncate(root / "val" / "images" / coco["images"][0]["file_name"])
+    assert main(["val", str(checkpoint), str(root / synth_data.name), "--out", str(tmp_path / "v")]) == 0
+    metrics = json.loads((tmp_path / "v" / "metrics.json").read_text())
+    assert len(metrics["skipped_eval_images"]) == 1 and "truncated" in metrics["skipped_eval_images"][0]
+    assert "unreadable evaluation image(s)" in capsys.readouterr().out

@@ -65,6 +65,33 @@ class TrainSamples(Dataset):
         raise DataError(f"{self.max_tries} unreadable images in a row from index {idx}; the last: {skipped[-1]}")
 
 
+class EvalSamples(Dataset):
+    """Evaluation data that reports bad files instead of stopping: an image that cannot be read comes back as a
+    small black placeholder whose target carries ``skipped`` (the error); the evaluation gives it no detections,
+    so its ground truth still counts (as misses) and the file is listed. ``strict``: raise the error instead."""
+
+    def __init__(self, dataset: Dataset, strict: bool = False) -> None:
+        self.dataset, self.strict = dataset, strict
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str):
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, idx: int) -> tuple[Tensor, dict]:
+        try:
+            return self.dataset[idx]
+        except DataError as e:
+            if self.strict:
+                raise
+            info = self.dataset.images[idx]
+            target = {"image_id": torch.tensor(info["id"]), "orig_size": torch.tensor([info["height"], info["width"]])}
+            return torch.zeros(3, 32, 32, dtype=torch.uint8), {**target, "skipped": [str(e)]}
+
+
 class EpochSampler(Sampler):
     """``(epoch, index)`` pairs of one process's share of an epoch: a permutation drawn from (seed, epoch), padded
     to a multiple of the process count and strided over ranks (DistributedSampler's split)."""
@@ -148,14 +175,16 @@ def build_loader(
     """Train: shuffled per (seed, epoch), each process its share, ``batch_size`` per process, the last partial batch
     dropped, optionally grouping landscape and portrait images (``group_by_aspect``, the dataset needs
     ``aspect_ratios()``), unreadable images skipped (``strict``: an error); ``loader.batch_sampler`` is an
-    :class:`EpochBatches` (``set_epoch(epoch, start)``). Eval: in order, each process a strided shard."""
+    :class:`EpochBatches` (``set_epoch(epoch, start)``). Eval: in order, each process a strided shard, unreadable
+    images reported (:class:`EvalSamples`)."""
     world = get_world_size()
     collate_fn = functools.partial(collate, size_divisibility=size_divisibility)
     if not train:
         sampler = list(range(get_rank(), len(dataset), world)) if world > 1 else SequentialSampler(dataset)
         return DataLoader(
-            dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate_fn
-        )
+            EvalSamples(dataset, strict), batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+            collate_fn=collate_fn,
+        )  # fmt: skip
     sampler = EpochSampler(len(dataset), seed, get_rank(), world)
     if group_by_aspect:
         groups = [int(r > 1.0) for r in dataset.aspect_ratios()]

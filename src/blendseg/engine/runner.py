@@ -104,8 +104,9 @@ def make_evaluator_fn(
     panoptic format go to ``out_dir`` when given)."""
     ds = build_dataset(cfg, data_yaml, split, train=False)
     loader = build_loader(
-        ds, max(1, cfg.solver.ims_per_batch), False, cfg.data.num_workers, cfg.model.size_divisibility
-    )
+        ds, max(1, cfg.solver.ims_per_batch), False, cfg.data.num_workers, cfg.model.size_divisibility,
+        strict=cfg.data.strict,
+    )  # fmt: skip
     iou_types = ("bbox",) if cfg.model.arch == "fcos" else ("bbox", "segm")
     evaluators: list = [COCOEvaluator(ds.coco, ds.contiguous_to_cat_id, ds.class_names, iou_types)]
     if isinstance(ds, CocoPanoptic) and cfg.data.with_panoptic:
