@@ -308,6 +308,9 @@ class TrainConfig:
     solver: SolverConfig = field(default_factory=SolverConfig)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # bitwise-repeatable runs: one CPU compute thread (with two, runs in separate processes drift apart from about
+    # iteration 10), torch.use_deterministic_algorithms, no cuDNN autotuning; slower
+    deterministic: bool = False
 
 
 class ConfigError(ValueError):

@@ -33,6 +33,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def make_deterministic(device: torch.device) -> None:
+    """Settings under which a run repeats bit for bit: deterministic kernels (warning where one has none), no
+    cuDNN autotuning, and on CPU one compute thread (multi-threaded kernels made two runs drift apart)."""
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+
+
 def build_dataset(cfg: TrainConfig, data_yaml: str, split: str, train: bool) -> CocoInstances:
     """The split's dataset with the config's transforms and targets: :class:`CocoPanoptic` when the split names
     panoptic files and the config asks for panoptic data (``data.with_panoptic``; then required for training) or the
@@ -138,6 +148,8 @@ def train(
         device = torch.device("cuda", local_rank)
     torch.manual_seed(cfg.seed + rank)
     random.seed(cfg.seed + rank)  # the data's randomness is seeded per sample (data/loader.py)
+    if cfg.deterministic:
+        make_deterministic(device)
     out_dir = Path(out_dir)
     ds = build_dataset(cfg, data_yaml, "train", train=True)
     cfg = with_num_classes(cfg, ds)
