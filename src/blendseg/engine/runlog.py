@@ -51,7 +51,7 @@ class RunLog:
         now = time.monotonic()
         if self.lines and (now - self.last_line >= self.line_every_s or it == 1):
             self.last_line = now
-            goal = f"{elapsed / 60:.1f}/{self.budget / 60:.0f} min" if self.budget > 0 else f"{it}/{self.max_iter}"
+            goal = f"{elapsed / 60:.1f}/{self.budget / 60:.1f} min" if self.budget > 0 else f"{it}/{self.max_iter}"
             print(f"[{goal}] it {it}  loss {values['loss']:.3f}  lr {lr:.2e}  {ips:.1f} img/s", flush=True)
         if it % 20 == 0 or it == 1:
             self.write({"iteration": it, "time_s": round(elapsed, 1), "lr": lr, **values})
