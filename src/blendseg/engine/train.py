@@ -185,6 +185,7 @@ def fit(
     model.to(device)
     optimizer = build_optimizer(model, solver)
     state = {"it": 0, "spent": 0.0, "best": -1.0, "skipped": [], "nonfinite": 0, "epoch": 0, "batch": 0}
+    scaler = torch.amp.GradScaler(device.type, enabled=solver.amp and device.type == "cuda")
     last = out_dir / "weights" / "last.pt"
     if resume and is_main_process():  # temporary files of saves a kill -9 interrupted
         for stale in last.parent.glob("*.pt.*.tmp"):
@@ -198,12 +199,13 @@ def fit(
         state.update(epoch=int(ckpt.get("epoch", 0)), batch=int(ckpt.get("epoch_batch", 0)))
         if "rng" in ckpt:
             set_rng_state(ckpt["rng"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
         if is_main_process():
             print(f"resumed from {last} at iteration {state['it']}")
     ddp = model
     if is_dist():
         ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    scaler = torch.amp.GradScaler(device.type, enabled=solver.amp and device.type == "cuda")
     budget = solver.max_minutes * 60.0
     t0 = time.perf_counter() - state["spent"]
     log = RunLog(out_dir, budget, solver.max_iter, state)
@@ -211,7 +213,8 @@ def fit(
     def save(path: Path) -> None:
         if is_main_process():
             save_checkpoint(path, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": state["it"],
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                "iteration": state["it"],
                 "elapsed_s": time.perf_counter() - t0, "best": state["best"], "config": to_dict(cfg),
                 "skipped_images": state["skipped"], "nonfinite_steps": state["nonfinite"], "epoch": state["epoch"],
                 "epoch_batch": state["batch"], "rng": rng_state(), **(extra_state or {}),
