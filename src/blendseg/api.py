@@ -35,20 +35,22 @@ class Model:
         return dict(enumerate(self.categories.thing_names))
 
     def predict(
-        self, source: Source, conf: float = 0.3, max_det: int = 100, device: str = "cpu", stream: bool = False
-    ) -> list[Result] | Iterator[Result]:
+        self, source: Source, conf: float = 0.3, max_det: int = 100, device: str = "cpu", stream: bool = False,
+        precision: str = "fp32",
+    ) -> list[Result] | Iterator[Result]:  # fmt: skip
         """Predict on a path, folder, glob, video file, PIL image, numpy (H, W, 3) RGB array or a list of these: a
         list of :class:`~blendseg.inference.result.Result` (a generator with ``stream=True``, for videos and long
-        inputs: memory does not grow with their length)."""
-        predictor = self.predictor(conf, max_det, device)
+        inputs: memory does not grow with their length). ``precision``: "bf16" runs the network about 2x faster on
+        a CPU with bf16 matrix units (decoding and masks stay float32), "fp16" on CUDA."""
+        predictor = self.predictor(conf, max_det, device, precision)
         results = (predictor(it.image, it.path, it.frame) for it in iter_source(source))
         return results if stream else list(results)
 
     __call__ = predict
 
-    def predictor(self, conf: float = 0.3, max_det: int = 100, device: str = "cpu"):
+    def predictor(self, conf: float = 0.3, max_det: int = 100, device: str = "cpu", precision: str = "fp32"):
         """The one-image callable behind :meth:`predict`: ``predictor(image (3, H, W) uint8) -> Result``."""
-        return Predictor(self.model, self.cfg, self.categories, conf, max_det, device)
+        return Predictor(self.model, self.cfg, self.categories, conf, max_det, device, precision)
 
     def export(
         self, format: str = "onnx", out: str | os.PathLike | None = None, opset: int | None = None,
@@ -64,13 +66,16 @@ class Model:
         out = out or (Path(self.checkpoint).with_suffix(".onnx") if self.checkpoint else Path("model.onnx"))
         return export_onnx(self.model, self.cfg, self.categories, out, opset, conf, max_det, dense_masks)
 
-    def val(self, data: str | os.PathLike, split: str = "val", out_dir: str | os.PathLike | None = None) -> dict:
+    def val(
+        self, data: str | os.PathLike, split: str = "val", out_dir: str | os.PathLike | None = None,
+        precision: str = "fp32",
+    ) -> dict:  # fmt: skip
         """COCO box / mask AP (and PQ for panoptic models on panoptic data) on a split of a data.yaml; returns
         the metrics dict (percent) that ``blendseg val`` writes."""
         from .engine.runner import make_evaluator_fn, resolve_device
 
         device = resolve_device("auto")
-        return make_evaluator_fn(self.cfg, str(data), device, split, out_dir)(self.model.to(device))
+        return make_evaluator_fn(self.cfg, str(data), device, split, out_dir, precision)(self.model.to(device))
 
 
 class OnnxModel(Model):
@@ -84,8 +89,11 @@ class OnnxModel(Model):
         self.model, self.cfg, self.checkpoint = None, None, str(path)
         self.categories, self.metadata = Categories(meta["class_names"], meta["category_ids"]), meta
 
-    def predictor(self, conf: float = 0.3, max_det: int = 100, device: str = "cpu"):
+    def predictor(self, conf: float = 0.3, max_det: int = 100, device: str = "cpu", precision: str = "fp32"):
         from .inference.onnx_runtime import OnnxPredictor
+
+        if precision != "fp32":
+            raise ValueError("an exported ONNX graph runs in the precision it was exported in (fp32)")
 
         return OnnxPredictor(self.checkpoint, conf, max_det, device)
 

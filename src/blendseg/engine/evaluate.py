@@ -8,12 +8,18 @@ import torch
 from torch import nn
 
 from ..evaluation.coco import COCOEvaluator
+from ..inference.precision import autocast, to_float32
 from .dist import all_gather_objects, is_main_process
 
 
 @torch.no_grad()
 def run_evaluation(
-    model: nn.Module, loader, evaluator: COCOEvaluator | list, device: torch.device, verbose: bool = True
+    model: nn.Module,
+    loader,
+    evaluator: COCOEvaluator | list,
+    device: torch.device,
+    verbose: bool = True,
+    precision: str = "fp32",
 ) -> dict:
     """Returns ``{"bbox": {"AP": ..., ...}}`` (percent; plus the sections of further evaluators, e.g.
     ``"panoptic"``, when ``evaluator`` is a list) on the main process; times the loop."""
@@ -24,7 +30,9 @@ def run_evaluation(
         e.reset()
     t0, n, skipped = time.perf_counter(), 0, []
     for images, targets in loader:
-        out = model(images.to(device))
+        with autocast(precision, device):
+            out = model(images.to(device))
+        out = to_float32(out)
         orig = [tuple(int(v) for v in t["orig_size"]) for t in targets]
         dets = model.postprocess(out, orig)
         for i, t in enumerate(targets):

@@ -108,7 +108,12 @@ def with_num_classes(cfg: TrainConfig, dataset: CocoInstances) -> TrainConfig:
 
 
 def make_evaluator_fn(
-    cfg: TrainConfig, data_yaml: str, device: torch.device, split: str = "val", out_dir: str | Path | None = None
+    cfg: TrainConfig,
+    data_yaml: str,
+    device: torch.device,
+    split: str = "val",
+    out_dir: str | Path | None = None,
+    precision: str = "fp32",
 ):
     """Box (and mask) AP on the split; with panoptic data and a panoptic model also PQ (the predictions in COCO
     panoptic format go to ``out_dir`` when given)."""
@@ -123,7 +128,7 @@ def make_evaluator_fn(
         evaluators.append(
             PanopticEvaluator(ds.panoptic, ds.panoptic_dir, ds.contiguous_to_cat_id, ds.stuff_cat_ids, out_dir)
         )
-    return lambda model: run_evaluation(model, loader, evaluators, device)
+    return lambda model: run_evaluation(model, loader, evaluators, device, precision=precision)
 
 
 def load_matching(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
@@ -220,11 +225,14 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tu
     return model.to(device).eval(), cfg, ckpt
 
 
-def validate(checkpoint: str, data_yaml: str, split: str = "val", out_dir: str | Path | None = None) -> dict:
-    """COCO evaluation of a checkpoint on a split of a data.yaml; writes ``metrics.json`` into ``out_dir``."""
+def validate(
+    checkpoint: str, data_yaml: str, split: str = "val", out_dir: str | Path | None = None, precision: str = "fp32"
+) -> dict:
+    """COCO evaluation of a checkpoint on a split of a data.yaml (the network in ``precision``); writes
+    ``metrics.json`` into ``out_dir``."""
     device = resolve_device("auto")
     model, cfg, _ = load_model(checkpoint, device)
-    metrics = make_evaluator_fn(cfg, data_yaml, device, split, out_dir)(model)
+    metrics = make_evaluator_fn(cfg, data_yaml, device, split, out_dir, precision)(model)
     if out_dir is not None and is_main_process():
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))

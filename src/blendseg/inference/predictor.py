@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from ..config import TrainConfig
 from ..data.transforms import transforms_for
 from ..structures import pad_images
+from .precision import autocast, to_float32
 from .result import Categories, Result
 
 
@@ -28,13 +29,17 @@ class Predictor:
         model / cfg: a blendseg model (any method) in eval mode and its run config (test-time resize).
         categories: class names and dataset ids. ``conf``: keep detections scoring at least this.
         max_det: keep at most this many (highest scores). ``device``: where the network runs.
+        precision: "fp32", "bf16" (CPU or CUDA) or "fp16" (CUDA): the network under autocast, decoding and masks
+            in float32 (:mod:`~blendseg.inference.precision`).
     """
 
     def __init__(
         self, model: nn.Module, cfg: TrainConfig, categories: Categories, conf: float = 0.3, max_det: int = 100,
-        device: str | torch.device = "cpu",
+        device: str | torch.device = "cpu", precision: str = "fp32",
     ) -> None:  # fmt: skip
         self.device = torch.device(device)
+        autocast(precision, self.device)  # validates the name for this device
+        self.precision = precision
         self.model = model.to(self.device).eval()
         self.cfg, self.categories, self.conf, self.max_det = cfg, categories, conf, max_det
         self.transform = transforms_for(cfg.data, train=False)
@@ -46,7 +51,9 @@ class Predictor:
         resized = resize_for_test(self.cfg, image, self.transform)
         batch = pad_images([resized.float()], self.cfg.model.size_divisibility).to(self.device)
         t1 = time.perf_counter()
-        out = self.model(batch)
+        with autocast(self.precision, self.device):
+            out = self.model(batch)
+        out = to_float32(out)
         t2 = time.perf_counter()
         dets = self.model.postprocess(out, [tuple(image.shape[-2:])])[0]
         t3 = time.perf_counter()
