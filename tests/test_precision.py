@@ -46,3 +46,23 @@ def test_cli_precision_flags(checkpoint, synth_data, tmp_path):
     assert (tmp_path / "v" / "metrics.json").is_file()
     img = synth_data.parent / "val" / "images"
     assert main(["predict", str(checkpoint), str(img), "--precision", "bf16", "--out", str(tmp_path / "p")]) == 0
+
+
+def test_bf16_with_deformable_convolutions():
+    """torchvision's deform_conv2d has no bf16 CPU kernel: it runs in float32 inside the bf16 network."""
+    import dataclasses
+
+    from blendseg.inference.predictor import Predictor
+    from blendseg.inference.result import Categories
+    from blendseg.zoo import build_model, get_preset
+
+    cfg = get_preset("yolact_tiny_test")
+    bb = dataclasses.replace(
+        cfg.model.backbone, depth=50, deform_on_per_stage=(False, False, True, True), deform_modulated=True,
+    )  # fmt: skip
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone=bb))
+    model = build_model(cfg.model)
+    image = torch.randint(0, 256, (3, 90, 120), dtype=torch.uint8)
+    cats = Categories([str(i) for i in range(6)], list(range(1, 7)))
+    r = Predictor(model, cfg, cats, conf=0.0, precision="bf16")(image)
+    assert r.boxes.dtype == torch.float32 and r.masks.shape[1:] == (90, 120)

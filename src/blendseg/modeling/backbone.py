@@ -119,6 +119,20 @@ class Conv2dNorm(nn.Conv2d):
         return self.activation(x) if self.activation is not None else x
 
 
+def deform_conv2d_fp32(
+    x: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 1, padding: int = 1,
+    dilation: int = 1, mask: Tensor | None = None,
+) -> Tensor:  # fmt: skip
+    """torchvision's ``deform_conv2d`` in float32 whatever autocast made of its inputs (its CPU kernel has no
+    bf16 / fp16 version, and autocast does not cover it)."""
+    if x.dtype == torch.float32 and offset.dtype == torch.float32 and (mask is None or mask.dtype == torch.float32):
+        return deform_conv2d(x, offset, weight, bias, stride, padding, dilation, mask)
+    with torch.autocast(x.device.type, enabled=False):
+        m = mask.float() if mask is not None else None
+        b = bias.float() if bias is not None else None
+        return deform_conv2d(x.float(), offset.float(), weight.float(), b, stride, padding, dilation, m)
+
+
 class DeformConv2dNorm(nn.Module):
     """Deformable 3x3 conv (DCNv1, or DCNv2 when ``modulated``) + norm, on ``torchvision.ops.deform_conv2d``.
 
@@ -139,7 +153,7 @@ class DeformConv2dNorm(nn.Module):
 
     def forward(self, x: Tensor, offset: Tensor, mask: Tensor | None) -> Tensor:
         pad = self.dilation
-        x = deform_conv2d(x, offset, self.weight, self.bias, self.stride, pad, self.dilation, mask)
+        x = deform_conv2d_fp32(x, offset, self.weight, self.bias, self.stride, pad, self.dilation, mask)
         return self.norm(x) if self.norm is not None else x
 
 

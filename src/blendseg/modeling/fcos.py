@@ -47,9 +47,9 @@ class DeformConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
 
     def forward(self, x: Tensor, offset: Tensor, mask: Tensor | None) -> Tensor:
-        from torchvision.ops import deform_conv2d
+        from .backbone import deform_conv2d_fp32
 
-        return deform_conv2d(x, offset, self.weight, self.bias, padding=1, mask=mask)
+        return deform_conv2d_fp32(x, offset, self.weight, self.bias, padding=1, mask=mask)
 
 
 class DFConv2d(nn.Module):
