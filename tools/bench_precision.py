@@ -1,5 +1,6 @@
 """bf16 against fp32 inference, side by side in one process: speed of the predictor on a photo (random weights,
-tools/bench_predict.py's checkpoints: up to 100 detections) and mask / box AP of trained checkpoints.
+tools/bench_predict.py's checkpoints: up to 100 detections), the network's images/s at several batch sizes, and
+mask / box AP of trained checkpoints.
 
     python tools/bench_precision.py --presets blendmask_r50_1x --size 1216x800 \
         --checkpoints runs/demo/run/weights/last.pt --data runs/demo/data/data.yaml
@@ -19,6 +20,9 @@ import torch
 import blendseg
 from bench_predict import checkpoint, photo
 from blendseg.data.images import read_image
+from blendseg.inference.precision import autocast, to_float32
+from blendseg.inference.predictor import resize_for_test
+from blendseg.structures import pad_images
 
 
 def median_ms(fn, runs: int) -> float:
@@ -40,6 +44,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--checkpoints", nargs="*", default=[])
     p.add_argument("--data", help="data.yaml for the AP of --checkpoints")
+    p.add_argument("--batch-presets", nargs="*", default=[], help="images/s of the network at --batch-sizes")
+    p.add_argument("--batch-sizes", nargs="*", type=int, default=[1, 4, 8])
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(a.threads)
@@ -57,6 +63,23 @@ def main() -> None:
             f"{n['fp32']} / {n['bf16']} |",
             flush=True,
         )
+    if a.batch_presets:
+        print("\n| preset | batch | fp32 images/s | bf16 images/s |\n|---|---|---|---|")
+    for preset in a.batch_presets:
+        model = blendseg.load(checkpoint(preset, a.out / f"{preset}.pt"))
+        x = resize_for_test(model.cfg, image).float()
+        for bs in a.batch_sizes:
+            batch = pad_images([x] * bs, model.cfg.model.size_divisibility)
+            rate = {}
+            for prec in ("fp32", "bf16"):
+                with torch.inference_mode():
+
+                    def run(prec=prec, batch=batch, net=model.model):
+                        with autocast(prec, torch.device("cpu")):
+                            return to_float32(net(batch))
+
+                    rate[prec] = bs / median_ms(run, a.runs) * 1e3
+            print(f"| {preset} | {bs} | {rate['fp32']:.2f} | {rate['bf16']:.2f} |", flush=True)
     if a.checkpoints:
         print("\n| checkpoint | mask AP fp32 | mask AP bf16 | box AP fp32 | box AP bf16 |\n|---|---|---|---|---|")
     for ckpt in a.checkpoints:
