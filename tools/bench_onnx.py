@@ -14,25 +14,15 @@ each: PyTorch's ``Predictor`` (masks left compact, and with ``Result.masks`` mad
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from pathlib import Path
 
 import torch
 
 import blendseg
-from bench_predict import checkpoint, photo
+from bench_predict import checkpoint, median_ms, photo
 from blendseg.data.images import read_image
 from blendseg.inference.onnx_runtime import OnnxPredictor
-
-
-def median_ms(fn, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -61,11 +51,11 @@ def main() -> None:
         n_torch, n_ort = len(torch_pred(image)), len(ort_pred(image))  # warm-up
         assert len(ort_compact(image).masks) == n_ort
         with torch.inference_mode():
-            t_compact = median_ms(lambda tp=torch_pred: tp(image), a.runs)
-            t_dense = median_ms(lambda tp=torch_pred: tp(image).masks, a.runs)
-        t_ort = median_ms(lambda op=ort_pred: op(image), a.runs)
-        t_ort_compact = median_ms(lambda op=ort_compact: op(image), a.runs)
-        t_ort_compact_dense = median_ms(lambda op=ort_compact: op(image).masks, a.runs)
+            t_compact = median_ms(lambda tp=torch_pred: tp(image), a.runs, warmup=False)
+            t_dense = median_ms(lambda tp=torch_pred: tp(image).masks, a.runs, warmup=False)
+        t_ort = median_ms(lambda op=ort_pred: op(image), a.runs, warmup=False)
+        t_ort_compact = median_ms(lambda op=ort_compact: op(image), a.runs, warmup=False)
+        t_ort_compact_dense = median_ms(lambda op=ort_compact: op(image).masks, a.runs, warmup=False)
         size_mb = onnx_path.stat().st_size / 2**20
         rows.append(
             f"| {preset} | {a.size} | {n_torch} / {n_ort} | {t_compact:.0f} / {t_dense:.0f} | {t_ort:.0f} | "

@@ -11,28 +11,16 @@ Prints two markdown tables.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
 import blendseg
-from bench_predict import checkpoint, photo
+from bench_predict import checkpoint, median_ms, photo
 from blendseg.data.images import read_image
 from blendseg.inference.precision import autocast, to_float32
 from blendseg.inference.predictor import resize_for_test
 from blendseg.structures import pad_images
-
-
-def median_ms(fn, runs: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def main() -> None:

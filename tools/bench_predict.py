@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -37,6 +38,18 @@ def photo(path: Path, w: int, h: int, seed: int = 0) -> Path:
         draw.ellipse([x - r, y - r, x + r, y + r], fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
     img.save(path, quality=90)
     return path
+
+
+def median_ms(fn, runs: int, warmup: bool = True) -> float:
+    """Median wall time of ``runs`` calls of ``fn`` in milliseconds (after one unmeasured call with ``warmup``)."""
+    if warmup:
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
 
 
 def checkpoint(preset: str, path: Path, legacy: bool = False) -> Path:

@@ -13,7 +13,7 @@ import random
 
 import torch
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler
 
 from ..engine.dist import get_rank, get_world_size
 from ..structures import ImageBatch, pad_images
@@ -26,7 +26,22 @@ def collate(batch: list[tuple[Tensor, dict]], size_divisibility: int = 32) -> tu
     return pad_images(images, size_divisibility), [t for _, t in batch]
 
 
-class TrainSamples(Dataset):
+class _Wrapped(Dataset):
+    """A dataset seen through a wrapper: same length, and the wrapped one's attributes (aspect_ratios, images, ...)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str):
+        if name == "dataset":  # not set yet (unpickling in a worker)
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+class TrainSamples(_Wrapped):
     """Training samples indexed by ``(epoch, index)``: the augmentations' Python RNG is seeded from (seed, epoch,
     index) for the sample (and restored after), so runs repeat exactly whatever the workers. A sample whose image
     cannot be read (or differs from its JSON size) is replaced by the next readable one, so batches stay full; the
@@ -34,15 +49,8 @@ class TrainSamples(Dataset):
     to report, as workers are other processes. ``strict``: raise the error instead."""
 
     def __init__(self, dataset: Dataset, seed: int = 0, strict: bool = False, max_tries: int = 32) -> None:
-        self.dataset, self.seed, self.strict, self.max_tries = dataset, seed, strict, max_tries
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getattr__(self, name: str):  # aspect_ratios, class_names, ... of the wrapped dataset
-        if name == "dataset":
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
+        super().__init__(dataset)
+        self.seed, self.strict, self.max_tries = seed, strict, max_tries
 
     def __getitem__(self, key: tuple[int, int] | int) -> tuple[Tensor, dict]:
         epoch, idx = key if isinstance(key, tuple) else (0, key)
@@ -65,21 +73,14 @@ class TrainSamples(Dataset):
         raise DataError(f"{self.max_tries} unreadable images in a row from index {idx}; the last: {skipped[-1]}")
 
 
-class EvalSamples(Dataset):
+class EvalSamples(_Wrapped):
     """Evaluation data that reports bad files instead of stopping: an image that cannot be read comes back as a
     small black placeholder whose target carries ``skipped`` (the error); the evaluation gives it no detections,
     so its ground truth still counts (as misses) and the file is listed. ``strict``: raise the error instead."""
 
     def __init__(self, dataset: Dataset, strict: bool = False) -> None:
-        self.dataset, self.strict = dataset, strict
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getattr__(self, name: str):
-        if name == "dataset":
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
+        super().__init__(dataset)
+        self.strict = strict
 
     def __getitem__(self, idx: int) -> tuple[Tensor, dict]:
         try:
@@ -92,23 +93,12 @@ class EvalSamples(Dataset):
             return torch.zeros(3, 32, 32, dtype=torch.uint8), {**target, "skipped": [str(e)]}
 
 
-class EpochSampler(Sampler):
-    """``(epoch, index)`` pairs of one process's share of an epoch: a permutation drawn from (seed, epoch), padded
-    to a multiple of the process count and strided over ranks (DistributedSampler's split)."""
-
-    def __init__(self, size: int, seed: int = 0, rank: int = 0, world: int = 1) -> None:
-        self.size, self.seed, self.rank, self.world, self.epoch = size, seed, rank, world, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+class EpochSampler(DistributedSampler):
+    """``(epoch, index)`` pairs of one process's share of an epoch: DistributedSampler's permutation from
+    seed + epoch, padded to a multiple of the process count and strided over ranks (one process included)."""
 
     def __iter__(self):
-        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
-        order += order[: -len(order) % self.world] if self.world > 1 else []
-        return iter([(self.epoch, i) for i in order[self.rank :: self.world]])
-
-    def __len__(self) -> int:
-        return -(-self.size // self.world)
+        return ((self.epoch, i) for i in super().__iter__())
 
 
 class EpochBatches(Sampler):
@@ -119,7 +109,7 @@ class EpochBatches(Sampler):
         self.batch_sampler, self.start = batch_sampler, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.batch_sampler.set_epoch(epoch)
+        self.batch_sampler.sampler.set_epoch(epoch)  # BatchSampler and GroupedBatchSampler both hold it
         self.start = start
 
     def __iter__(self):
@@ -130,11 +120,6 @@ class EpochBatches(Sampler):
 
     def __len__(self) -> int:
         return len(self.batch_sampler)
-
-
-class _EpochBatchSampler(BatchSampler):
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
 
 
 class GroupedBatchSampler(Sampler):
@@ -156,10 +141,6 @@ class GroupedBatchSampler(Sampler):
 
     def __len__(self) -> int:
         return len(self.sampler) // self.batch_size
-
-    def set_epoch(self, epoch: int) -> None:
-        if hasattr(self.sampler, "set_epoch"):
-            self.sampler.set_epoch(epoch)
 
 
 def build_loader(
@@ -185,12 +166,12 @@ def build_loader(
             EvalSamples(dataset, strict), batch_size=batch_size, sampler=sampler, num_workers=num_workers,
             collate_fn=collate_fn,
         )  # fmt: skip
-    sampler = EpochSampler(len(dataset), seed, get_rank(), world)
+    sampler = EpochSampler(dataset, world, get_rank(), shuffle=True, seed=seed)
     if group_by_aspect:
         groups = [int(r > 1.0) for r in dataset.aspect_ratios()]
         batches = GroupedBatchSampler(sampler, groups, batch_size)
     else:
-        batches = _EpochBatchSampler(sampler, batch_size, drop_last=True)
+        batches = BatchSampler(sampler, batch_size, drop_last=True)
     return DataLoader(
         TrainSamples(dataset, seed, strict), batch_sampler=EpochBatches(batches), num_workers=num_workers,
         collate_fn=collate_fn, persistent_workers=num_workers > 0,

@@ -127,10 +127,9 @@ def plot_results(out_dir: Path, size: tuple[int, int] = (900, 360)) -> Path:
             color = PALETTE[k % len(PALETTE)]
             if len(xy) > 1:
                 draw.line(xy, fill=color, width=2)
-            for x, y in xy[-1:] if len(xy) > 1 else xy:
+            for x, y in xy[-1:]:  # the latest value marked
                 draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=color)
             if pts:
-                draw.text((x0 + 5, y1 + 5 + 0 * k), "", fill=color)
                 draw.text((x0 + 5 + 110 * k, y1 + 8), name, fill=color)
     path = out_dir / "results.png"
     img.save(path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import math
 import random
 import signal
 import threading
@@ -40,7 +41,7 @@ class NonFiniteLoss(FloatingPointError):
 
     def __init__(self, it: int, losses: dict[str, Tensor]) -> None:
         values = {k: float(v.detach()) for k, v in losses.items()}
-        self.terms = [k for k, v in values.items() if not torch.isfinite(torch.tensor(v))] or ["(another process)"]
+        self.terms = [k for k, v in values.items() if not math.isfinite(v)] or ["(another process)"]
         others = ", ".join(f"{k}={v:.4g}" for k, v in values.items() if k not in self.terms)
         super().__init__(
             f"the loss became non-finite at iteration {it}: "
@@ -49,13 +50,13 @@ class NonFiniteLoss(FloatingPointError):
         )
 
 
-def _all_true(flag: bool) -> bool:
-    """``flag`` and-ed over processes (every rank takes the same branch)."""
+def _agree(value: float, op: str) -> float:
+    """``value`` reduced over processes with "min" or "max" (every rank then takes the same branch)."""
     if not is_dist():
-        return flag
-    t = torch.tensor(float(flag))
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
-    return bool(t > 0)
+        return value
+    t = torch.tensor(float(value))
+    torch.distributed.all_reduce(t, op=getattr(torch.distributed.ReduceOp, op.upper()))
+    return float(t)
 
 
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
@@ -134,7 +135,7 @@ def train_step(
     with torch.autocast(device.type, enabled=solver.amp):
         out = model(images.to(device), targets)
     loss = sum(out.losses.values())
-    if not _all_true(bool(torch.isfinite(loss))):  # before backward, so no process is left waiting in it
+    if not _agree(float(torch.isfinite(loss)), "min"):  # before backward, so no process is left waiting in it
         raise NonFiniteLoss(it, out.losses)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
@@ -323,11 +324,7 @@ class _StopSignals:
         signal.signal(signum, self.previous.get(signum, signal.SIG_DFL))
 
     def received(self) -> int:
-        if not is_dist():
-            return self.signum
-        t = torch.tensor(float(self.signum))
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-        return int(t)
+        return int(_agree(self.signum, "max"))
 
     def restore(self) -> None:
         for sig, handler in self.previous.items():

@@ -22,13 +22,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import TrainConfig
-from ..modeling.blendmask import BlendMask, merge
+from ..modeling.blendmask import BlendMask
 from ..modeling.fcos import FCOS
+from ..modeling.fcos_inference import rescale_and_clip
 from ..modeling.fcos_loss import compute_locations
 from ..modeling.meinst import MEInst
-from ..modeling.yolact import Yolact
+from ..modeling.yolact import Yolact, to_pixels
 from ..ops.anchors import decode_boxes
-from ..ops.blend import pool_bases
 from ..ops.masks import crop_masks
 from ..ops.nms import fast_nms
 
@@ -92,15 +92,6 @@ def paste_masks(probs: Tensor, boxes: Tensor, image_size: tuple, threshold: floa
     return ((wy @ probs.float() @ wx.transpose(1, 2)) >= threshold).to(torch.uint8)
 
 
-def _scale_and_clip(boxes: Tensor, sx, sy, H, W) -> tuple[Tensor, Tensor]:
-    """(scaled, clipped) boxes from the resized image to the original one (fcos_inference.rescale_and_clip)."""
-    scaled = torch.stack([boxes[:, 0] * sx, boxes[:, 1] * sy, boxes[:, 2] * sx, boxes[:, 3] * sy], 1)
-    clipped = torch.stack(
-        [scaled[:, 0].clamp(0, W), scaled[:, 1].clamp(0, H), scaled[:, 2].clamp(0, W), scaled[:, 3].clamp(0, H)], 1
-    )
-    return scaled, clipped
-
-
 class FCOSGraph(nn.Module):
     """FCOS detections for one image (:func:`~blendseg.modeling.fcos_inference.fcos_decode` and
     ``detector_postprocess``, then ``conf`` and ``max_det``); subclasses add masks through :meth:`mask_probs`."""
@@ -148,9 +139,8 @@ class FCOSGraph(nn.Module):
         logits, box_reg, quality, embeds = self.fcos.head(feats)
         locations = compute_locations(feats, self.fcos.strides)
         boxes, scores, labels, inds = self.decode(logits, box_reg, quality, embeds, locations)
-        scaled, clipped = _scale_and_clip(boxes, W / torch.sym_float(w), H / torch.sym_float(h), H, W)
-        keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1]) & (scores >= self.conf)
-        keep = keep.nonzero()[:, 0][: self.max_det]
+        scaled, clipped, nonempty = rescale_and_clip(boxes, (h, w), (H, W))
+        keep = (nonempty & (scores >= self.conf)).nonzero()[:, 0][: self.max_det]
         kept = torch.cat([e[0].flatten(1) for e in embeds], 1)[:, inds[keep]].t() if embeds is not None else None
         probs = self.mask_probs(named, kept, boxes[keep])  # kept: (D, E) embeddings of the kept locations
         if probs is None:
@@ -168,9 +158,7 @@ class BlendMaskGraph(FCOSGraph):
     def mask_probs(self, feats: dict, embeds: Tensor | None, boxes: Tensor) -> Tensor:
         c = self.model.cfg.blendmask
         bases, _ = self.model.basis_module([feats[n] for n in c.bottom_in_features], semantic=False)
-        idx = torch.zeros(boxes.shape[0], dtype=torch.int64, device=boxes.device)
-        rois = pool_bases(bases, boxes, idx, c.bottom_resolution, c.bases_stride, c.bottom_sampling)
-        return merge(rois, embeds, c).sigmoid()
+        return self.model.image_mask_logits(bases, boxes, embeds).sigmoid()
 
     @property
     def paste_in_clipped_box(self) -> bool:
@@ -181,10 +169,7 @@ class MEInstGraph(FCOSGraph):
     """MEInst: the kept locations' codes decoded by the PCA (or the raw S*S logits without an encoding)."""
 
     def mask_probs(self, feats: dict, embeds: Tensor | None, boxes: Tensor) -> Tensor:
-        c = self.model.cfg.meinst
-        if c.encoding == "none":
-            return embeds.sigmoid().view(-1, c.mask_size, c.mask_size)
-        return self.model.mask_encoding.probabilities(embeds)
+        return self.model.code_probs(embeds)
 
     @property
     def paste_in_clipped_box(self) -> bool:
@@ -230,16 +215,13 @@ class YolactGraph(nn.Module):
             masks = crop_masks(masks, boxes[prior])
         sy, sx = H / torch.sym_float(h), W / torch.sym_float(w)
         hp, wp = x.shape[-2], x.shape[-1]
-        b = boxes[prior]
-        x1, x2 = torch.minimum(b[:, 0], b[:, 2]) * (wp * sx), torch.maximum(b[:, 0], b[:, 2]) * (wp * sx)
-        y1, y2 = torch.minimum(b[:, 1], b[:, 3]) * (hp * sy), torch.maximum(b[:, 1], b[:, 3]) * (hp * sy)
-        pixels = torch.stack([x1.clamp(min=0), y1.clamp(min=0), x2.clamp(max=W), y2.clamp(max=H)], 1)
+        pixels = to_pixels(boxes[prior], wp * sx, hp * sy, W, H)
         if not self.dense:  # compact: the cropped (D, h', w') probabilities over the squashed image (GridMasks)
-            return pixels.long().float(), s, labels, masks
+            return pixels, s, labels, masks
         full = (torch.sym_int(hp * sy + 0.5), torch.sym_int(wp * sx + 0.5))  # (H, W): the input is not padded
         padded = torch.cat([masks, masks.new_zeros(1, *masks.shape[1:])])  # resizing (1, 0, h', w') fails in eager
         full_masks = F.interpolate(padded[None], full, mode="bilinear", align_corners=False)[0, :-1, :H, :W]
-        return pixels.long().float(), s, labels, (full_masks > 0.5).to(torch.uint8)
+        return pixels, s, labels, (full_masks > 0.5).to(torch.uint8)
 
 
 GRAPHS: dict[type, type] = {FCOS: FCOSGraph, BlendMask: BlendMaskGraph, MEInst: MEInstGraph, Yolact: YolactGraph}

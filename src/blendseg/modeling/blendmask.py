@@ -132,13 +132,14 @@ class BlendMask(nn.Module):
     @torch.no_grad()
     def mask_logits(self, bases: Tensor, dets: list[Detections]) -> list[Tensor]:
         """Per image (D, R, R) mask logits from the unclipped detection boxes (the reference pools with those)."""
+        return [self.image_mask_logits(bases[i : i + 1], d.boxes, d.embeds) for i, d in enumerate(dets)]
+
+    def image_mask_logits(self, bases: Tensor, boxes: Tensor, attns: Tensor | None) -> Tensor:
+        """(D, R, R) mask logits of one image's bases (1, K, H, W), unclipped boxes (D, 4) and attentions (D, E)."""
         c = self.cfg.blendmask
-        out = []
-        for i, d in enumerate(dets):
-            idx = torch.zeros_like(d.labels)
-            rois = pool_bases(bases[i : i + 1], d.boxes, idx, c.bottom_resolution, c.bases_stride, c.bottom_sampling)
-            out.append(merge(rois, d.embeds, c))
-        return out
+        idx = torch.zeros(boxes.shape[0], dtype=torch.int64, device=boxes.device)
+        rois = pool_bases(bases, boxes, idx, c.bottom_resolution, c.bases_stride, c.bottom_sampling)
+        return merge(rois, attns, c)
 
     @torch.no_grad()
     def postprocess(

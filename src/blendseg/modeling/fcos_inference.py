@@ -179,13 +179,14 @@ def rescale_and_clip(
     boxes: Tensor, input_size: tuple[int, int], output_size: tuple[int, int]
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Boxes scaled from the input size to ``output_size`` (h, w): (scaled, scaled and clipped, keep mask of the
-    non-empty clipped boxes), detectron2's ``detector_postprocess`` arithmetic."""
-    sy = output_size[0] / input_size[0]
-    sx = output_size[1] / input_size[1]
-    scaled = boxes * boxes.new_tensor([sx, sy, sx, sy])
-    clipped = scaled.clone()
-    clipped[:, 0::2] = clipped[:, 0::2].clamp(min=0, max=output_size[1])
-    clipped[:, 1::2] = clipped[:, 1::2].clamp(min=0, max=output_size[0])
+    non-empty clipped boxes), detectron2's ``detector_postprocess`` arithmetic. Column-wise, so the sizes may be
+    symbolic (the export graph)."""
+    (h, w), (H, W) = input_size, output_size
+    sy, sx = H / h, W / w
+    scaled = torch.stack([boxes[:, 0] * sx, boxes[:, 1] * sy, boxes[:, 2] * sx, boxes[:, 3] * sy], 1)
+    clipped = torch.stack(
+        [scaled[:, 0].clamp(0, W), scaled[:, 1].clamp(0, H), scaled[:, 2].clamp(0, W), scaled[:, 3].clamp(0, H)], 1
+    )
     keep = ((clipped[:, 2] - clipped[:, 0]) > 0) & ((clipped[:, 3] - clipped[:, 1]) > 0)
     return scaled, clipped, keep
 

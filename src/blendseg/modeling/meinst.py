@@ -121,10 +121,14 @@ class MEInst(nn.Module):
     @torch.no_grad()
     def mask_probs(self, dets: list[Detections]) -> list[Tensor]:
         """Per image (D, S, S) mask probabilities of the detections' codes."""
+        return [self.code_probs(d.embeds) for d in dets]
+
+    def code_probs(self, codes: Tensor) -> Tensor:
+        """(D, S, S) mask probabilities of codes (D, E): the PCA decode, or the raw S*S logits without encoding."""
         c = self.cfg.meinst
         if c.encoding == "none":
-            return [d.embeds.sigmoid().view(-1, c.mask_size, c.mask_size) for d in dets]
-        return [self.mask_encoding.probabilities(d.embeds) for d in dets]
+            return codes.sigmoid().view(-1, c.mask_size, c.mask_size)
+        return self.mask_encoding.probabilities(codes)
 
     @torch.no_grad()
     def postprocess(self, out: MEInstOutput, original_sizes: list[tuple[int, int]] | None = None) -> list[Detections]:

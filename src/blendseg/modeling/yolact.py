@@ -231,12 +231,12 @@ class Yolact(nn.Module):
             sy, sx = oh / h, ow / w  # input pixels -> original pixels; the whole (padded) input maps to:
             full = (round(H * sy), round(W * sx))
             d.masks = GridMasks(masks, full, (oh, ow))  # upsampled per instance, over its crop only, when asked
-            d.boxes = _to_pixels(d.boxes, W * sx, H * sy, ow, oh)
+            d.boxes = to_pixels(d.boxes, W * sx, H * sy, ow, oh)
             results.append(d)
         return results
 
 
-def _to_pixels(boxes: Tensor, sx: float, sy: float, w: int, h: int) -> Tensor:
+def to_pixels(boxes: Tensor, sx: float, sy: float, w: int, h: int) -> Tensor:
     """Relative boxes -> pixels (x * sx), x1 <= x2, clamped to the image, truncated (official sanitize + long)."""
     x1, x2 = boxes[:, 0] * sx, boxes[:, 2] * sx
     y1, y2 = boxes[:, 1] * sy, boxes[:, 3] * sy
