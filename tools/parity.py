@@ -62,6 +62,7 @@ def run_adelaidet(fixture: Path) -> dict[str, np.ndarray]:
     image = torch.from_numpy(inp["image_bgr"]).permute(2, 0, 1).flip(0).float()  # blendseg takes RGB
     out = model([image])
     fout = getattr(out, "fcos", out)
+    embeds = fout.dense_embeds(fcos.head)  # BlendMask's attentions are made at the kept locations only
     arrays: dict[str, np.ndarray] = {f"backbone_{k}": v.numpy() for k, v in feats[0].items()}
     if "p2" in fout.features:  # panoptic: P2 feeds the semantic branch only
         arrays["fpn_p2"] = fout.features["p2"].numpy()
@@ -72,19 +73,19 @@ def run_adelaidet(fixture: Path) -> dict[str, np.ndarray]:
         arrays[f"head_ctrness_{lvl}"] = fout.quality[i].numpy()
         if box_tower:
             arrays[f"head_bbox_tower_{lvl}"] = box_tower[i].numpy()
-        if fout.embeds is not None:  # BlendMask's attentions / MEInst's codes
-            arrays[f"head_top_feats_{lvl}"] = fout.embeds[i].numpy()
-            arrays[f"head_mask_coeffs_{lvl}"] = fout.embeds[i].numpy()
+        if embeds is not None:  # BlendMask's attentions / MEInst's codes
+            arrays[f"head_top_feats_{lvl}"] = embeds[i].numpy()
+            arrays[f"head_mask_coeffs_{lvl}"] = embeds[i].numpy()
     c = cfg.model.fcos
-    args = (fout.logits, fout.box_reg, fout.quality, fout.embeds, fout.locations, fcos.strides)
+    args = (fout.logits, fout.box_reg, fout.quality, embeds, fout.locations, fcos.strides)
     cand = fcos_candidates(*args, c.inference_th, c.pre_nms_topk, c.thresh_with_ctr)[0]
     det = select_detections(cand, c.nms_th, c.post_nms_topk)
     for prefix, d in (("prenms", cand), ("det", det)):
         arrays.update({f"{prefix}_boxes": d.boxes.numpy(), f"{prefix}_scores": d.scores.numpy()})
         arrays.update({f"{prefix}_classes": d.labels.numpy(), f"{prefix}_locations": d.locations.numpy()})
         arrays[f"{prefix}_fpn_levels"] = d.levels.numpy()
-    if d.embeds is not None:
-        arrays["det_top_feat"] = det.embeds.numpy()
+    if d.embeds is not None:  # as the model decodes them (deferred attentions: made at the kept locations)
+        arrays["det_top_feat"] = fcos.decode(fout)[0].embeds.numpy()
     size = tuple(int(v) for v in inp["image_bgr"].shape[:2])
     _, _, keep = rescale_and_clip(det.boxes, size, size)
     arrays["final_keep_index"] = keep.nonzero().squeeze(1).numpy()

@@ -136,12 +136,18 @@ class FCOSGraph(nn.Module):
         x, (h, w) = self.preprocess(image)
         named = self.fcos.features(x)
         feats = [named[f"p{int(s).bit_length() - 1}"] for s in self.fcos.strides]
-        logits, box_reg, quality, embeds = self.fcos.head(feats)
+        head = self.fcos.head
+        logits, box_reg, quality, embeds = head(feats, dense_embeds=False)
         locations = compute_locations(feats, self.fcos.strides)
         boxes, scores, labels, inds = self.decode(logits, box_reg, quality, embeds, locations)
         scaled, clipped, nonempty = rescale_and_clip(boxes, (h, w), (H, W))
         keep = (nonempty & (scores >= self.conf)).nonzero()[:, 0][: self.max_det]
-        kept = torch.cat([e[0].flatten(1) for e in embeds], 1)[:, inds[keep]].t() if embeds is not None else None
+        if embeds is None:
+            kept = None
+        elif head.defers_embeds:  # BlendMask's attention conv, at the kept locations only
+            kept = head.embeds_at([e[0] for e in embeds], inds[keep])
+        else:
+            kept = torch.cat([e[0].flatten(1) for e in embeds], 1)[:, inds[keep]].t()
         probs = self.mask_probs(named, kept, boxes[keep])  # kept: (D, E) embeddings of the kept locations
         if probs is None:
             return clipped[keep], scores[keep], labels[keep]

@@ -4,7 +4,9 @@ Targets and losses are in ``fcos_loss.py``, decoding in ``fcos_inference.py``. T
 ``embed_head(x, level)`` applied at every level to the box tower's output (BlendMask's attentions) or, with
 ``embed_from="share_tower"``, to the shared feature the towers start from (MEInst's parallel mask tower): its
 per-location outputs come back in ``FCOSOutput.embeds``, the matched GT of every positive in
-``FCOSOutput.targets`` and the kept candidates' embeddings in the decoded detections.
+``FCOSOutput.targets`` and the kept candidates' embeddings in the decoded detections. An embed head that is one
+conv (BlendMask's 784-channel attention conv) runs at inference at the kept locations only: ``FCOSOutput.embeds`` is
+then None and ``embed_inputs`` holds its input maps.
 
 Shape legend: N images, C classes, F channels, E embedding size, H x W level size, L levels.
 """
@@ -19,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import FCOSDetectorConfig
+from ..ops.conv import patches_at
 from ..structures import ImageBatch, normalize_batch, pad_images, targets_to
 from .backbone import ResNet, build_resnet, get_norm
 from .fcos_inference import Detections, detector_postprocess, fcos_decode
@@ -153,9 +156,36 @@ class FCOSHead(nn.Module):
         nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
         self.embed_head = embed_head
 
-    def forward(self, feats: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor] | None]:
+    @property
+    def defers_embeds(self) -> bool:
+        """Whether the embed head is a single stride-1 conv (BlendMask's attentions), so that inference can run it
+        at the kept locations only (:meth:`embeds_at`) instead of at every location of every level."""
+        e = self.embed_head
+        return isinstance(e, nn.Conv2d) and e.stride == (1, 1) and e.dilation == (1, 1) and e.groups == 1
+
+    def embeds_at(self, maps: list[Tensor], loc_inds: Tensor) -> Tensor:
+        """(D, E) the embed head's outputs at D locations of one image: ``maps`` are its per-level inputs
+        (F, H, W), ``loc_inds`` indices among the image's locations of all levels (level-major, as
+        ``Detections.loc_inds``). Equal to the dense embeddings gathered there, up to summation order."""
+        conv, patches, offset = self.embed_head, None, 0
+        for x in maps:
+            h, w = x.shape[-2:]
+            idx = loc_inds - offset
+            ys = idx // w
+            p = patches_at(x, ys, idx - ys * w, conv.kernel_size[0], conv.padding[0])  # not %: ONNX-exportable
+            patches = p if patches is None else torch.where(((idx >= 0) & (idx < h * w))[:, None], p, patches)
+            offset = offset + h * w
+        out = patches @ conv.weight.flatten(1).t()
+        return out + conv.bias if conv.bias is not None else out
+
+    def forward(
+        self, feats: list[Tensor], dense_embeds: bool = True
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor] | None]:
         """feats: L maps (N, F, H, W). Returns per level logits (N, C, H, W), box regression (N, 4, H, W) in
-        stride units after ReLU, quality logits (N, 1, H, W) and embeddings (N, E, H, W) or None."""
+        stride units after ReLU, quality logits (N, 1, H, W) and embeddings (N, E, H, W) or None. With
+        ``dense_embeds=False`` and an embed head that :attr:`defers_embeds`, the last item is the embed head's
+        per-level inputs (N, F, H, W) instead, for :meth:`embeds_at`."""
+        defer = not dense_embeds and self.defers_embeds
         logits, box_reg, quality, embeds = [], [], [], []
         for lvl, x in enumerate(feats):
             x = run_tower(self.share_tower, x, lvl)
@@ -168,7 +198,8 @@ class FCOSHead(nn.Module):
                 reg = self.scales[lvl](reg)
             box_reg.append(F.relu(reg))
             if self.embed_head is not None:
-                embeds.append(self.embed_head(box_t if self.embed_from == "box_tower" else x, lvl))
+                src = box_t if self.embed_from == "box_tower" else x
+                embeds.append(src if defer else self.embed_head(src, lvl))
         return logits, box_reg, quality, (embeds if self.embed_head is not None else None)
 
 
@@ -190,6 +221,13 @@ class FCOSOutput:
     features: dict[str, Tensor]
     losses: dict[str, Tensor] = field(default_factory=dict)
     targets: FCOSTargets | None = None
+    embed_inputs: list[Tensor] | None = None  # (N, F, H, W) per level when the embeddings are made after decoding
+
+    def dense_embeds(self, head: FCOSHead) -> list[Tensor] | None:
+        """The per-level embeddings (N, E, H, W) at every location, made now if they were deferred."""
+        if self.embed_inputs is None:
+            return self.embeds
+        return [head.embed_head(x, lvl) for lvl, x in enumerate(self.embed_inputs)]
 
 
 class FCOS(nn.Module):
@@ -238,9 +276,11 @@ class FCOS(nn.Module):
         x, image_sizes = self.preprocess(images)
         named = self.features(x)
         feats = [named[f"p{int(s).bit_length() - 1}"] for s in self.strides]
-        logits, box_reg, quality, embeds = self.head(feats)
+        defer = targets is None and self.head.defers_embeds  # the loss needs them at every positive
+        logits, box_reg, quality, embeds = self.head(feats, dense_embeds=not defer)
         locations = compute_locations(feats, self.strides)
-        out = FCOSOutput(logits, box_reg, quality, embeds, locations, image_sizes, named)
+        out = FCOSOutput(logits, box_reg, quality, None if defer else embeds, locations, image_sizes, named)
+        out.embed_inputs = embeds if defer else None
         if targets is not None:
             c = self.cfg.fcos
             targets = targets_to(targets, x.device)
@@ -260,10 +300,14 @@ class FCOS(nn.Module):
     def decode(self, out: FCOSOutput) -> list[Detections]:
         """Detections in input-image pixels (unclipped boxes), with locations, levels and embeddings."""
         c = self.cfg.fcos
-        return fcos_decode(
+        dets = fcos_decode(
             out.logits, out.box_reg, out.quality, out.embeds, out.locations, self.strides,
             c.inference_th, c.pre_nms_topk, c.nms_th, c.post_nms_topk, c.thresh_with_ctr,
         )  # fmt: skip
+        if out.embed_inputs is not None:
+            for i, d in enumerate(dets):
+                d.embeds = self.head.embeds_at([x[i] for x in out.embed_inputs], d.loc_inds)
+        return dets
 
     @torch.no_grad()
     def postprocess(self, out: FCOSOutput, original_sizes: list[tuple[int, int]] | None = None) -> list[Detections]:

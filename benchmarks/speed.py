@@ -1,0 +1,282 @@
+"""Inference speed side by side with torchvision's Mask R-CNN, by the fixed-box method: every model, random weights,
+keeps exactly the same 100 boxes (sides 32-512 px, one seed), patched in after its own decoding ran, so mask work is
+equal; every row makes all 100 full-image masks. One process, median of --runs, --threads compute threads.
+
+    python benchmarks/speed.py --out runs/speed            # the default rows (about 3 minutes on 2 cores)
+    python benchmarks/speed.py --rows blendmask_r50_1x@800x1216 maskrcnn@800x1216
+
+A row is PRESET@HxW (the network input: no test-time resize, so every model sees the same pixels), ``maskrcnn`` for
+torchvision's maskrcnn_resnet50_fpn, a ``+detector`` suffix for the FCOS detector alone (no masks) and
+``+dense_attn`` for BlendMask with its attention conv at every location (as before the attentions were made at the
+kept locations only). Writes speed.md (the table, the stage table, the command), speed.json and speed.png (bars).
+Peak memory is the process's peak RSS during the row (VmHWM, reset before each row).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import blendseg.modeling.fcos as fcos_module  # noqa: E402
+from bench_predict import median_ms  # noqa: E402
+from blendseg.modeling.fcos_inference import Detections  # noqa: E402
+from blendseg.modeling.yolact import Yolact, YolactDetections  # noqa: E402
+from blendseg.zoo import build_model, get_preset  # noqa: E402
+
+DEFAULT_ROWS = [
+    "maskrcnn@800x1216", "blendmask_r50_1x@800x1216", "blendmask_r50_1x+dense_attn@800x1216",
+    "blendmask_r50_1x+detector@800x1216", "meinst_r50_1x@800x1216",
+    "maskrcnn@550x836", "blendmask_rt_r50_4x_bn_shtw@550x836", "blendmask_rt_r50_4x_bn_shtw+dense_attn@550x836",
+    "blendmask_rt_r50_4x_bn_shtw@550x550", "yolact_resnet50@550x550", "yolact_plus_resnet50@550x550",
+]  # fmt: skip
+
+
+def fixed_boxes(h: int, w: int, n: int = 100, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """(n, 4) xyxy boxes with sides 32-512 px inside an h x w image, and descending scores."""
+    g = torch.Generator().manual_seed(seed)
+    side = 32 + torch.rand(n, 2, generator=g) * 480
+    side = torch.minimum(side, torch.tensor([w - 1.0, h - 1.0]))
+    x0 = torch.rand(n, generator=g) * (w - side[:, 0])
+    y0 = torch.rand(n, generator=g) * (h - side[:, 1])
+    boxes = torch.stack([x0, y0, x0 + side[:, 0], y0 + side[:, 1]], 1)
+    return boxes, torch.linspace(0.9, 0.3, n)
+
+
+def peak_rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+
+
+def reset_peak_rss() -> None:
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # Linux: reset VmHWM to the current RSS
+
+
+class FixedFCOS:
+    """Patches ``fcos_decode`` so that every FCOS model (BlendMask, MEInst, the detector) keeps the fixed boxes: each
+    box is produced by the location nearest its centre on the level its size selects (for attentions / codes)."""
+
+    def __init__(self, boxes: Tensor, scores: Tensor, num_classes: int) -> None:
+        self.boxes, self.scores, self.num_classes = boxes, scores, num_classes
+        self.real = fcos_module.fcos_decode
+
+    def __call__(self, logits, box_reg, quality, embeds, locations, strides, *args):
+        self.real(logits, box_reg, quality, embeds, locations, strides, *args)  # the decoding cost counts
+        b = self.boxes
+        size = torch.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
+        level = (torch.log2(size / 64).floor().clamp(min=0)).long().clamp(max=len(strides) - 1)
+        offsets = torch.tensor([0] + [len(loc) for loc in locations[:-1]]).cumsum(0)
+        inds = []
+        for box, lvl in zip(b, level.tolist()):
+            loc = locations[lvl]
+            centre = torch.stack([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+            inds.append(int((loc - centre).abs().sum(1).argmin()) + int(offsets[lvl]))
+        inds = torch.tensor(inds)
+        all_locs = torch.cat(locations)
+        labels = torch.arange(len(b)) % self.num_classes
+        dets = []
+        for i in range(logits[0].shape[0]):
+            emb = None
+            if embeds is not None:
+                emb = torch.cat([e[i].flatten(1) for e in embeds], 1)[:, inds].t()
+            dets.append(Detections(b.clone(), self.scores.clone(), labels, all_locs[inds], level, inds, emb))
+        return dets
+
+
+@contextlib.contextmanager
+def patched(obj, name: str, value):
+    old = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        setattr(obj, name, old)
+
+
+def build(preset: str) -> torch.nn.Module:
+    cfg = get_preset(preset).model
+    cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, weights=""))
+    return build_model(cfg).eval()
+
+
+def ours_row(
+    preset: str, mode: str, image: Tensor, boxes: Tensor, scores: Tensor, runs: int, stages: bool = False
+) -> tuple[float, list[tuple[str, float, float]]]:
+    """ms of one of our presets (forward + postprocess + all masks at the input size) and, with ``stages``, its
+    stage table."""
+    torch.manual_seed(0)
+    model = build(preset)
+    size = tuple(image.shape[-2:])
+    stack = contextlib.ExitStack()
+    if isinstance(model, Yolact):
+        real = model.detect
+        ih, iw = size
+
+        def detect(out):
+            real(out)
+            rel = boxes / torch.tensor([iw, ih, iw, ih])
+            prior = torch.arange(len(boxes)) * (out.loc.shape[1] // len(boxes))
+            labels = torch.arange(len(boxes)) % model.cfg.yolact.num_classes
+            return [YolactDetections(rel, scores, labels, prior, out.coef[i, prior]) for i in range(out.loc.shape[0])]
+
+        stack.enter_context(patched(model, "detect", detect))
+    else:
+        fcos = model if mode == "detector" else model.fcos
+        if mode == "detector":
+            model = fcos
+        stack.enter_context(patched(fcos_module, "fcos_decode", FixedFCOS(boxes, scores, fcos.cfg.fcos.num_classes)))
+        if mode == "dense_attn":
+            stack.enter_context(patched(type(fcos.head), "defers_embeds", property(lambda self: False)))
+
+    def post(out):
+        dets = model.postprocess(out, [size])[0]
+        if dets.masks is not None:
+            dets.masks.to_tensor()
+        return dets
+
+    def run():
+        return post(model([image]))
+
+    with stack, torch.inference_mode():
+        n = len(run())
+        assert n == len(boxes), f"{preset}: {n} detections kept, expected {len(boxes)}"
+        table = stage_table(model, image, runs) if stages else []
+        if stages:
+            out = model([image])
+            table.append(("decoding + 100 full-image masks", median_ms(lambda: post(out), runs), float("nan")))
+        return median_ms(run, runs), table
+
+
+def maskrcnn_row(image: Tensor, boxes: Tensor, scores: Tensor, runs: int) -> float:
+    """torchvision maskrcnn_resnet50_fpn (random weights) at the input size, keeping the fixed boxes."""
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+    torch.manual_seed(0)
+    h, w = image.shape[-2:]
+    model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, min_size=min(h, w), max_size=max(h, w)).eval()
+    real = model.roi_heads.postprocess_detections
+
+    def postprocess_detections(class_logits, box_regression, proposals, image_shapes):
+        real(class_logits, box_regression, proposals, image_shapes)
+        labels = torch.arange(len(boxes)) % 90 + 1
+        return [boxes.clone()] * len(proposals), [scores.clone()] * len(proposals), [labels] * len(proposals)
+
+    def run():
+        out = model([image / 255.0])[0]
+        (out["masks"] > 0.5).contiguous()
+        return out
+
+    with patched(model.roi_heads, "postprocess_detections", postprocess_detections), torch.inference_mode():
+        n = len(run()["boxes"])
+        assert n == len(boxes), f"Mask R-CNN kept {n} boxes, expected {len(boxes)}"
+        return median_ms(run, runs)
+
+
+def stage_table(model: torch.nn.Module, image: Tensor, runs: int) -> list[tuple[str, float, float]]:
+    """(stage, ms, GFLOP) of the network stages of a YOLACT or BlendMask model (the YOLACT++ paper's Table 8)."""
+    x = image[None] / 255.0
+    rows = []
+
+    def stage(name, fn):
+        with FlopCounterMode(display=False) as fc:
+            out = fn()
+        rows.append((name, median_ms(fn, runs), fc.get_total_flops() / 1e9))
+        return out
+
+    with torch.inference_mode():
+        if isinstance(model, Yolact):
+            feats = stage("backbone", lambda: model.backbone(x))
+            pyr = stage("FPN", lambda: model.fpn([feats[n] for n in model.cfg.fpn.in_features]))
+            head = model.prediction_layers[0]
+            stage("prediction head", lambda: [head(p) for p in pyr])
+            stage("protonet", lambda: model.proto_net(pyr[0]))
+            return rows
+        fcos = model.fcos
+        feats = stage("backbone", lambda: fcos.backbone(x))
+        pyr = stage("FPN", lambda: fcos.fpn([feats[n] for n in fcos.in_features]))
+        levels = [pyr[len(pyr) - len(fcos.strides) + i] for i in range(len(fcos.strides))]
+        stage("FCOS head (towers, attentions at kept locations)", lambda: fcos.head(levels, dense_embeds=False))
+        named = fcos.features(x)
+        bottom = [named[n] for n in model.cfg.blendmask.bottom_in_features]
+        stage("bases (bottom module)", lambda: model.basis_module(bottom, semantic=False))
+    return rows
+
+
+def bar_chart(rows: list[dict], path: Path) -> None:
+    width, bar_h, left = 980, 26, 430
+    top = 40
+    img = Image.new("RGB", (width, top + bar_h * len(rows) + 20), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((10, 10), "seconds per image, fixed 100 boxes, all masks (2 CPU threads)", fill="black")
+    longest = max(r["seconds"] for r in rows)
+    for i, r in enumerate(rows):
+        y = top + i * bar_h
+        draw.text((10, y + 6), f"{r['row']}", fill="black")
+        length = (width - left - 90) * r["seconds"] / longest
+        color = (200, 90, 60) if r["row"].startswith("maskrcnn") else (60, 110, 190)
+        draw.rectangle([left, y + 4, left + length, y + bar_h - 4], fill=color)
+        draw.text((left + length + 6, y + 6), f"{r['seconds']:.2f} s", fill="black")
+    img.save(path)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("runs/speed"))
+    p.add_argument("--rows", nargs="*", default=DEFAULT_ROWS)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--stages", nargs="*", default=["yolact_resnet50@550x550", "blendmask_rt_r50_4x_bn_shtw@550x550"])
+    a = p.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(a.threads)
+    results, reference, stages = [], {}, {}
+    table = ["| row | input | seconds | vs Mask R-CNN at that size | peak RSS MB |", "|---|---|---|---|---|"]
+    print("\n".join(table))
+    for row in a.rows:
+        name, hw = row.split("@")
+        h, w = (int(v) for v in hw.split("x"))
+        preset, _, mode = name.partition("+")
+        image = (torch.rand(3, h, w, generator=torch.Generator().manual_seed(1)) * 255).round()
+        boxes, scores = fixed_boxes(h, w)
+        reset_peak_rss()
+        if preset == "maskrcnn":
+            ms = maskrcnn_row(image, boxes, scores, a.runs)
+            reference[hw] = ms
+        else:
+            ms, stage_rows = ours_row(preset, mode, image, boxes, scores, a.runs, stages=row in a.stages)
+            if stage_rows:
+                stages[row] = stage_rows
+        ratio = f"{ms / reference[hw]:.2f}" if hw in reference else ""
+        r = {"row": row, "input": hw, "seconds": ms / 1e3, "ratio": ratio, "peak_rss_mb": peak_rss_mb()}
+        results.append(r)
+        table.append(f"| {row} | {hw} | {ms / 1e3:.2f} | {ratio} | {r['peak_rss_mb']:.0f} |")
+        print(table[-1], flush=True)
+    lines = ["| stage | " + " | ".join(f"{r} ms | GFLOP" for r in stages) + " |", "|---|" + "---|---|" * len(stages)]
+    names = list(dict.fromkeys(s for rows in stages.values() for s, _, _ in rows))
+    names.sort(key=lambda s: s.startswith("decoding"))  # the network's stages first
+    for s in names:
+        cells = []
+        for rows in stages.values():
+            hit = [(ms, g) for n, ms, g in rows if n == s]
+            cells.append(f"{hit[0][0]:.0f} | {hit[0][1]:.1f}".replace("nan", "") if hit else " | ")
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    print("\n" + "\n".join(lines))
+    cmd = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
+    (a.out / "speed.md").write_text("\n".join(table) + "\n\n" + "\n".join(lines) + f"\n\nCommand: `{cmd}`\n")
+    (a.out / "speed.json").write_text(json.dumps({"rows": results, "stages": stages, "threads": a.threads}, indent=1))
+    bar_chart(results, a.out / "speed.png")
+    print(f"\nwrote {a.out / 'speed.md'}, speed.json, speed.png")
+
+
+if __name__ == "__main__":
+    main()
