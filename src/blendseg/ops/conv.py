@@ -23,4 +23,3 @@ def patches_at(x: Tensor, ys: Tensor, xs: Tensor, kernel_size: int, padding: int
     cols = (xs[:, None] + offsets).clamp(0, xp.shape[2] - 1)
     win = xp[:, rows[:, :, None], cols[:, None, :]]  # (C, D, k, k)
     return win.transpose(0, 1).reshape(ys.shape[0], x.shape[0] * kernel_size * kernel_size)
-
