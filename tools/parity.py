@@ -54,6 +54,7 @@ def run_adelaidet(fixture: Path) -> dict[str, np.ndarray]:
     fcos = getattr(model, "fcos", model)
     feats: list = []
     fcos.backbone.register_forward_hook(lambda _m, _i, out: feats.append(out))
+    inner = _capture_children(fcos.backbone)  # e.g. DLA's base_layer, stored by some fixtures for debugging
     box_tower: list = []
     tower = fcos.head.bbox_tower if len(fcos.head.bbox_tower) else fcos.head.share_tower
     if len(tower):
@@ -63,7 +64,7 @@ def run_adelaidet(fixture: Path) -> dict[str, np.ndarray]:
     out = model([image])
     fout = getattr(out, "fcos", out)
     embeds = fout.dense_embeds(fcos.head)  # BlendMask's attentions are made at the kept locations only
-    arrays: dict[str, np.ndarray] = {f"backbone_{k}": v.numpy() for k, v in feats[0].items()}
+    arrays: dict[str, np.ndarray] = {f"backbone_{k}": v.numpy() for k, v in {**inner, **feats[0]}.items()}
     if "p2" in fout.features:  # panoptic: P2 feeds the semantic branch only
         arrays["fpn_p2"] = fout.features["p2"].numpy()
     for i, lvl in enumerate(LEVEL_NAMES[: len(fout.logits)]):
@@ -97,9 +98,10 @@ def run_adelaidet(fixture: Path) -> dict[str, np.ndarray]:
         arrays["bases"] = out.bases.numpy()
         arrays["det_mask_logits"] = model.mask_logits(out.bases, [det])[0].numpy()
         first = det.boxes[:5]
-        arrays["det_rois_first5"] = pool_bases(
+        rois = pool_bases(
             out.bases, first, torch.zeros(len(first), dtype=torch.int64), b.bottom_resolution, b.bases_stride
         ).numpy()
+        arrays.update(det_rois_first5=rois, det_rois_first3=rois[:3])  # fixtures store one or the other
         arrays["final_masks"] = final.masks.to_tensor().numpy()
     if hasattr(model, "mask_encoding"):  # MEInst
         arrays["det_mask_coeffs"] = det.embeds.numpy()
@@ -170,6 +172,7 @@ def run_yolact(fixture: Path) -> dict[str, np.ndarray]:
     model.load_state_dict(state, strict=True)
     feats: list = []
     model.backbone.register_forward_hook(lambda _m, _i, out: feats.append(out))
+    inner = _capture_children(model.backbone)  # DarkNet's pre-conv
     pyramid: list = []
     model.fpn.register_forward_hook(lambda _m, _i, out: pyramid.append(out))
     inp = np.load(fixture / "input.npz")
@@ -179,8 +182,11 @@ def run_yolact(fixture: Path) -> dict[str, np.ndarray]:
     out = model([x])
     arrays = {"loc": out.loc[0], "conf": out.conf[0].softmax(-1), "mask_coef": out.coef[0], "priors": out.priors}
     arrays["proto"] = out.proto[0]
-    for i, name in enumerate(("C2", "C3", "C4", "C5")):
-        arrays[f"dbg_backbone_{name}_slice"] = feats[0][f"res{i + 2}"][0, :8, :6, :6]
+    for i in range(1, 6):  # C1 (DarkNet) .. C5: the stride-2^i map
+        if f"res{i}" in feats[0]:
+            arrays[f"dbg_backbone_C{i}_slice"] = feats[0][f"res{i}"][0, :8, :6, :6]
+    if "_preconv" in inner:
+        arrays["dbg_backbone_preconv_slice"] = inner["_preconv"][0, :8, :6, :6]
     for i, p in enumerate(pyramid[0]):
         arrays[f"dbg_fpn_P{i + 3}_slice"] = p[0, :8, :6, :6]
     det = model.detect(out)[0]
@@ -200,6 +206,14 @@ def run_yolact(fixture: Path) -> dict[str, np.ndarray]:
     normalized = (x - model.pixel_mean[:, None, None]) / model.pixel_std[:, None, None]
     arrays["__input_tensor"] = normalized[None]
     return {k: v.numpy() for k, v in arrays.items()}
+
+
+def _capture_children(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The tensor outputs of ``module``'s direct children by name, filled as they run."""
+    out: dict[str, torch.Tensor] = {}
+    for name, child in module.named_children():
+        child.register_forward_hook(lambda _m, _i, o, name=name: out.update({name: o}) if torch.is_tensor(o) else None)
+    return out
 
 
 def _mask_pixel_budget(meta: dict) -> int:

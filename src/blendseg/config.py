@@ -12,7 +12,8 @@ import yaml
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    """ResNet bottom-up (detectron2 layout). ``norm``: FrozenBN | BN | SyncBN | GN."""
+    """The bottom-up network: ResNet (detectron2 layout; the ``deform_*``, ``stride_in_1x1`` and width fields are
+    ResNet's), DLA or DarkNet (``name``), of ``depth``. ``norm``: FrozenBN | BN | SyncBN | GN."""
 
     depth: int = 50
     norm: str = "FrozenBN"
@@ -28,8 +29,9 @@ class BackboneConfig:
     deform_bias: bool = False  # YOLACT++'s DCN conv2 has a bias; detectron2's has none
     blocks_per_stage: tuple[int, ...] = ()  # override the depth's blocks (e.g. the reference fixtures' (1, 1, 1, 1))
     # "" (random init) | "torchvision" / "torchvision:IMAGENET1K_V1" (enum weights, downloaded by torchvision)
-    # | a local .pth / .safetensors file in torchvision or detectron2 layout
+    # | a local .pth / .safetensors file in torchvision or detectron2 layout; DLA: "imagenet" (dl.yf.io) or a file
     weights: str = ""
+    name: str = "resnet"  # resnet | dla (depth 34) | darknet (depth 53): modeling/backbones.py
 
 
 @dataclass(frozen=True)

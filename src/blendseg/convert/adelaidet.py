@@ -69,20 +69,7 @@ def d2_to_train_config(d2: dict[str, Any]) -> TrainConfig:
     g = lambda k, d: _get(d2, k, d)  # noqa: E731
     meinst = g("MODEL.PROPOSAL_GENERATOR.NAME", "FCOS") == "MEInst"
     head_key = "MEInst" if meinst else "FCOS"
-    r = "MODEL.RESNETS."
-    backbone = BackboneConfig(
-        depth=int(g(r + "DEPTH", 50)),
-        norm=str(g(r + "NORM", "FrozenBN")),
-        freeze_at=int(g("MODEL.BACKBONE.FREEZE_AT", 2)),
-        stride_in_1x1=bool(g(r + "STRIDE_IN_1X1", True)),
-        stem_out_channels=int(g(r + "STEM_OUT_CHANNELS", 64)),
-        res2_out_channels=int(g(r + "RES2_OUT_CHANNELS", 256)),
-        num_groups=int(g(r + "NUM_GROUPS", 1)),
-        width_per_group=int(g(r + "WIDTH_PER_GROUP", 64)),
-        deform_on_per_stage=tuple(bool(x) for x in g(r + "DEFORM_ON_PER_STAGE", [False] * 4)),
-        deform_modulated=bool(g(r + "DEFORM_MODULATED", False)),
-        deform_interval=int(g(r + "DEFORM_INTERVAL", 1)),
-    )
+    backbone = _backbone(d2)
     h = f"MODEL.{head_key}."
     d = FCOSConfig()
     fcos = FCOSConfig(
@@ -160,6 +147,41 @@ def d2_to_train_config(d2: dict[str, Any]) -> TrainConfig:
         eval_period=int(g("TEST.EVAL_PERIOD", 0)),
     )
     return TrainConfig(model=model, data=data, solver=solver)
+
+
+RESNET_BUILDERS = ("build_fcos_resnet_fpn_backbone", "build_resnet_fpn_backbone", "build_resnet_backbone")
+DLA_BUILDERS = {"build_fcos_dla_fpn_backbone"}
+
+
+def _backbone(d2: dict[str, Any]) -> BackboneConfig:
+    """The bottom-up network of MODEL.BACKBONE.NAME: ResNet (MODEL.RESNETS) or DLA-34 (MODEL.DLA); any other
+    builder is refused by name rather than read as a ResNet."""
+    g = lambda k, d: _get(d2, k, d)  # noqa: E731
+    name = str(g("MODEL.BACKBONE.NAME", "build_resnet_backbone"))
+    if name in DLA_BUILDERS:
+        body = str(g("MODEL.DLA.CONV_BODY", "DLA34"))
+        if body != "DLA34":
+            raise ValueError(f"MODEL.DLA.CONV_BODY {body!r} is not supported (AdelaiDet builds DLA34 only)")
+        return BackboneConfig(name="dla", depth=34, norm=str(g("MODEL.DLA.NORM", "FrozenBN")), freeze_at=0)
+    if name not in RESNET_BUILDERS:
+        raise ValueError(
+            f"MODEL.BACKBONE.NAME {name!r} is not supported: blendseg has ResNet ({', '.join(RESNET_BUILDERS)}) "
+            f"and DLA-34 ({', '.join(sorted(DLA_BUILDERS))}) backbones"
+        )
+    r = "MODEL.RESNETS."
+    return BackboneConfig(
+        depth=int(g(r + "DEPTH", 50)),
+        norm=str(g(r + "NORM", "FrozenBN")),
+        freeze_at=int(g("MODEL.BACKBONE.FREEZE_AT", 2)),
+        stride_in_1x1=bool(g(r + "STRIDE_IN_1X1", True)),
+        stem_out_channels=int(g(r + "STEM_OUT_CHANNELS", 64)),
+        res2_out_channels=int(g(r + "RES2_OUT_CHANNELS", 256)),
+        num_groups=int(g(r + "NUM_GROUPS", 1)),
+        width_per_group=int(g(r + "WIDTH_PER_GROUP", 64)),
+        deform_on_per_stage=tuple(bool(x) for x in g(r + "DEFORM_ON_PER_STAGE", [False] * 4)),
+        deform_modulated=bool(g(r + "DEFORM_MODULATED", False)),
+        deform_interval=int(g(r + "DEFORM_INTERVAL", 1)),
+    )
 
 
 _RULES = [

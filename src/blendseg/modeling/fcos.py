@@ -23,7 +23,8 @@ from torch import Tensor, nn
 from ..config import FCOSDetectorConfig
 from ..ops.conv import patches_at
 from ..structures import ImageBatch, normalize_batch, pad_images, targets_to
-from .backbone import ResNet, build_resnet, get_norm
+from .backbone import get_norm
+from .backbones import build_backbone
 from .fcos_inference import Detections, detector_postprocess, fcos_decode
 from .fcos_loss import FCOSTargets, compute_locations, fcos_losses, fcos_targets
 from .fpn import FPN
@@ -231,7 +232,8 @@ class FCOSOutput:
 
 
 class FCOS(nn.Module):
-    """FCOS detector: ResNet -> FPN -> FCOSHead, with targets, losses and decoding from ``fcos_*`` functions.
+    """FCOS detector: backbone (ResNet, DLA, DarkNet) -> FPN -> FCOSHead, with targets, losses and decoding from
+    ``fcos_*`` functions.
 
     ``forward(images, targets=None)`` returns an :class:`FCOSOutput`; its ``losses`` are filled exactly when
     ``targets`` are given, whatever ``self.training`` is. ``postprocess(out, original_sizes)`` returns per
@@ -244,7 +246,7 @@ class FCOS(nn.Module):
         dets = model.postprocess(out, [(256, 320)])
     """
 
-    def __init__(self, backbone: ResNet, fpn: FPN, head: FCOSHead, cfg: FCOSDetectorConfig) -> None:
+    def __init__(self, backbone: nn.Module, fpn: FPN, head: FCOSHead, cfg: FCOSDetectorConfig) -> None:
         super().__init__()
         self.backbone = backbone
         self.fpn = fpn
@@ -322,7 +324,7 @@ class FCOS(nn.Module):
 def build_fcos(cfg: FCOSDetectorConfig, embed_head: nn.Module | None = None, embed_from: str = "box_tower") -> FCOS:
     """Build the FCOS detector of ``cfg``; ``embed_head`` / ``embed_from`` are the extension point (see module
     docstring)."""
-    backbone = build_resnet(cfg.backbone)
+    backbone = build_backbone(cfg.backbone)
     fpn = FPN(
         [backbone.out_channels[n] for n in cfg.fpn.in_features],
         [backbone.strides[n] for n in cfg.fpn.in_features],

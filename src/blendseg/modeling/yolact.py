@@ -1,4 +1,4 @@
-"""YOLACT / YOLACT++ on the shared ResNet and FPN: anchor head shared across levels, protonet, semantic head,
+"""YOLACT / YOLACT++ on the shared backbones and FPN: anchor head shared across levels, protonet, semantic head,
 fast mask re-scoring, Fast NMS and crop postprocessing (yolact.md §1, §3). Losses live in ``yolact_loss.py``.
 
 Coordinates inside the model are relative to the network input (x / W, y / H), as the official code.
@@ -20,7 +20,7 @@ from ..ops.anchors import decode_boxes, make_priors
 from ..ops.masks import crop_masks
 from ..ops.nms import fast_nms, standard_nms
 from ..structures import GridMasks, ImageBatch, normalize_batch, pad_images, targets_to
-from .backbone import build_resnet
+from .backbones import build_backbone
 from .fpn import FPN
 
 
@@ -248,7 +248,7 @@ def to_pixels(boxes: Tensor, sx: float, sy: float, w: int, h: int) -> Tensor:
 
 
 def build_yolact(cfg: YolactConfig) -> Yolact:
-    backbone = build_resnet(cfg.backbone)
+    backbone = build_backbone(cfg.backbone)
     fpn = FPN(
         [backbone.out_channels[n] for n in cfg.fpn.in_features],
         [backbone.strides[n] for n in cfg.fpn.in_features],
