@@ -1,5 +1,6 @@
-"""`python tools/parity.py FIXTURE_DIR` on every shared reference fixture (AdelaiDet BlendMask, panoptic BlendMask
-and MEInst, dbolya/yolact YOLACT and YOLACT++): passes as is, fails on a perturbed copy."""
+"""`python tools/parity.py FIXTURE_DIR` on every shared reference fixture (AdelaiDet BlendMask on ResNet and DLA-34,
+panoptic BlendMask and MEInst, dbolya/yolact YOLACT on ResNet and DarkNet-53, YOLACT++): passes as is, fails on a
+perturbed copy."""
 
 import shutil
 import subprocess
@@ -42,6 +43,8 @@ def _reverse_classes(outs: dict) -> str:
         ("blendmask_panoptic_tiny", "panoptic_seg", _merge_segments),
         ("yolact_base_tiny", "masks ", _reverse_classes),
         ("yolact_plus_tiny_im400", "masks ", _reverse_classes),
+        ("blendmask_dla34_tiny", "final_masks", _shift_mask_logits),
+        ("yolact_darknet53_tiny", "masks ", _reverse_classes),
     ],
 )
 def test_parity_command_passes_and_can_fail(tmp_path, name, final_masks, perturb):

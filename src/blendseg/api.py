@@ -108,10 +108,10 @@ def load(source: str | os.PathLike, device: str = "cpu") -> Model:
     """A blendseg checkpoint (``.pt``: a trained or converted model), an ONNX file from ``blendseg export`` (run with
     onnxruntime) or a preset name (random weights)."""
     from .engine.runner import load_model
-    from .zoo import PRESETS, build_model
+    from .zoo import ALIASES, PRESETS, build_model, get_preset
 
-    if str(source) in PRESETS:
-        cfg = PRESETS[str(source)]()
+    if str(source) in PRESETS or str(source) in ALIASES:
+        cfg = get_preset(str(source))
         model = build_model(cfg.model).to(device)
         return Model(model, cfg, Categories.from_checkpoint({}, cfg), None)
     if not Path(source).is_file():

@@ -170,8 +170,12 @@ def _cmd_fit_encoding(a: argparse.Namespace) -> int:
 def _cmd_presets(a: argparse.Namespace) -> int:
     from .zoo import PRESETS
 
-    for name, fn in sorted(PRESETS.items()):
-        print(f"{name:24s} {(fn.__doc__ or '').strip().splitlines()[0]}")
+    for name, info in sorted(PRESETS.items()):
+        print(f"{name}\n    source:   {info.source or 'blendseg (CPU recipe)'}")
+        if info.reported:
+            print(f"    reported: {info.reported}")
+        if a.verbose:
+            print(f"    {info.summary}")
     return 0
 
 
@@ -278,7 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--seed", type=int, default=0)
     fe.add_argument("--out", required=True, help="output .pt (load with model.meinst.encoding_file=...)")
     fe.set_defaults(fn=_cmd_fit_encoding)
-    sub.add_parser("presets", help="list presets").set_defaults(fn=_cmd_presets)
+    pr = sub.add_parser("presets", help="list presets: the reference config each follows and its published AP")
+    pr.add_argument("-v", "--verbose", action="store_true", help="also each preset's description")
+    pr.set_defaults(fn=_cmd_presets)
     g = sub.add_parser("cfg", help="print the resolved config of a preset")
     g.add_argument("preset")
     g.add_argument("overrides", nargs="*")

@@ -22,6 +22,7 @@ TOOL = Path(__file__).resolve().parents[2] / "tools" / "parity.py"
         ("yolact_resnet50", "yolact_resnet50"),
         ("yolact_plus_base", "yolact_plus_base"),
         ("yolact_plus_resnet50", "yolact_plus_resnet50"),
+        ("yolact_darknet53", "yolact_darknet53"),
     ],
 )
 def test_every_key_of_the_official_layouts_maps_onto_the_preset(layout, preset):
@@ -32,7 +33,7 @@ def test_every_key_of_the_official_layouts_maps_onto_the_preset(layout, preset):
     ours = {k: tuple(v.shape) for k, v in build_model(cfg).state_dict().items()}
     mapped = {}
     for key, shape, _ in entry["keys"]:
-        new = map_key(key)
+        new = map_key(key, cfg.backbone.name)
         assert new is not None, key
         mapped[new] = tuple(shape)
     assert len(mapped) == len(entry["keys"]) == entry["num_keys"]
@@ -48,5 +49,6 @@ def test_every_key_of_the_official_layouts_maps_onto_the_preset(layout, preset):
 def test_preset_inferred_from_the_official_file_name():
     assert preset_from_filename("weights/yolact_plus_resnet50_54_800000.pth") == "yolact_plus_resnet50"
     assert preset_from_filename("yolact_im700_54_800000.pth") == "yolact_im700"
+    assert preset_from_filename("yolact_darknet53_54_800000.pth") == "yolact_darknet53"
     with pytest.raises(ValueError, match="cannot infer"):
         preset_from_filename("model_final.pth")

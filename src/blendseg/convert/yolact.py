@@ -16,6 +16,7 @@ from typing import Any
 from torch import Tensor
 
 from ..config import BackboneConfig, DataConfig, FPNConfig, SolverConfig, TrainConfig, YolactConfig, YolactHeadConfig
+from ..modeling.darknet import DARKNET_BLOCKS
 from .adelaidet import load_d2_weights, rename_state_dict
 
 # official BGR constants (yolact.md §1.1), given to the model in RGB order
@@ -31,11 +32,18 @@ def preset_from_filename(path: str) -> str:
     return m.group(1)
 
 
-def official_to_train_config(c: dict[str, Any]) -> TrainConfig:
-    """TrainConfig of an official config dict (``vars(cfg)`` with nested dicts, as the fixtures' config.json)."""
-    bb = c["backbone"]
+def _backbone(bb: dict[str, Any]) -> BackboneConfig:
+    """ResNetBackbone (its layers and DCN arguments) or DarkNetBackbone, reading C3-C5 (``selected_layers``)."""
+    kind = str(bb.get("type", "backbone.ResNetBackbone")).rsplit(".", 1)[-1]
     args = bb["args"]
     blocks = tuple(int(b) for b in args[0])
+    if kind == "DarkNetBackbone":
+        if bb.get("selected_layers", [2, 3, 4]) != [2, 3, 4]:
+            raise ValueError(f"backbone.selected_layers {bb['selected_layers']}: only C3-C5 are supported")
+        custom = blocks != DARKNET_BLOCKS[53]
+        return BackboneConfig(name="darknet", depth=53, norm="BN", freeze_at=0, blocks_per_stage=blocks * custom)
+    if kind != "ResNetBackbone":
+        raise ValueError(f"backbone type {bb.get('type')!r} is not supported (ResNetBackbone, DarkNetBackbone)")
     dcn = tuple(int(b) for b in args[1]) if len(args) > 1 else (0, 0, 0, 0)
     interval = int(args[2]) if len(args) > 2 else 1
     for n, d in zip(blocks, dcn):
@@ -43,12 +51,30 @@ def official_to_train_config(c: dict[str, Any]) -> TrainConfig:
             raise ValueError(f"backbone dcn_layers {dcn}: only 0 or all blocks of a stage are supported")
     if bb.get("selected_layers", [1, 2, 3]) != [1, 2, 3]:
         raise ValueError(f"backbone.selected_layers {bb['selected_layers']}: only C3-C5 are supported")
-    backbone = BackboneConfig(
+    return BackboneConfig(
         depth=DEPTHS.get(blocks, 50), norm="BN", freeze_at=0, stride_in_1x1=False,
         blocks_per_stage=() if blocks in DEPTHS else blocks,
         deform_on_per_stage=tuple(d > 0 for d in dcn), deform_modulated=True, deform_interval=interval,
         deform_bias=True,
     )  # fmt: skip
+
+
+def _normalisation(transform: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) in RGB order of the official FastBaseTransform: normalize, else subtract_means, else x / 255
+    (``darknet_transform``)."""
+    if transform.get("channel_order", "RGB") != "RGB":
+        raise ValueError(f"backbone.transform.channel_order {transform['channel_order']!r}: only RGB is supported")
+    if transform.get("normalize", True):
+        return MEANS_BGR[::-1], STD_BGR[::-1]
+    if transform.get("subtract_means", False):
+        return MEANS_BGR[::-1], (1.0, 1.0, 1.0)
+    return (0.0, 0.0, 0.0), (255.0, 255.0, 255.0)
+
+
+def official_to_train_config(c: dict[str, Any]) -> TrainConfig:
+    """TrainConfig of an official config dict (``vars(cfg)`` with nested dicts, as the fixtures' config.json)."""
+    bb = c["backbone"]
+    backbone = _backbone(bb)
     f = c["fpn"]
     if not f.get("use_conv_downsample", True) or f.get("relu_downsample_layers", False):
         raise ValueError("fpn: only use_conv_downsample=True with relu_downsample_layers=False is supported")
@@ -90,9 +116,8 @@ def official_to_train_config(c: dict[str, Any]) -> TrainConfig:
         nms_thresh=float(c["nms_thresh"]),
         max_num_detections=int(c["max_num_detections"]),
     )
-    model = YolactConfig(
-        backbone=backbone, fpn=fpn, yolact=head, pixel_mean=MEANS_BGR[::-1], pixel_std=STD_BGR[::-1],
-    )  # fmt: skip
+    mean, std = _normalisation(bb.get("transform", {}))
+    model = YolactConfig(backbone=backbone, fpn=fpn, yolact=head, pixel_mean=mean, pixel_std=std)
     size = int(c["max_size"])
     data = DataConfig(
         square_size=size, augment="ssd", with_masks=True, min_size_train=(size,), max_size_train=size,
@@ -108,8 +133,11 @@ def official_to_train_config(c: dict[str, Any]) -> TrainConfig:
     return TrainConfig(model=model, data=data, solver=solver)
 
 
-def map_key(key: str) -> str | None:
-    """blendseg name of an official key (None when not part of the model)."""
+def map_key(key: str, backbone: str = "resnet") -> str | None:
+    """blendseg name of an official key (None when not part of the model) for a model whose backbone is
+    ``backbone`` (``BackboneConfig.name``; DarkNet keys keep their official names)."""
+    if key.startswith("backbone.") and backbone == "darknet":
+        return key if re.match(r"^backbone\.(_preconv|layers)\.", key) else None
     if key.startswith("backbone."):
         k = key[len("backbone.") :]
         if k.startswith("conv1."):
@@ -136,9 +164,9 @@ def map_key(key: str) -> str | None:
     return None
 
 
-def convert_state_dict(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+def convert_state_dict(state: dict[str, Tensor], backbone: str = "resnet") -> tuple[dict[str, Tensor], list[str]]:
     """Official state dict -> blendseg names, floats as float32. Returns (state, unmapped keys)."""
-    return rename_state_dict(state, map_key)
+    return rename_state_dict(state, lambda k: map_key(k, backbone))
 
 
 def load_official_config(path: str) -> dict[str, Any]:
@@ -163,5 +191,5 @@ def convert_yolact(
     cfg = dataclasses.replace(
         cfg, model=dataclasses.replace(cfg.model, backbone=dataclasses.replace(cfg.model.backbone, weights=""))
     )
-    state, unmapped = convert_state_dict(load_d2_weights(weights_path))
+    state, unmapped = convert_state_dict(load_d2_weights(weights_path), cfg.model.backbone.name)
     return cfg, state, unmapped
