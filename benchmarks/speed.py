@@ -36,8 +36,8 @@ from blendseg.zoo import build_model, get_preset  # noqa: E402
 DEFAULT_ROWS = [
     "maskrcnn@800x1216", "blendmask_r50_1x@800x1216", "blendmask_r50_1x+dense_attn@800x1216",
     "blendmask_r50_1x+detector@800x1216", "meinst_r50_1x@800x1216",
-    "maskrcnn@550x836", "blendmask_rt_r50_4x_bn_shtw@550x836", "blendmask_rt_r50_4x_bn_shtw+dense_attn@550x836",
-    "blendmask_rt_r50_4x_bn_shtw@550x550", "yolact_resnet50@550x550", "yolact_plus_resnet50@550x550",
+    "maskrcnn@550x836", "blendmask_rt_r50_4x_syncbn_shtw@550x836", "blendmask_rt_r50_4x_syncbn_shtw+dense_attn@550x836",
+    "blendmask_rt_r50_4x_syncbn_shtw@550x550", "yolact_resnet50@550x550", "yolact_plus_resnet50@550x550",
 ]  # fmt: skip
 
 
@@ -235,7 +235,7 @@ def main() -> None:
     p.add_argument("--rows", nargs="*", default=DEFAULT_ROWS)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--stages", nargs="*", default=["yolact_resnet50@550x550", "blendmask_rt_r50_4x_bn_shtw@550x550"])
+    p.add_argument("--stages", nargs="*", default=["yolact_resnet50@550x550", "blendmask_rt_r50_4x_syncbn_shtw@550x550"])
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(a.threads)
