@@ -14,9 +14,10 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import FrozenBatchNorm2d, deform_conv2d
+from torchvision.ops import FrozenBatchNorm2d
 
 from ..config import BackboneConfig
+from ..ops.deform import deform_conv2d
 
 DEPTH_TO_BLOCKS = {
     18: (2, 2, 2, 2),
@@ -123,8 +124,13 @@ def deform_conv2d_fp32(
     x: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 1, padding: int = 1,
     dilation: int = 1, mask: Tensor | None = None,
 ) -> Tensor:  # fmt: skip
-    """torchvision's ``deform_conv2d`` in float32 whatever autocast made of its inputs (its CPU kernel has no
-    bf16 / fp16 version, and autocast does not cover it)."""
+    """Deformable conv (:func:`~blendseg.ops.deform.deform_conv2d`, torchvision's function built from
+    ``grid_sample`` + ``matmul``) in float32 whatever autocast made of its inputs (the offsets need the precision).
+    An ONNX export keeps torchvision's op, which becomes the single ONNX DeformConv node."""
+    if torch.compiler.is_exporting():
+        from torchvision.ops import deform_conv2d as tv_deform_conv2d
+
+        return tv_deform_conv2d(x, offset, weight, bias, stride, padding, dilation, mask)
     if x.dtype == torch.float32 and offset.dtype == torch.float32 and (mask is None or mask.dtype == torch.float32):
         return deform_conv2d(x, offset, weight, bias, stride, padding, dilation, mask)
     with torch.autocast(x.device.type, enabled=False):
@@ -134,7 +140,7 @@ def deform_conv2d_fp32(
 
 
 class DeformConv2dNorm(nn.Module):
-    """Deformable 3x3 conv (DCNv1, or DCNv2 when ``modulated``) + norm, on ``torchvision.ops.deform_conv2d``.
+    """Deformable 3x3 conv (DCNv1, or DCNv2 when ``modulated``) + norm (:func:`deform_conv2d_fp32`).
 
     The offset convolution (zero-initialised) lives beside it in the block as ``conv2_offset`` (detectron2's
     layout); its 18 offset channels are (dy, dx) pairs per kernel tap in both detectron2 and torchvision.
