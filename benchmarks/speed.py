@@ -212,12 +212,12 @@ def stage_table(model: torch.nn.Module, image: Tensor, runs: int) -> list[tuple[
     return rows
 
 
-def bar_chart(rows: list[dict], path: Path) -> None:
+def bar_chart(rows: list[dict], path: Path, threads: int) -> None:
     width, bar_h, left = 980, 26, 430
     top = 40
     img = Image.new("RGB", (width, top + bar_h * len(rows) + 20), "white")
     draw = ImageDraw.Draw(img)
-    draw.text((10, 10), "seconds per image, fixed 100 boxes, all masks (2 CPU threads)", fill="black")
+    draw.text((10, 10), f"seconds per image, fixed 100 boxes, all masks ({threads} CPU threads)", fill="black")
     longest = max(r["seconds"] for r in rows)
     for i, r in enumerate(rows):
         y = top + i * bar_h
@@ -235,7 +235,8 @@ def main() -> None:
     p.add_argument("--rows", nargs="*", default=DEFAULT_ROWS)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--stages", nargs="*", default=["yolact_resnet50@550x550", "blendmask_rt_r50_4x_syncbn_shtw@550x550"])
+    stages = ["yolact_resnet50@550x550", "blendmask_rt_r50_4x_syncbn_shtw@550x550"]
+    p.add_argument("--stages", nargs="*", default=stages, help="rows that also get the stage table")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(a.threads)
@@ -274,7 +275,7 @@ def main() -> None:
     cmd = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
     (a.out / "speed.md").write_text("\n".join(table) + "\n\n" + "\n".join(lines) + f"\n\nCommand: `{cmd}`\n")
     (a.out / "speed.json").write_text(json.dumps({"rows": results, "stages": stages, "threads": a.threads}, indent=1))
-    bar_chart(results, a.out / "speed.png")
+    bar_chart(results, a.out / "speed.png", a.threads)
     print(f"\nwrote {a.out / 'speed.md'}, speed.json, speed.png")
 
 
