@@ -1,6 +1,7 @@
 """Benchmark (not a test): the BlendMask paper's ablations at an equal CPU training budget on the synthetic shapes.
 
     python tools/bench_blendmask.py --out runs/bench_blendmask --minutes 5 --groups merge bases resolution
+    python tools/bench_blendmask.py --out runs/table1_hard_seed1 --minutes 20 --groups merge --difficulty hard --seed 1
 
 Groups (each row a separate run of ``blendmask_tiny`` with one change, same data, same budget):
   merge       Table 1 analogue: blender (R 28, K 4, M 4) vs weighted-sum (M 1) vs assembler (K 16 = 4x4 tiles)
@@ -146,6 +147,8 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=5.0)
     p.add_argument("--groups", nargs="+", default=["merge", "bases", "resolution"], choices=sorted(GROUPS))
     p.add_argument("--train-images", type=int, default=2000)
+    p.add_argument("--difficulty", default="normal", help="of the synthesized data (blendseg data synth)")
+    p.add_argument("--seed", type=int, default=0, help="training seed of every row (the data stay seed 0)")
     p.add_argument("--val-images", type=int, default=200)
     p.add_argument("--only", nargs="*", help="run only the rows with these names")
     p.add_argument("--latency", action="store_true", help="measure the inference stages instead of training")
@@ -156,14 +159,15 @@ def main() -> None:
         return
     data_yaml = out / "data" / "data.yaml"
     if not data_yaml.is_file():
-        synthesize(data_yaml.parent, a.train_images, a.val_images, seed=0, difficulty="normal")
-    results = {"minutes": a.minutes, "threads": torch.get_num_threads(), "rows": []}
+        synthesize(data_yaml.parent, a.train_images, a.val_images, seed=0, difficulty=a.difficulty)
+    results = {"minutes": a.minutes, "seed": a.seed, "difficulty": a.difficulty, "threads": torch.get_num_threads()}
+    results["rows"] = []
     for group in a.groups:
         for name, change in GROUPS[group]:
             if a.only and name not in a.only:
                 continue
-            cfg = row_config(change, a.minutes)
-            run = out / f"{group}_{name.replace(' ', '_').replace('/', '-').replace('=', '')}"
+            cfg = dataclasses.replace(row_config(change, a.minutes), seed=a.seed)
+            run = out / f"{group}_{name.replace(' ', '_').replace('/', '-').replace('=', '')}_seed{a.seed}"
             t0 = time.perf_counter()
             metrics = train(cfg, str(data_yaml), run)
             extra = {}
@@ -184,7 +188,7 @@ def main() -> None:
             })  # fmt: skip
             (out / "results.json").write_text(json.dumps(results, indent=2))
     md = [
-        f"Budget: {a.minutes:g} CPU minutes per row.",
+        f"Budget: {a.minutes:g} CPU minutes per row; {a.difficulty} data, training seed {a.seed}.",
         "",
         "| group | variant | iterations | mask AP | mask AP50 | box AP | latency (ms/img) |",
     ]
