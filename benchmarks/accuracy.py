@@ -30,7 +30,7 @@ from blendseg.data.loader import build_loader  # noqa: E402
 from blendseg.data.synth import synthesize  # noqa: E402
 from blendseg.engine.runner import (  # noqa: E402
     build_dataset,
-    load_model,  # noqa: E402
+    load_model,
     make_evaluator_fn,
     train,
     with_num_classes,
@@ -47,8 +47,9 @@ def budgeted(preset: str, minutes: float, seed: int):
     return dataclasses.replace(cfg, seed=seed, solver=dataclasses.replace(cfg.solver, max_minutes=minutes))
 
 
-def train_maskrcnn(cfg, data_yaml: str, out_dir: Path) -> tuple[dict, torch.nn.Module]:
-    """The body of blendseg's runner with the torchvision model in place of ``build_model``."""
+def train_maskrcnn(cfg, data_yaml: str, out_dir: Path) -> tuple[dict, torch.nn.Module, object]:
+    """The body of blendseg's runner with the torchvision model in place of ``build_model``: (metrics, model, the
+    config with the data's class count)."""
     device = torch.device("cpu")
     torch.manual_seed(cfg.seed)
     ds = build_dataset(cfg, data_yaml, "train", train=True)
