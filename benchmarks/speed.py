@@ -2,14 +2,22 @@
 keeps exactly the same 100 boxes (sides 32-512 px, one seed), patched in after its own decoding ran, so mask work is
 equal; every row makes all 100 full-image masks. One process, median of --runs, --threads compute threads.
 
-    python benchmarks/speed.py --out runs/speed            # the default rows (about 3 minutes on 2 cores)
+    python benchmarks/speed.py --out runs/speed            # the default rows (about 5 minutes on 2 cores)
     python benchmarks/speed.py --rows blendmask_r50_1x@800x1216 maskrcnn@800x1216
 
 A row is PRESET@HxW (the network input: no test-time resize, so every model sees the same pixels), ``maskrcnn`` for
-torchvision's maskrcnn_resnet50_fpn, a ``+detector`` suffix for the FCOS detector alone (no masks) and
-``+dense_attn`` for BlendMask with its attention conv at every location (as before the attentions were made at the
-kept locations only). Writes speed.md (the table, the stage table, the command), speed.json and speed.png (bars).
-Peak memory is the process's peak RSS during the row (VmHWM, reset before each row).
+torchvision's maskrcnn_resnet50_fpn, a ``+detector`` suffix for the FCOS detector alone (no masks) and ``+dense``
+(or ``+dense_attn``) for the per-location mask outputs at every location: BlendMask's attentions, MEInst's codes,
+YOLACT's coefficients (as before they were made at the kept locations only). Writes speed.md (the table, the stage
+table, the command), speed.json and speed.png (bars). Peak memory is the process's peak RSS during the row (VmHWM,
+reset before each row).
+
+    python benchmarks/speed.py --out runs/speed_onnx --onnx --rows blendmask_r50_1x@800x1216 yolact_resnet50@550x550
+
+``--onnx`` adds onnxruntime rows for each of our plain rows: the fixed-box patch cannot reach inside an exported
+graph, so these compare onnxruntime with PyTorch on the same image and the same random-weights checkpoint whose
+class biases are raised (100 detections, each predictor decoding for itself, test-time resize included), as
+``tools/bench_onnx.py`` does (its ``compare``).
 """
 
 from __future__ import annotations
@@ -34,10 +42,11 @@ from blendseg.modeling.yolact import Yolact, YolactDetections  # noqa: E402
 from blendseg.zoo import build_model, get_preset  # noqa: E402
 
 DEFAULT_ROWS = [
-    "maskrcnn@800x1216", "blendmask_r50_1x@800x1216", "blendmask_r50_1x+dense_attn@800x1216",
-    "blendmask_r50_1x+detector@800x1216", "meinst_r50_1x@800x1216",
-    "maskrcnn@550x836", "blendmask_rt_r50_4x_syncbn_shtw@550x836", "blendmask_rt_r50_4x_syncbn_shtw+dense_attn@550x836",
-    "blendmask_rt_r50_4x_syncbn_shtw@550x550", "yolact_resnet50@550x550", "yolact_plus_resnet50@550x550",
+    "maskrcnn@800x1216", "blendmask_r50_1x@800x1216", "blendmask_r50_1x+dense@800x1216",
+    "blendmask_r50_1x+detector@800x1216", "meinst_r50_1x@800x1216", "meinst_r50_1x+dense@800x1216",
+    "maskrcnn@550x836", "blendmask_rt_r50_4x_syncbn_shtw@550x836", "blendmask_rt_r50_4x_syncbn_shtw+dense@550x836",
+    "blendmask_rt_r50_4x_syncbn_shtw@550x550", "yolact_resnet50@550x550", "yolact_resnet50+dense@550x550",
+    "yolact_plus_resnet50@550x550",
 ]  # fmt: skip
 
 
@@ -127,15 +136,20 @@ def ours_row(
             rel = boxes / torch.tensor([iw, ih, iw, ih])
             prior = torch.arange(len(boxes)) * (out.loc.shape[1] // len(boxes))
             labels = torch.arange(len(boxes)) % model.cfg.yolact.num_classes
-            return [YolactDetections(rel, scores, labels, prior, out.coef[i, prior]) for i in range(out.loc.shape[0])]
+            return [
+                YolactDetections(rel, scores, labels, prior, out.coefs_at(model.prediction_layers[0], i, prior))
+                for i in range(out.loc.shape[0])
+            ]
 
         stack.enter_context(patched(model, "detect", detect))
+        if mode in ("dense", "dense_attn"):
+            stack.enter_context(patched(model, "defer_coefs", False))
     else:
         fcos = model if mode == "detector" else model.fcos
         if mode == "detector":
             model = fcos
         stack.enter_context(patched(fcos_module, "fcos_decode", FixedFCOS(boxes, scores, fcos.cfg.fcos.num_classes)))
-        if mode == "dense_attn":
+        if mode in ("dense", "dense_attn"):
             stack.enter_context(patched(type(fcos.head), "defers_embeds", property(lambda self: False)))
 
     def post(out):
@@ -198,7 +212,7 @@ def stage_table(model: torch.nn.Module, image: Tensor, runs: int) -> list[tuple[
             feats = stage("backbone", lambda: model.backbone(x))
             pyr = stage("FPN", lambda: model.fpn([feats[n] for n in model.cfg.fpn.in_features]))
             head = model.prediction_layers[0]
-            stage("prediction head", lambda: [head(p) for p in pyr])
+            stage("prediction head (coefficients at kept priors)", lambda: [head(p, dense_coef=False) for p in pyr])
             stage("protonet", lambda: model.proto_net(pyr[0]))
             return rows
         fcos = model.fcos
@@ -210,6 +224,32 @@ def stage_table(model: torch.nn.Module, image: Tensor, runs: int) -> list[tuple[
         bottom = [named[n] for n in model.cfg.blendmask.bottom_in_features]
         stage("bases (bottom module)", lambda: model.basis_module(bottom, semantic=False))
     return rows
+
+
+def onnx_table(rows: list[str], out: Path, runs: int) -> list[str]:
+    """onnxruntime beside PyTorch for each plain row of ours (``tools/bench_onnx.py``'s ``compare``)."""
+    from bench_onnx import compare
+
+    lines = [
+        "| row | detections (torch / ort) | PyTorch ms: compact / + .masks | onnxruntime ms, compact graph: compact / "
+        "+ .masks | ort / torch (compact) |",
+        "|---|---|---|---|---|",
+    ]
+    print("\n" + "\n".join(lines))
+    for row in rows:
+        name, hw = row.split("@")
+        if "+" in name or name == "maskrcnn":
+            continue
+        h, w = (int(v) for v in hw.split("x"))
+        image = (torch.rand(3, h, w, generator=torch.Generator().manual_seed(1)) * 255).round()
+        r = compare(name, image.permute(1, 2, 0).to(torch.uint8).numpy(), out, 0.05, runs, torch.get_num_threads())
+        lines.append(
+            f"| {row} | {r['detections'][0]} / {r['detections'][1]} | {r['torch_compact']:.0f} / "
+            f"{r['torch_masks']:.0f} | {r['ort_compact']:.0f} / {r['ort_compact_masks']:.0f} | "
+            f"{r['ort_compact'] / r['torch_compact']:.2f} |"
+        )
+        print(lines[-1], flush=True)
+    return lines
 
 
 def bar_chart(rows: list[dict], path: Path, threads: int) -> None:
@@ -237,6 +277,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     stages = ["yolact_resnet50@550x550", "blendmask_rt_r50_4x_syncbn_shtw@550x550"]
     p.add_argument("--stages", nargs="*", default=stages, help="rows that also get the stage table")
+    p.add_argument("--onnx", action="store_true", help="also onnxruntime beside PyTorch for each plain row")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(a.threads)
@@ -272,9 +313,12 @@ def main() -> None:
             cells.append(f"{hit[0][0]:.0f} | {hit[0][1]:.1f}".replace("nan", "") if hit else " | ")
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     print("\n" + "\n".join(lines))
+    onnx = onnx_table(a.rows, a.out, a.runs) if a.onnx else []
     cmd = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
-    (a.out / "speed.md").write_text("\n".join(table) + "\n\n" + "\n".join(lines) + f"\n\nCommand: `{cmd}`\n")
-    (a.out / "speed.json").write_text(json.dumps({"rows": results, "stages": stages, "threads": a.threads}, indent=1))
+    text = "\n".join(table) + "\n\n" + "\n".join(lines) + "".join(f"\n\n{t}" for t in ["\n".join(onnx)] if onnx)
+    (a.out / "speed.md").write_text(text + f"\n\nCommand: `{cmd}`\n")
+    summary = {"rows": results, "stages": stages, "threads": a.threads, "onnx": onnx}
+    (a.out / "speed.json").write_text(json.dumps(summary, indent=1))
     bar_chart(results, a.out / "speed.png", a.threads)
     print(f"\nwrote {a.out / 'speed.md'}, speed.json, speed.png")
 

@@ -25,6 +25,34 @@ from blendseg.data.images import read_image
 from blendseg.inference.onnx_runtime import OnnxPredictor
 
 
+def compare(preset: str, image, out: Path, conf: float, runs: int, threads: int) -> dict:
+    """Export ``preset`` (random weights, 100 detections: :func:`bench_predict.checkpoint`) twice (dense and compact
+    masks) and time PyTorch's predictor and onnxruntime's on ``image``, one after the other. Milliseconds."""
+    model = blendseg.load(checkpoint(preset, out / f"{preset}.pt"))
+    t0 = time.perf_counter()
+    onnx_path = model.export(out=out / f"{preset}.onnx", conf=conf, max_det=100)
+    export_s = time.perf_counter() - t0
+    compact_path = model.export(out=out / f"{preset}_compact.onnx", conf=conf, max_det=100, dense_masks=False)
+    torch_pred = model.predictor(conf=conf, max_det=100)
+    ort_pred = OnnxPredictor(onnx_path, conf=conf, max_det=100, threads=threads)
+    ort_compact = OnnxPredictor(compact_path, conf=conf, max_det=100, threads=threads)
+    n_torch, n_ort = len(torch_pred(image)), len(ort_pred(image))  # warm-up
+    assert len(ort_compact(image).masks) == n_ort
+    with torch.inference_mode():
+        t_compact = median_ms(lambda: torch_pred(image), runs, warmup=False)
+        t_dense = median_ms(lambda: torch_pred(image).masks, runs, warmup=False)
+    return {
+        "detections": (n_torch, n_ort),
+        "torch_compact": t_compact,
+        "torch_masks": t_dense,
+        "ort_dense_graph": median_ms(lambda: ort_pred(image), runs, warmup=False),
+        "ort_compact": median_ms(lambda: ort_compact(image), runs, warmup=False),
+        "ort_compact_masks": median_ms(lambda: ort_compact(image).masks, runs, warmup=False),
+        "export_s": export_s,
+        "size_mb": onnx_path.stat().st_size / 2**20,
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("runs/bench_onnx"))
@@ -40,27 +68,12 @@ def main() -> None:
     image = read_image(photo(a.out / f"photo_{a.size}.jpg", w, h))
     rows = []
     for preset in a.presets:
-        model = blendseg.load(checkpoint(preset, a.out / f"{preset}.pt"))
-        t0 = time.perf_counter()
-        onnx_path = model.export(out=a.out / f"{preset}.onnx", conf=a.conf, max_det=100)
-        export_s = time.perf_counter() - t0
-        compact_path = model.export(out=a.out / f"{preset}_compact.onnx", conf=a.conf, max_det=100, dense_masks=False)
-        torch_pred = model.predictor(conf=a.conf, max_det=100)
-        ort_pred = OnnxPredictor(onnx_path, conf=a.conf, max_det=100, threads=a.threads)
-        ort_compact = OnnxPredictor(compact_path, conf=a.conf, max_det=100, threads=a.threads)
-        n_torch, n_ort = len(torch_pred(image)), len(ort_pred(image))  # warm-up
-        assert len(ort_compact(image).masks) == n_ort
-        with torch.inference_mode():
-            t_compact = median_ms(lambda tp=torch_pred: tp(image), a.runs, warmup=False)
-            t_dense = median_ms(lambda tp=torch_pred: tp(image).masks, a.runs, warmup=False)
-        t_ort = median_ms(lambda op=ort_pred: op(image), a.runs, warmup=False)
-        t_ort_compact = median_ms(lambda op=ort_compact: op(image), a.runs, warmup=False)
-        t_ort_compact_dense = median_ms(lambda op=ort_compact: op(image).masks, a.runs, warmup=False)
-        size_mb = onnx_path.stat().st_size / 2**20
+        r = compare(preset, image, a.out, a.conf, a.runs, a.threads)
         rows.append(
-            f"| {preset} | {a.size} | {n_torch} / {n_ort} | {t_compact:.0f} / {t_dense:.0f} | {t_ort:.0f} | "
-            f"{t_ort_compact:.0f} / {t_ort_compact_dense:.0f} | {t_ort_compact / t_compact:.2f} | "
-            f"{export_s:.0f} s, {size_mb:.1f} MB |"
+            f"| {preset} | {a.size} | {r['detections'][0]} / {r['detections'][1]} | {r['torch_compact']:.0f} / "
+            f"{r['torch_masks']:.0f} | {r['ort_dense_graph']:.0f} | {r['ort_compact']:.0f} / "
+            f"{r['ort_compact_masks']:.0f} | {r['ort_compact'] / r['torch_compact']:.2f} | "
+            f"{r['export_s']:.0f} s, {r['size_mb']:.1f} MB |"
         )
         print(rows[-1], flush=True)
     print(

@@ -180,7 +180,12 @@ def run_yolact(fixture: Path) -> dict[str, np.ndarray]:
     size = cfg.data.square_size
     x = F.interpolate(image[None], (size, size), mode="bilinear", align_corners=False)[0]
     out = model([x])
-    arrays = {"loc": out.loc[0], "conf": out.conf[0].softmax(-1), "mask_coef": out.coef[0], "priors": out.priors}
+    arrays = {
+        "loc": out.loc[0],
+        "conf": out.conf[0].softmax(-1),
+        "mask_coef": out.dense_coef(model.prediction_layers[0])[0],
+        "priors": out.priors,
+    }
     arrays["proto"] = out.proto[0]
     for i in range(1, 6):  # C1 (DarkNet) .. C5: the stride-2^i map
         if f"res{i}" in feats[0]:

@@ -144,7 +144,7 @@ class FCOSGraph(nn.Module):
         keep = (nonempty & (scores >= self.conf)).nonzero()[:, 0][: self.max_det]
         if embeds is None:
             kept = None
-        elif head.defers_embeds:  # BlendMask's attention conv, at the kept locations only
+        elif head.defers_embeds:  # BlendMask's attention conv, MEInst's code conv: at the kept locations only
             kept = head.embeds_at([e[0] for e in embeds], inds[keep])
         else:
             kept = torch.cat([e[0].flatten(1) for e in embeds], 1)[:, inds[keep]].t()
@@ -207,7 +207,8 @@ class YolactGraph(nn.Module):
         feats = m.backbone(x)
         pyramid = m.fpn([feats[n] for n in m.cfg.fpn.in_features])
         head = m.prediction_layers[0]
-        loc, conf, coef = (torch.cat(t, 1)[0] for t in zip(*(head(p) for p in pyramid)))
+        loc, conf, ups = zip(*(head(p, dense_coef=False) for p in pyramid))
+        loc, conf = torch.cat(loc, 1)[0], torch.cat(conf, 1)[0]
         proto = F.relu(m.proto_net(pyramid[0]))[0].permute(1, 2, 0)  # (h', w', k)
         boxes = decode_boxes(loc, self.priors, clamp=c.clamp_decode)
         scores = conf.softmax(-1)[:, 1:].t()  # (C, P)
@@ -216,7 +217,8 @@ class YolactGraph(nn.Module):
         sel, labels, s = fast_nms(boxes[cand], scores[:, cand], c.nms_thresh, c.nms_top_k, c.max_num_detections, second)
         keep = ((s > c.score_threshold) & (s >= self.conf)).nonzero()[:, 0][: self.max_det]
         prior, labels, s = cand[sel[keep]], labels[keep], s[keep]
-        masks = torch.sigmoid(proto @ coef[prior].t()).permute(2, 0, 1)  # (D, h', w')
+        coef = head.coefs_at([u[0] for u in ups], prior)  # the coefficient conv at the kept priors only
+        masks = torch.sigmoid(proto @ coef.t()).permute(2, 0, 1)  # (D, h', w')
         if c.crop:
             masks = crop_masks(masks, boxes[prior])
         sy, sx = H / torch.sym_float(h), W / torch.sym_float(w)

@@ -175,9 +175,9 @@ class BasicBlock(nn.Module):
         self.conv2 = Conv2dNorm(out_ch, out_ch, 3, 1, 1, bias=False, norm=get_norm(norm, out_ch))
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.conv2(F.relu(self.conv1(x)))
-        out = out + (self.shortcut(x) if self.shortcut is not None else x)
-        return F.relu(out)
+        out = self.conv2(F.relu_(self.conv1(x)))  # in place on fresh maps: bitwise the same, less memory traffic
+        out += self.shortcut(x) if self.shortcut is not None else x
+        return F.relu_(out)
 
 
 class Bottleneck(nn.Module):
@@ -225,7 +225,7 @@ class Bottleneck(nn.Module):
         self.conv3 = Conv2dNorm(bottleneck_ch, out_ch, 1, bias=False, norm=get_norm(norm, out_ch))
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.conv1(x))
+        out = F.relu_(self.conv1(x))  # in place on fresh maps: bitwise the same, less memory traffic
         if self.conv2_offset is None:
             out = self.conv2(out)
         elif self.modulated:
@@ -233,9 +233,9 @@ class Bottleneck(nn.Module):
             out = self.conv2(out, dy_dx_mask[:, :18], dy_dx_mask[:, 18:].sigmoid())
         else:
             out = self.conv2(out, self.conv2_offset(out), None)
-        out = self.conv3(F.relu(out))
-        out = out + (self.shortcut(x) if self.shortcut is not None else x)
-        return F.relu(out)
+        out = self.conv3(F.relu_(out))
+        out += self.shortcut(x) if self.shortcut is not None else x
+        return F.relu_(out)
 
 
 class ResNet(nn.Module):
@@ -304,7 +304,7 @@ class ResNet(nn.Module):
             _to_frozen_bn(module)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        x = F.max_pool2d(F.relu(self.stem.conv1(x)), kernel_size=3, stride=2, padding=1)
+        x = F.max_pool2d(F.relu_(self.stem.conv1(x)), kernel_size=3, stride=2, padding=1)
         out = {}
         for name in self.stage_names:
             x = getattr(self, name)(x)

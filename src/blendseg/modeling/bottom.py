@@ -25,7 +25,7 @@ def conv_block(cin: int, cout: int, norm: str, kernel: int = 3, dilation: int = 
     """conv (no bias, kaiming_uniform a=1) -> norm -> ReLU (AdelaiDet ``conv_with_kaiming_uniform``)."""
     conv = nn.Conv2d(cin, cout, kernel, padding=dilation * (kernel // 2), dilation=dilation, bias=False)
     nn.init.kaiming_uniform_(conv.weight, a=1)
-    return nn.Sequential(conv, get_norm(norm, cout), nn.ReLU())
+    return nn.Sequential(conv, get_norm(norm, cout), nn.ReLU(inplace=True))
 
 
 def semantic_head(cin: int, width: int, num_classes: int) -> nn.Sequential:

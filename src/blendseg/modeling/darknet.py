@@ -24,7 +24,7 @@ def darknet_conv(in_ch: int, out_ch: int, kernel_size: int, norm: str, stride: i
     if layer is None:
         raise ValueError("DarkNet needs a norm layer (BN, SyncBN, FrozenBN or GN)")
     conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride, kernel_size // 2, bias=False)
-    return nn.Sequential(conv, layer, nn.LeakyReLU(0.1))
+    return nn.Sequential(conv, layer, nn.LeakyReLU(0.1, inplace=True))
 
 
 class DarkNetBlock(nn.Module):

@@ -40,8 +40,9 @@ class BasicBlock(nn.Module):
         self.bn2 = _norm(norm, out_ch)
 
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
-        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        return F.relu(out + (x if residual is None else residual))
+        out = self.bn2(self.conv2(F.relu_(self.bn1(self.conv1(x)))))  # in place on fresh maps, as ResNet's
+        out += x if residual is None else residual
+        return F.relu_(out)
 
 
 class Root(nn.Module):
@@ -55,7 +56,9 @@ class Root(nn.Module):
 
     def forward(self, *children: Tensor) -> Tensor:
         x = self.bn(self.conv(torch.cat(children, 1)))
-        return F.relu(x + children[0] if self.residual else x)
+        if self.residual:
+            x += children[0]
+        return F.relu_(x)
 
 
 class Tree(nn.Module):
@@ -107,7 +110,9 @@ class DLA(nn.Module):
     ) -> None:
         super().__init__()
         c = channels
-        self.base_layer = nn.Sequential(nn.Conv2d(3, c[0], 7, 1, 3, bias=False), _norm(norm, c[0]), nn.ReLU())
+        self.base_layer = nn.Sequential(
+            nn.Conv2d(3, c[0], 7, 1, 3, bias=False), _norm(norm, c[0]), nn.ReLU(inplace=True)
+        )
         self.level0 = self._conv_level(c[0], c[0], levels[0], 1, norm)
         self.level1 = self._conv_level(c[0], c[1], levels[1], 2, norm)
         self.level2 = Tree(levels[2], c[1], c[2], norm, 2, level_root=False, root_residual=residual_root)
@@ -125,7 +130,7 @@ class DLA(nn.Module):
         layers: list[nn.Module] = []
         for i in range(convs):
             layers += [nn.Conv2d(in_ch, out_ch, 3, stride if i == 0 else 1, 1, bias=False), _norm(norm, out_ch)]
-            layers.append(nn.ReLU())
+            layers.append(nn.ReLU(inplace=True))
             in_ch = out_ch
         return nn.Sequential(*layers)
 

@@ -4,9 +4,10 @@ Targets and losses are in ``fcos_loss.py``, decoding in ``fcos_inference.py``. T
 ``embed_head(x, level)`` applied at every level to the box tower's output (BlendMask's attentions) or, with
 ``embed_from="share_tower"``, to the shared feature the towers start from (MEInst's parallel mask tower): its
 per-location outputs come back in ``FCOSOutput.embeds``, the matched GT of every positive in
-``FCOSOutput.targets`` and the kept candidates' embeddings in the decoded detections. An embed head that is one
-conv (BlendMask's 784-channel attention conv) runs at inference at the kept locations only: ``FCOSOutput.embeds`` is
-then None and ``embed_inputs`` holds its input maps.
+``FCOSOutput.targets`` and the kept candidates' embeddings in the decoded detections. An embed head that ends in one
+stride-1 conv (BlendMask's 784-channel attention conv; MEInst's code conv after its mask tower) runs that conv at
+inference at the kept locations only: ``FCOSOutput.embeds`` is then None and ``embed_inputs`` holds its input
+maps.
 
 Shape legend: N images, C classes, F channels, E embedding size, H x W level size, L levels.
 """
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import FCOSDetectorConfig
-from ..ops.conv import patches_at
+from ..ops.conv import conv_at
 from ..structures import ImageBatch, normalize_batch, pad_images, targets_to
 from .backbone import get_norm
 from .backbones import build_backbone
@@ -93,7 +94,7 @@ def make_tower(
             layers.append(nn.ModuleList([get_norm(norm, channels) for _ in range(num_levels)]))
         elif norm not in ("", "none"):
             layers.append(get_norm(norm, channels))
-        layers.append(nn.ReLU())
+        layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
 
 
@@ -158,34 +159,41 @@ class FCOSHead(nn.Module):
         self.embed_head = embed_head
 
     @property
-    def defers_embeds(self) -> bool:
-        """Whether the embed head is a single stride-1 conv (BlendMask's attentions), so that inference can run it
-        at the kept locations only (:meth:`embeds_at`) instead of at every location of every level."""
+    def embed_conv(self) -> nn.Conv2d | None:
+        """The embed head's last layer when it is one stride-1 conv that inference can run at the kept locations
+        only: the head itself when it is a conv (BlendMask's attentions), else its ``last_conv`` (MEInst's
+        ``mask_pred``; None with the large-kernel predictor). An embed head with a ``last_conv`` also has
+        ``trunk(x, level)``, the layers before it: ``embed_head(x, level) == last_conv(trunk(x, level))``."""
         e = self.embed_head
-        return isinstance(e, nn.Conv2d) and e.stride == (1, 1) and e.dilation == (1, 1) and e.groups == 1
+        conv = e if isinstance(e, nn.Conv2d) else getattr(e, "last_conv", None)
+        if isinstance(conv, nn.Conv2d) and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1:
+            return conv
+        return None
+
+    @property
+    def defers_embeds(self) -> bool:
+        """Whether inference makes the embeddings at the kept locations only (:meth:`embeds_at`) instead of at
+        every location of every level (see :attr:`embed_conv`)."""
+        return self.embed_conv is not None
+
+    def embed_trunk(self, x: Tensor, level: int) -> Tensor:
+        """The embed head up to its :attr:`embed_conv` (the identity when the head is that conv)."""
+        return x if isinstance(self.embed_head, nn.Conv2d) else self.embed_head.trunk(x, level)
 
     def embeds_at(self, maps: list[Tensor], loc_inds: Tensor) -> Tensor:
-        """(D, E) the embed head's outputs at D locations of one image: ``maps`` are its per-level inputs
-        (F, H, W), ``loc_inds`` indices among the image's locations of all levels (level-major, as
-        ``Detections.loc_inds``). Equal to the dense embeddings gathered there, up to summation order."""
-        conv, patches, offset = self.embed_head, None, 0
-        for x in maps:
-            h, w = x.shape[-2:]
-            idx = loc_inds - offset
-            ys = idx // w
-            p = patches_at(x, ys, idx - ys * w, conv.kernel_size[0], conv.padding[0])  # not %: ONNX-exportable
-            patches = p if patches is None else torch.where(((idx >= 0) & (idx < h * w))[:, None], p, patches)
-            offset = offset + h * w
-        out = patches @ conv.weight.flatten(1).t()
-        return out + conv.bias if conv.bias is not None else out
+        """(D, E) the embed head's outputs at D locations of one image: ``maps`` are the per-level inputs of its
+        :attr:`embed_conv` (F, H, W), ``loc_inds`` indices among the image's locations of all levels (level-major,
+        as ``Detections.loc_inds``). Equal to the dense embeddings gathered there, up to summation order."""
+        conv = self.embed_conv
+        return conv_at(maps, loc_inds, conv.weight, conv.bias, conv.padding[0])
 
     def forward(
         self, feats: list[Tensor], dense_embeds: bool = True
     ) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor] | None]:
         """feats: L maps (N, F, H, W). Returns per level logits (N, C, H, W), box regression (N, 4, H, W) in
         stride units after ReLU, quality logits (N, 1, H, W) and embeddings (N, E, H, W) or None. With
-        ``dense_embeds=False`` and an embed head that :attr:`defers_embeds`, the last item is the embed head's
-        per-level inputs (N, F, H, W) instead, for :meth:`embeds_at`."""
+        ``dense_embeds=False`` and an embed head that :attr:`defers_embeds`, the last item is the per-level inputs
+        of its :attr:`embed_conv` (N, F', H, W) instead, for :meth:`embeds_at`."""
         defer = not dense_embeds and self.defers_embeds
         logits, box_reg, quality, embeds = [], [], [], []
         for lvl, x in enumerate(feats):
@@ -200,7 +208,7 @@ class FCOSHead(nn.Module):
             box_reg.append(F.relu(reg))
             if self.embed_head is not None:
                 src = box_t if self.embed_from == "box_tower" else x
-                embeds.append(src if defer else self.embed_head(src, lvl))
+                embeds.append(self.embed_trunk(src, lvl) if defer else self.embed_head(src, lvl))
         return logits, box_reg, quality, (embeds if self.embed_head is not None else None)
 
 
@@ -222,13 +230,13 @@ class FCOSOutput:
     features: dict[str, Tensor]
     losses: dict[str, Tensor] = field(default_factory=dict)
     targets: FCOSTargets | None = None
-    embed_inputs: list[Tensor] | None = None  # (N, F, H, W) per level when the embeddings are made after decoding
+    embed_inputs: list[Tensor] | None = None  # (N, F', H, W) per level when the embeddings are made after decoding
 
     def dense_embeds(self, head: FCOSHead) -> list[Tensor] | None:
         """The per-level embeddings (N, E, H, W) at every location, made now if they were deferred."""
         if self.embed_inputs is None:
             return self.embeds
-        return [head.embed_head(x, lvl) for lvl, x in enumerate(self.embed_inputs)]
+        return [head.embed_conv(x) for x in self.embed_inputs]
 
 
 class FCOS(nn.Module):

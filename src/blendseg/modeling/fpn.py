@@ -59,13 +59,14 @@ class FPN(nn.Module):
 
     def forward(self, feats: list[Tensor]) -> list[Tensor]:
         """feats: finest first, (N, C_i, H_i, W_i). Returns P3..P5(+P6, P7), each (N, C, H_l, W_l)."""
-        act = F.relu if self.relu_outputs else (lambda t: t)
+        act = F.relu_ if self.relu_outputs else (lambda t: t)  # in place on the fresh output conv maps
         interp = {"mode": "bilinear", "align_corners": False} if self.upsample == "bilinear" else {"mode": "nearest"}
         prev = getattr(self, f"fpn_lateral{self.levels[-1]}")(feats[-1])
         outs = [act(getattr(self, f"fpn_output{self.levels[-1]}")(prev))]
         for lvl, f in zip(reversed(self.levels[:-1]), reversed(feats[:-1])):
             top_down = F.interpolate(prev, size=f.shape[-2:], **interp)
-            prev = getattr(self, f"fpn_lateral{lvl}")(f) + top_down
+            prev = getattr(self, f"fpn_lateral{lvl}")(f)
+            prev += top_down  # in place on the fresh lateral map
             outs.insert(0, act(getattr(self, f"fpn_output{lvl}")(prev)))
         if self.top_levels >= 1:
             outs.append(self.top_block.p6(outs[-1]))

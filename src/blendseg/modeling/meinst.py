@@ -56,8 +56,16 @@ class MaskBranch(nn.Module):
                 nn.init.normal_(m.weight, std=0.01)
                 nn.init.zeros_(m.bias)
 
+    @property
+    def last_conv(self) -> nn.Conv2d | None:
+        """``mask_pred`` when it is one conv: the FCOS core then runs it at the kept locations only at inference."""
+        return self.mask_pred if isinstance(self.mask_pred, nn.Conv2d) else None
+
+    def trunk(self, x: Tensor, level: int) -> Tensor:
+        return run_tower(self.mask_tower, x, level)
+
     def forward(self, x: Tensor, level: int) -> Tensor:
-        return self.mask_pred(run_tower(self.mask_tower, x, level))
+        return self.mask_pred(self.trunk(x, level))
 
 
 @dataclass

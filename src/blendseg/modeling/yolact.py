@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ..config import YolactConfig
 from ..ops.anchors import decode_boxes, make_priors
+from ..ops.conv import conv_at
 from ..ops.masks import crop_masks
 from ..ops.nms import fast_nms, standard_nms
 from ..structures import GridMasks, ImageBatch, normalize_batch, pad_images, targets_to
@@ -38,31 +39,47 @@ class PredictionHead(nn.Module):
 
     def __init__(self, channels: int, num_anchors: int, num_classes: int, num_prototypes: int) -> None:
         super().__init__()
-        self.upfeature = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU())
+        self.num_anchors = num_anchors
+        self.upfeature = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True))
         self.bbox_layer = nn.Conv2d(channels, num_anchors * 4, 3, padding=1)
         self.conf_layer = nn.Conv2d(channels, num_anchors * (num_classes + 1), 3, padding=1)
         self.mask_layer = nn.Conv2d(channels, num_anchors * num_prototypes, 3, padding=1)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """x (N, F, H, W) -> loc (N, H*W*A, 4), conf logits (N, H*W*A, C+1), coefficients (N, H*W*A, k)."""
+    def forward(self, x: Tensor, dense_coef: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+        """x (N, F, H, W) -> loc (N, H*W*A, 4), conf logits (N, H*W*A, C+1), coefficients (N, H*W*A, k); with
+        ``dense_coef=False`` the last item is the ``upfeature`` map (N, F, H, W) instead, for :meth:`coefs_at`."""
         x = self.upfeature(x)
-        n = x.shape[0]
+        a = self.num_anchors
+        loc, conf = _flat(self.bbox_layer(x), 4), _flat(self.conf_layer(x), self.conf_layer.out_channels // a)
+        return loc, conf, (self.coefs(x) if dense_coef else x)
 
-        def flat(t: Tensor, d: int) -> Tensor:
-            return t.permute(0, 2, 3, 1).reshape(n, -1, d)
+    def coefs(self, up: Tensor) -> Tensor:
+        """(N, H*W*A, k) tanh coefficients of every prior of an ``upfeature`` map (N, F, H, W)."""
+        return torch.tanh(_flat(self.mask_layer(up), self.mask_layer.out_channels // self.num_anchors))
 
-        k = self.mask_layer.out_channels // (self.bbox_layer.out_channels // 4)
-        c = self.conf_layer.out_channels // (self.bbox_layer.out_channels // 4)
-        return flat(self.bbox_layer(x), 4), flat(self.conf_layer(x), c), torch.tanh(flat(self.mask_layer(x), k))
+    def coefs_at(self, maps: list[Tensor], prior_inds: Tensor) -> Tensor:
+        """(D, k) the coefficients of D priors of one image (indices into its priors: level-major, then y, x,
+        anchor), from the per-level ``upfeature`` maps (F, H, W): the coefficient conv at those locations only,
+        equal to the dense coefficients gathered there up to summation order."""
+        conv, a = self.mask_layer, self.num_anchors
+        loc = prior_inds // a  # a level's priors start at A x the index of its first location
+        out = conv_at(maps, loc, conv.weight, conv.bias, conv.padding[0]).view(-1, a, conv.out_channels // a)
+        anchor = (prior_inds - loc * a)[:, None, None].expand(-1, 1, out.shape[2])
+        return torch.tanh(out.gather(1, anchor)[:, 0])
+
+
+def _flat(t: Tensor, d: int) -> Tensor:
+    """(N, A*d, H, W) -> (N, H*W*A, d), the priors' order."""
+    return t.permute(0, 2, 3, 1).reshape(t.shape[0], -1, d)
 
 
 def protonet(channels: int, width: int, num_convs: int, num_prototypes: int) -> nn.Sequential:
     """3x3 conv+ReLU x n, bilinear x2 + ReLU, 3x3 conv+ReLU, 1x1 to k (official indices 0, 2, 4, 8, 10)."""
     layers: list[nn.Module] = []
     for i in range(num_convs):
-        layers += [nn.Conv2d(channels if i == 0 else width, width, 3, padding=1), nn.ReLU()]
-    layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), nn.ReLU()]
-    layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, num_prototypes, 1)]
+        layers += [nn.Conv2d(channels if i == 0 else width, width, 3, padding=1), nn.ReLU(inplace=True)]
+    layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), nn.ReLU(inplace=True)]
+    layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(width, num_prototypes, 1)]
     return nn.Sequential(*layers)
 
 
@@ -94,13 +111,26 @@ class YolactOutput:
 
     loc: Tensor  # (N, P, 4) SSD offsets
     conf: Tensor  # (N, P, C+1) logits
-    coef: Tensor  # (N, P, k) tanh coefficients
+    coef: Tensor | None  # (N, P, k) tanh coefficients; None at inference, where only the kept priors' are made
     proto: Tensor  # (N, h, w, k) ReLU prototypes
     priors: Tensor  # (P, 4) relative (cx, cy, w, h)
     image_sizes: list[tuple[int, int]]
     input_size: tuple[int, int]  # (H, W) of the (padded) network input
     sem_logits: Tensor | None = None  # (N, C, H3, W3) in training
     losses: dict[str, Tensor] = field(default_factory=dict)
+    coef_inputs: list[Tensor] | None = None  # (N, F, H, W) per level: the coefficient conv's inputs, when deferred
+
+    def coefs_at(self, head: PredictionHead, i: int, prior_inds: Tensor) -> Tensor:
+        """(D, k) image ``i``'s coefficients at ``prior_inds``, made now if they were deferred."""
+        if self.coef is not None:
+            return self.coef[i, prior_inds]
+        return head.coefs_at([x[i] for x in self.coef_inputs], prior_inds)
+
+    def dense_coef(self, head: PredictionHead) -> Tensor:
+        """(N, P, k) the coefficients of every prior, made now if they were deferred."""
+        if self.coef is not None:
+            return self.coef
+        return torch.cat([head.coefs(x) for x in self.coef_inputs], 1)
 
 
 @dataclass
@@ -131,7 +161,10 @@ def _take(t: Tensor | None, idx: Tensor) -> Tensor | None:
 
 class Yolact(nn.Module):
     """YOLACT: ``forward(images, targets=None) -> YolactOutput`` (losses iff targets; targets need ``masks``,
-    optionally ``crowd_boxes``); ``postprocess(out, original_sizes)`` -> list of :class:`YolactDetections`."""
+    optionally ``crowd_boxes``); ``postprocess(out, original_sizes)`` -> list of :class:`YolactDetections`.
+    Inference makes the mask coefficients of the kept priors only (``defer_coefs``; False: of every prior)."""
+
+    defer_coefs = True
 
     def __init__(self, backbone: nn.Module, fpn: FPN, cfg: YolactConfig) -> None:
         super().__init__()
@@ -168,11 +201,15 @@ class Yolact(nn.Module):
         feats = self.backbone(x)
         pyramid = self.fpn([feats[n] for n in self.cfg.fpn.in_features])
         head = self.prediction_layers[0]
-        loc, conf, coef = (torch.cat(t, 1) for t in zip(*(head(p) for p in pyramid)))
+        defer = targets is None and self.defer_coefs  # the loss needs every prior's coefficients; decoding the kept's
+        loc, conf, coef = zip(*(head(p, dense_coef=not defer) for p in pyramid))
+        loc, conf = torch.cat(loc, 1), torch.cat(conf, 1)
         proto = F.relu(self.proto_net(pyramid[0])).permute(0, 2, 3, 1)
         input_size = (int(x.shape[-2]), int(x.shape[-1]))
         priors = self.priors([tuple(p.shape[-2:]) for p in pyramid], input_size, x.device)
-        out = YolactOutput(loc, conf, coef, proto, priors, images.image_sizes, input_size)
+        dense = None if defer else torch.cat(coef, 1)
+        out = YolactOutput(loc, conf, dense, proto, priors, images.image_sizes, input_size)
+        out.coef_inputs = list(coef) if defer else None
         if targets is not None:
             from .yolact_loss import yolact_losses
 
@@ -205,7 +242,8 @@ class Yolact(nn.Module):
             else:
                 raise ValueError(f"yolact.nms must be 'fast' or 'standard', got {c.nms!r}")
             prior = cand[sel]
-            results.append(YolactDetections(boxes[prior], s, labels, prior, out.coef[i, prior]))
+            coefs = out.coefs_at(self.prediction_layers[0], i, prior)
+            results.append(YolactDetections(boxes[prior], s, labels, prior, coefs))
         return results
 
     @torch.no_grad()

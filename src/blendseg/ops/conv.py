@@ -2,7 +2,7 @@
 dense stride-1 conv outputs there, at the cost of those locations (a detector that keeps 100 of 20 000 locations
 needs 100 outputs of a per-location head).
 
-Shape legend: C input channels, E output channels, k kernel size, H x W map, D locations.
+Shape legend: C input channels, E output channels, k kernel size, H x W map, D locations, L levels.
 """
 
 from __future__ import annotations
@@ -23,3 +23,19 @@ def patches_at(x: Tensor, ys: Tensor, xs: Tensor, kernel_size: int, padding: int
     cols = (xs[:, None] + offsets).clamp(0, xp.shape[2] - 1)
     win = xp[:, rows[:, :, None], cols[:, None, :]]  # (C, D, k, k)
     return win.transpose(0, 1).reshape(ys.shape[0], x.shape[0] * kernel_size * kernel_size)
+
+
+def conv_at(maps: list[Tensor], loc_inds: Tensor, weight: Tensor, bias: Tensor | None, padding: int) -> Tensor:
+    """(D, E) a stride-1 conv (weight (E, C, k, k), bias (E,)) of one image's L maps (C, H_l, W_l) at D locations,
+    ``loc_inds`` indexing the locations of all levels (level-major, row-major within a level): equal to the dense
+    conv outputs gathered there, up to summation order."""
+    patches, offset, k = None, 0, weight.shape[-1]
+    for x in maps:
+        h, w = x.shape[-2:]
+        idx = loc_inds - offset
+        ys = idx // w
+        p = patches_at(x, ys, idx - ys * w, k, padding)  # not %: ONNX-exportable
+        patches = p if patches is None else torch.where(((idx >= 0) & (idx < h * w))[:, None], p, patches)
+        offset = offset + h * w
+    out = patches @ weight.flatten(1).t()
+    return out + bias if bias is not None else out
