@@ -16,8 +16,8 @@ reset before each row).
 
 ``--onnx`` adds onnxruntime rows for each of our plain rows: the fixed-box patch cannot reach inside an exported
 graph, so these compare onnxruntime with PyTorch on the same image and the same random-weights checkpoint whose
-class biases are raised (100 detections, each predictor decoding for itself, test-time resize included), as
-``tools/bench_onnx.py`` does (its ``compare``).
+class biases are raised (and box biases: 100 non-empty detections, each predictor decoding for itself, test-time
+resize included), as ``tools/bench_onnx.py`` does (its ``compare``).
 """
 
 from __future__ import annotations
@@ -242,7 +242,7 @@ def onnx_table(rows: list[str], out: Path, runs: int) -> list[str]:
             continue
         h, w = (int(v) for v in hw.split("x"))
         image = (torch.rand(3, h, w, generator=torch.Generator().manual_seed(1)) * 255).round()
-        r = compare(name, image.permute(1, 2, 0).to(torch.uint8).numpy(), out, 0.05, runs, torch.get_num_threads())
+        r = compare(name, image.to(torch.uint8), out, 0.05, runs, torch.get_num_threads(), full=True)
         lines.append(
             f"| {row} | {r['detections'][0]} / {r['detections'][1]} | {r['torch_compact']:.0f} / "
             f"{r['torch_masks']:.0f} | {r['ort_compact']:.0f} / {r['ort_compact_masks']:.0f} | "
@@ -304,6 +304,7 @@ def main() -> None:
         table.append(f"| {row} | {hw} | {ms / 1e3:.2f} | {ratio} | {r['peak_rss_mb']:.0f} |")
         print(table[-1], flush=True)
     lines = ["| stage | " + " | ".join(f"{r} ms | GFLOP" for r in stages) + " |", "|---|" + "---|---|" * len(stages)]
+    lines = lines if stages else []
     names = list(dict.fromkeys(s for rows in stages.values() for s, _, _ in rows))
     names.sort(key=lambda s: s.startswith("decoding"))  # the network's stages first
     for s in names:
@@ -315,7 +316,7 @@ def main() -> None:
     print("\n" + "\n".join(lines))
     onnx = onnx_table(a.rows, a.out, a.runs) if a.onnx else []
     cmd = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
-    text = "\n".join(table) + "\n\n" + "\n".join(lines) + "".join(f"\n\n{t}" for t in ["\n".join(onnx)] if onnx)
+    text = "\n\n".join("\n".join(part) for part in (table, lines, onnx) if part)
     (a.out / "speed.md").write_text(text + f"\n\nCommand: `{cmd}`\n")
     summary = {"rows": results, "stages": stages, "threads": a.threads, "onnx": onnx}
     (a.out / "speed.json").write_text(json.dumps(summary, indent=1))

@@ -25,10 +25,11 @@ from blendseg.data.images import read_image
 from blendseg.inference.onnx_runtime import OnnxPredictor
 
 
-def compare(preset: str, image, out: Path, conf: float, runs: int, threads: int) -> dict:
-    """Export ``preset`` (random weights, 100 detections: :func:`bench_predict.checkpoint`) twice (dense and compact
-    masks) and time PyTorch's predictor and onnxruntime's on ``image``, one after the other. Milliseconds."""
-    model = blendseg.load(checkpoint(preset, out / f"{preset}.pt"))
+def compare(preset: str, image, out: Path, conf: float, runs: int, threads: int, full: bool = False) -> dict:
+    """Export ``preset`` (random weights, 100 detections: :func:`bench_predict.checkpoint`, ``full`` passed on) twice
+    (dense and compact masks) and time PyTorch's predictor and onnxruntime's on ``image``, one after the other.
+    Milliseconds."""
+    model = blendseg.load(checkpoint(preset, out / f"{preset}.pt", full=full))
     t0 = time.perf_counter()
     onnx_path = model.export(out=out / f"{preset}.onnx", conf=conf, max_det=100)
     export_s = time.perf_counter() - t0

@@ -52,9 +52,11 @@ def median_ms(fn, runs: int, warmup: bool = True) -> float:
     return statistics.median(times)
 
 
-def checkpoint(preset: str, path: Path, legacy: bool = False) -> Path:
+def checkpoint(preset: str, path: Path, legacy: bool = False, full: bool = False) -> Path:
     """Random weights of ``preset`` whose class scores clear any threshold (100 detections per image); ``legacy``:
-    without the config keys versions before panoptic BlendMask do not know."""
+    without the config keys versions before panoptic BlendMask do not know. ``full``: also FCOS boxes 4 strides wide
+    (random box regression is ~0: empty boxes, dropped) and one dominant YOLACT class (spread over 80 COCO classes
+    no score clears 0.05), so that the R-50 COCO presets keep 100 detections too."""
     from blendseg.config import to_dict
     from blendseg.engine.checkpoint import save_checkpoint
     from blendseg.zoo import build_model, get_preset
@@ -66,9 +68,13 @@ def checkpoint(preset: str, path: Path, legacy: bool = False) -> Path:
     model = build_model(cfg.model)
     if hasattr(model, "fcos"):
         torch.nn.init.constant_(model.fcos.head.cls_logits.bias, 3.0)
+        if full:
+            torch.nn.init.constant_(model.fcos.head.bbox_pred.bias, 2.0)
     else:  # YOLACT: background logit low, foreground high
         bias = model.prediction_layers[0].conf_layer.bias.detach().view(-1, cfg.model.yolact.num_classes + 1)
         bias[:, 0], bias[:, 1:] = -5.0, 3.0
+        if full:
+            bias[:, 2:] = -5.0
     config = to_dict(cfg)
     if legacy:
         config["model"].pop("panoptic", None)
