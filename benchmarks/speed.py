@@ -2,7 +2,7 @@
 keeps exactly the same 100 boxes (sides 32-512 px, one seed), patched in after its own decoding ran, so mask work is
 equal; every row makes all 100 full-image masks. One process, median of --runs, --threads compute threads.
 
-    python benchmarks/speed.py --out runs/speed            # the default rows (about 5 minutes on 2 cores)
+    python benchmarks/speed.py --out runs/speed            # the default rows (about 3-4 minutes on 2 cores)
     python benchmarks/speed.py --rows blendmask_r50_1x@800x1216 maskrcnn@800x1216
 
 A row is PRESET@HxW (the network input: no test-time resize, so every model sees the same pixels), ``maskrcnn`` for
