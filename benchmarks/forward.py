@@ -11,25 +11,17 @@ Prints one line per row: the blendseg it imported, median ms of --runs calls aft
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import statistics
-import time
+import sys
 from pathlib import Path
 
 import torch
 
 import blendseg
-from blendseg.zoo import build_model, get_preset
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from speed import build, row_input  # noqa: E402
 
-def median_ms(fn, runs: int) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+from bench_predict import median_ms  # noqa: E402
 
 
 def main() -> None:
@@ -41,14 +33,10 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     where = Path(blendseg.__file__).resolve().parents[2]
     for row in a.rows:
-        preset, hw = row.split("@")
-        h, w = (int(v) for v in hw.split("x"))
-        cfg = get_preset(preset).model
-        cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, weights=""))
+        preset, h, w, image = row_input(row)
         torch.manual_seed(0)
-        model = build_model(cfg).eval()
+        model = build(preset)
         backbone = model.fcos.backbone if hasattr(model, "fcos") else model.backbone
-        image = (torch.rand(3, h, w, generator=torch.Generator().manual_seed(1)) * 255).round()
         x = torch.randn(1, 3, h, w)
         with torch.inference_mode():
             t_backbone = median_ms(lambda b=backbone, x=x: b(x), a.runs)

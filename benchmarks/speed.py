@@ -112,7 +112,15 @@ def patched(obj, name: str, value):
         setattr(obj, name, old)
 
 
+def row_input(row: str) -> tuple[str, int, int, Tensor]:
+    """``NAME@HxW`` -> (NAME, H, W, the input image (3, H, W) of values 0-255, the same seed for every row)."""
+    name, hw = row.split("@")
+    h, w = (int(v) for v in hw.split("x"))
+    return name, h, w, (torch.rand(3, h, w, generator=torch.Generator().manual_seed(1)) * 255).round()
+
+
 def build(preset: str) -> torch.nn.Module:
+    """``preset``'s model with random weights (no ImageNet download), in eval mode."""
     cfg = get_preset(preset).model
     cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, weights=""))
     return build_model(cfg).eval()
@@ -237,11 +245,9 @@ def onnx_table(rows: list[str], out: Path, runs: int) -> list[str]:
     ]
     print("\n" + "\n".join(lines))
     for row in rows:
-        name, hw = row.split("@")
+        name, _, _, image = row_input(row)
         if "+" in name or name == "maskrcnn":
             continue
-        h, w = (int(v) for v in hw.split("x"))
-        image = (torch.rand(3, h, w, generator=torch.Generator().manual_seed(1)) * 255).round()
         r = compare(name, image.to(torch.uint8), out, 0.05, runs, torch.get_num_threads(), full=True)
         lines.append(
             f"| {row} | {r['detections'][0]} / {r['detections'][1]} | {r['torch_compact']:.0f} / "
@@ -285,10 +291,9 @@ def main() -> None:
     table = ["| row | input | seconds | vs Mask R-CNN at that size | peak RSS MB |", "|---|---|---|---|---|"]
     print("\n".join(table))
     for row in a.rows:
-        name, hw = row.split("@")
-        h, w = (int(v) for v in hw.split("x"))
+        name, h, w, image = row_input(row)
+        hw = f"{h}x{w}"
         preset, _, mode = name.partition("+")
-        image = (torch.rand(3, h, w, generator=torch.Generator().manual_seed(1)) * 255).round()
         boxes, scores = fixed_boxes(h, w)
         reset_peak_rss()
         if preset == "maskrcnn":
@@ -313,7 +318,8 @@ def main() -> None:
             hit = [(ms, g) for n, ms, g in rows if n == s]
             cells.append(f"{hit[0][0]:.0f} | {hit[0][1]:.1f}".replace("nan", "") if hit else " | ")
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
-    print("\n" + "\n".join(lines))
+    if lines:
+        print("\n" + "\n".join(lines))
     onnx = onnx_table(a.rows, a.out, a.runs) if a.onnx else []
     cmd = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
     text = "\n\n".join("\n".join(part) for part in (table, lines, onnx) if part)
