@@ -59,3 +59,23 @@ def test_parity_command_passes_and_can_fail(tmp_path, name, final_masks, perturb
     np.savez(bad / "outputs.npz", **outs)
     r = _run(bad)
     assert r.returncode == 1 and f"{array:28s} BAD" in r.stdout
+
+
+LAZY_PARITY = """
+import runpy, sys
+import torch._lazy.ts_backend
+torch._lazy.ts_backend.init()
+sys.argv = ["parity.py", sys.argv[1], "--device", "lazy"]
+runpy.run_path({tool!r}, run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("name", ["blendmask_r18_tiny", "yolact_plus_tiny_im400"])
+def test_parity_with_the_model_on_another_device(name):
+    """``--device``: the same arrays with the model on a device other than the CPU (torch._lazy's TorchScript
+    backend stands in for a GPU here: any CPU tensor meeting the model's breaks the run), as tests/cuda runs it."""
+    pytest.importorskip("torch._lazy.ts_backend", reason="the stand-in device is torch._lazy's TorchScript backend")
+    fixture = reference_dir(name)
+    code = LAZY_PARITY.format(tool=str(TOOL))
+    r = subprocess.run([sys.executable, "-c", code, str(fixture)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "PARITY OK" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]

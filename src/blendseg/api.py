@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .config import TrainConfig
-from .inference.predictor import Predictor
+from .inference.predictor import Predictor, model_device
 from .inference.result import Categories, Result
 from .inference.sources import Source, iter_source
 
@@ -34,31 +34,47 @@ class Model:
     def names(self) -> dict[int, str]:
         return dict(enumerate(self.categories.thing_names))
 
+    @property
+    def device(self) -> torch.device:
+        """Where the network runs: chosen by :func:`load` (or :meth:`to`), kept by predict, val and export."""
+        return model_device(self.model)
+
+    def to(self, device: str | torch.device) -> Model:
+        """Move the network to ``device`` ("auto": the GPU when there is one); returns self."""
+        from .engine.dist import resolve_device
+
+        self.model.to(resolve_device(device))
+        return self
+
     def predict(
-        self, source: Source, conf: float = 0.3, max_det: int = 100, device: str = "cpu", stream: bool = False,
+        self, source: Source, conf: float = 0.3, max_det: int = 100, device: str | None = None, stream: bool = False,
         precision: str = "fp32",
     ) -> list[Result] | Iterator[Result]:  # fmt: skip
         """Predict on a path, folder, glob, video file, PIL image, numpy (H, W, 3) RGB array or a list of these: a
         list of :class:`~blendseg.inference.result.Result` (a generator with ``stream=True``, for videos and long
-        inputs: memory does not grow with their length). ``precision``: "bf16" runs the network about 2x faster on
-        a CPU with bf16 matrix units (decoding and masks stay float32), "fp16" on CUDA."""
+        inputs: memory does not grow with their length). Results hold their tensors on the CPU, so a list of them
+        takes no GPU memory. ``device``: None runs where the model is (see :func:`load`); a device moves the model
+        there first. ``precision``: "bf16" runs the network about 2x faster on a CPU with bf16 matrix units
+        (decoding and masks stay float32), "fp16" on CUDA."""
         predictor = self.predictor(conf, max_det, device, precision)
         results = (predictor(it.image, it.path, it.frame) for it in iter_source(source))
         return results if stream else list(results)
 
     __call__ = predict
 
-    def predictor(self, conf: float = 0.3, max_det: int = 100, device: str = "cpu", precision: str = "fp32"):
+    def predictor(self, conf: float = 0.3, max_det: int = 100, device: str | None = None, precision: str = "fp32"):
         """The one-image callable behind :meth:`predict`: ``predictor(image (3, H, W) uint8) -> Result``."""
-        return Predictor(self.model, self.cfg, self.categories, conf, max_det, device, precision)
+        if device is not None:
+            self.to(device)
+        return Predictor(self.model, self.cfg, self.categories, conf, max_det, None, precision)
 
     def export(
         self, format: str = "onnx", out: str | os.PathLike | None = None, opset: int | None = None,
         conf: float = 0.3, max_det: int = 100, dense_masks: bool = True,
     ) -> Path:  # fmt: skip
         """Write the whole pipeline (resize, network, NMS, masks at the image size) as an ONNX file
-        (:func:`~blendseg.export.onnx.export_onnx`; ``dense_masks=False``: compact mask outputs); default path:
-        the checkpoint's with ``.onnx``."""
+        (:func:`~blendseg.export.onnx.export_onnx`, from a float32 CPU copy: this model stays where and as it is;
+        ``dense_masks=False``: compact mask outputs); default path: the checkpoint's with ``.onnx``."""
         if format != "onnx":
             raise ValueError(f"export format {format!r}: only 'onnx' is supported")
         from .export.onnx import export_onnx
@@ -68,34 +84,45 @@ class Model:
 
     def val(
         self, data: str | os.PathLike, split: str = "val", out_dir: str | os.PathLike | None = None,
-        precision: str = "fp32",
+        precision: str = "fp32", device: str | None = None,
     ) -> dict:  # fmt: skip
-        """COCO box / mask AP (and PQ for panoptic models on panoptic data) on a split of a data.yaml; returns
-        the metrics dict (percent) that ``blendseg val`` writes."""
-        from .engine.runner import make_evaluator_fn, resolve_device
+        """COCO box / mask AP (and PQ for panoptic models on panoptic data) on a split of a data.yaml, where the
+        model is (``device``: moved there first); returns the metrics dict (percent) that ``blendseg val``
+        writes."""
+        from .engine.runner import make_evaluator_fn
 
-        device = resolve_device("auto")
-        return make_evaluator_fn(self.cfg, str(data), device, split, out_dir, precision)(self.model.to(device))
+        if device is not None:
+            self.to(device)
+        return make_evaluator_fn(self.cfg, str(data), self.device, split, out_dir, precision)(self.model)
 
 
 class OnnxModel(Model):
     """An ONNX file written by ``blendseg export``, run with onnxruntime: :meth:`predict` as :class:`Model`'s (the
     graph holds its own resize, thresholds and masks); no ``val`` / ``export`` (use the ``.pt`` checkpoint)."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, device: str = "cpu") -> None:
         from .export.onnx import read_metadata
 
         meta = read_metadata(path)
         self.model, self.cfg, self.checkpoint = None, None, str(path)
         self.categories, self.metadata = Categories(meta["class_names"], meta["category_ids"]), meta
+        self._device = device
 
-    def predictor(self, conf: float = 0.3, max_det: int = 100, device: str = "cpu", precision: str = "fp32"):
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self._device)
+
+    def to(self, device: str | torch.device) -> OnnxModel:
+        self._device = str(device)
+        return self
+
+    def predictor(self, conf: float = 0.3, max_det: int = 100, device: str | None = None, precision: str = "fp32"):
         from .inference.onnx_runtime import OnnxPredictor
 
         if precision != "fp32":
             raise ValueError("an exported ONNX graph runs in the precision it was exported in (fp32)")
 
-        return OnnxPredictor(self.checkpoint, conf, max_det, device)
+        return OnnxPredictor(self.checkpoint, conf, max_det, device or self._device)
 
     def val(self, *args, **kwargs) -> dict:
         raise NotImplementedError("val runs the PyTorch model: load the .pt checkpoint the ONNX file came from")
@@ -104,19 +131,34 @@ class OnnxModel(Model):
         raise NotImplementedError("this is already an exported model: export from the .pt checkpoint")
 
 
-def load(source: str | os.PathLike, device: str = "cpu") -> Model:
+def load(source: str | os.PathLike, device: str = "auto") -> Model:
     """A blendseg checkpoint (``.pt``: a trained or converted model), an ONNX file from ``blendseg export`` (run with
-    onnxruntime) or a preset name (random weights)."""
+    onnxruntime) or a preset name (random weights), on ``device``: "auto" (the GPU when CUDA is available, else the
+    CPU), "cpu", "cuda", "cuda:N". The one place that chooses: predict, val and export then keep the model there."""
+    from .engine.dist import resolve_device
     from .engine.runner import load_model
     from .zoo import ALIASES, PRESETS, build_model, get_preset
 
+    if Path(source).suffix.lower() == ".onnx" and Path(source).is_file():
+        return OnnxModel(source, _onnx_device(device))
+    device = resolve_device(device)
     if str(source) in PRESETS or str(source) in ALIASES:
         cfg = get_preset(str(source))
         model = build_model(cfg.model).to(device)
         return Model(model, cfg, Categories.from_checkpoint({}, cfg), None)
     if not Path(source).is_file():
         raise FileNotFoundError(f"{source}: neither a checkpoint file nor a preset name (see `blendseg presets`)")
-    if Path(source).suffix.lower() == ".onnx":
-        return OnnxModel(source)
     model, cfg, ckpt = load_model(source, device)
     return Model(model, cfg, Categories.from_checkpoint(ckpt, cfg), str(source))
+
+
+def _onnx_device(device: str) -> str:
+    """ "auto" for an ONNX file: CUDA when onnxruntime has its CUDA provider (and a GPU is there), else the CPU."""
+    if device != "auto":
+        return device
+    try:
+        import onnxruntime
+    except ImportError:
+        return "cpu"
+    cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers() and torch.cuda.is_available()
+    return "cuda" if cuda else "cpu"

@@ -24,7 +24,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
 def _cmd_val(a: argparse.Namespace) -> int:
     from .engine.runner import validate
 
-    metrics = validate(a.checkpoint, a.data, a.split, a.out, a.precision)
+    metrics = validate(a.checkpoint, a.data, a.split, a.out, a.precision, a.device)
     summary = {
         k: {m: round(v, 2) for m, v in d.items() if isinstance(v, float)}
         for k, d in metrics.items()
@@ -111,7 +111,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
         print("warning: --show-bases needs the .pt checkpoint (an ONNX graph has no bases to show)", file=sys.stderr)
         a.show_bases = False
     writer = PredictionWriter(a.out, model.categories, not a.no_draw, a.save_json, a.save_panoptic)
-    predictor = model.predictor(a.conf, a.max_det, a.device, a.precision)
+    predictor = model.predictor(a.conf, a.max_det, None, a.precision)  # where load put it
     items = iter_source(a.source, on_skip=lambda msg: tqdm.write(f"warning: {msg}"))
     unit = "frame" if any(is_video_file(s) for s in a.source) else "img"
     try:
@@ -135,7 +135,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
     from .export.onnx import read_metadata
 
     t0 = time.perf_counter()
-    out = load(a.checkpoint).export(a.format, a.out, a.opset, a.conf, a.max_det, not a.compact_masks)
+    out = load(a.checkpoint, "cpu").export(a.format, a.out, a.opset, a.conf, a.max_det, not a.compact_masks)
     meta = read_metadata(out)
     print(
         f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB, opset {meta['opset']}, {time.perf_counter() - t0:.0f} s): "
@@ -206,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--split", default="val")
     v.add_argument("--out", help="folder for metrics.json")
     v.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="network precision")
+    v.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda, cuda:N")
     v.set_defaults(fn=_cmd_val)
     d = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_cmd", required=True)
     s = d.add_parser("synth", help="write the synthetic COCO-format shapes dataset")
@@ -247,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", default="runs/predict")
     pr.add_argument("--conf", type=float, default=0.3, help="keep detections scoring at least this")
     pr.add_argument("--max-det", type=int, default=100, help="keep at most this many per image")
-    pr.add_argument("--device", default="cpu")
+    pr.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda, cuda:N")
     pr.add_argument(
         "--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
         help="bf16: the network ~2x faster on CPUs with bf16 units (decoding and masks stay float32); fp16: CUDA",

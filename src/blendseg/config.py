@@ -296,6 +296,8 @@ class SolverConfig:
     checkpoint_period: int = 5000
     eval_period: int = 0
     amp: bool = False
+    # autocast precision with amp: auto = fp16 on CUDA (with a GradScaler, as detectron2's AMPTrainer), bf16 on CPU
+    amp_dtype: str = "auto"  # auto | fp16 | bf16
     skip_nonfinite: int = 0  # > 0: skip up to this many steps whose loss is NaN / inf (a warning each), then stop
 
 

@@ -14,14 +14,14 @@ from .data.coco import CocoInstances
 from .inference.predictor import Predictor
 from .inference.result import Categories, Result
 from .modeling.fcos_inference import Detections
+from .structures import to_device
 from .vis import draw_detections, save_image
 
 
 def predict_image(model: nn.Module, cfg: TrainConfig, image: torch.Tensor) -> Detections:
     """Detections of every score for one (3, H, W) uint8 RGB image, at its size (test-time resize as the config
-    says): the :class:`~blendseg.inference.predictor.Predictor`'s path."""
-    device = next(model.parameters()).device
-    return Predictor(model, cfg, Categories([], []), device=device).detect(image)[0]
+    says), on the CPU: the :class:`~blendseg.inference.predictor.Predictor`'s path, where the model is."""
+    return to_device(Predictor(model, cfg, Categories([], [])).detect(image)[0], "cpu")
 
 
 def draw_split(

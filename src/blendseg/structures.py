@@ -9,7 +9,10 @@ model sees; labels are contiguous 0..num_classes-1. Targets are dicts with ``box
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +35,11 @@ class ImageBatch:
 
     def to(self, device: torch.device | str) -> ImageBatch:
         return ImageBatch(self.tensor.to(device, non_blocking=True), self.image_sizes)
+
+    def pin_memory(self) -> ImageBatch:
+        """A copy in page-locked memory (what a ``DataLoader(pin_memory=True)`` calls), so :meth:`to` a GPU is
+        asynchronous."""
+        return ImageBatch(self.tensor.pin_memory(), self.image_sizes)
 
     def __len__(self) -> int:
         return self.tensor.shape[0]
@@ -71,7 +79,7 @@ def normalize_batch(batch: ImageBatch, mean: Tensor, std: Tensor, bgr: bool) -> 
 
 def targets_to(targets: list[dict], device: torch.device | str) -> list[dict]:
     """Targets with every tensor moved to ``device`` (non-tensor entries such as ``polygons`` kept as they are)."""
-    return [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+    return [{k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
 
 
 @dataclass
@@ -136,6 +144,14 @@ class LazyMasks:
     def __iter__(self):
         return (self[i] for i in range(len(self)))
 
+    def map_tensors(self, fn: Callable[[Tensor], Tensor]) -> LazyMasks:
+        """A copy with ``fn`` applied to every tensor it holds (e.g. ``lambda t: t.cpu()``)."""
+        out = copy.copy(self)
+        for k, v in vars(self).items():
+            if torch.is_tensor(v):
+                setattr(out, k, fn(v))
+        return out
+
     def to_tensor(self) -> Tensor:
         """(D, H, W) bool: every instance at full size (D x H x W bytes)."""
         out = torch.zeros(self.shape, dtype=torch.bool, device=self.device)
@@ -196,3 +212,25 @@ class DenseMasks(LazyMasks):
 
     def to_tensor(self) -> Tensor:
         return self.probs.bool()
+
+
+def map_tensors(obj, fn: Callable[[Tensor], Tensor]):
+    """``obj`` with ``fn`` applied to every tensor inside it: dataclass fields (detections, panoptic results, model
+    outputs), compact masks, lists, tuples and dicts; what holds no tensor comes back as it is."""
+    if isinstance(obj, Tensor):
+        return fn(obj)
+    if isinstance(obj, LazyMasks):
+        return obj.map_tensors(fn)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        changes = {f.name: map_tensors(getattr(obj, f.name), fn) for f in dataclasses.fields(obj)}
+        return dataclasses.replace(obj, **{k: v for k, v in changes.items() if v is not getattr(obj, k)})
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(map_tensors(v, fn) for v in obj)
+    if isinstance(obj, dict):
+        return {k: map_tensors(v, fn) for k, v in obj.items()}
+    return obj
+
+
+def to_device(obj, device: torch.device | str):
+    """``obj`` (detections, a model output, ...) with every tensor inside on ``device``."""
+    return map_tensors(obj, lambda t: t.to(device))

@@ -79,3 +79,49 @@ def test_exception_during_training_saves_last(tmp_path):
     ck = load_checkpoint(tmp_path / "weights" / "last.pt")
     assert ck["iteration"] == 1 and "optimizer" in ck
     assert (tmp_path / "train_log.jsonl").read_text().count("iteration") == 1
+
+
+def test_amp_dtype_by_device():
+    from blendseg.engine.train import amp_dtype
+
+    on = dataclasses.replace(SolverConfig(), amp=True)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert amp_dtype(SolverConfig(), cuda) is None
+    assert amp_dtype(on, cuda) == torch.float16 and amp_dtype(on, cpu) == torch.bfloat16  # auto
+    assert amp_dtype(dataclasses.replace(on, amp_dtype="bf16"), cuda) == torch.bfloat16
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        amp_dtype(dataclasses.replace(on, amp_dtype="fp16"), cpu)
+    with pytest.raises(ValueError, match="auto, fp16 or bf16"):
+        amp_dtype(dataclasses.replace(on, amp_dtype="float8"), cuda)
+
+
+def test_rng_state_of_an_older_checkpoint_restores(capsys):
+    """Before per-rank states a checkpoint held one dict (rank 0's): it still restores; a rank beyond the saved
+    states keeps its seed and says so."""
+    import random
+
+    from blendseg.engine.train import restore_rng, rng_state
+
+    torch.manual_seed(5)
+    random.seed(5)
+    saved = rng_state(torch.device("cpu"))
+    expected = torch.rand(3)
+    restore_rng(saved, torch.device("cpu"))
+    assert torch.equal(torch.rand(3), expected)
+    restore_rng([saved], torch.device("cpu"))
+    assert torch.equal(torch.rand(3), expected)
+    restore_rng([], torch.device("cpu"))
+    assert "keeps its seed" in capsys.readouterr().out
+
+
+def test_image_batches_pin(monkeypatch):
+    """DataLoader(pin_memory=True) pins what has a pin_memory() method: ImageBatch has one (pinning needs a GPU
+    machine, so here Tensor.pin_memory is a stand-in that records the call)."""
+    from blendseg.structures import pad_images
+
+    pinned = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *a: pinned.append(self) or self.clone())
+    batch = pad_images([torch.zeros(3, 20, 30), torch.ones(3, 32, 16)], 32)
+    out = batch.pin_memory()
+    assert pinned and pinned[0] is batch.tensor and out.image_sizes == batch.image_sizes
+    assert torch.equal(out.tensor, batch.tensor) and out.tensor is not batch.tensor

@@ -152,19 +152,21 @@ def build_loader(
     seed: int = 0,
     group_by_aspect: bool = False,
     strict: bool = False,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """Train: shuffled per (seed, epoch), each process its share, ``batch_size`` per process, the last partial batch
     dropped, optionally grouping landscape and portrait images (``group_by_aspect``, the dataset needs
     ``aspect_ratios()``), unreadable images skipped (``strict``: an error); ``loader.batch_sampler`` is an
     :class:`EpochBatches` (``set_epoch(epoch, start)``). Eval: in order, each process a strided shard, unreadable
-    images reported (:class:`EvalSamples`)."""
+    images reported (:class:`EvalSamples`). ``pin_memory``: batches in page-locked memory (for a CUDA model: the
+    copies to the GPU then run asynchronously)."""
     world = get_world_size()
     collate_fn = functools.partial(collate, size_divisibility=size_divisibility)
     if not train:
         sampler = list(range(get_rank(), len(dataset), world)) if world > 1 else SequentialSampler(dataset)
         return DataLoader(
             EvalSamples(dataset, strict), batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-            collate_fn=collate_fn,
+            collate_fn=collate_fn, pin_memory=pin_memory,
         )  # fmt: skip
     sampler = EpochSampler(dataset, world, get_rank(), shuffle=True, seed=seed)
     if group_by_aspect:
@@ -174,6 +176,6 @@ def build_loader(
         batches = BatchSampler(sampler, batch_size, drop_last=True)
     return DataLoader(
         TrainSamples(dataset, seed, strict), batch_sampler=EpochBatches(batches), num_workers=num_workers,
-        collate_fn=collate_fn, persistent_workers=num_workers > 0,
+        collate_fn=collate_fn, persistent_workers=num_workers > 0, pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(seed),  # the workers' base seed: not drawn from the global RNG
     )  # fmt: skip

@@ -9,7 +9,7 @@ from torch import nn
 
 from ..evaluation.coco import COCOEvaluator
 from ..inference.precision import autocast, to_float32
-from .dist import all_gather_objects, is_main_process
+from .dist import gather_objects, is_main_process
 
 
 @torch.no_grad()
@@ -42,7 +42,7 @@ def run_evaluation(
         for e in evaluators:
             e.process([int(t["image_id"]) for t in targets], dets)
         n += len(images)
-    skipped = [m for part in all_gather_objects(skipped) for m in part]
+    skipped = [m for part in gather_objects(skipped) for m in part]
     if verbose:
         dt = time.perf_counter() - t0
         print(f"inference on {n} images: {dt:.1f} s ({n / max(dt, 1e-9):.1f} img/s)")

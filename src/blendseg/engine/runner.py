@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import random
 from pathlib import Path
 
@@ -21,21 +22,22 @@ from ..evaluation.coco import COCOEvaluator
 from ..evaluation.panoptic import PanopticEvaluator
 from ..zoo import build_model
 from .checkpoint import load_checkpoint
-from .dist import cleanup, init_from_env, is_main_process
+from .dist import cleanup, get_world_size, init_from_env, is_main_process, process_device, resolve_device
 from .evaluate import run_evaluation
 from .runlog import Tee
 from .train import fit
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def make_deterministic(device: torch.device) -> None:
     """Settings under which a run repeats bit for bit: deterministic kernels (warning where one has none), no
-    cuDNN autotuning, and on CPU one compute thread (multi-threaded kernels made two runs drift apart)."""
+    cuDNN autotuning, and on CPU one compute thread (multi-threaded kernels made two runs drift apart).
+
+    On CUDA also cuBLAS's fixed workspace (``CUBLAS_WORKSPACE_CONFIG=:4096:8`` unless set: without it cuBLAS
+    reductions are not repeatable), and blendseg's own kernels for the ops whose CUDA kernels accumulate with
+    atomics (bilinear resize and deformable-conv sampling backward, NLL loss, adaptive pooling backward;
+    :mod:`blendseg.ops.deterministic`); torchvision's roi_align switches to its deterministic form by itself."""
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts: before any matmul
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
@@ -120,7 +122,7 @@ def make_evaluator_fn(
     ds = build_dataset(cfg, data_yaml, split, train=False)
     loader = build_loader(
         ds, max(1, cfg.solver.ims_per_batch), False, cfg.data.num_workers, cfg.model.size_divisibility,
-        strict=cfg.data.strict,
+        strict=cfg.data.strict, pin_memory=device.type == "cuda",
     )  # fmt: skip
     iou_types = ("bbox",) if cfg.model.arch == "fcos" else ("bbox", "segm")
     evaluators: list = [COCOEvaluator(ds.coco, ds.contiguous_to_cat_id, ds.class_names, iou_types)]
@@ -149,8 +151,7 @@ def train(
     a blendseg checkpoint (e.g. a converted official model) to start from, shape-mismatched keys skipped."""
     device = resolve_device(cfg.device)
     rank, local_rank = init_from_env(device.type)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
+    device = process_device(device, local_rank, get_world_size())
     torch.manual_seed(cfg.seed + rank)
     random.seed(cfg.seed + rank)  # the data's randomness is seeded per sample (data/loader.py)
     if cfg.deterministic:
@@ -177,7 +178,7 @@ def _train_in(
     group = cfg.data.aspect_ratio_grouping and cfg.data.square_size <= 0  # a squash leaves nothing to group
     loader = build_loader(
         ds, cfg.solver.ims_per_batch, True, cfg.data.num_workers, cfg.model.size_divisibility, cfg.seed, group,
-        cfg.data.strict,
+        cfg.data.strict, pin_memory=device.type == "cuda",  # pinned batches: the copies to the GPU run async
     )  # fmt: skip
     model = build_model(cfg.model)
     resuming = resume and (out_dir / "weights" / "last.pt").is_file()
@@ -226,11 +227,12 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tu
 
 
 def validate(
-    checkpoint: str, data_yaml: str, split: str = "val", out_dir: str | Path | None = None, precision: str = "fp32"
-) -> dict:
-    """COCO evaluation of a checkpoint on a split of a data.yaml (the network in ``precision``); writes
-    ``metrics.json`` into ``out_dir``."""
-    device = resolve_device("auto")
+    checkpoint: str, data_yaml: str, split: str = "val", out_dir: str | Path | None = None, precision: str = "fp32",
+    device: str = "auto",
+) -> dict:  # fmt: skip
+    """COCO evaluation of a checkpoint on a split of a data.yaml (the network in ``precision``, on ``device``);
+    writes ``metrics.json`` into ``out_dir``."""
+    device = resolve_device(device)
     model, cfg, _ = load_model(checkpoint, device)
     metrics = make_evaluator_fn(cfg, data_yaml, device, split, out_dir, precision)(model)
     if out_dir is not None and is_main_process():

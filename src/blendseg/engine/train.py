@@ -7,6 +7,7 @@ every parameter that takes part in a loss).
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import math
 import random
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 
 from ..config import SolverConfig, TrainConfig, to_dict
 from .checkpoint import load_checkpoint, save_checkpoint
-from .dist import get_world_size, is_dist, is_main_process, reduce_mean
+from .dist import agree, gather_objects, get_rank, get_world_size, is_dist, is_main_process, reduce_mean
 from .runlog import RunLog, save_train_batch
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # what schedulers (SLURM, Kubernetes) and Ctrl-C send
@@ -48,15 +49,6 @@ class NonFiniteLoss(FloatingPointError):
             + ", ".join(f"{k}={values.get(k)}" for k in self.terms)
             + (f" (others: {others})" if others else "")
         )
-
-
-def _agree(value: float, op: str) -> float:
-    """``value`` reduced over processes with "min" or "max" (every rank then takes the same branch)."""
-    if not is_dist():
-        return value
-    t = torch.tensor(float(value))
-    torch.distributed.all_reduce(t, op=getattr(torch.distributed.ReduceOp, op.upper()))
-    return float(t)
 
 
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
@@ -112,19 +104,36 @@ def infinite(loader, epoch: int = 0, start: int = 0) -> Iterator[tuple[int, int,
         epoch, start = epoch + 1, 0
 
 
-def rng_state() -> dict:
-    """The main process's random generators (the data workers' randomness is a function of the sample)."""
+def rng_state(device: torch.device) -> dict:
+    """This process's random generators: torch's CPU one, Python's and, training on a GPU, that GPU's (the data
+    workers' randomness is a function of the sample, data/loader.py)."""
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda" and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if cuda is not None and device.type == "cuda":
+        if isinstance(cuda, (list, tuple)):  # checkpoints before per-rank states: every GPU's state
+            cuda = cuda[device.index or 0] if (device.index or 0) < len(cuda) else None
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, device)
+
+
+def restore_rng(saved: dict | list[dict], device: torch.device) -> None:
+    """Each rank takes back its own generators from a checkpoint's ``rng`` (one state per rank, in rank order; a
+    single dict in older checkpoints). A rank without one (the process count changed, or the checkpoint was
+    written by rank 0 alone when an error stopped training) keeps its fresh seed (seed + rank) and says so."""
+    states = [saved] if isinstance(saved, dict) else list(saved)
+    rank = get_rank()
+    if rank < len(states):
+        set_rng_state(states[rank], device)
+    else:
+        print(f"warning: rank {rank}: the checkpoint holds {len(states)} RNG state(s); this rank keeps its seed")
 
 
 def train_step(
@@ -132,10 +141,10 @@ def train_step(
     solver: SolverConfig, device: torch.device, it: int,
 ) -> dict[str, Tensor]:  # fmt: skip
     """One optimisation step of ``model`` (possibly DDP-wrapped); returns the detached losses."""
-    with torch.autocast(device.type, enabled=solver.amp):
+    with amp_context(solver, device):
         out = model(images.to(device), targets)
     loss = sum(out.losses.values())
-    if not _agree(float(torch.isfinite(loss)), "min"):  # before backward, so no process is left waiting in it
+    if not agree(float(torch.isfinite(loss)), "min"):  # before backward, so no process is left waiting in it
         raise NonFiniteLoss(it, out.losses)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
@@ -145,6 +154,25 @@ def train_step(
     scaler.step(optimizer)
     scaler.update()
     return {"loss": loss.detach(), **{k: v.detach() for k, v in out.losses.items()}}
+
+
+def amp_dtype(solver: SolverConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``solver.amp`` on ``device`` (None: no autocast): ``amp_dtype`` auto is fp16 on CUDA
+    and bf16 elsewhere; fp16 needs CUDA."""
+    if not solver.amp:
+        return None
+    names = {"fp16": torch.float16, "bf16": torch.bfloat16}
+    name = solver.amp_dtype if solver.amp_dtype != "auto" else ("fp16" if device.type == "cuda" else "bf16")
+    if name not in names:
+        raise ValueError(f"solver.amp_dtype must be auto, fp16 or bf16, got {solver.amp_dtype!r}")
+    if name == "fp16" and device.type != "cuda":
+        raise ValueError(f"solver.amp_dtype=fp16 needs a CUDA device (training on {device}); use bf16")
+    return names[name]
+
+
+def amp_context(solver: SolverConfig, device: torch.device):
+    dtype = amp_dtype(solver, device)
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def _resolve_schedule(solver: SolverConfig, iters_per_epoch: int) -> SolverConfig:
@@ -186,7 +214,7 @@ def fit(
     model.to(device)
     optimizer = build_optimizer(model, solver)
     state = {"it": 0, "spent": 0.0, "best": -1.0, "skipped": [], "nonfinite": 0, "epoch": 0, "batch": 0}
-    scaler = torch.amp.GradScaler(device.type, enabled=solver.amp and device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(solver, device) == torch.float16)  # fp16 only
     last = out_dir / "weights" / "last.pt"
     if resume and is_main_process():  # temporary files of saves a kill -9 interrupted
         for stale in last.parent.glob("*.pt.*.tmp"):
@@ -199,7 +227,7 @@ def fit(
         state.update(skipped=list(ckpt.get("skipped_images", [])), nonfinite=int(ckpt.get("nonfinite_steps", 0)))
         state.update(epoch=int(ckpt.get("epoch", 0)), batch=int(ckpt.get("epoch_batch", 0)))
         if "rng" in ckpt:
-            set_rng_state(ckpt["rng"])
+            restore_rng(ckpt["rng"], device)
         if ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         if is_main_process():
@@ -211,14 +239,17 @@ def fit(
     t0 = time.perf_counter() - state["spent"]
     log = RunLog(out_dir, budget, solver.max_iter, state)
 
-    def save(path: Path) -> None:
+    def save(path: Path, rng: list[dict] | None = None) -> None:
+        """``rng``: every rank's generators (:func:`gather_objects`, where all ranks save together); by default
+        this process's alone (rank 0 saving best.pt, or an error stopping one process)."""
+        rng = rng or [rng_state(device)]
         if is_main_process():
             save_checkpoint(path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                 "iteration": state["it"],
                 "elapsed_s": time.perf_counter() - t0, "best": state["best"], "config": to_dict(cfg),
                 "skipped_images": state["skipped"], "nonfinite_steps": state["nonfinite"], "epoch": state["epoch"],
-                "epoch_batch": state["batch"], "rng": rng_state(), **(extra_state or {}),
+                "epoch_batch": state["batch"], "rng": rng, **(extra_state or {}),
             })  # fmt: skip
 
     def evaluate() -> dict:
@@ -238,8 +269,7 @@ def fit(
         while budget > 0 or state["it"] < solver.max_iter:  # a time budget alone ends a budgeted run
             it, progress = state["it"], state["it"]
             if budget > 0:
-                elapsed = time.perf_counter() - t0
-                elapsed = float(reduce_mean(torch.tensor(elapsed))) if is_dist() else elapsed  # ranks agree
+                elapsed = agree(time.perf_counter() - t0, "mean")  # ranks agree
                 if elapsed >= budget:
                     break
                 progress = elapsed / budget * solver.max_iter
@@ -270,12 +300,12 @@ def fit(
             ips = len(images) * get_world_size() / max(time.perf_counter() - tic, 1e-9)
             log.step(state["it"], time.perf_counter() - t0, optimizer.param_groups[0]["lr"], losses, ips)
             if solver.checkpoint_period and state["it"] % solver.checkpoint_period == 0:
-                save(last)
+                save(last, gather_objects(rng_state(device)))  # every rank is here: each one's generators
             if evaluate_fn is not None and solver.eval_period and state["it"] % solver.eval_period == 0:
                 metrics = evaluate() if budget > 0 or state["it"] < solver.max_iter else metrics
             signum = stop.received()
             if signum:
-                save(last)
+                save(last, gather_objects(rng_state(device)))
                 name = signal.Signals(signum).name
                 raise TrainingStopped(
                     f"stopped by {name} at iteration {state['it']}: saved {last}; continue with --resume", 128 + signum
@@ -296,7 +326,7 @@ def fit(
     finally:
         stop.restore()
     log.bar.close()
-    save(last)
+    save(last, gather_objects(rng_state(device)))
     if evaluate_fn is not None:
         metrics = evaluate()
     log.close()
@@ -324,7 +354,7 @@ class _StopSignals:
         signal.signal(signum, self.previous.get(signum, signal.SIG_DFL))
 
     def received(self) -> int:
-        return int(_agree(self.signum, "max"))
+        return int(agree(self.signum, "max"))
 
     def restore(self) -> None:
         for sig, handler in self.previous.items():

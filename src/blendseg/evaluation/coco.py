@@ -13,7 +13,7 @@ import io
 import numpy as np
 
 from ..data.rle import encode
-from ..engine.dist import all_gather_objects, is_main_process
+from ..engine.dist import gather_objects, is_main_process
 from ..modeling.fcos_inference import Detections
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -96,9 +96,9 @@ class COCOEvaluator:
             self.results.extend(detections_to_coco(iid, dets, self.contiguous_to_cat_id))
 
     def evaluate(self, verbose: bool = True) -> dict[str, dict[str, float]]:
-        """Gather over processes and run COCO eval on the main one (others return {})."""
-        results = [r for part in all_gather_objects(self.results) for r in part]
-        image_ids = sorted({i for part in all_gather_objects(self.image_ids) for i in part})
+        """Gather to the main process and run COCO eval there (others return {})."""
+        results = [r for part in gather_objects(self.results) for r in part]
+        image_ids = sorted({i for part in gather_objects(self.image_ids) for i in part})
         if not is_main_process():
             return {}
         name, COCO, COCOeval = _backend()

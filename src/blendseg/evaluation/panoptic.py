@@ -20,7 +20,7 @@ import numpy as np
 
 from ..data.check import DataError
 from ..data.panoptic import read_panoptic_png, save_panoptic_png
-from ..engine.dist import all_gather_objects, is_main_process
+from ..engine.dist import gather_objects, is_main_process
 
 OFFSET = 256 * 256 * 256
 VOID = 0
@@ -232,8 +232,8 @@ class PanopticEvaluator:
             self.stat = self.stat + pq_image(gt_ids, gt["segments_info"], ids, segments, self.categories, name)
 
     def evaluate(self, verbose: bool = True) -> dict[str, dict]:
-        stats = all_gather_objects(self.stat)
-        records = [r for part in all_gather_objects(self.records) for r in part]
+        stats = gather_objects(self.stat)
+        records = [r for part in gather_objects(self.records) for r in part]
         if not is_main_process():
             return {}
         total = PQStat()

@@ -9,6 +9,7 @@ float32, ``labels`` (D,) int64 and, for mask models, ``masks`` (D, H, W) uint8 (
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import warnings
@@ -41,9 +42,10 @@ def export_onnx(
     model: nn.Module, cfg: TrainConfig, categories: Categories, out: str | os.PathLike, opset: int | None = None,
     conf: float = 0.3, max_det: int = 100, dense_masks: bool = True, example_size: tuple[int, int] = (480, 640),
 ) -> Path:  # fmt: skip
-    """Write ``model`` (eval, moved to CPU float32) as an ONNX graph taking any (3, H, W) uint8 image; ``conf``
-    and ``max_det`` are applied inside the graph (masks are made only for what is kept). ``opset``: default 18, 19
-    for models with deformable convolutions (ONNX DeformConv). ``dense_masks=False``: compact mask outputs
+    """Write ``model`` (a float32 CPU copy in eval mode: ``model`` itself stays where and as it is) as an ONNX graph
+    taking any (3, H, W) uint8 image; ``conf`` and ``max_det`` are applied inside the graph (masks are made only for
+    what is kept). ``opset``: default 18, 19 for models with deformable convolutions (ONNX DeformConv).
+    ``dense_masks=False``: compact mask outputs
     instead of ``masks`` (``mask_probs`` (D, S, S) + ``mask_boxes`` (D, 4), or YOLACT's ``mask_probs`` (D, h', w')),
     pasted per instance by the runner, so memory follows the detections, not the image. Returns the path."""
     require_onnx()
@@ -55,7 +57,7 @@ def export_onnx(
         raise ValueError(f"opset {opset}: the exported graph needs opset >= 18 (antialiased Resize, RoiAlign)")
     if deformable and opset < 19:
         raise ValueError(f"opset {opset}: this model has deformable convolutions, ONNX DeformConv needs opset >= 19")
-    graph = image_graph(model.cpu().float(), cfg, conf, max_det, dense_masks)
+    graph = image_graph(_cpu_float_copy(model), cfg, conf, max_det, dense_masks)
     example = torch.randint(0, 256, (3, *example_size), dtype=torch.uint8)
     height, width = torch.export.Dim("height", min=16, max=32768), torch.export.Dim("width", min=16, max=32768)
     with torch.no_grad():
@@ -89,6 +91,11 @@ def export_onnx(
     onnx.save(proto, tmp)
     os.replace(tmp, out)
     return out
+
+
+def _cpu_float_copy(model: nn.Module) -> nn.Module:
+    """``model`` as float32 on the CPU in eval mode, copied: the caller's model keeps its device, dtype and mode."""
+    return copy.deepcopy(model).cpu().float().eval()
 
 
 def has_deformable_convs(model: nn.Module) -> bool:

@@ -62,8 +62,17 @@ class OnnxPredictor:
         # no busy-waiting after a run: the mask pasting and drawing that follow run in PyTorch on the same cores
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
-        if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
+        if str(device).startswith("cuda"):
+            if "CUDAExecutionProvider" in ort.get_available_providers():
+                index = torch.device(device).index or 0
+                providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
+            else:
+                warnings.warn(
+                    f"device {device}: this onnxruntime has no CUDA provider (it has "
+                    f"{', '.join(ort.get_available_providers())}), so {path} runs on the CPU; for the GPU: "
+                    "pip install onnxruntime-gpu",
+                    stacklevel=2,
+                )
         self.session = ort.InferenceSession(str(path), opts, providers=providers)
         meta = self.session.get_modelmeta().custom_metadata_map.get("blendseg")
         if meta is None:

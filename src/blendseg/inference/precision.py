@@ -5,10 +5,10 @@ NMS and mask assembly, which stay in float32 for accuracy."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 
 import torch
-from torch import Tensor
+
+from ..structures import map_tensors
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -27,13 +27,4 @@ def autocast(precision: str, device: torch.device):
 
 def to_float32(obj):
     """``obj`` with every reduced-precision tensor inside (dataclass fields, lists, tuples, dicts) as float32."""
-    if isinstance(obj, Tensor):
-        return obj.float() if obj.dtype in (torch.bfloat16, torch.float16) else obj
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        changes = {f.name: to_float32(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-        return dataclasses.replace(obj, **{k: v for k, v in changes.items() if v is not getattr(obj, k)})
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_float32(v) for v in obj)
-    if isinstance(obj, dict):
-        return {k: to_float32(v) for k, v in obj.items()}
-    return obj
+    return map_tensors(obj, lambda t: t.float() if t.dtype in (torch.bfloat16, torch.float16) else t)

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ..config import TrainConfig
 from ..data.transforms import transforms_for
-from ..structures import pad_images
+from ..structures import pad_images, to_device
 from .precision import autocast, to_float32
 from .result import Categories, Result
 
@@ -22,22 +22,33 @@ def resize_for_test(cfg: TrainConfig, image: Tensor, transform=None) -> Tensor:
     return transform(image, empty)[0]
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a module's first parameter (or buffer); the CPU for a module with neither."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
 class Predictor:
     """``predictor(image, path=None) -> Result`` for one (3, H, W) uint8 RGB image.
 
     Args:
         model / cfg: a blendseg model (any method) in eval mode and its run config (test-time resize).
         categories: class names and dataset ids. ``conf``: keep detections scoring at least this.
-        max_det: keep at most this many (highest scores). ``device``: where the network runs.
+        max_det: keep at most this many (highest scores). ``device``: where the network runs; None: where the model
+            is (a device moves the model there).
         precision: "fp32", "bf16" (CPU or CUDA) or "fp16" (CUDA): the network under autocast, decoding and masks
             in float32 (:mod:`~blendseg.inference.precision`).
+
+    The Result holds its detections on the CPU (compact masks and panoptic maps included), so keeping many of them
+    costs no GPU memory.
     """
 
     def __init__(
         self, model: nn.Module, cfg: TrainConfig, categories: Categories, conf: float = 0.3, max_det: int = 100,
-        device: str | torch.device = "cpu", precision: str = "fp32",
+        device: str | torch.device | None = None, precision: str = "fp32",
     ) -> None:  # fmt: skip
-        self.device = torch.device(device)
+        self.device = model_device(model) if device is None else torch.device(device)
         autocast(precision, self.device)  # validates the name for this device
         self.precision = precision
         self.model = model.to(self.device).eval()
@@ -64,6 +75,6 @@ class Predictor:
         t0 = time.perf_counter()
         keep = (dets.scores >= self.conf).nonzero()[:, 0]
         keep = keep[dets.scores[keep].argsort(descending=True)[: self.max_det]]
-        dets = dets[keep]  # masks are still compact: nothing was pasted for what is dropped here
+        dets = to_device(dets[keep], "cpu")  # masks are still compact: nothing was pasted for what is dropped here
         speed["postprocess"] += (time.perf_counter() - t0) * 1e3
         return Result(image, dets, self.categories, path, speed, frame)

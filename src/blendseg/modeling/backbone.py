@@ -17,6 +17,8 @@ from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from ..config import BackboneConfig
+from ..engine.dist import all_reduce, backend, get_world_size
+from ..ops import deterministic
 from ..ops.deform import deform_conv2d
 
 DEPTH_TO_BLOCKS = {
@@ -44,15 +46,11 @@ class _AllReduceSum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, t: Tensor) -> Tensor:
-        t = t.clone()
-        torch.distributed.all_reduce(t)
-        return t
+        return all_reduce(t)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
-        grad = grad.clone()
-        torch.distributed.all_reduce(grad)
-        return grad
+        return all_reduce(grad)
 
 
 class AllReduceBatchNorm2d(nn.BatchNorm2d):
@@ -86,10 +84,9 @@ def get_norm(norm: str, channels: int) -> nn.Module | None:
     if norm == "BN":
         return nn.BatchNorm2d(channels)
     if norm == "SyncBN":
-        dist = torch.distributed
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if get_world_size() > 1:
             # PyTorch's SyncBatchNorm is CUDA-only (DDP refuses it on CPU): gloo processes get the same statistics
-            return nn.SyncBatchNorm(channels) if dist.get_backend() == "nccl" else AllReduceBatchNorm2d(channels)
+            return nn.SyncBatchNorm(channels) if backend() == "nccl" else AllReduceBatchNorm2d(channels)
         return nn.BatchNorm2d(channels)  # the reference crashes here on one GPU (AdelaiDet#184)
     if norm == "GN":
         return nn.GroupNorm(32 if channels % 32 == 0 else _groups_for(channels), channels)
@@ -124,12 +121,18 @@ def deform_conv2d_fp32(
     x: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 1, padding: int = 1,
     dilation: int = 1, mask: Tensor | None = None,
 ) -> Tensor:  # fmt: skip
-    """Deformable conv (:func:`~blendseg.ops.deform.deform_conv2d`, torchvision's function built from
-    ``grid_sample`` + ``matmul``) in float32 whatever autocast made of its inputs (the offsets need the precision).
-    An ONNX export keeps torchvision's op, which becomes the single ONNX DeformConv node."""
-    if torch.compiler.is_exporting():
+    """Deformable conv in float32 whatever autocast made of its inputs (the offsets need the precision): on the CPU
+    :func:`~blendseg.ops.deform.deform_conv2d` (torchvision's function built from ``grid_sample`` + ``matmul``,
+    several times faster than torchvision's CPU kernel); on CUDA torchvision's kernel, which keeps no sampled maps
+    for the backward (the grid_sample form keeps K of them per layer), except on the deterministic path
+    (:mod:`~blendseg.ops.deterministic`), where that kernel's backward is not repeatable. An ONNX export keeps
+    torchvision's op, which becomes the single ONNX DeformConv node."""
+    if torch.compiler.is_exporting() or (x.device.type == "cuda" and not deterministic.wanted(x)):
         from torchvision.ops import deform_conv2d as tv_deform_conv2d
 
+        if not torch.compiler.is_exporting():
+            x, offset, weight = x.float(), offset.float(), weight.float()
+            bias, mask = (t.float() if t is not None else None for t in (bias, mask))
         return tv_deform_conv2d(x, offset, weight, bias, stride, padding, dilation, mask)
     if x.dtype == torch.float32 and offset.dtype == torch.float32 and (mask is None or mask.dtype == torch.float32):
         return deform_conv2d(x, offset, weight, bias, stride, padding, dilation, mask)

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..config import BlendMaskConfig, BlendMaskHeadConfig
 from ..ops.blend import assemble, blend, pool_bases
+from ..ops.losses import cross_entropy
 from ..ops.masks import instance_mask_targets, thing_semantic_map
 from ..structures import ImageBatch, targets_to
 from .bottom import BOTTOM_MODULES, ProtoNet
@@ -84,7 +85,7 @@ def basis_semantic_loss(sem_logits: Tensor, targets: list[dict[str, Tensor]], pa
             maps.append(thing_semantic_map(tg["masks"], tg["labels"], padded))
     maps = torch.stack(maps)
     maps = F.interpolate(maps[:, None].float(), size=sem_logits.shape[-2:], mode="nearest")[:, 0].long()
-    return F.cross_entropy(sem_logits, maps)
+    return cross_entropy(sem_logits, maps)
 
 
 class BlendMask(nn.Module):

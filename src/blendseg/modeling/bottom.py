@@ -15,9 +15,9 @@ Shape legend: N images, K bases, C classes, W module width, H_i x W_i input map 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..ops.resize import BilinearUpsample, bilinear_resize
 from .backbone import get_norm
 
 
@@ -55,7 +55,7 @@ class ProtoNet(nn.Module):
         super().__init__()
         self.refine = nn.ModuleList([conv_block(c, convs_dim, norm) for c in in_channels])
         layers: list[nn.Module] = [conv_block(convs_dim, convs_dim, norm) for _ in range(num_convs)]
-        layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)]
+        layers += [BilinearUpsample(2)]
         layers += [conv_block(convs_dim, convs_dim, norm), nn.Conv2d(convs_dim, num_bases, 1)]
         self.tower = nn.Sequential(*layers)
         self.seg_head = semantic_head(in_channels[0], convs_dim, num_classes) if semantic else None
@@ -65,7 +65,7 @@ class ProtoNet(nn.Module):
         (N, C + 1, H_0, W_0) or None."""
         x = self.refine[0](feats[0])
         for refine, f in zip(self.refine[1:], feats[1:]):
-            x = x + F.interpolate(refine(f), size=x.shape[-2:], mode="bilinear", align_corners=False)
+            x = x + bilinear_resize(refine(f), x.shape[-2:])
         sem = self.seg_head(feats[0]) if (semantic and self.seg_head is not None) else None
         return self.tower(x), sem
 
@@ -118,7 +118,7 @@ class DeepLabV3Plus(nn.Module):
     def forward(self, feats: list[Tensor], semantic: bool = False) -> tuple[Tensor, Tensor | None]:
         """feats: (fine (N, C_0, H_0, W_0), coarse). Returns bases (N, K, H_0, W_0) and semantic logits or None."""
         fine, coarse = feats
-        top = F.interpolate(self.aspp(coarse), size=fine.shape[-2:], mode="bilinear", align_corners=False)
+        top = bilinear_resize(self.aspp(coarse), fine.shape[-2:])
         bases = self.decoder(torch.cat([top, self.low_level(fine)], dim=1))
         sem = self.seg_head(fine) if (semantic and self.seg_head is not None) else None
         return bases, sem

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..ops.resize import bilinear_resize
+
 
 def c2_xavier_fill(module: nn.Conv2d) -> None:
     """Caffe2's XavierFill as detectron2 applies it: kaiming_uniform(a=1), zero bias."""
@@ -60,11 +62,13 @@ class FPN(nn.Module):
     def forward(self, feats: list[Tensor]) -> list[Tensor]:
         """feats: finest first, (N, C_i, H_i, W_i). Returns P3..P5(+P6, P7), each (N, C, H_l, W_l)."""
         act = F.relu_ if self.relu_outputs else (lambda t: t)  # in place on the fresh output conv maps
-        interp = {"mode": "bilinear", "align_corners": False} if self.upsample == "bilinear" else {"mode": "nearest"}
         prev = getattr(self, f"fpn_lateral{self.levels[-1]}")(feats[-1])
         outs = [act(getattr(self, f"fpn_output{self.levels[-1]}")(prev))]
         for lvl, f in zip(reversed(self.levels[:-1]), reversed(feats[:-1])):
-            top_down = F.interpolate(prev, size=f.shape[-2:], **interp)
+            if self.upsample == "bilinear":
+                top_down = bilinear_resize(prev, f.shape[-2:])
+            else:
+                top_down = F.interpolate(prev, size=f.shape[-2:], mode="nearest")
             prev = getattr(self, f"fpn_lateral{lvl}")(f)
             prev += top_down  # in place on the fresh lateral map
             outs.insert(0, act(getattr(self, f"fpn_output{lvl}")(prev)))

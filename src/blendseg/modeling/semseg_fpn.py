@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..ops.losses import cross_entropy
 from ..ops.panoptic import combine_semantic_and_instances, semantic_argmax
+from ..ops.resize import BilinearUpsample, bilinear_resize
 from ..structures import PanopticResult
 from .backbone import Conv2dNorm, get_norm
 
@@ -48,7 +50,7 @@ class SemSegFPNHead(nn.Module):
                     nn.init.zeros_(conv.bias)
                 layers.append(conv)
                 if stride != common_stride:
-                    layers.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
+                    layers.append(BilinearUpsample(2))
             self.add_module(name, nn.Sequential(*layers))
         self.predictor = nn.Conv2d(convs_dim, num_classes, 1)
         nn.init.kaiming_normal_(self.predictor.weight, mode="fan_out", nonlinearity="relu")
@@ -67,14 +69,14 @@ def semantic_seg_loss(logits: Tensor, targets: list[Tensor], common_stride: int 
     Args:
         logits: (N, S, Hp / stride, Wp / stride). ``targets``: per image (h, w) integer labels, h <= Hp, w <= Wp.
     """
-    up = F.interpolate(logits, scale_factor=common_stride, mode="bilinear", align_corners=False)
+    up = bilinear_resize(logits, scale_factor=common_stride)
     hp, wp = up.shape[-2:]
     gt = torch.full((len(targets), hp, wp), ignore_value, dtype=torch.int64, device=logits.device)
     for i, t in enumerate(targets):
         gt[i, : t.shape[-2], : t.shape[-1]] = t.to(gt.device)
     if not (gt != ignore_value).any():  # detectron2 would return NaN (mean over nothing)
         return up.sum() * 0
-    return F.cross_entropy(up, gt, ignore_index=ignore_value)
+    return cross_entropy(up, gt, ignore_index=ignore_value)
 
 
 @torch.no_grad()

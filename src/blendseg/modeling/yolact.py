@@ -20,6 +20,7 @@ from ..ops.anchors import decode_boxes, make_priors
 from ..ops.conv import conv_at
 from ..ops.masks import crop_masks
 from ..ops.nms import fast_nms, standard_nms
+from ..ops.resize import BilinearUpsample
 from ..structures import GridMasks, ImageBatch, normalize_batch, pad_images, targets_to
 from .backbones import build_backbone
 from .fpn import FPN
@@ -78,7 +79,7 @@ def protonet(channels: int, width: int, num_convs: int, num_prototypes: int) -> 
     layers: list[nn.Module] = []
     for i in range(num_convs):
         layers += [nn.Conv2d(channels if i == 0 else width, width, 3, padding=1), nn.ReLU(inplace=True)]
-    layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), nn.ReLU(inplace=True)]
+    layers += [BilinearUpsample(2), nn.ReLU(inplace=True)]
     layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(width, num_prototypes, 1)]
     return nn.Sequential(*layers)
 

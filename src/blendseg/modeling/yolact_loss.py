@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ..config import YolactHeadConfig
 from ..ops.anchors import encode_boxes, point_form
+from ..ops.losses import cross_entropy
 from ..ops.masks import crop_masks
 from ..ops.nms import pairwise_iou
 
@@ -73,7 +74,7 @@ def ohem_conf_loss(conf: Tensor, conf_t: Tensor, negpos_ratio: int) -> Tensor:
         neg[pos] = False
         neg[conf_t < 0] = False
     sel = pos | neg
-    return F.cross_entropy(conf[sel], conf_t[sel], reduction="sum")
+    return cross_entropy(conf[sel], conf_t[sel], reduction="sum")
 
 
 def _downsample_masks(masks: Tensor, size: tuple[int, int]) -> Tensor:

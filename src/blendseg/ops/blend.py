@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import roi_align, roi_pool
 
+from .resize import bilinear_resize
+
 
 def pool_bases(
     bases: Tensor, boxes: Tensor, batch_idx: Tensor, resolution: int, stride: int, sampling: str = "bilinear"
@@ -43,7 +45,7 @@ def blend(rois: Tensor, attns: Tensor, interp: str = "bilinear") -> Tensor:
         m = int(round((attns.shape[1] / k) ** 0.5))
         attns = attns.view(n, k, m, m)
     if interp == "bilinear":
-        attns = F.interpolate(attns, (r, r), mode="bilinear", align_corners=False)
+        attns = bilinear_resize(attns, (r, r))
     elif interp == "nearest":
         attns = F.interpolate(attns, (r, r), mode="nearest")
     else:

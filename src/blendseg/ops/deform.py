@@ -1,6 +1,9 @@
 """Deformable convolution (DCNv1 / modulated DCNv2) as bilinear sampling + one matrix product: the same function as
 ``torchvision.ops.deform_conv2d`` (one offset group), built from ``grid_sample`` and ``matmul`` so that it runs at
-the speed of those kernels (torchvision's CPU kernel is several times slower) and under autocast.
+the speed of those kernels (torchvision's CPU kernel is several times slower) and under autocast. On the
+deterministic path (:mod:`~blendseg.ops.deterministic`) the sampling is four gathers instead of ``grid_sample``,
+whose CUDA backward accumulates with atomics. (On a GPU the models call torchvision's CUDA kernel instead, which
+keeps no sampled maps: ``blendseg.modeling.backbone.deform_conv2d_fp32``.)
 
 Shape legend: N images, C input channels, O output channels, G conv groups, K = kh * kw taps, H x W input,
 Ho x Wo output.
@@ -11,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from . import deterministic
 
 
 def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
@@ -35,13 +40,17 @@ def deform_conv2d(
     base_y = (torch.arange(Ho, device=x.device, dtype=dtype) * sh - ph)[:, None]  # (Ho, 1)
     base_x = (torch.arange(Wo, device=x.device, dtype=dtype) * sw - pw)[None, :]  # (1, Wo)
     off = offset.view(N, K, 2, Ho, Wo)
+    gather = deterministic.wanted(x)
     cols = []
     for k in range(K):
         ki, kj = divmod(k, kw)
         y = base_y + ki * dh + off[:, k, 0]  # (N, Ho, Wo) input pixel coordinates
         xx = base_x + kj * dw + off[:, k, 1]
-        grid = torch.stack([(2 * xx + 1) / W - 1, (2 * y + 1) / H - 1], dim=-1)  # pixel p -> (2p + 1) / size - 1
-        sampled = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if gather:
+            sampled = bilinear_gather(x, y, xx)
+        else:
+            grid = torch.stack([(2 * xx + 1) / W - 1, (2 * y + 1) / H - 1], dim=-1)  # pixel p -> (2p + 1) / size - 1
+            sampled = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         if mask is not None:
             sampled = sampled * mask[:, k : k + 1]
         cols.append(sampled)  # (N, C, Ho, Wo)
@@ -49,3 +58,23 @@ def deform_conv2d(
     out = torch.matmul(weight.view(G, O // G, Cg * K), cols)  # (N, G, O/G, Ho*Wo)
     out = out.reshape(N, O, Ho, Wo)
     return out + bias.view(1, O, 1, 1) if bias is not None else out
+
+
+def bilinear_gather(x: Tensor, y: Tensor, xx: Tensor) -> Tensor:
+    """(N, C, Ho, Wo) bilinear samples of x (N, C, H, W) at pixel coordinates y, xx (N, Ho, Wo), from gathers (whose
+    backward is deterministic on a GPU), with torchvision's deformable-conv rule: a sample at y <= -1, y >= H,
+    x <= -1 or x >= W is zero, a neighbour outside the image counts zero. The weights are linear in the coordinates,
+    so at integer positions (where deformable offsets start) the gradient is the one-sided difference, as there."""
+    N, C, H, W = x.shape
+    flat = x.reshape(N, C, H * W)
+    y0, x0 = y.detach().floor(), xx.detach().floor()
+    ly, lx = y - y0, xx - x0  # (N, Ho, Wo) distance to the top-left neighbour, carrying the coordinates' gradient
+    out = None
+    for dy, wy in ((0, 1 - ly), (1, ly)):
+        for dx, wx in ((0, 1 - lx), (1, lx)):
+            yi, xi = y0 + dy, x0 + dx
+            inside = (yi >= 0) & (yi <= H - 1) & (xi >= 0) & (xi <= W - 1)
+            idx = (yi.clamp(0, H - 1) * W + xi.clamp(0, W - 1)).long().view(N, 1, -1).expand(N, C, -1)
+            term = flat.gather(2, idx).view(N, C, *y.shape[1:]) * (wy * wx * inside)[:, None]
+            out = term if out is None else out + term
+    return out

@@ -1,12 +1,34 @@
-"""Dense-detection losses: IoU / GIoU on (l, t, r, b) distances with AdelaiDet's +1 smoothing.
+"""Dense-detection losses: IoU / GIoU on (l, t, r, b) distances with AdelaiDet's +1 smoothing; cross entropy that
+stays repeatable on a GPU in deterministic mode.
 
-Shape legend: P positives.
+Shape legend: P positives; N samples, C classes, ... any further (spatial) dimensions.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+from . import deterministic
+
+
+def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+    """``F.cross_entropy`` of logits (N, C, ...) and int64 targets (N, ...) (no weights, no smoothing); on the
+    deterministic path (:mod:`~blendseg.ops.deterministic`) as log-softmax and a gather, since CUDA's NLL kernels
+    reduce with atomics. "mean" averages over the targets that are not ``ignore_index``."""
+    if not deterministic.wanted(logits):
+        return F.cross_entropy(logits, target, ignore_index=ignore_index, reduction=reduction)
+    valid = target != ignore_index
+    picked = F.log_softmax(logits, dim=1).gather(1, torch.where(valid, target, 0).unsqueeze(1)).squeeze(1)
+    loss = -picked * valid
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "mean":
+        return loss.sum() / valid.sum()
+    raise ValueError(f"reduction must be none, sum or mean, got {reduction!r}")
 
 
 def iou_loss_ltrb(pred: Tensor, target: Tensor, weight: Tensor | None = None, loss_type: str = "giou") -> Tensor:
