@@ -70,7 +70,7 @@ class RunLog:
             row["PQ"] = metrics["panoptic"].get("PQ")
         self.sums, self.count = {}, 0
         path = self.out_dir / "results.csv"
-        rows = list(csv.DictReader(path.open())) if path.is_file() else []
+        rows = _read_csv(path)
         rows.append(row)
         fields = list(dict.fromkeys(k for r in rows for k in r))  # columns of every row, first-seen order
         with path.open("w", newline="") as f:
@@ -104,7 +104,7 @@ def plot_results(out_dir: Path, size: tuple[int, int] = (900, 360)) -> Path:
     from ..vis import PALETTE
 
     loss = [(r["iteration"], r["loss"]) for r in _records(out_dir / "train_log.jsonl") if "loss" in r]
-    rows = list(csv.DictReader((out_dir / "results.csv").open())) if (out_dir / "results.csv").is_file() else []
+    rows = _read_csv(out_dir / "results.csv")
     ap = {
         name: [(int(r["iteration"]), float(r[name])) for r in rows if r.get(name) not in (None, "")]
         for name in ("box_AP", "mask_AP", "PQ")
@@ -232,3 +232,10 @@ class _TeeStream:
 
     def __getattr__(self, name: str):
         return getattr(self.stream, name)
+
+
+def _read_csv(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
