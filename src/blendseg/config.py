@@ -295,6 +295,9 @@ class SolverConfig:
     max_minutes: float = 0.0  # wall-clock budget; 0 = none
     checkpoint_period: int = 5000
     eval_period: int = 0
+    # early stopping: stop after this many evaluations (every eval_period) without a better selection metric (PQ
+    # for panoptic evaluations, else mask AP, else box AP; the one best.pt keeps); 0 = off
+    patience: int = 0
     amp: bool = False
     # autocast precision with amp: auto = fp16 on CUDA (with a GradScaler, as detectron2's AMPTrainer), bf16 on CPU
     amp_dtype: str = "auto"  # auto | fp16 | bf16

@@ -125,3 +125,34 @@ def test_image_batches_pin(monkeypatch):
     out = batch.pin_memory()
     assert pinned and pinned[0] is batch.tensor and out.image_sizes == batch.image_sizes
     assert torch.equal(out.tensor, batch.tensor) and out.tensor is not batch.tensor
+
+
+def test_selection_metric_prefers_pq_then_mask_then_box_ap():
+    from blendseg.engine.train import selection_metric
+
+    assert selection_metric({"bbox": {"AP": 3.0}}) == ("bbox/AP", 3.0)
+    assert selection_metric({"bbox": {"AP": 3.0}, "segm": {"AP": 2.0}}) == ("segm/AP", 2.0)
+    assert selection_metric({"bbox": {"AP": 3.0}, "segm": {"AP": 2.0}, "panoptic": {"PQ": 9.0}}) == ("panoptic/PQ", 9.0)
+    assert selection_metric({"skipped_eval_images": ["x"]}) is None and selection_metric({}) is None
+
+
+def test_patience_stops_early_and_best_pt_names_its_metric(tmp_path, synth_data):
+    """Learning rate 0: every evaluation gives the same AP, so the first one is the best and, with patience 2, the
+    third ends the run (no final re-evaluation); metrics.json says which metric chose best.pt and when."""
+    import json
+
+    from blendseg.config import apply_overrides
+    from blendseg.engine.runner import train
+    from blendseg.zoo import get_preset
+
+    cfg = apply_overrides(get_preset("blendmask_tiny_test"), [
+        "data.num_workers=0", "solver.ims_per_batch=2", "solver.max_iter=50", "solver.base_lr=0.0",
+        "solver.eval_period=1", "solver.patience=2", "solver.checkpoint_period=0"])  # fmt: skip
+    metrics = train(cfg, str(synth_data), tmp_path / "run")
+    assert metrics["early_stop"] == {"iteration": 3, "patience": 2}
+    assert metrics["best"]["metric"] == "segm/AP" and metrics["best"]["iteration"] == 1
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["best"] == metrics["best"]
+    assert load_checkpoint(tmp_path / "run" / "weights" / "best.pt")["iteration"] == 1
+    assert load_checkpoint(tmp_path / "run" / "weights" / "last.pt")["iteration"] == 3
+    logged = (tmp_path / "run" / "train_log.jsonl").read_text()
+    assert logged.count('"eval"') == 3 and "early stop at iteration 3" in logged

@@ -80,6 +80,11 @@ class RunLog:
         with contextlib.suppress(Exception):  # a figure must never end a run
             plot_results(self.out_dir)
 
+    def info(self, msg: str) -> None:
+        if self.main:
+            tqdm.write(msg)
+            self.write({"info": msg})
+
     def warn(self, msg: str) -> None:
         if self.main:
             tqdm.write(msg, file=sys.stderr)

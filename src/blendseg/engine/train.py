@@ -175,6 +175,16 @@ def amp_context(solver: SolverConfig, device: torch.device):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
+def selection_metric(metrics: dict) -> tuple[str, float] | None:
+    """What chooses best.pt and stops early: ("panoptic/PQ", value) for panoptic evaluations, else "segm/AP" (mask
+    methods), else "bbox/AP" (FCOS); None without an evaluation."""
+    for section, key in (("panoptic", "PQ"), ("segm", "AP"), ("bbox", "AP")):
+        values = metrics.get(section)
+        if isinstance(values, dict) and key in values:
+            return f"{section}/{key}", float(values[key])
+    return None
+
+
 def _resolve_schedule(solver: SolverConfig, iters_per_epoch: int) -> SolverConfig:
     """With ``epochs`` > 0, max_iter = epochs x loader length and the steps keep their fractions."""
     if solver.epochs <= 0:
@@ -201,7 +211,9 @@ def fit(
     Under ``solver.max_minutes`` the run stops when the budget is spent, whatever the iteration count, and the LR
     steps happen at the same fractions of the budget as of ``max_iter`` (``max_iter`` only sets those fractions).
     Returns the last evaluation metrics (or {}, plus ``skipped_images`` when unreadable training images were
-    skipped).
+    skipped), with ``best``: the metric that chose ``best.pt`` (:func:`selection_metric`), its value and
+    iteration. ``solver.patience`` = N > 0 stops once N evaluations in a row (every ``eval_period``) did not
+    improve it (``early_stop`` in the metrics).
 
     Faults: SIGTERM / SIGINT finish the current step, save ``last.pt`` and raise :class:`TrainingStopped` (a
     second signal acts at once); a non-finite loss raises :class:`TrainingStopped` without saving over the last
@@ -213,7 +225,8 @@ def fit(
         out_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
     optimizer = build_optimizer(model, solver)
-    state = {"it": 0, "spent": 0.0, "best": -1.0, "skipped": [], "nonfinite": 0, "epoch": 0, "batch": 0}
+    state = {"it": 0, "spent": 0.0, "best": -1.0, "skipped": [], "nonfinite": 0, "epoch": 0, "batch": 0,
+             "best_metric": "", "best_it": 0, "stale": 0}  # fmt: skip
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(solver, device) == torch.float16)  # fp16 only
     last = out_dir / "weights" / "last.pt"
     if resume and is_main_process():  # temporary files of saves a kill -9 interrupted
@@ -226,6 +239,8 @@ def fit(
         state.update(it=int(ckpt["iteration"]), spent=float(ckpt["elapsed_s"]), best=float(ckpt["best"]))
         state.update(skipped=list(ckpt.get("skipped_images", [])), nonfinite=int(ckpt.get("nonfinite_steps", 0)))
         state.update(epoch=int(ckpt.get("epoch", 0)), batch=int(ckpt.get("epoch_batch", 0)))
+        state.update(best_metric=str(ckpt.get("best_metric", "")), best_it=int(ckpt.get("best_iteration", 0)))
+        state.update(stale=int(ckpt.get("stale_evaluations", 0)))
         if "rng" in ckpt:
             restore_rng(ckpt["rng"], device)
         if ckpt.get("scaler"):
@@ -249,20 +264,33 @@ def fit(
                 "iteration": state["it"],
                 "elapsed_s": time.perf_counter() - t0, "best": state["best"], "config": to_dict(cfg),
                 "skipped_images": state["skipped"], "nonfinite_steps": state["nonfinite"], "epoch": state["epoch"],
-                "epoch_batch": state["batch"], "rng": rng, **(extra_state or {}),
+                "epoch_batch": state["batch"], "rng": rng, "best_metric": state["best_metric"],
+                "best_iteration": state["best_it"], "stale_evaluations": state["stale"], **(extra_state or {}),
             })  # fmt: skip
 
     def evaluate() -> dict:
+        """Evaluate; on the main process keep best.pt by :func:`selection_metric` and count the evaluations since
+        it improved; the metrics get a ``best`` entry (metric, value, iteration)."""
         lr = optimizer.param_groups[0]["lr"]
         metrics = _evaluate(model, evaluate_fn, log, state, lr, time.perf_counter() - t0)
-        ap = metrics.get("bbox", {}).get("AP", -1.0) if metrics else -1.0
-        if ap > state["best"]:
-            state["best"] = ap
-            save(out_dir / "weights" / "best.pt")
         model.train()
-        return metrics
+        chosen = selection_metric(metrics) if metrics else None
+        if chosen is None:
+            return metrics
+        name, value = chosen
+        if value > state["best"]:
+            state.update(best=value, best_metric=name, best_it=state["it"], stale=0)
+            save(out_dir / "weights" / "best.pt")
+        else:
+            state["stale"] += 1
+        best = {"metric": state["best_metric"], "value": state["best"], "iteration": state["best_it"]}
+        return {**metrics, "best": best}
 
-    data, metrics = infinite(train_loader, state["epoch"], state["batch"]), {}
+    def patience_spent() -> bool:
+        """Every rank: has the main process seen ``solver.patience`` evaluations without improvement?"""
+        return bool(solver.patience) and bool(agree(float(state["stale"] >= solver.patience), "max"))
+
+    data, metrics, early = infinite(train_loader, state["epoch"], state["batch"]), {}, False
     model.train()
     stop = _StopSignals()
     try:
@@ -303,6 +331,15 @@ def fit(
                 save(last, gather_objects(rng_state(device)))  # every rank is here: each one's generators
             if evaluate_fn is not None and solver.eval_period and state["it"] % solver.eval_period == 0:
                 metrics = evaluate() if budget > 0 or state["it"] < solver.max_iter else metrics
+                if patience_spent():
+                    early = True
+                    if is_main_process():
+                        log.info(
+                            f"early stop at iteration {state['it']}: {state['best_metric']} has not improved for "
+                            f"{solver.patience} evaluations (solver.patience); best {state['best']:.2f} at "
+                            f"iteration {state['best_it']}, kept in weights/best.pt"
+                        )
+                    break
             signum = stop.received()
             if signum:
                 save(last, gather_objects(rng_state(device)))
@@ -327,8 +364,10 @@ def fit(
         stop.restore()
     log.bar.close()
     save(last, gather_objects(rng_state(device)))
-    if evaluate_fn is not None:
+    if evaluate_fn is not None and not early:  # an early stop has just evaluated these weights
         metrics = evaluate()
+    if early:
+        metrics = {**metrics, "early_stop": {"iteration": state["it"], "patience": solver.patience}}
     log.close()
     if state["skipped"]:
         metrics = {**metrics, "skipped_images": state["skipped"]}
