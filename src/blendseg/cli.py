@@ -196,7 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run folder (default runs/PRESET)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/weights/last.pt")
     t.add_argument(
-        "--weights", help="start from a blendseg checkpoint (e.g. `blendseg convert` output); mismatched heads skipped"
+        "--weights",
+        help="start from a blendseg checkpoint, an official AdelaiDet or dbolya/yolact .pth / .safetensors, or a "
+        "torchvision / detectron2 backbone state dict (recognised by content); tensors of another shape (class "
+        "count) stay freshly initialised",
     )
     t.add_argument("--no-eval", action="store_true", help="skip the final COCO evaluation")
     t.set_defaults(fn=_cmd_train)

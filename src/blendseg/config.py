@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import sys
 import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
@@ -403,13 +405,44 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return conv(dataclasses.asdict(cfg))
 
 
+# what torchvision's ImageNet ResNets were trained with (detectron2's MSRA weights: stride in the 1x1, BGR, std 1)
+TORCHVISION_WEIGHT_SETTINGS = {
+    "model.backbone.stride_in_1x1": False,
+    "model.input_format": "RGB",
+    "model.pixel_mean": (123.675, 116.28, 103.53),
+    "model.pixel_std": (58.395, 57.12, 57.375),
+}
+
+
 def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
-    """Return a copy of ``cfg`` with ``a.b.c=value`` overrides applied (values parsed as YAML)."""
+    """Return a copy of ``cfg`` with ``a.b.c=value`` overrides applied (values parsed as YAML). A ResNet with
+    ``model.backbone.weights=torchvision`` also gets what those weights need (:data:`TORCHVISION_WEIGHT_SETTINGS`),
+    except the keys the overrides set themselves, with a line on stderr saying what changed."""
+    given = set()
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, raw = item.split("=", 1)
         cfg = _replace_path(cfg, key.strip().split("."), yaml.safe_load(raw), key.strip())
+        given.add(key.strip())
+    return _torchvision_settings(cfg, given)
+
+
+def _torchvision_settings(cfg: Any, given: set[str]) -> Any:
+    model = getattr(cfg, "model", None)
+    backbone = getattr(model, "backbone", None)
+    if backbone is None or backbone.name != "resnet" or not backbone.weights.startswith("torchvision"):
+        return cfg
+    changed = []
+    for key, value in TORCHVISION_WEIGHT_SETTINGS.items():
+        path = key.split(".")
+        current = functools.reduce(getattr, path, cfg)
+        if key not in given and (tuple(current) if isinstance(current, (list, tuple)) else current) != value:
+            cfg = _replace_path(cfg, path, value, key)
+            changed.append(f"{key}={value}")
+    if changed:
+        print(f"model.backbone.weights=torchvision: set {', '.join(changed)} (what those weights were trained "
+              "with; an override of any of them wins)", file=sys.stderr)  # fmt: skip
     return cfg
 
 

@@ -143,6 +143,20 @@ def load_matching(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[lis
     return sorted(ok), skipped
 
 
+def _skipped_report(model: nn.Module, state: dict[str, torch.Tensor], skipped: list[str]) -> str:
+    """Why the tensors :func:`load_matching` did not load stay freshly initialised: another shape (class counts,
+    widths) or not in the file."""
+    own = model.state_dict()
+    shape = [k for k in skipped if k in own and k in state]
+    absent = [k for k in skipped if k in own and k not in state]
+    parts = []
+    if shape:
+        parts.append(f"re-initialised {len(shape)} whose shape differs (class count or width), e.g. {shape[:4]}")
+    if absent:
+        parts.append(f"{len(absent)} not in the file stay random, e.g. {absent[:4]}")
+    return "; ".join(parts) or "every tensor loaded"
+
+
 def train(
     cfg: TrainConfig, data_yaml: str, out_dir: str | Path, resume: bool = False, evaluate: bool = True,
     init_weights: str | None = None,
@@ -183,9 +197,13 @@ def _train_in(
     model = build_model(cfg.model)
     resuming = resume and (out_dir / "weights" / "last.pt").is_file()
     if init_weights and not resuming:
-        loaded, skipped = load_matching(model, load_checkpoint(init_weights)["model"])
+        from ..convert.weights import recognise
+
+        state, what = recognise(init_weights, cfg, model)
+        loaded, skipped = load_matching(model, state)
         if is_main_process():
-            print(f"initialised {len(loaded)} tensors from {init_weights}; skipped {len(skipped)} {skipped[:4]}")
+            print(f"initialised {len(loaded)} of the model's {len(model.state_dict())} tensors from {init_weights} "
+                  f"({what}); {_skipped_report(model, state, skipped)}")  # fmt: skip
     if hasattr(model, "prepare") and not resuming:  # data-dependent state (MEInst's mask encoding)
         model.prepare(ds, log=print if is_main_process() else (lambda *_: None))
     has_val = "val" in load_data_yaml(data_yaml).splits

@@ -1,0 +1,101 @@
+"""What ``blendseg train --weights FILE`` starts from, recognised by content, not by name: a blendseg checkpoint, an
+official AdelaiDet (detectron2) model (FCOS, BlendMask, MEInst), an official dbolya/yolact model, or a backbone state
+dict in torchvision's or detectron2's layout (ImageNet weights). Each becomes a state dict in the training model's
+names; the caller loads what matches in name and shape (:func:`~blendseg.engine.runner.load_matching`).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..config import TORCHVISION_WEIGHT_SETTINGS, TrainConfig
+from ..modeling.backbone import torchvision_to_ours
+from . import adelaidet, yolact
+
+EXPECTED = (
+    "a blendseg checkpoint, an AdelaiDet / detectron2 model (FCOS, BlendMask, MEInst), a dbolya/yolact model, or a "
+    "backbone state dict in torchvision's or detectron2's layout"
+)
+
+
+def read_file(path: str | os.PathLike) -> dict:
+    """The file's top-level dict (``.safetensors``, or a ``torch.load(weights_only=True)`` dict: no code runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: not a weights file blendseg can read ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: holds a {type(obj).__name__}, not a dict of tensors; expected {EXPECTED}")
+    return obj
+
+
+def _tensors(obj: dict) -> dict[str, Tensor]:
+    for key in ("model", "state_dict"):  # detectron2 / torchvision training checkpoints wrap the weights
+        if isinstance(obj.get(key), dict):
+            obj = obj[key]
+    state = {k.removeprefix("module."): v for k, v in obj.items() if torch.is_tensor(v)}  # DataParallel's prefix
+    return state
+
+
+def _value(cfg: TrainConfig, key: str):
+    v = functools.reduce(getattr, key.split("."), cfg)
+    return tuple(v) if isinstance(v, (list, tuple)) else v
+
+
+def _backbone_prefix(model: nn.Module) -> tuple[str, nn.Module]:
+    """(name prefix, module) of the model's backbone: "backbone." (FCOS, YOLACT) or "fcos.backbone."."""
+    core = getattr(model, "fcos", model)
+    for name, module in model.named_modules():
+        if module is core.backbone:
+            return name + ".", module
+    raise ValueError(f"{type(model).__name__} has no backbone")
+
+
+def recognise(path: str | os.PathLike, cfg: TrainConfig, model: nn.Module) -> tuple[dict[str, Tensor], str]:
+    """(state dict in ``model``'s names, what the file is) for the training model ``model`` of ``cfg``. Official
+    models are mapped with the converters for the training config's method and backbone; backbone state dicts are
+    put under the model's backbone. A file that is none of these is refused, naming what it holds."""
+    obj = read_file(path)
+    if isinstance(obj.get("model"), dict) and "config" in obj:
+        state = {k: v for k, v in obj["model"].items() if torch.is_tensor(v)}
+        return state, "a blendseg checkpoint"
+    state = _tensors(obj)
+    keys = list(state)
+    if any(k.startswith(("backbone.bottom_up.", "proposal_generator.", "basis_module.", "top_layer.")) for k in keys):
+        converted, _ = adelaidet.convert_state_dict(state, cfg.model.arch)
+        return converted, f"an AdelaiDet model, mapped to blendseg's {cfg.model.arch} names"
+    if any(k.startswith(("proto_net.", "prediction_layers.", "fpn.lat_layers.")) for k in keys):
+        converted, _ = yolact.convert_state_dict(state, cfg.model.backbone.name)
+        return converted, "a dbolya/yolact model, mapped to blendseg's names"
+    prefix, backbone = _backbone_prefix(model)
+    layout = "detectron2"
+    if any(k.startswith("layer1.") for k in keys):
+        state, layout = torchvision_to_ours(state), "torchvision"
+        m = cfg.model
+        wanted = {k: v for k, v in TORCHVISION_WEIGHT_SETTINGS.items() if _value(cfg, k) != v}
+        if wanted:
+            warnings.warn(
+                f"{path} is a torchvision ResNet: it was trained with "
+                + ", ".join(f"{k}={v}" for k, v in wanted.items())
+                + f" (this run has stride_in_1x1={m.backbone.stride_in_1x1}, input_format={m.input_format}); "
+                "model.backbone.weights=torchvision sets them by itself",
+                stacklevel=2,
+            )
+    own = set(backbone.state_dict())
+    if own and len(own & set(state)) >= 0.5 * len(own):
+        return {prefix + k: v for k, v in state.items() if k in own}, f"a backbone state dict ({layout} layout)"
+    examples = ", ".join(repr(k) for k in keys[:3]) or "none"
+    raise ValueError(f"{path}: {len(keys)} tensors named like {examples}: not {EXPECTED}")
