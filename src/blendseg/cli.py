@@ -42,10 +42,34 @@ def _cmd_synth(a: argparse.Namespace) -> int:
     return 0
 
 
+def _check_data_yaml(path: str) -> list:
+    """Every split of a data.yaml: COCO JSON (with its images) or YOLO labels (read as COCO, images decoded)."""
+    from .data.check import check_coco, check_file
+    from .data.coco import load_data_yaml
+    from .data.yolo import yolo_to_coco
+
+    spec, problems = load_data_yaml(path), []
+    for name, s in spec.splits.items():
+        if s.yolo:
+            data, probs = yolo_to_coco(s.images, spec.names, spec.root)
+            problems += probs + check_coco(data, f"{s.images} (YOLO labels)", spec.root)
+        elif s.annotations is not None:
+            problems += check_file(s.annotations, s.images)
+        print(f"{path}: {name}: {'YOLO labels of ' if s.yolo else ''}{s.images}")
+    return problems
+
+
 def _cmd_check(a: argparse.Namespace) -> int:
     from .data.check import check_file, load_json
     from .data.panoptic import check_panoptic
 
+    if a.annotations.endswith((".yaml", ".yml")):
+        problems = _check_data_yaml(a.annotations)
+        for p in problems:
+            print(p)
+        errors = sum(p.severity == "error" for p in problems)
+        print(f"{a.annotations}: {errors} error(s), {len(problems) - errors} warning(s)")
+        return 1 if errors else 0
     data, problems = load_json(a.annotations)
     if data is not None and any("segments_info" in ann for ann in data["annotations"][:1]):  # COCO panoptic
         masks = a.masks or str(Path(a.annotations).with_suffix(""))  # COCO's layout: panoptic_val2017(.json)
@@ -58,6 +82,14 @@ def _cmd_check(a: argparse.Namespace) -> int:
     errors = sum(p.severity == "error" for p in problems)
     print(f"{a.annotations}: {errors} error(s), {len(problems) - errors} warning(s)")
     return 1 if errors else 0
+
+
+def _cmd_convert_data(a: argparse.Namespace) -> int:
+    from .data.yolo import convert_dataset
+
+    path, report = convert_dataset(a.data, a.to, a.out)
+    print("\n".join(report) + f"\nwrote {path}")
+    return 0
 
 
 def _cmd_eval_panoptic(a: argparse.Namespace) -> int:
@@ -148,15 +180,15 @@ def _cmd_export(a: argparse.Namespace) -> int:
 def _cmd_fit_encoding(a: argparse.Namespace) -> int:
     import torch
 
-    from .data.coco import CocoInstances, load_data_yaml
+    from .data.coco import load_data_yaml, open_instances
     from .data.encoding import fit_encoding
     from .engine.checkpoint import save_checkpoint
 
-    split = load_data_yaml(a.data).splits.get(a.split)
-    if split is None:
+    spec = load_data_yaml(a.data)
+    if a.split not in spec.splits:
         print(f"{a.data}: no '{a.split}' split", file=sys.stderr)
         return 2
-    fit = fit_encoding(CocoInstances(split.annotations, split.images), a.dim, a.mask_size, seed=a.seed)
+    fit = fit_encoding(open_instances(spec, a.split, a.data), a.dim, a.mask_size, seed=a.seed)
     out = Path(a.out)
     save_checkpoint(out, {k: v for k, v in fit.items() if torch.is_tensor(v)})  # atomic; weights_only loadable
     ratio = float(fit["explained_variance_ratio"].sum())
@@ -222,13 +254,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--difficulty", choices=("easy", "normal", "hard"), default="normal")
     s.add_argument("--panoptic", action="store_true", help="stuff backgrounds + COCO panoptic PNGs and JSON")
     s.set_defaults(fn=_cmd_synth)
-    c = d.add_parser("check", help="validate COCO annotations (exit 1 on errors)")
-    c.add_argument("annotations")
+    c = d.add_parser("check", help="validate COCO annotations or every split of a data.yaml (exit 1 on errors)")
+    c.add_argument("annotations", help="a COCO JSON (or COCO panoptic JSON), or a data.yaml (COCO or YOLO layout)")
     c.add_argument("--images", help="image folder: also check every file exists, opens and has its size")
     c.add_argument(
         "--masks", help="COCO panoptic JSON: its PNG folder (default: the JSON's path without .json, COCO's layout)"
     )
     c.set_defaults(fn=_cmd_check)
+    dc = d.add_parser("convert", help="write a data.yaml's dataset in the other layout (COCO JSON <-> YOLO labels)")
+    dc.add_argument("data", help="data.yaml (COCO or YOLO layout)")
+    dc.add_argument("--to", required=True, choices=("coco", "yolo"))
+    dc.add_argument("--out", required=True, help="folder for the labels / JSON and the new data.yaml")
+    dc.set_defaults(fn=_cmd_convert_data)
     ep = sub.add_parser("eval-panoptic", help="PQ / SQ / RQ of predictions in the COCO panoptic format")
     ep.add_argument("gt_json")
     ep.add_argument("gt_dir", help="ground-truth PNG folder")

@@ -34,6 +34,7 @@ class Split:
     annotations: Path | None
     panoptic: Path | None = None
     panoptic_masks: Path | None = None
+    yolo: bool = False  # ultralytics' layout: ``images`` is a folder (or .txt list) with labels/ beside it
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,9 @@ def load_data_yaml(path: str | os.PathLike) -> DataSpec:
         s = raw.get(name)
         if s is None:
             continue
+        if isinstance(s, str):  # ultralytics: an image folder or list, labels/ beside images/
+            splits[name] = Split(root / s, None, yolo=True)
+            continue
         if not isinstance(s, dict) or "images" not in s or not ("annotations" in s or "panoptic" in s):
             raise DataError(
                 f"{path}: '{name}' must be {{images: DIR, annotations: FILE.json}} (and/or panoptic: FILE.json, "
@@ -81,7 +85,25 @@ def load_data_yaml(path: str | os.PathLike) -> DataSpec:
         names = [str(n) for n in names]
     else:
         raise DataError(f"{path}: names must be 'auto', a list or a {{index: name}} mapping")
+    if names is None and any(s.yolo for s in splits.values()):
+        raise DataError(f"{path}: YOLO-format splits need names ({{0: name, ...}} or a list): label files hold indices")
     return DataSpec(root, splits, names)
+
+
+def open_instances(spec: DataSpec, split: str, where: str, **kwargs) -> CocoInstances:
+    """The :class:`CocoInstances` of a data.yaml split: its COCO JSON, or its YOLO labels read as COCO (broken
+    label lines refused as broken annotations are; ``where`` names the data.yaml in messages)."""
+    s = spec.splits[split]
+    if not s.yolo:
+        return CocoInstances(s.annotations, s.images, **kwargs)
+    from .yolo import yolo_to_coco
+
+    data, probs = yolo_to_coco(s.images, spec.names, spec.root)
+    raise_on_errors(probs)
+    for p in probs:
+        warnings.warn(str(p), stacklevel=2)
+    kwargs.pop("check_files", None)  # the reader has opened every image already
+    return CocoInstances(f"{where} ({split}: YOLO labels of {s.images})", spec.root, data=data, **kwargs)
 
 
 class CocoInstances(torch.utils.data.Dataset):

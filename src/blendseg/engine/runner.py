@@ -14,7 +14,7 @@ from torch import nn
 
 from ..config import TrainConfig, dump_yaml, from_dict
 from ..data.check import DataError
-from ..data.coco import CocoInstances, load_data_yaml
+from ..data.coco import CocoInstances, load_data_yaml, open_instances
 from ..data.loader import build_loader
 from ..data.panoptic import CocoPanoptic
 from ..data.transforms import transforms_for
@@ -76,7 +76,7 @@ def build_dataset(cfg: TrainConfig, data_yaml: str, split: str, train: bool) -> 
             "(panoptic: FILE.json, panoptic_masks: PNG_DIR)"
         )
     else:
-        ds = CocoInstances(s.annotations, s.images, **kwargs)
+        ds = open_instances(spec, split, data_yaml, **kwargs)
     if spec.names is not None and len(spec.names) != len(ds.class_names):
         raise DataError(
             f"{data_yaml}: names lists {len(spec.names)} classes, {ds.ann_file} has {len(ds.class_names)} categories"
