@@ -254,6 +254,10 @@ class DataConfig:
     max_size_test: int = 1333
     hflip_train: bool = True
     filter_empty: bool = True
+    # class imbalance: images of rare classes repeated (detectron2's RepeatFactorTrainingSampler, LVIS): an image's
+    # repeat factor is max over its classes of max(1, sqrt(t / f)), f the fraction of training images with the
+    # class; 0 = off (every image once an epoch). LVIS uses 0.001.
+    repeat_threshold: float = 0.0
     aspect_ratio_grouping: bool = False  # detectron2's batching by orientation (True in the reference presets)
     num_workers: int = 2
     with_masks: bool = False

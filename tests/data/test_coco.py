@@ -245,3 +245,35 @@ def test_polygons_follow_resize_and_flip_and_give_box_targets(synth_data):
         inter, union = (targets * bitmask).sum((1, 2)), ((targets + bitmask) > 0).sum((1, 2))
         assert (inter / union.clamp(min=1)).mean() > 0.8
     assert checked > 5
+
+
+def test_repeat_factors_by_hand_and_their_sampling():
+    """detectron2's rule on 4 images, class 1 in all of them, class 2 in the last only, crowd ignored: with t = 0.5,
+    f(1) = 1 -> r = 1, f(2) = 1/4 -> r = sqrt(2); the last image comes sqrt(2) times an epoch on average, the others
+    once; two processes get equal shares of one draw."""
+    import math
+
+    from blendseg.data.loader import RepeatFactorSampler, repeat_factors
+
+    images = [{"id": i} for i in range(4)]
+    anns = {0: [{"category_id": 1}], 1: [{"category_id": 1}], 2: [{"category_id": 1}, {"category_id": 2, "iscrowd": 1}],
+            3: [{"category_id": 1}, {"category_id": 2}]}  # fmt: skip
+    ds = type("DS", (), {"images": images, "anns": anns, "__len__": lambda self: 4})()
+    factors = repeat_factors(ds, 0.5)
+    assert factors[:3] == [1.0, 1.0, 1.0] and factors[3] == pytest.approx(math.sqrt(2))
+    counts, epochs = [0] * 4, 2000
+    one = RepeatFactorSampler(ds, factors, num_replicas=1, rank=0, seed=3)
+    for epoch in range(epochs):
+        one.set_epoch(epoch)
+        for e, i in one:
+            assert e == epoch
+            counts[i] += 1
+    assert counts[:3] == [epochs] * 3 and counts[3] / epochs == pytest.approx(math.sqrt(2), abs=0.03)
+    shares = []
+    for rank in (0, 1):
+        s = RepeatFactorSampler(ds, factors, num_replicas=2, rank=rank, seed=3)
+        s.set_epoch(7)
+        shares.append([i for _, i in s])
+    one.set_epoch(7)
+    drawn = [i for _, i in one]
+    assert len(shares[0]) == len(shares[1]) and sorted(set(shares[0] + shares[1])) == sorted(set(drawn))

@@ -9,6 +9,7 @@ each sample's augmentation randomness a function of (seed, epoch, index) (the sa
 from __future__ import annotations
 
 import functools
+import math
 import random
 
 import torch
@@ -101,6 +102,41 @@ class EpochSampler(DistributedSampler):
         return ((self.epoch, i) for i in super().__iter__())
 
 
+def repeat_factors(dataset: Dataset, threshold: float) -> list[float]:
+    """Per image, detectron2's repeat factor (LVIS): max over its classes c of max(1, sqrt(threshold / f(c))), where
+    f(c) is the fraction of the dataset's images that contain c (crowd regions left out); 1 for an empty image."""
+    per_image = [{a["category_id"] for a in dataset.anns[im["id"]] if not a.get("iscrowd", 0)} for im in dataset.images]
+    counts: dict[int, int] = {}
+    for cats in per_image:
+        for c in cats:
+            counts[c] = counts.get(c, 0) + 1
+    n = max(len(per_image), 1)
+    rc = {c: max(1.0, math.sqrt(threshold / (k / n))) for c, k in counts.items()}
+    return [max((rc[c] for c in cats), default=1.0) for cats in per_image]
+
+
+class RepeatFactorSampler(EpochSampler):
+    """:class:`EpochSampler` with each image repeated by its repeat factor r: floor(r) times plus once more with
+    probability frac(r), drawn per epoch from (seed, epoch) (stochastic rounding, as detectron2), then shuffled and
+    strided over ranks. Its length is the expected count."""
+
+    def __init__(self, dataset: Dataset, factors: list[float], num_replicas: int, rank: int, seed: int = 0) -> None:
+        super().__init__(dataset, num_replicas, rank, shuffle=True, seed=seed)
+        self.factors = torch.tensor(factors, dtype=torch.float64)
+        expected = int(round(float(self.factors.sum())))
+        self.num_samples = math.ceil(expected / num_replicas)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        whole = self.factors.floor()
+        reps = whole + (torch.rand(len(self.factors), generator=g, dtype=torch.float64) < self.factors - whole)
+        indices = torch.repeat_interleave(torch.arange(len(self.factors)), reps.long())
+        indices = indices[torch.randperm(len(indices), generator=g)].tolist()
+        total = math.ceil(len(indices) / self.num_replicas) * self.num_replicas
+        indices += indices[: total - len(indices)]  # pad to a multiple of the process count
+        return ((self.epoch, i) for i in indices[self.rank : total : self.num_replicas])
+
+
 class EpochBatches(Sampler):
     """The training batch sampler: batches of ``batch_sampler`` for the current epoch, starting ``start`` batches
     in (a resumed run continues the interrupted epoch where it stopped; the first epoch after it starts at 0)."""
@@ -153,12 +189,14 @@ def build_loader(
     group_by_aspect: bool = False,
     strict: bool = False,
     pin_memory: bool = False,
+    repeat_threshold: float = 0.0,
 ) -> DataLoader:
     """Train: shuffled per (seed, epoch), each process its share, ``batch_size`` per process, the last partial batch
     dropped, optionally grouping landscape and portrait images (``group_by_aspect``, the dataset needs
     ``aspect_ratios()``), unreadable images skipped (``strict``: an error); ``loader.batch_sampler`` is an
     :class:`EpochBatches` (``set_epoch(epoch, start)``). Eval: in order, each process a strided shard, unreadable
-    images reported (:class:`EvalSamples`). ``pin_memory``: batches in page-locked memory (for a CUDA model: the
+    images reported (:class:`EvalSamples`); ``repeat_threshold`` > 0: training images repeated by their
+    classes' rarity (:class:`RepeatFactorSampler`). ``pin_memory``: batches in page-locked memory (for a CUDA model: the
     copies to the GPU then run asynchronously)."""
     world = get_world_size()
     collate_fn = functools.partial(collate, size_divisibility=size_divisibility)
@@ -168,7 +206,10 @@ def build_loader(
             EvalSamples(dataset, strict), batch_size=batch_size, sampler=sampler, num_workers=num_workers,
             collate_fn=collate_fn, pin_memory=pin_memory,
         )  # fmt: skip
-    sampler = EpochSampler(dataset, world, get_rank(), shuffle=True, seed=seed)
+    if repeat_threshold > 0:  # rare classes' images repeated (the dataset needs COCO ``images`` / ``anns``)
+        sampler = RepeatFactorSampler(dataset, repeat_factors(dataset, repeat_threshold), world, get_rank(), seed)
+    else:
+        sampler = EpochSampler(dataset, world, get_rank(), shuffle=True, seed=seed)
     if group_by_aspect:
         groups = [int(r > 1.0) for r in dataset.aspect_ratios()]
         batches = GroupedBatchSampler(sampler, groups, batch_size)

@@ -193,6 +193,7 @@ def _train_in(
     loader = build_loader(
         ds, cfg.solver.ims_per_batch, True, cfg.data.num_workers, cfg.model.size_divisibility, cfg.seed, group,
         cfg.data.strict, pin_memory=device.type == "cuda",  # pinned batches: the copies to the GPU run async
+        repeat_threshold=cfg.data.repeat_threshold,
     )  # fmt: skip
     model = build_model(cfg.model)
     resuming = resume and (out_dir / "weights" / "last.pt").is_file()
