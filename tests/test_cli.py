@@ -127,7 +127,7 @@ def test_blendmask_two_iterations_with_mask_ap(tmp_path, synth_data):
     args = ["train", "blendmask_tiny_test", str(synth_data), "--out", str(out), "solver.max_iter=2"]
     assert main([*args, "data.mask_format=polygon"]) == 0  # the reference's polygon mask targets
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) == {"bbox", "segm"}
+    assert set(metrics) == {"bbox", "segm", "best"} and metrics["best"]["metric"] == "segm/AP"
 
 
 def test_yolact_trains_evaluates_and_converts(tmp_path, synth_data, capsys):
@@ -135,7 +135,7 @@ def test_yolact_trains_evaluates_and_converts(tmp_path, synth_data, capsys):
     assert main(["train", "yolact_tiny_test", str(synth_data), "--out", str(out), "solver.max_iter=2",
                  "data.augment=ssd"]) == 0  # fmt: skip
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) == {"bbox", "segm"}
+    assert set(metrics) == {"bbox", "segm", "best"}  # best: which metric chose best.pt
     assert main(["val", str(out / "weights" / "last.pt"), str(synth_data)]) == 0
     capsys.readouterr()
     images = synth_data.parent / "val" / "images"
@@ -171,8 +171,15 @@ def test_yolact_trains_evaluates_and_converts(tmp_path, synth_data, capsys):
             str(tmp_path / "conv" / "model.pt"), "solver.max_iter=1", "data.square_size=0"]  # fmt: skip
     assert main(args) == 0
     log = capsys.readouterr().out
-    assert f"initialised {len(ours)} tensors" in log and "skipped 0" in log
-    assert set(json.loads((tmp_path / "ft" / "metrics.json").read_text())) == {"bbox", "segm"}
+    assert f"initialised {len(ours)} of the model's {len(ours)} tensors" in log and "every tensor loaded" in log
+    assert set(json.loads((tmp_path / "ft" / "metrics.json").read_text())) == {"bbox", "segm", "best"}
+    # or straight from the official file, recognised by its keys (no convert step)
+    args = ["train", "yolact_tiny_test", str(synth_data), "--out", str(tmp_path / "ft2"), "--weights", str(weights),
+            "solver.max_iter=1", "--no-eval"]  # fmt: skip
+    assert main(args) == 0
+    log = capsys.readouterr().out
+    assert f"initialised {len(ours)} of the model's {len(ours)} tensors" in log
+    assert "(a dbolya/yolact model, mapped to blendseg's names)" in log
 
 
 def test_fine_tuning_skips_the_class_count_layers():
@@ -216,7 +223,7 @@ def test_meinst_fits_its_encoding_trains_and_loads_a_fitted_file(tmp_path, synth
     assert main(["train", "meinst_tiny_test", str(synth_data), "--out", str(out), "solver.max_iter=2"]) == 0
     log = capsys.readouterr().out
     assert "MEInst: fitted a 12-d PCA on" in log and "reconstruction mIoU" in log
-    assert set(json.loads((out / "metrics.json").read_text())) == {"bbox", "segm"}
+    assert set(json.loads((out / "metrics.json").read_text())) == {"bbox", "segm", "best"}
     model, _, _ = load_model(out / "weights" / "last.pt")
     assert model.mask_encoding.fitted  # stored inside the checkpoint: no file needed at inference
 
