@@ -36,19 +36,29 @@ def synth_data(tmp_path_factory) -> Path:
     return synthesize(out, train=24, val=8, seed=3, min_size=96, max_size=128)
 
 
-@pytest.fixture(scope="session")
-def checkpoint(tmp_path_factory):
-    """A blendmask_tiny_test checkpoint with class names, its head biased so random weights detect things."""
+def random_checkpoint(path: Path, preset: str, data_yaml: Path | None = None, **extra) -> Path:
+    """A checkpoint of ``preset`` with random weights (seed 0; the data's class counts when ``data_yaml`` is
+    given), its FCOS classifier (FCOS, BlendMask, MEInst) biased so that it detects plenty above any threshold."""
     from blendseg.config import to_dict
     from blendseg.engine.checkpoint import save_checkpoint
+    from blendseg.engine.runner import build_dataset, with_num_classes
     from blendseg.zoo import build_model, get_preset
 
     torch.manual_seed(0)
-    cfg = get_preset("blendmask_tiny_test")
+    cfg = get_preset(preset)
+    if data_yaml is not None:
+        cfg = with_num_classes(cfg, build_dataset(cfg, str(data_yaml), "train", train=True))
     model = build_model(cfg.model)
-    torch.nn.init.constant_(model.fcos.head.cls_logits.bias, 2.0)  # plenty of detections above any threshold
-    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    head = getattr(getattr(model, "fcos", model), "head", None)
+    if hasattr(head, "cls_logits"):
+        torch.nn.init.constant_(head.cls_logits.bias, 2.0)
+    return save_checkpoint(path, {"model": model.state_dict(), "config": to_dict(cfg), "iteration": 0, **extra})
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """A blendmask_tiny_test checkpoint with class names, its head biased so random weights detect things."""
     names = ["circle", "rectangle", "triangle", "ellipse", "star", "ring"]
-    save_checkpoint(path, {"model": model.state_dict(), "config": to_dict(cfg), "iteration": 0,
-                           "class_names": names, "contiguous_to_cat_id": [11, 12, 13, 14, 15, 16]})  # fmt: skip
-    return path
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    ids = [11, 12, 13, 14, 15, 16]
+    return random_checkpoint(path, "blendmask_tiny_test", class_names=names, contiguous_to_cat_id=ids)

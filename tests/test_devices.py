@@ -18,6 +18,8 @@ import torch
 
 import blendseg
 
+from .conftest import random_checkpoint
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 LAZY_RUN = r"""
@@ -52,23 +54,6 @@ print("REPORT " + json.dumps(report))
 """
 
 
-def _checkpoint(folder: Path, preset: str, data: Path) -> Path:
-    """A random model of ``preset`` with the data's class counts (things, and stuff for panoptic models)."""
-    from blendseg.config import to_dict
-    from blendseg.engine.checkpoint import save_checkpoint
-    from blendseg.engine.runner import build_dataset, with_num_classes
-    from blendseg.zoo import build_model, get_preset
-
-    torch.manual_seed(0)
-    cfg = get_preset(preset)
-    cfg = with_num_classes(cfg, build_dataset(cfg, str(data), "train", train=True))
-    model = build_model(cfg.model)
-    head = getattr(getattr(model, "fcos", model), "head", None)  # the FCOS head of FCOS, BlendMask, MEInst
-    if hasattr(head, "cls_logits"):
-        torch.nn.init.constant_(head.cls_logits.bias, 2.0)  # random weights that detect things
-    return save_checkpoint(folder / f"{preset}.pt", {"model": model.state_dict(), "config": to_dict(cfg)})
-
-
 @pytest.mark.slow
 def test_a_model_on_another_device_stays_there_and_results_come_back_on_the_cpu(tmp_path):
     pytest.importorskip("torch._lazy.ts_backend", reason="the stand-in device is torch._lazy's TorchScript backend")
@@ -77,7 +62,7 @@ def test_a_model_on_another_device_stays_there_and_results_come_back_on_the_cpu(
     data = synthesize(tmp_path / "data", train=2, val=2, seed=3, min_size=96, max_size=128, panoptic=True)
     presets = ["blendmask_tiny_test", "yolact_tiny_test", "meinst_tiny_test", "fcos_tiny_test",
                "blendmask_panoptic_tiny_test"]  # fmt: skip
-    ckpts = {p: str(_checkpoint(tmp_path, p, data)) for p in presets}
+    ckpts = {p: str(random_checkpoint(tmp_path / f"{p}.pt", p, data)) for p in presets}  # the data's classes
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     done = subprocess.run(
         [sys.executable, "-c", LAZY_RUN, str(data), json.dumps(ckpts)], env=env, capture_output=True, text=True,

@@ -64,13 +64,9 @@ def _cmd_check(a: argparse.Namespace) -> int:
     from .data.panoptic import check_panoptic
 
     if a.annotations.endswith((".yaml", ".yml")):
-        problems = _check_data_yaml(a.annotations)
-        for p in problems:
-            print(p)
-        errors = sum(p.severity == "error" for p in problems)
-        print(f"{a.annotations}: {errors} error(s), {len(problems) - errors} warning(s)")
-        return 1 if errors else 0
-    data, problems = load_json(a.annotations)
+        data, problems = None, _check_data_yaml(a.annotations)
+    else:
+        data, problems = load_json(a.annotations)
     if data is not None and any("segments_info" in ann for ann in data["annotations"][:1]):  # COCO panoptic
         masks = a.masks or str(Path(a.annotations).with_suffix(""))  # COCO's layout: panoptic_val2017(.json)
         problems = check_panoptic(data, a.annotations, masks)

@@ -432,6 +432,12 @@ def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
     return _torchvision_settings(cfg, given)
 
 
+def get_value(cfg: Any, key: str) -> Any:
+    """The value at a dotted key (``model.backbone.depth``); sequences as tuples, so they compare with presets'."""
+    value = functools.reduce(getattr, key.split("."), cfg)
+    return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
 def _torchvision_settings(cfg: Any, given: set[str]) -> Any:
     model = getattr(cfg, "model", None)
     backbone = getattr(model, "backbone", None)
@@ -439,10 +445,8 @@ def _torchvision_settings(cfg: Any, given: set[str]) -> Any:
         return cfg
     changed = []
     for key, value in TORCHVISION_WEIGHT_SETTINGS.items():
-        path = key.split(".")
-        current = functools.reduce(getattr, path, cfg)
-        if key not in given and (tuple(current) if isinstance(current, (list, tuple)) else current) != value:
-            cfg = _replace_path(cfg, path, value, key)
+        if key not in given and get_value(cfg, key) != value:
+            cfg = _replace_path(cfg, key.split("."), value, key)
             changed.append(f"{key}={value}")
     if changed:
         print(f"model.backbone.weights=torchvision: set {', '.join(changed)} (what those weights were trained "

@@ -88,12 +88,11 @@ class Figure:
 
 
 def _forward(model, cfg, image: Tensor) -> tuple[Tensor, object]:
-    from .inference.predictor import resize_for_test
+    from .inference.predictor import model_device, resize_for_test
     from .structures import pad_images
 
     x = resize_for_test(cfg, image)
-    device = next(model.parameters()).device
-    return x, model(pad_images([x.float()], cfg.model.size_divisibility).to(device))
+    return x, model(pad_images([x.float()], cfg.model.size_divisibility).to(model_device(model)))
 
 
 def _top(dets, conf: float, n: int):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ..conftest import reference_dir
+from ..conftest import random_checkpoint, reference_dir
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA device: tests/cuda runs on a machine with a GPU"
@@ -94,25 +94,11 @@ def test_deterministic_runs_repeat_bit_for_bit(data, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def _checkpoint(tmp_path: Path, preset: str) -> Path:
-    from blendseg.config import to_dict
-    from blendseg.engine.checkpoint import save_checkpoint
-    from blendseg.zoo import build_model, get_preset
-
-    torch.manual_seed(0)
-    cfg = get_preset(preset)
-    model = build_model(cfg.model)
-    head = getattr(getattr(model, "fcos", model), "head", None)
-    if hasattr(head, "cls_logits"):
-        torch.nn.init.constant_(head.cls_logits.bias, 2.0)
-    return save_checkpoint(tmp_path / f"{preset}.pt", {"model": model.state_dict(), "config": to_dict(cfg)})
-
-
 @pytest.mark.parametrize("preset", METHODS)
 def test_predict_val_export_keep_the_gpu_and_results_hold_no_gpu_memory(preset, data, tmp_path):
     import blendseg
 
-    ckpt = _checkpoint(tmp_path, preset)
+    ckpt = random_checkpoint(tmp_path / f"{preset}.pt", preset)
     gpu, cpu = blendseg.load(ckpt, device="cuda"), blendseg.load(ckpt, device="cpu")
     assert gpu.device.type == "cuda"
     images = [torch.randint(0, 256, (96, 128, 3), dtype=torch.uint8).numpy() for _ in range(4)]

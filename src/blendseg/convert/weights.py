@@ -6,7 +6,6 @@ names; the caller loads what matches in name and shape (:func:`~blendseg.engine.
 
 from __future__ import annotations
 
-import functools
 import os
 import warnings
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..config import TORCHVISION_WEIGHT_SETTINGS, TrainConfig
+from ..config import TORCHVISION_WEIGHT_SETTINGS, TrainConfig, get_value
 from ..modeling.backbone import torchvision_to_ours
 from . import adelaidet, yolact
 
@@ -50,11 +49,6 @@ def _tensors(obj: dict) -> dict[str, Tensor]:
     return state
 
 
-def _value(cfg: TrainConfig, key: str):
-    v = functools.reduce(getattr, key.split("."), cfg)
-    return tuple(v) if isinstance(v, (list, tuple)) else v
-
-
 def _backbone_prefix(model: nn.Module) -> tuple[str, nn.Module]:
     """(name prefix, module) of the model's backbone: "backbone." (FCOS, YOLACT) or "fcos.backbone."."""
     core = getattr(model, "fcos", model)
@@ -85,7 +79,7 @@ def recognise(path: str | os.PathLike, cfg: TrainConfig, model: nn.Module) -> tu
     if any(k.startswith("layer1.") for k in keys):
         state, layout = torchvision_to_ours(state), "torchvision"
         m = cfg.model
-        wanted = {k: v for k, v in TORCHVISION_WEIGHT_SETTINGS.items() if _value(cfg, k) != v}
+        wanted = {k: v for k, v in TORCHVISION_WEIGHT_SETTINGS.items() if get_value(cfg, k) != v}
         if wanted:
             warnings.warn(
                 f"{path} is a torchvision ResNet: it was trained with "

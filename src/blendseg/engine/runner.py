@@ -34,8 +34,8 @@ def make_deterministic(device: torch.device) -> None:
 
     On CUDA also cuBLAS's fixed workspace (``CUBLAS_WORKSPACE_CONFIG=:4096:8`` unless set: without it cuBLAS
     reductions are not repeatable), and blendseg's own kernels for the ops whose CUDA kernels accumulate with
-    atomics (bilinear resize and deformable-conv sampling backward, NLL loss, adaptive pooling backward;
-    :mod:`blendseg.ops.deterministic`); torchvision's roi_align switches to its deterministic form by itself."""
+    atomics (bilinear resize and deformable-conv sampling backward, NLL loss; :mod:`blendseg.ops.deterministic`);
+    torchvision's roi_align switches to its deterministic form by itself."""
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts: before any matmul
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -143,10 +143,9 @@ def load_matching(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[lis
     return sorted(ok), skipped
 
 
-def _skipped_report(model: nn.Module, state: dict[str, torch.Tensor], skipped: list[str]) -> str:
-    """Why the tensors :func:`load_matching` did not load stay freshly initialised: another shape (class counts,
-    widths) or not in the file."""
-    own = model.state_dict()
+def _skipped_report(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], skipped: list[str]) -> str:
+    """Why the tensors :func:`load_matching` did not load into the model (state dict ``own``) stay freshly
+    initialised: another shape (class counts, widths) or not in the file."""
     shape = [k for k in skipped if k in own and k in state]
     absent = [k for k in skipped if k in own and k not in state]
     parts = []
@@ -203,8 +202,9 @@ def _train_in(
         state, what = recognise(init_weights, cfg, model)
         loaded, skipped = load_matching(model, state)
         if is_main_process():
-            print(f"initialised {len(loaded)} of the model's {len(model.state_dict())} tensors from {init_weights} "
-                  f"({what}); {_skipped_report(model, state, skipped)}")  # fmt: skip
+            own = model.state_dict()
+            print(f"initialised {len(loaded)} of the model's {len(own)} tensors from {init_weights} "
+                  f"({what}); {_skipped_report(own, state, skipped)}")  # fmt: skip
     if hasattr(model, "prepare") and not resuming:  # data-dependent state (MEInst's mask encoding)
         model.prepare(ds, log=print if is_main_process() else (lambda *_: None))
     has_val = "val" in load_data_yaml(data_yaml).splits

@@ -254,10 +254,10 @@ def fit(
     t0 = time.perf_counter() - state["spent"]
     log = RunLog(out_dir, budget, solver.max_iter, state)
 
-    def save(path: Path, rng: list[dict] | None = None) -> None:
-        """``rng``: every rank's generators (:func:`gather_objects`, where all ranks save together); by default
-        this process's alone (rank 0 saving best.pt, or an error stopping one process)."""
-        rng = rng or [rng_state(device)]
+    def save(path: Path, every_rank: bool = False) -> None:
+        """``every_rank``: called by all ranks together, so the checkpoint gets each one's generators
+        (:func:`gather_objects`); otherwise this process's alone (rank 0 saving best.pt, an error on one)."""
+        rng = gather_objects(rng_state(device)) if every_rank else [rng_state(device)]
         if is_main_process():
             save_checkpoint(path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
@@ -328,7 +328,7 @@ def fit(
             ips = len(images) * get_world_size() / max(time.perf_counter() - tic, 1e-9)
             log.step(state["it"], time.perf_counter() - t0, optimizer.param_groups[0]["lr"], losses, ips)
             if solver.checkpoint_period and state["it"] % solver.checkpoint_period == 0:
-                save(last, gather_objects(rng_state(device)))  # every rank is here: each one's generators
+                save(last, every_rank=True)
             if evaluate_fn is not None and solver.eval_period and state["it"] % solver.eval_period == 0:
                 metrics = evaluate() if budget > 0 or state["it"] < solver.max_iter else metrics
                 if patience_spent():
@@ -342,7 +342,7 @@ def fit(
                     break
             signum = stop.received()
             if signum:
-                save(last, gather_objects(rng_state(device)))
+                save(last, every_rank=True)
                 name = signal.Signals(signum).name
                 raise TrainingStopped(
                     f"stopped by {name} at iteration {state['it']}: saved {last}; continue with --resume", 128 + signum
@@ -363,7 +363,7 @@ def fit(
     finally:
         stop.restore()
     log.bar.close()
-    save(last, gather_objects(rng_state(device)))
+    save(last, every_rank=True)
     if evaluate_fn is not None and not early:  # an early stop has just evaluated these weights
         metrics = evaluate()
     if early:

@@ -127,19 +127,17 @@ def deform_conv2d_fp32(
     for the backward (the grid_sample form keeps K of them per layer), except on the deterministic path
     (:mod:`~blendseg.ops.deterministic`), where that kernel's backward is not repeatable. An ONNX export keeps
     torchvision's op, which becomes the single ONNX DeformConv node."""
-    if torch.compiler.is_exporting() or (x.device.type == "cuda" and not deterministic.wanted(x)):
-        from torchvision.ops import deform_conv2d as tv_deform_conv2d
+    from torchvision.ops import deform_conv2d as tv_deform_conv2d
 
-        if not torch.compiler.is_exporting():
-            x, offset, weight = x.float(), offset.float(), weight.float()
-            bias, mask = (t.float() if t is not None else None for t in (bias, mask))
+    if torch.compiler.is_exporting():
         return tv_deform_conv2d(x, offset, weight, bias, stride, padding, dilation, mask)
+    conv = tv_deform_conv2d if x.device.type == "cuda" and not deterministic.wanted(x) else deform_conv2d
     if x.dtype == torch.float32 and offset.dtype == torch.float32 and (mask is None or mask.dtype == torch.float32):
-        return deform_conv2d(x, offset, weight, bias, stride, padding, dilation, mask)
+        return conv(x, offset, weight, bias, stride, padding, dilation, mask)
     with torch.autocast(x.device.type, enabled=False):
         m = mask.float() if mask is not None else None
         b = bias.float() if bias is not None else None
-        return deform_conv2d(x.float(), offset.float(), weight.float(), b, stride, padding, dilation, m)
+        return conv(x.float(), offset.float(), weight.float(), b, stride, padding, dilation, m)
 
 
 class DeformConv2dNorm(nn.Module):
