@@ -83,3 +83,15 @@ def test_supervision_bridge_passes_boxes_masks_scores_and_classes(checkpoint, mo
     monkeypatch.setitem(sys.modules, "supervision", None)
     with pytest.raises(ImportError, match="pip install supervision"):
         r.to_supervision()
+
+
+def test_train_fine_tunes_from_weights_with_overrides(checkpoint, synth_data, tmp_path, capsys):
+    """blendseg.train is the train command: weights recognised and reported, overrides as a dict, metrics back."""
+    overrides = {"solver.max_iter": 1, "data.num_workers": 0, "solver.ims_per_batch": 8}
+    run = tmp_path / "run"
+    metrics = blendseg.train("blendmask_tiny_test", synth_data, run, weights=checkpoint, overrides=overrides)
+    out = capsys.readouterr().out
+    assert f"from {checkpoint} (a blendseg checkpoint)" in out
+    assert "base_lr 0.002 -> 0.004" in out  # ims_per_batch 8 against the preset's 2: sqrt(4) for AdamW
+    assert "segm" in metrics and (run / "weights" / "last.pt").is_file()
+    assert json.loads((run / "metrics.json").read_text())["segm"] == metrics["segm"]

@@ -1,7 +1,10 @@
-"""``blendseg.load(...)``: a trained model (or a preset with random weights) behind one small facade.
+"""``blendseg.load(...)``: a trained model (or a preset with random weights) behind one small facade;
+``blendseg.train(...)``: the ``blendseg train`` command as a function.
 
 import blendseg
-model = blendseg.load("runs/demo/run/weights/last.pt")
+metrics = blendseg.train("blendmask_tiny", "data.yaml", "runs/mine", weights="pretrained.pt",
+                         overrides={"solver.epochs": 12})
+model = blendseg.load("runs/mine/weights/best.pt")
 for r in model.predict("photos/", conf=0.3, stream=True):
     print(r.path, len(r), r.speed)
     r.save(f"out/{Path(r.path).stem}.png")
@@ -9,8 +12,9 @@ for r in model.predict("photos/", conf=0.3, stream=True):
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -150,6 +154,28 @@ def load(source: str | os.PathLike, device: str = "auto") -> Model:
         raise FileNotFoundError(f"{source}: neither a checkpoint file nor a preset name (see `blendseg presets`)")
     model, cfg, ckpt = load_model(source, device)
     return Model(model, cfg, Categories.from_checkpoint(ckpt, cfg), str(source))
+
+
+def train(
+    preset: str | TrainConfig, data: str | os.PathLike, out: str | os.PathLike | None = None, *,
+    weights: str | os.PathLike | None = None, overrides: Sequence[str] | Mapping[str, object] = (),
+    resume: bool = False, evaluate: bool = True,
+) -> dict:  # fmt: skip
+    """Train ``preset`` (a name from ``blendseg presets`` or a :class:`TrainConfig`) on ``data`` (a data.yaml: COCO
+    JSON or ultralytics YOLO layout) into ``out`` (default runs/PRESET), as ``blendseg train`` does; returns the
+    final metrics (metrics.json). ``weights``: start from a blendseg checkpoint, an official AdelaiDet or
+    dbolya/yolact file, or torchvision / detectron2 backbone weights, recognised by content (``--weights``).
+    ``overrides``: ``["solver.epochs=12"]`` or ``{"solver.epochs": 12}``, applied to the config as on the command
+    line."""
+    from .config import apply_overrides
+    from .engine.runner import train as run
+    from .zoo import get_preset
+
+    if isinstance(overrides, Mapping):
+        overrides = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in overrides.items()]
+    cfg = apply_overrides(get_preset(preset) if isinstance(preset, str) else preset, list(overrides))
+    out = out if out is not None else Path("runs") / (preset if isinstance(preset, str) else "train")
+    return run(cfg, str(data), out, resume=resume, evaluate=evaluate, init_weights=str(weights) if weights else None)
 
 
 def _onnx_device(device: str) -> str:

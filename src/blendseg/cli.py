@@ -12,12 +12,9 @@ from .config import ConfigError, apply_overrides, dump_yaml
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
-    from .engine.runner import train
-    from .zoo import get_preset
+    from .api import train
 
-    cfg = apply_overrides(get_preset(a.preset), a.overrides)
-    out = a.out or str(Path("runs") / a.preset)
-    train(cfg, a.data, out, resume=a.resume, evaluate=not a.no_eval, init_weights=a.weights)
+    train(a.preset, a.data, a.out, weights=a.weights, overrides=a.overrides, resume=a.resume, evaluate=not a.no_eval)
     return 0
 
 

@@ -289,9 +289,14 @@ class SolverConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     weight_decay_norm: float = 0.0
-    ims_per_batch: int = 16
+    ims_per_batch: int = 16  # per process; the step's batch is ims_per_batch x processes
+    # the step batch base_lr and the iteration schedule are meant for (the presets set their own ims_per_batch;
+    # 0 = off): another batch scales base_lr (linear for SGD, square root for AdamW) and, without epochs, max_iter,
+    # steps, warmup and the periods inversely (detectron2's REFERENCE_WORLD_SIZE, counted in images)
+    reference_batch: int = 0
     max_iter: int = 90000
-    epochs: int = 0  # > 0 overrides max_iter (and steps scale with it)
+    # > 0 overrides max_iter: epochs x loader length, and steps and warmup keep their fractions of max_iter
+    epochs: int = 0
     steps: tuple[int, ...] = (60000, 80000)
     gamma: float = 0.1
     warmup_iters: int = 1000

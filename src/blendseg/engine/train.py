@@ -185,13 +185,56 @@ def selection_metric(metrics: dict) -> tuple[str, float] | None:
     return None
 
 
+def scale_to_batch(solver: SolverConfig, batch: int) -> SolverConfig:
+    """``solver`` for a step batch of ``batch`` images where it was meant for ``solver.reference_batch``: base_lr
+    times k = batch / reference (SGD: the linear scaling rule of Goyal et al. 2017, as detectron2's
+    REFERENCE_WORLD_SIZE) or sqrt(k) (AdamW: the square-root rule of Malladi et al. 2022); without ``epochs`` the
+    iteration counts (max_iter, steps, warmup, checkpoint and eval periods) divided by k, so the run sees as many
+    images. Unchanged when the batches agree or ``reference_batch`` is 0."""
+    ref = solver.reference_batch
+    if ref <= 0 or batch == ref:
+        return solver
+    k = batch / ref
+    lr = solver.base_lr * (k if solver.optimizer == "sgd" else math.sqrt(k))
+    solver = dataclasses.replace(solver, base_lr=lr, reference_batch=batch)
+    if solver.epochs > 0:
+        return solver
+    n = lambda x: max(1, round(x / k)) if x > 0 else x  # noqa: E731
+    return dataclasses.replace(
+        solver, max_iter=n(solver.max_iter), steps=tuple(n(s) for s in solver.steps),
+        warmup_iters=n(solver.warmup_iters), checkpoint_period=n(solver.checkpoint_period),
+        eval_period=n(solver.eval_period),
+    )  # fmt: skip
+
+
 def _resolve_schedule(solver: SolverConfig, iters_per_epoch: int) -> SolverConfig:
-    """With ``epochs`` > 0, max_iter = epochs x loader length and the steps keep their fractions."""
+    """With ``epochs`` > 0, max_iter = epochs x loader length; steps and warmup keep their fractions of it (a
+    fine-tuning run of 150 iterations warms up for 5% of them, as the 3000-iteration recipe does, not for 100)."""
     if solver.epochs <= 0:
         return solver
     max_iter = solver.epochs * iters_per_epoch
-    steps = tuple(round(s / solver.max_iter * max_iter) for s in solver.steps)
-    return dataclasses.replace(solver, steps=steps, max_iter=max_iter)
+    frac = lambda x: round(x / solver.max_iter * max_iter)  # noqa: E731
+    warmup = max(1, frac(solver.warmup_iters)) if solver.warmup_iters > 0 else 0
+    return dataclasses.replace(solver, steps=tuple(frac(s) for s in solver.steps), max_iter=max_iter,
+                               warmup_iters=warmup)  # fmt: skip
+
+
+def resolve_solver(solver: SolverConfig, iters_per_epoch: int, world_size: int) -> SolverConfig:
+    """The schedule a run follows: :func:`scale_to_batch` for the step batch (ims_per_batch x processes), then
+    :func:`_resolve_schedule` for ``epochs``; the changes are printed."""
+    resolved = _resolve_schedule(scale_to_batch(solver, solver.ims_per_batch * world_size), iters_per_epoch)
+    if is_main_process():
+        show = lambda v: f"{v:.6g}" if isinstance(v, float) else str(v)  # noqa: E731
+        before, after = dataclasses.asdict(solver), dataclasses.asdict(resolved)
+        changed = [
+            f"{k} {show(v)} -> {show(after[k])}" for k, v in before.items() if after[k] != v and k != "reference_batch"
+        ]
+        if changed:
+            why = f"a step batch of {solver.ims_per_batch * world_size} ({world_size} x {solver.ims_per_batch})"
+            why += f" for {solver.reference_batch}" if solver.reference_batch else ""
+            why += f", {solver.epochs} epochs of {iters_per_epoch} iterations" if solver.epochs > 0 else ""
+            print(f"solver for {why}: " + ", ".join(changed), flush=True)
+    return resolved
 
 
 def fit(
@@ -220,7 +263,7 @@ def fit(
     good ``last.pt`` (``solver.skip_nonfinite`` = N skips up to N such steps instead, with a warning each); any
     other exception (a data error, a bug) saves ``last.pt`` before propagating.
     """
-    out_dir, solver = Path(out_dir), _resolve_schedule(cfg.solver, len(train_loader))
+    out_dir, solver = Path(out_dir), resolve_solver(cfg.solver, len(train_loader), get_world_size())
     if is_main_process():
         out_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)

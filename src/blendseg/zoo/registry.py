@@ -4,7 +4,7 @@ config file it reproduces and the accuracy that reference publishes for it."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..config import TrainConfig
 
@@ -44,7 +44,10 @@ def get_preset(name: str) -> TrainConfig:
     name = ALIASES.get(name, name)
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; available: {', '.join(sorted(PRESETS))}")
-    return PRESETS[name].fn()
+    cfg = PRESETS[name].fn()
+    if cfg.solver.reference_batch == 0:  # base_lr is the preset's for its own batch
+        cfg = replace(cfg, solver=replace(cfg.solver, reference_batch=cfg.solver.ims_per_batch))
+    return cfg
 
 
 def list_presets() -> list[str]:
