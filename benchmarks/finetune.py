@@ -26,6 +26,7 @@ import torch
 from blendseg.config import apply_overrides
 from blendseg.data.synth import synthesize
 from blendseg.data.yolo import convert_dataset
+from blendseg.engine.checkpoint import load_checkpoint
 from blendseg.engine.runner import train
 from blendseg.zoo import get_preset
 
@@ -69,7 +70,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("runs/finetune"))
     p.add_argument("--pretrain-epochs", type=int, default=3, help="of the 2000-image synthetic split")
-    p.add_argument("--epochs", type=int, default=6, help="the default recipe's schedule (the sweep adds 2x)")
+    p.add_argument("--epochs", type=int, default=4, help="the default recipe's schedule (the sweep adds 2x)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--methods", nargs="+", default=METHODS)
     p.add_argument("--smoke", action="store_true", help="every run for one iteration (checks the script)")
@@ -78,15 +79,22 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     a.out.mkdir(parents=True, exist_ok=True)
     short = ["solver.max_iter=1", "solver.epochs=0", "data.num_workers=0"] if a.smoke else []
-    pre_data = synthesize(a.out / "pretrain_data", train=40 if a.smoke else 2000, val=20 if a.smoke else 200)
+    pre_data = a.out / "pretrain_data" / "data.yaml"  # made once (seed 0): a later call reuses it
+    if not pre_data.is_file():
+        pre_data = synthesize(pre_data.parent, train=40 if a.smoke else 2000, val=20 if a.smoke else 200)
     custom = custom_split(a.out / "custom")
     yolo, _ = convert_dataset(custom, "yolo", a.out / "custom_yolo")
     rows = []
     for preset in a.methods:
         pre = a.out / f"pretrain_{preset}"
-        if not (pre / "weights" / "last.pt").is_file():
+        if not (pre / "metrics.json").is_file():  # written once the pretraining ended and was evaluated
             budget = [f"solver.epochs={a.pretrain_epochs}"]
             rows.append({"method": preset, "run": "pretrain", **run(preset, pre_data, pre, budget + short, None)})
+        else:
+            m = json.loads((pre / "metrics.json").read_text())
+            spent = load_checkpoint(pre / "weights" / "last.pt")["elapsed_s"] / 60
+            rows.append({"method": preset, "run": "pretrain (reused)", "mask_AP": round(m["segm"]["AP"], 2),
+                         "box_AP": round(m["bbox"]["AP"], 2), "minutes": round(spent, 2)})  # fmt: skip
         weights = str(pre / "weights" / "last.pt")
         base_lr = get_preset(preset).solver.base_lr
         default = [f"solver.epochs={a.epochs}"]
