@@ -1,5 +1,5 @@
-"""``blendseg`` command line: train, val, eval-panoptic, predict, data synth / check, convert, fit-encoding,
-presets, cfg. argparse stops here."""
+"""``blendseg`` command line: train, val, compare, eval-panoptic, predict, data synth / check, convert,
+fit-encoding, presets, cfg. argparse stops here."""
 
 from __future__ import annotations
 
@@ -21,13 +21,22 @@ def _cmd_train(a: argparse.Namespace) -> int:
 def _cmd_val(a: argparse.Namespace) -> int:
     from .engine.runner import validate
 
-    metrics = validate(a.checkpoint, a.data, a.split, a.out, a.precision, a.device)
+    metrics = validate(a.checkpoint, a.data, a.split, a.out, a.precision, a.device, a.save_worst)
     summary = {
         k: {m: round(v, 2) for m, v in d.items() if isinstance(v, float)}
         for k, d in metrics.items()
         if isinstance(d, dict)
     }
     print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _cmd_compare(a: argparse.Namespace) -> int:
+    from .engine.compare import compare
+
+    table, figure = compare(a.runs, a.out)
+    print(table)
+    print(f"figure: {figure}")
     return 0
 
 
@@ -232,10 +241,24 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("checkpoint")
     v.add_argument("data")
     v.add_argument("--split", default="val")
-    v.add_argument("--out", help="folder for metrics.json")
+    v.add_argument(
+        "--out",
+        help="folder for metrics.json, coco_instances_results.json, the curves, confusion matrices and error breakdown",
+    )
+    v.add_argument(
+        "--save-worst",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --out: draw the K images with the most errors, each error named (worst/)",
+    )
     v.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="network precision")
     v.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda, cuda:N")
     v.set_defaults(fn=_cmd_val)
+    c = sub.add_parser("compare", help="final metrics and curves of two or more runs side by side")
+    c.add_argument("runs", nargs="+", help="run folders (what `blendseg train --out` wrote)")
+    c.add_argument("--out", default="runs/compare", help="folder for compare.md and compare.png")
+    c.set_defaults(fn=_cmd_compare)
     d = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_cmd", required=True)
     s = d.add_parser("synth", help="write the synthetic COCO-format shapes dataset")
     s.add_argument("out")
@@ -336,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         args.overrides = list(args.overrides) + rest
     from .engine.checkpoint import CheckpointError
+    from .engine.compare import RunFolderError
     from .engine.train import TrainingStopped
 
     try:
@@ -343,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingStopped as e:
         print(f"\n{e}", file=sys.stderr)
         return e.exit_code
-    except (ConfigError, DataError, KeyError, FileNotFoundError, CheckpointError) as e:
+    except (ConfigError, DataError, KeyError, FileNotFoundError, CheckpointError, RunFolderError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"error: {msg}", file=sys.stderr)
         return 1

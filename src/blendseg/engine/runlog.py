@@ -97,53 +97,21 @@ class RunLog:
 
     def close(self) -> None:
         self.bar.close()
+        if self.main:
+            with contextlib.suppress(Exception):  # the curves of a run that never evaluated, too
+                plot_results(self.out_dir)
         if self.file is not None:
             self.file.close()
             self.file = None
 
 
-def plot_results(out_dir: Path, size: tuple[int, int] = (900, 360)) -> Path:
-    """``results.png``: the total loss (train_log.jsonl) and box / mask AP (results.csv) against iterations."""
-    from PIL import Image, ImageDraw
+def plot_results(out_dir: Path) -> Path:
+    """``results.png`` (:func:`~blendseg.evaluation.plots.plot_training`): every loss term raw and smoothed, the
+    learning rate (train_log.jsonl) and box / mask AP and PQ (results.csv) against iterations."""
+    from ..evaluation.plots import plot_training
 
-    from ..vis import PALETTE
-
-    loss = [(r["iteration"], r["loss"]) for r in _records(out_dir / "train_log.jsonl") if "loss" in r]
-    rows = _read_csv(out_dir / "results.csv")
-    ap = {
-        name: [(int(r["iteration"]), float(r[name])) for r in rows if r.get(name) not in (None, "")]
-        for name in ("box_AP", "mask_AP", "PQ")
-    }
-    w, h = size
-    img = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(img)
-    panels = [("loss", {"loss": loss}, (10, w // 2 - 10)), ("AP", ap, (w // 2 + 10, w - 10))]
-    for title, series, (x0, x1) in panels:
-        y0, y1 = 30, h - 30
-        draw.rectangle([x0, y0, x1, y1], outline=(120, 120, 120))
-        points = [p for s in series.values() for p in s]
-        if not points:
-            draw.text((x0 + 5, 10), f"{title}: no data yet", fill="black")
-            continue
-        (ilo, ihi), (vlo, vhi) = _range([p[0] for p in points]), _range([p[1] for p in points])
-        draw.text((x0 + 5, 10), f"{title}   iterations {ilo:.0f}-{ihi:.0f}   {vlo:.3g}-{vhi:.3g}", fill="black")
-        for k, (name, pts) in enumerate(series.items()):
-            xy = [(x0 + (i - ilo) / (ihi - ilo) * (x1 - x0), y1 - (v - vlo) / (vhi - vlo) * (y1 - y0)) for i, v in pts]
-            color = PALETTE[k % len(PALETTE)]
-            if len(xy) > 1:
-                draw.line(xy, fill=color, width=2)
-            for x, y in xy[-1:]:  # the latest value marked
-                draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=color)
-            if pts:
-                draw.text((x0 + 5 + 110 * k, y1 + 8), name, fill=color)
-    path = out_dir / "results.png"
-    img.save(path)
-    return path
-
-
-def _range(values: list[float]) -> tuple[float, float]:
-    lo, hi = min(values), max(values)
-    return (lo, hi) if hi > lo else (lo - 1, hi + 1)
+    log, rows = _records(out_dir / "train_log.jsonl"), _read_csv(out_dir / "results.csv")
+    return plot_training(log, rows, out_dir / "results.png")
 
 
 def _records(path: Path) -> list[dict]:

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import random
+import sys
 from pathlib import Path
 
 import torch
@@ -130,7 +131,12 @@ def make_evaluator_fn(
         evaluators.append(
             PanopticEvaluator(ds.panoptic, ds.panoptic_dir, ds.contiguous_to_cat_id, ds.stuff_cat_ids, out_dir)
         )
-    return lambda model: run_evaluation(model, loader, evaluators, device, precision=precision)
+
+    def evaluate(model: nn.Module) -> dict:
+        return run_evaluation(model, loader, evaluators, device, precision=precision)
+
+    evaluate.coco, evaluate.dataset = evaluators[0], ds  # what write_report / save_worst read afterwards
+    return evaluate
 
 
 def load_matching(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
@@ -220,6 +226,8 @@ def _train_in(
     finally:
         del loader  # worker processes end before the process group does
     if is_main_process() and metrics:
+        if eval_fn is not None:  # the last evaluation's curves, confusion matrices and errors
+            report(eval_fn, metrics, out_dir)
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         print(f"metrics: {out_dir / 'metrics.json'}")
     if is_main_process() and has_val and evaluate:  # a few validation images beside their ground truth
@@ -247,14 +255,38 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tu
 
 def validate(
     checkpoint: str, data_yaml: str, split: str = "val", out_dir: str | Path | None = None, precision: str = "fp32",
-    device: str = "auto",
+    device: str = "auto", save_worst: int = 0,
 ) -> dict:  # fmt: skip
     """COCO evaluation of a checkpoint on a split of a data.yaml (the network in ``precision``, on ``device``);
-    writes ``metrics.json`` into ``out_dir``."""
+    with ``out_dir`` also :func:`~blendseg.evaluation.report.write_report`'s curves, confusion matrices, results
+    JSON and TIDE errors, ``metrics.json``, and the ``save_worst`` images with the most errors in ``worst/``."""
     device = resolve_device(device)
     model, cfg, _ = load_model(checkpoint, device)
-    metrics = make_evaluator_fn(cfg, data_yaml, device, split, out_dir, precision)(model)
+    evaluate = make_evaluator_fn(cfg, data_yaml, device, split, out_dir, precision)
+    metrics = evaluate(model)
     if out_dir is not None and is_main_process():
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        report(evaluate, metrics, Path(out_dir), save_worst)
         (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def report(evaluate, metrics: dict, out_dir: Path, save_worst: int = 0) -> None:
+    """The evaluation's files beside its metrics (write_report), the worst images on request; a failure here is
+    a warning, never the end of a run."""
+    from ..evaluation.report import save_worst as draw_worst
+    from ..evaluation.report import write_report
+
+    if not evaluate.coco.arrays:  # nothing was detected: no curves to draw
+        return
+    try:
+        _, errors = write_report(evaluate.coco, out_dir, metrics)
+        if save_worst > 0:
+            ds = evaluate.dataset
+            infos = {info["id"]: info for info in ds.images}
+            read = lambda iid: ds.read_image(infos[iid]).permute(1, 2, 0).numpy()  # noqa: E731
+            kind = "segm" if "segm" in errors else "bbox"
+            conf = metrics[kind].get("F1_conf") or 0.3
+            paths = draw_worst(evaluate.coco, errors[kind], read, out_dir / "worst", save_worst, conf)
+            print(f"{len(paths)} images with the most {kind} errors: {out_dir / 'worst'}")
+    except Exception as e:  # noqa: BLE001
+        print(f"warning: the evaluation report was not completed: {type(e).__name__}: {e}", file=sys.stderr)

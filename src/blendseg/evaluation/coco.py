@@ -89,6 +89,10 @@ class COCOEvaluator:
     def reset(self) -> None:
         self.results: list[dict] = []
         self.image_ids: list[int] = []
+        # after evaluate(), on the main process: every process's result records and COCOeval's accumulated arrays
+        # per IoU type (precision, scores, rec_thrs), what evaluation/report.py analyses
+        self.gathered: list[dict] = []
+        self.arrays: dict[str, dict[str, np.ndarray]] = {}
 
     def process(self, image_ids: list[int], detections: list[Detections]) -> None:
         for iid, dets in zip(image_ids, detections):
@@ -101,6 +105,7 @@ class COCOEvaluator:
         image_ids = sorted({i for part in gather_objects(self.image_ids) for i in part})
         if not is_main_process():
             return {}
+        self.gathered = results
         name, COCO, COCOeval = _backend()
         gt = _load_gt(COCO, self.coco_gt)
         metrics: dict[str, dict[str, float]] = {}
@@ -121,6 +126,10 @@ class COCOEvaluator:
                 ev.evaluate()
                 ev.accumulate()
                 ev.summarize()
+            self.arrays[iou_type] = {
+                "precision": np.asarray(ev.eval["precision"]), "scores": np.asarray(ev.eval["scores"]),
+                "rec_thrs": np.asarray(ev.params.recThrs),
+            }  # fmt: skip
             stats = [float(s) * 100 for s in ev.stats[:12]]
             if verbose:
                 print(f"COCO {iou_type} ({name}, {len(image_ids)} images):")
@@ -143,11 +152,12 @@ def _load_gt(COCO, coco_gt: dict):
             return gt
 
 
-def _per_class_ap(ev, class_names: list[str]) -> dict[str, float]:
+def _per_class_ap(ev, class_names: list[str]) -> dict[str, float | None]:
+    """AP per class; None for a class without instances in the split (COCOeval's -1)."""
     precision = ev.eval["precision"]  # (iou, recall, class, area, maxdets)
     out = {}
     for k, name in enumerate(class_names[: precision.shape[2]]):
         p = precision[:, :, k, 0, -1]
         p = p[p > -1]
-        out[f"AP-{name}"] = float(np.mean(p) * 100) if p.size else float("nan")
+        out[f"AP-{name}"] = float(np.mean(p) * 100) if p.size else None
     return out
