@@ -316,6 +316,15 @@ class SolverConfig:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    """What a run writes besides its run folder's files (engine/runlog.py)."""
+
+    # TensorBoard event files in the run folder: every logged loss term, the lr, the evaluations' AP / PQ, the
+    # train_batch and val_pred images (pip install 'blendseg[tensorboard]'; tensorboard --logdir runs)
+    tensorboard: bool = False
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything a run needs: model, data pipeline, solver."""
 
@@ -324,6 +333,7 @@ class TrainConfig:
     )
     data: DataConfig = field(default_factory=DataConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # bitwise-repeatable runs: one CPU compute thread (with two, runs in separate processes drift apart from about

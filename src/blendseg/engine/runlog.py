@@ -25,9 +25,11 @@ class RunLog:
     """Progress, ``train_log.jsonl``, ``results.csv`` / ``results.png`` on the main process (no-ops elsewhere)."""
 
     def __init__(
-        self, out_dir: Path, budget: float, max_iter: int, state: dict, line_every_s: float = 30.0
+        self, out_dir: Path, budget: float, max_iter: int, state: dict, line_every_s: float = 30.0,
+        tensorboard: bool = False,
     ) -> None:  # fmt: skip
         self.main, self.out_dir, self.budget, self.max_iter = is_main_process(), out_dir, budget, max_iter
+        self.tb = tensorboard_writer(out_dir) if tensorboard and self.main else None
         self.file = open(out_dir / "train_log.jsonl", "a") if self.main else None  # noqa: SIM115
         self.lines = self.main and not sys.stderr.isatty()
         self.line_every_s, self.last_line = line_every_s, 0.0
@@ -55,6 +57,11 @@ class RunLog:
             print(f"[{goal}] it {it}  loss {values['loss']:.3f}  lr {lr:.2e}  {ips:.1f} img/s", flush=True)
         if it % 20 == 0 or it == 1:
             self.write({"iteration": it, "time_s": round(elapsed, 1), "lr": lr, **values})
+            if self.tb is not None:
+                for k, v in values.items():
+                    self.tb.add_scalar(f"train/{k}", v, it)
+                self.tb.add_scalar("train/lr", lr, it)
+                self.tb.add_scalar("train/images_per_s", ips, it)
 
     def evaluation(self, it: int, epoch: int, lr: float, elapsed: float, metrics: dict) -> None:
         """A ``results.csv`` row (mean losses since the previous row, lr, box / mask AP and AP50) and the curves."""
@@ -68,6 +75,11 @@ class RunLog:
                 row[f"{name}_AP"], row[f"{name}_AP50"] = metrics[kind].get("AP"), metrics[kind].get("AP50")
         if "panoptic" in metrics:
             row["PQ"] = metrics["panoptic"].get("PQ")
+        if self.tb is not None:
+            for section in ("bbox", "segm", "panoptic"):
+                for k, v in (metrics.get(section) or {}).items():
+                    if isinstance(v, float) and "-" not in k:  # the summary numbers, not every class
+                        self.tb.add_scalar(f"val/{section}/{k}", v, it)
         self.sums, self.count = {}, 0
         path = self.out_dir / "results.csv"
         rows = _read_csv(path)
@@ -79,6 +91,11 @@ class RunLog:
             writer.writerows(rows)
         with contextlib.suppress(Exception):  # a figure must never end a run
             plot_results(self.out_dir)
+
+    def image(self, tag: str, path: Path, it: int) -> None:
+        """A picture the run saved (train_batch*.jpg) into TensorBoard too."""
+        if self.tb is not None:
+            add_image(self.tb, tag, path, it)
 
     def info(self, msg: str) -> None:
         if self.main:
@@ -97,12 +114,33 @@ class RunLog:
 
     def close(self) -> None:
         self.bar.close()
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
         if self.main:
             with contextlib.suppress(Exception):  # the curves of a run that never evaluated, too
                 plot_results(self.out_dir)
         if self.file is not None:
             self.file.close()
             self.file = None
+
+
+def tensorboard_writer(out_dir: Path):
+    """A TensorBoard SummaryWriter on the run folder; a clear error naming the extra when TensorBoard is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        from ..config import ConfigError
+
+        raise ConfigError("log.tensorboard=true needs TensorBoard: pip install 'blendseg[tensorboard]'") from e
+    return SummaryWriter(log_dir=str(out_dir))
+
+
+def add_image(writer, tag: str, path: Path, it: int) -> None:
+    import numpy as np
+    from PIL import Image
+
+    writer.add_image(tag, np.asarray(Image.open(path).convert("RGB")), it, dataformats="HWC")
 
 
 def plot_results(out_dir: Path) -> Path:

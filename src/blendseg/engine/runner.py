@@ -234,8 +234,14 @@ def _train_in(
         from ..predict import draw_split
 
         val = build_dataset(cfg, data_yaml, "val", train=False)
-        for i, path in enumerate(draw_split(model, cfg, val, out_dir / "val_pred", num=3)):
-            path.replace(out_dir / f"val_pred{i}.png")
+        paths = [p.replace(out_dir / f"val_pred{i}.png")
+                 for i, p in enumerate(draw_split(model, cfg, val, out_dir / "val_pred", num=3))]  # fmt: skip
+        if cfg.log.tensorboard:
+            from .runlog import add_image, tensorboard_writer
+
+            with contextlib.closing(tensorboard_writer(out_dir)) as tb:
+                for i, path in enumerate(paths):
+                    add_image(tb, f"val_pred/{i}", path, int(metrics.get("best", {}).get("iteration", 0) or 0))
         (out_dir / "val_pred").rmdir()
     return metrics
 

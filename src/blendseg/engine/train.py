@@ -295,7 +295,7 @@ def fit(
         ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     budget = solver.max_minutes * 60.0
     t0 = time.perf_counter() - state["spent"]
-    log = RunLog(out_dir, budget, solver.max_iter, state)
+    log = RunLog(out_dir, budget, solver.max_iter, state, tensorboard=cfg.log.tensorboard)
 
     def save(path: Path, every_rank: bool = False) -> None:
         """``every_rank``: called by all ranks together, so the checkpoint gets each one's generators
@@ -349,6 +349,7 @@ def fit(
             state["epoch"], state["batch"], (images, targets) = next(data)
             if it < 3 and is_main_process() and class_names is not None:  # what the model is trained on
                 save_train_batch(images, targets, class_names, out_dir / f"train_batch{it}.jpg")
+                log.image(f"train_batch/{it}", out_dir / f"train_batch{it}.jpg", it)
             for t in targets:
                 for msg in t.pop("skipped", ()):
                     if msg not in state["skipped"]:  # once per file, however often it comes round
