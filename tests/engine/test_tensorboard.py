@@ -6,14 +6,30 @@ import builtins
 import pytest
 
 
-def test_a_run_writes_tensorboard_events(tmp_path, synth_data):
+def test_a_run_writes_tensorboard_events(tmp_path, synth_data, checkpoint):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from blendseg.cli import main
 
     out = tmp_path / "run"
-    assert main(["train", "blendmask_tiny_test", str(synth_data), "--out", str(out), "data.num_workers=0",
-                 "solver.max_iter=2", "log.tensorboard=true"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "blendmask_tiny_test",
+                str(synth_data),
+                "--out",
+                str(out),
+                "data.num_workers=0",
+                "solver.max_iter=2",
+                "log.tensorboard=true",
+                "--weights",
+                str(checkpoint),
+                "solver.base_lr=0",
+            ]
+        )
+        == 0
+    )  # fmt: skip  (the checkpoint detects plenty: a report to write)
     acc = EventAccumulator(str(out), size_guidance={"images": 0, "scalars": 0}).Reload()
     tags = acc.Tags()
     assert {"train/loss", "train/lr", "val/segm/AP", "val/bbox/AP"} <= set(tags["scalars"])
