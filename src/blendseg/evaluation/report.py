@@ -73,11 +73,11 @@ def format_report(metrics: dict, class_names: list[str]) -> str:
                          f" (suggested --conf {metrics[t]['F1_conf']:.2f})")  # fmt: skip
     if metrics.get("errors"):
         lines.append("TIDE: AP50 gained by fixing each error type (counts in brackets)")
-        head = f"{'':<6}{'AP50':>6}" + "".join(f"{k:>12}" for k in ERROR_TYPES)
+        head = f"{'':<6}{'AP50':>6}" + "".join(f"{k:>13}" for k in ERROR_TYPES)
         lines.append(head + "".join(f"{k:>10}" for k in SPECIAL_TYPES))
         for t, e in metrics["errors"].items():
             row = f"{KINDS[t].lower():<6}{e['AP50']:6.1f}"
-            row += "".join(f"{e['dAP'][k]:6.2f} ({e['counts'][k]:>3})" for k in ERROR_TYPES)
+            row += "".join(f"{e['dAP'][k]:7.2f} ({e['counts'][k]:>4})" for k in ERROR_TYPES)
             row += "".join(f"{e['special'][k]:10.2f}" for k in SPECIAL_TYPES)
             lines.append(row)
     return "\n".join(lines)
