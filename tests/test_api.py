@@ -61,9 +61,14 @@ def test_unreadable_files_are_skipped_with_a_warning(checkpoint, tmp_path):
     assert len(results) == 1
 
 
-def test_val_returns_the_metrics(checkpoint, synth_data):
-    metrics = blendseg.load(checkpoint).val(synth_data)
+def test_val_returns_the_metrics(checkpoint, synth_data, tmp_path):
+    model = blendseg.load(checkpoint)
+    metrics = model.val(synth_data)
     assert set(metrics) == {"bbox", "segm"} and "AP" in metrics["segm"]
+    with_report = model.val(synth_data, out_dir=tmp_path / "val", save_worst=1)  # what `blendseg val --out` writes
+    assert set(with_report["errors"]) == {"bbox", "segm"} and with_report["segm"]["AP"] == metrics["segm"]["AP"]
+    assert (tmp_path / "val" / "coco_instances_results.json").is_file()
+    assert len(list((tmp_path / "val" / "worst").glob("*.png"))) == 1
 
 
 def test_supervision_bridge_passes_boxes_masks_scores_and_classes(checkpoint, monkeypatch):

@@ -88,16 +88,22 @@ class Model:
 
     def val(
         self, data: str | os.PathLike, split: str = "val", out_dir: str | os.PathLike | None = None,
-        precision: str = "fp32", device: str | None = None,
+        precision: str = "fp32", device: str | None = None, save_worst: int = 0,
     ) -> dict:  # fmt: skip
         """COCO box / mask AP (and PQ for panoptic models on panoptic data) on a split of a data.yaml, where the
         model is (``device``: moved there first); returns the metrics dict (percent) that ``blendseg val``
-        writes."""
-        from .engine.runner import make_evaluator_fn
+        writes. ``out_dir``: also the curves, confusion matrices, TIDE errors and results JSON there (with the
+        ``save_worst`` images with the most errors), as ``blendseg val --out``."""
+        from .engine.runner import make_evaluator_fn, report
 
         if device is not None:
             self.to(device)
-        return make_evaluator_fn(self.cfg, str(data), self.device, split, out_dir, precision)(self.model)
+        evaluate = make_evaluator_fn(self.cfg, str(data), self.device, split, out_dir, precision)
+        metrics = evaluate(self.model)
+        if out_dir is not None:
+            report(evaluate, metrics, Path(out_dir), save_worst)
+            (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        return metrics
 
 
 class OnnxModel(Model):
