@@ -101,6 +101,7 @@ class Model:
         evaluate = make_evaluator_fn(self.cfg, str(data), self.device, split, out_dir, precision)
         metrics = evaluate(self.model)
         if out_dir is not None:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
             report(evaluate, metrics, Path(out_dir), save_worst)
             (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
         return metrics

@@ -271,6 +271,7 @@ def validate(
     evaluate = make_evaluator_fn(cfg, data_yaml, device, split, out_dir, precision)
     metrics = evaluate(model)
     if out_dir is not None and is_main_process():
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
         report(evaluate, metrics, Path(out_dir), save_worst)
         (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
