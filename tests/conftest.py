@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# no figures in the suite's many tiny runs (about a second each); the tests of the figures turn them on (`figures`)
+os.environ.setdefault("BLENDSEG_PLOTS", "0")
+
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference"
 
 
@@ -20,6 +23,12 @@ def reference_dir(name: str = "") -> Path:
             pytest.fail(msg + "; CI=true requires them")
         pytest.skip(msg)
     return path
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """Runs and evaluations draw their figures (BLENDSEG_PLOTS=1, inherited by subprocesses)."""
+    monkeypatch.setenv("BLENDSEG_PLOTS", "1")
 
 
 @pytest.fixture(autouse=True)

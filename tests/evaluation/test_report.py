@@ -61,7 +61,7 @@ def test_classes_without_instances_say_so():
     assert "no instances" in text and "nan" not in text.lower() and "suggested --conf 0.40" in text
 
 
-def test_val_out_writes_results_json_that_rescores_to_the_same_ap(checkpoint, synth_data, tmp_path):
+def test_val_out_writes_results_json_that_rescores_to_the_same_ap(checkpoint, synth_data, tmp_path, figures):
     from blendseg.engine.runner import validate
 
     out = tmp_path / "val"

@@ -146,8 +146,10 @@ def add_image(writer, tag: str, path: Path, it: int) -> None:
 def plot_results(out_dir: Path) -> Path:
     """``results.png`` (:func:`~blendseg.evaluation.plots.plot_training`): every loss term raw and smoothed, the
     learning rate (train_log.jsonl) and box / mask AP and PQ (results.csv) against iterations."""
-    from ..evaluation.plots import plot_training
+    from ..evaluation.plots import enabled, plot_training
 
+    if not enabled():
+        return out_dir / "results.png"
     log, rows = _records(out_dir / "train_log.jsonl"), _read_csv(out_dir / "results.csv")
     return plot_training(log, rows, out_dir / "results.png")
 

@@ -4,9 +4,17 @@ comparison of runs. Every figure carries its title, axis labels with units, valu
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
+
+
+def enabled() -> bool:
+    """False where ``BLENDSEG_PLOTS=0``: runs and evaluations then write their numbers and files but no figures
+    (a test suite's hundred tiny runs save about a second a figure; ultralytics' ``plots=False``)."""
+    return os.environ.get("BLENDSEG_PLOTS", "1") != "0"
+
 
 MAX_CLASS_LINES = 20  # more classes than this: the per-class lines are drawn without legend entries
 

@@ -34,7 +34,9 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "coco_instances_results.json").write_text(json.dumps(evaluator.gathered))
-    from .plots import plot_confusion, plot_f1, plot_pr
+    from .plots import enabled, plot_confusion, plot_f1, plot_pr
+
+    draw = enabled()
 
     names, gt = evaluator.class_names, evaluator.coco_gt
     errors: dict[str, TideErrors] = {}
@@ -43,12 +45,14 @@ def write_report(
         section = metrics.setdefault(iou_type, {})
         pr = pr_curves(arrays["precision"], arrays["rec_thrs"], names)
         f1 = f1_confidence(arrays["precision"], arrays["scores"], arrays["rec_thrs"], names)
-        plot_pr(pr, section, f"{kind}", out / f"{kind}PR_curve.png")
-        plot_f1(f1, kind, out / f"{kind}F1_curve.png")
+        if draw:
+            plot_pr(pr, section, f"{kind}", out / f"{kind}PR_curve.png")
+            plot_f1(f1, kind, out / f"{kind}F1_curve.png")
         conf = f1["best_conf"] if f1["best_conf"] is not None else 0.25
         section.update(F1=f1["best_f1"], F1_conf=f1["best_conf"])
         m = confusion_matrix(gt, evaluator.gathered, evaluator.contiguous_to_cat_id, iou_type, conf=conf)
-        plot_confusion(m, names, kind, conf, out / f"confusion_matrix_{kind.lower()}.png")
+        if draw:
+            plot_confusion(m, names, kind, conf, out / f"confusion_matrix_{kind.lower()}.png")
         errors[iou_type] = tide(gt, evaluator.gathered, iou_type)
     metrics["errors"] = {k: e.summary() for k, e in errors.items()}
     if verbose:
