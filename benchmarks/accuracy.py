@@ -29,9 +29,9 @@ from blendseg.data.coco import load_data_yaml  # noqa: E402
 from blendseg.data.loader import build_loader  # noqa: E402
 from blendseg.data.synth import synthesize  # noqa: E402
 from blendseg.engine.runner import (  # noqa: E402
+    Evaluation,
     build_dataset,
     load_model,
-    make_evaluator_fn,
     train,
     with_num_classes,
 )
@@ -59,7 +59,7 @@ def train_maskrcnn(cfg, data_yaml: str, out_dir: Path) -> tuple[dict, torch.nn.M
         ds, cfg.solver.ims_per_batch, True, cfg.data.num_workers, cfg.model.size_divisibility, cfg.seed, False
     )
     model = TorchvisionMaskRCNN(cfg.model)
-    eval_fn = make_evaluator_fn(cfg, data_yaml, device)
+    eval_fn = Evaluation(cfg, data_yaml, device)
     metrics = fit(model, loader, cfg, out_dir, device, eval_fn, class_names=ds.class_names)
     del loader
     return metrics, model, cfg

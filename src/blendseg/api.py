@@ -94,16 +94,14 @@ class Model:
         model is (``device``: moved there first); returns the metrics dict (percent) that ``blendseg val``
         writes. ``out_dir``: also the curves, confusion matrices, TIDE errors and results JSON there (with the
         ``save_worst`` images with the most errors), as ``blendseg val --out``."""
-        from .engine.runner import make_evaluator_fn, report
+        from .engine.runner import Evaluation
 
         if device is not None:
             self.to(device)
-        evaluate = make_evaluator_fn(self.cfg, str(data), self.device, split, out_dir, precision)
+        evaluate = Evaluation(self.cfg, str(data), self.device, split, out_dir, precision)
         metrics = evaluate(self.model)
         if out_dir is not None:
-            Path(out_dir).mkdir(parents=True, exist_ok=True)
-            report(evaluate, metrics, Path(out_dir), save_worst)
-            (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            evaluate.save(metrics, out_dir, save_worst)
         return metrics
 
 

@@ -25,7 +25,7 @@ def _cmd_val(a: argparse.Namespace) -> int:
     summary = {
         k: {m: round(v, 2) for m, v in d.items() if isinstance(v, float)}
         for k, d in metrics.items()
-        if isinstance(d, dict)
+        if isinstance(d, dict) and k != "errors"  # the error table is printed above
     }
     print(json.dumps(summary, indent=1))
     return 0

@@ -110,33 +110,44 @@ def with_num_classes(cfg: TrainConfig, dataset: CocoInstances) -> TrainConfig:
     return cfg
 
 
-def make_evaluator_fn(
-    cfg: TrainConfig,
-    data_yaml: str,
-    device: torch.device,
-    split: str = "val",
-    out_dir: str | Path | None = None,
-    precision: str = "fp32",
-):
-    """Box (and mask) AP on the split; with panoptic data and a panoptic model also PQ (the predictions in COCO
-    panoptic format go to ``out_dir`` when given)."""
-    ds = build_dataset(cfg, data_yaml, split, train=False)
-    loader = build_loader(
-        ds, max(1, cfg.solver.ims_per_batch), False, cfg.data.num_workers, cfg.model.size_divisibility,
-        strict=cfg.data.strict, pin_memory=device.type == "cuda",
-    )  # fmt: skip
-    iou_types = ("bbox",) if cfg.model.arch == "fcos" else ("bbox", "segm")
-    evaluators: list = [COCOEvaluator(ds.coco, ds.contiguous_to_cat_id, ds.class_names, iou_types)]
-    if isinstance(ds, CocoPanoptic) and cfg.data.with_panoptic:
-        evaluators.append(
-            PanopticEvaluator(ds.panoptic, ds.panoptic_dir, ds.contiguous_to_cat_id, ds.stuff_cat_ids, out_dir)
-        )
+class Evaluation:
+    """One split's evaluation, built once and run on any model: box (and mask) AP, with panoptic data and a
+    panoptic model also PQ (the predictions in COCO panoptic format go to ``out_dir`` when given). Call it with a
+    model for the metrics; :meth:`save` then writes the report of that call beside ``metrics.json``."""
 
-    def evaluate(model: nn.Module) -> dict:
-        return run_evaluation(model, loader, evaluators, device, precision=precision)
+    def __init__(
+        self, cfg: TrainConfig, data_yaml: str, device: torch.device, split: str = "val",
+        out_dir: str | Path | None = None, precision: str = "fp32",
+    ) -> None:  # fmt: skip
+        self.dataset = build_dataset(cfg, data_yaml, split, train=False)
+        self.loader = build_loader(
+            self.dataset, max(1, cfg.solver.ims_per_batch), False, cfg.data.num_workers, cfg.model.size_divisibility,
+            strict=cfg.data.strict, pin_memory=device.type == "cuda",
+        )  # fmt: skip
+        ds = self.dataset
+        iou_types = ("bbox",) if cfg.model.arch == "fcos" else ("bbox", "segm")
+        self.coco = COCOEvaluator(ds.coco, ds.contiguous_to_cat_id, ds.class_names, iou_types)
+        self.evaluators: list = [self.coco]
+        if isinstance(ds, CocoPanoptic) and cfg.data.with_panoptic:
+            self.evaluators.append(
+                PanopticEvaluator(ds.panoptic, ds.panoptic_dir, ds.contiguous_to_cat_id, ds.stuff_cat_ids, out_dir)
+            )
+        self.device, self.precision = device, precision
 
-    evaluate.coco, evaluate.dataset = evaluators[0], ds  # what write_report / save_worst read afterwards
-    return evaluate
+    def __call__(self, model: nn.Module) -> dict:
+        return run_evaluation(model, self.loader, self.evaluators, self.device, precision=self.precision)
+
+    def save(self, metrics: dict, out_dir: str | Path, save_worst: int = 0) -> None:
+        """The last call's files (:func:`report`: curves, confusion matrices, results JSON, TIDE errors, which
+        also go into ``metrics``) and ``metrics.json`` in ``out_dir``; main process only."""
+        if not is_main_process():
+            return
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        report(self, metrics, out_dir, save_worst)
+        tmp = out_dir / "metrics.json.tmp"
+        tmp.write_text(json.dumps(metrics, indent=2))
+        os.replace(tmp, out_dir / "metrics.json")
 
 
 def load_matching(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
@@ -214,7 +225,7 @@ def _train_in(
     if hasattr(model, "prepare") and not resuming:  # data-dependent state (MEInst's mask encoding)
         model.prepare(ds, log=print if is_main_process() else (lambda *_: None))
     has_val = "val" in load_data_yaml(data_yaml).splits
-    eval_fn = make_evaluator_fn(cfg, data_yaml, device) if (evaluate and has_val) else None
+    eval_fn = Evaluation(cfg, data_yaml, device) if (evaluate and has_val) else None
     extra = {"class_names": ds.class_names, "contiguous_to_cat_id": ds.contiguous_to_cat_id}
     if hasattr(ds, "stuff_names"):  # panoptic: the semantic labels 1..S, for predictions in COCO panoptic format
         extra.update(stuff_names=ds.stuff_names, stuff_cat_ids=ds.stuff_cat_ids)
@@ -227,8 +238,9 @@ def _train_in(
         del loader  # worker processes end before the process group does
     if is_main_process() and metrics:
         if eval_fn is not None:  # the last evaluation's curves, confusion matrices and errors
-            report(eval_fn, metrics, out_dir)
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            eval_fn.save(metrics, out_dir)
+        else:
+            (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         print(f"metrics: {out_dir / 'metrics.json'}")
     if is_main_process() and has_val and evaluate:  # a few validation images beside their ground truth
         from ..predict import draw_split
@@ -268,16 +280,14 @@ def validate(
     JSON and TIDE errors, ``metrics.json``, and the ``save_worst`` images with the most errors in ``worst/``."""
     device = resolve_device(device)
     model, cfg, _ = load_model(checkpoint, device)
-    evaluate = make_evaluator_fn(cfg, data_yaml, device, split, out_dir, precision)
+    evaluate = Evaluation(cfg, data_yaml, device, split, out_dir, precision)
     metrics = evaluate(model)
-    if out_dir is not None and is_main_process():
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        report(evaluate, metrics, Path(out_dir), save_worst)
-        (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if out_dir is not None:
+        evaluate.save(metrics, out_dir, save_worst)
     return metrics
 
 
-def report(evaluate, metrics: dict, out_dir: Path, save_worst: int = 0) -> None:
+def report(evaluate: Evaluation, metrics: dict, out_dir: Path, save_worst: int = 0) -> None:
     """The evaluation's files beside its metrics (write_report), the worst images on request; a failure here is
     a warning, never the end of a run."""
     from ..evaluation.report import save_worst as draw_worst

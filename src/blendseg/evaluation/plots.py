@@ -17,6 +17,7 @@ def enabled() -> bool:
 
 
 MAX_CLASS_LINES = 20  # more classes than this: the per-class lines are drawn without legend entries
+OUTSIDE = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": "small"}  # a legend beside the curves
 
 
 def _figure(ncols: int, width: float = 6.0, height: float = 5.0):
@@ -35,7 +36,7 @@ def _class_lines(ax, x, curves: dict, label) -> None:
 def plot_pr(curves: dict, ap: dict, title: str, path: Path) -> Path:
     """Precision against recall at IoU 0.5 and averaged over 0.50:0.95 (from :func:`~.curves.pr_curves`), per class
     (its AP in the legend) and over all classes (bold); ``ap``: the metrics of the same IoU type."""
-    fig, axes = _figure(2)
+    fig, axes = _figure(2, 7.5)
     for ax, key, name in zip(axes, ("AP50", "AP"), ("IoU 0.50", "IoU 0.50:0.95 (mean)")):
         cls = curves[key]
         per_class = {n: v for n, v in cls.items() if n != "all"}
@@ -47,14 +48,14 @@ def plot_pr(curves: dict, ap: dict, title: str, path: Path) -> Path:
                     label=f"all classes, {key} {value:.1f}" if value is not None else "all classes")  # fmt: skip
         ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision", title=f"{title}: {name}")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower left", fontsize="small")
+        ax.legend(**OUTSIDE)
     fig.savefig(path, dpi=100)
     return path
 
 
 def plot_f1(f1: dict, title: str, path: Path) -> Path:
     """F1 against the confidence threshold (from :func:`~.curves.f1_confidence`), the best mean F1 marked."""
-    fig, (ax,) = _figure(1, 7.0)
+    fig, (ax,) = _figure(1, 8.5)
     _class_lines(ax, f1["conf"], {n: v for n, v in f1.items() if n not in ("conf", "all", "best_conf", "best_f1")},
                  lambda n: n)  # fmt: skip
     if f1["all"] is not None:
@@ -64,7 +65,7 @@ def plot_f1(f1: dict, title: str, path: Path) -> Path:
     ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence threshold (--conf)", ylabel="F1 at IoU 0.50",
            title=f"{title}: F1 against confidence")  # fmt: skip
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize="small")
+    ax.legend(**OUTSIDE)
     fig.savefig(path, dpi=100)
     return path
 
@@ -96,13 +97,18 @@ def plot_confusion(matrix: np.ndarray, names: list[str], title: str, conf: float
     return path
 
 
-def smooth(values: list[float], weight: float = 0.9) -> list[float]:
-    """TensorBoard's exponential moving average with its bias correction."""
-    out, last = [], 0.0
-    for i, v in enumerate(values):
-        last = weight * last + (1 - weight) * v
-        out.append(last / (1 - weight ** (i + 1)))
-    return out
+def smooth(values: list[float], fraction: float = 0.1) -> list[float]:
+    """A centred moving average over ``fraction`` of the points (at least 1 either side; fewer at the ends), so
+    the smoothed line neither lags behind the logged one nor leaves the range it covers (an exponential average
+    over a few dozen logged points trails a falling loss by a long way)."""
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) < 3:
+        return v.tolist()
+    half = max(1, int(len(v) * fraction / 2))
+    csum = np.concatenate([[0.0], np.cumsum(v)])
+    lo = np.clip(np.arange(len(v)) - half, 0, None)
+    hi = np.clip(np.arange(len(v)) + half + 1, None, len(v))
+    return ((csum[hi] - csum[lo]) / (hi - lo)).tolist()
 
 
 def plot_training(log: list[dict], evaluations: list[dict], path: Path) -> Path:
@@ -143,6 +149,9 @@ def plot_training(log: list[dict], evaluations: list[dict], path: Path) -> Path:
     ax.grid(alpha=0.3)
     if metrics:
         ax.legend(fontsize="small")
+        if len(evaluations) == 1:
+            ax.text(0.5, 0.06, "one evaluation, at the end of training", ha="center", transform=ax.transAxes,
+                    fontsize="small", color="0.4")  # fmt: skip
     else:
         ax.text(0.5, 0.5, "no evaluation yet", ha="center", va="center", transform=ax.transAxes)
     fig.savefig(path, dpi=90)

@@ -135,9 +135,10 @@ def save_worst(
 
 def _draw(rgb: np.ndarray, items: list[tuple[dict, str]], names: dict[int, str], scale: int):
     """``rgb`` enlarged ``scale`` times with each (record, kind) drawn: mask tinted, box, "kind: class score"."""
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     from ..data.rle import decode
+    from ..vis import _label, _pen
 
     h, w = rgb.shape[:2]
     canvas = rgb.astype(np.float32)
@@ -147,7 +148,7 @@ def _draw(rgb: np.ndarray, items: list[tuple[dict, str]], names: dict[int, str],
             mask = decode(rec["segmentation"], h, w).astype(bool)
             canvas[mask] = 0.6 * canvas[mask] + 0.4 * color
     image = Image.fromarray(canvas.astype(np.uint8)).resize((w * scale, h * scale), Image.NEAREST)
-    draw = ImageDraw.Draw(image)
+    draw, font, _ = _pen(image)
     for rec, kind in items:
         color = ERROR_COLORS.get(kind, (60, 180, 75) if kind == "GT" else (160, 160, 160))
         x, y, bw, bh = (v * scale for v in rec["bbox"])
@@ -155,5 +156,5 @@ def _draw(rgb: np.ndarray, items: list[tuple[dict, str]], names: dict[int, str],
         label = names.get(rec["category_id"], str(rec["category_id"]))
         label = label if kind in ("GT", "TP") else f"{kind}: {label}"
         label += f" {rec['score']:.2f}" if "score" in rec else ""
-        draw.text((x + 3, y + 2), label, fill=color, stroke_width=1, stroke_fill="black")
+        _label(draw, (x, y), label, font, tuple(int(c * 0.7) for c in color), anchor="lb")  # dark for white text
     return image
