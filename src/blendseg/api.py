@@ -116,7 +116,7 @@ class Model:
 
 class OnnxModel(Model):
     """An ONNX file written by ``blendseg export``, run with onnxruntime: :meth:`predict` as :class:`Model`'s (the
-    graph holds its own resize, thresholds and masks); no ``val`` / ``export`` (use the ``.pt`` checkpoint)."""
+    graph holds its own resize, thresholds and masks) and :meth:`val`; no ``export`` (use the ``.pt`` checkpoint)."""
 
     def __init__(self, path: str | os.PathLike, device: str = "cpu") -> None:
         from .export.onnx import read_metadata
@@ -146,8 +146,19 @@ class OnnxModel(Model):
 
         return OnnxPredictor(self.checkpoint, conf, max_det, device or self._device)
 
-    def val(self, *args, **kwargs) -> dict:
-        raise NotImplementedError("val runs the PyTorch model: load the .pt checkpoint the ONNX file came from")
+    def val(
+        self, data: str | os.PathLike, split: str = "val", out_dir: str | os.PathLike | None = None,
+        save_worst: int = 0,
+    ) -> dict:  # fmt: skip
+        """COCO box / mask AP of the graph on a split, as ``blendseg val model.onnx`` (export with ``--conf 0.05``
+        to score it as the PyTorch model is scored)."""
+        from .engine.runner import ExportedEvaluation
+
+        evaluate = ExportedEvaluation(self.checkpoint, str(data), split, self._device)
+        metrics = evaluate()
+        if out_dir is not None:
+            evaluate.save(metrics, out_dir, save_worst)
+        return metrics
 
     def export(self, *args, **kwargs) -> Path:
         raise NotImplementedError("this is already an exported model: export from the .pt checkpoint")

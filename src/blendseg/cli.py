@@ -165,18 +165,38 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
 
 def _cmd_export(a: argparse.Namespace) -> int:
+    import tempfile
     import time
 
     from .api import load
     from .export.onnx import read_metadata
 
+    if a.int8 and not a.data:
+        print("export --int8: calibration needs images: add --data data.yaml (its train split)", file=sys.stderr)
+        return 2
+    if a.int8:
+        from .export.quantize import calibration_images, quantize_int8
+        from .inference.onnx_runtime import require_onnxruntime
+
+        require_onnxruntime()  # before anything is written
+        images = calibration_images(a.data, a.calib_images)  # a bad data.yaml fails here, nothing written
     t0 = time.perf_counter()
-    out = load(a.checkpoint, "cpu").export(a.format, a.out, a.opset, a.conf, a.max_det, not a.compact_masks)
+    model = load(a.checkpoint, "cpu")
+    if not a.int8:
+        out = model.export(a.format, a.out, a.opset, a.conf, a.max_det, not a.compact_masks)
+    else:
+        ckpt = Path(a.checkpoint)
+        out = Path(a.out) if a.out else (ckpt.with_suffix(".int8.onnx") if ckpt.suffix else Path("model.int8.onnx"))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+            fp32 = model.export(a.format, Path(tmp) / "fp32.onnx", a.opset, a.conf, a.max_det, not a.compact_masks)
+            quantize_int8(fp32, out, images, a.calib_method)
     meta = read_metadata(out)
+    extra = f", int8 calibrated on {len(images)} images ({a.calib_method})" if a.int8 else ""
     print(
-        f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB, opset {meta['opset']}, {time.perf_counter() - t0:.0f} s): "
-        f"image (3, H, W) uint8 RGB -> {', '.join(meta['outputs'])}; conf {a.conf} and max_det {a.max_det} inside "
-        f"the graph. Run it: blendseg predict {out} IMAGES"
+        f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB, opset {meta['opset']}{extra}, "
+        f"{time.perf_counter() - t0:.0f} s): image (3, H, W) uint8 RGB -> {', '.join(meta['outputs'])}; conf {a.conf} "
+        f"and max_det {a.max_det} inside the graph. Run it: blendseg predict {out} IMAGES"
     )
     return 0
 
@@ -336,6 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--compact-masks", action="store_true",
         help="output per-box mask probabilities (+ boxes) instead of (N, H, W) masks: memory follows the detections",
     )  # fmt: skip
+    ex.add_argument(
+        "--int8", action="store_true", help="static int8 quantisation of the network's convolutions (onnxruntime), "
+        "calibrated on --data's train split; decoding, NMS and masks stay float",
+    )  # fmt: skip
+    ex.add_argument("--data", help="data.yaml whose train split calibrates --int8")
+    ex.add_argument("--calib-images", type=int, default=64, help="calibration images for --int8")
+    ex.add_argument("--calib-method", default="MinMax", choices=["MinMax", "Entropy", "Percentile"],
+                    help="onnxruntime's activation range calibration for --int8")  # fmt: skip
     ex.set_defaults(fn=_cmd_export)
     fe = sub.add_parser("fit-encoding", help="fit MEInst's PCA mask encoding on a dataset's masks")
     fe.add_argument("data", help="data.yaml")

@@ -150,6 +150,54 @@ class Evaluation:
         os.replace(tmp, out_dir / "metrics.json")
 
 
+class ExportedEvaluation(Evaluation):
+    """:class:`Evaluation` of an exported graph (``blendseg val model.onnx``): the split's original images through
+    the graph (its own resize, thresholds and masks; export with ``--conf 0.05`` to score as the PyTorch model
+    does), box and mask AP by the same evaluator and report."""
+
+    def __init__(
+        self, path: str | Path, data_yaml: str, split: str = "val", device: str = "cpu",
+    ) -> None:  # fmt: skip
+        from ..inference.onnx_runtime import OnnxPredictor
+
+        spec = load_data_yaml(data_yaml)
+        if split not in spec.splits:
+            raise DataError(f"{data_yaml}: no '{split}' split (has: {', '.join(spec.splits) or 'none'})")
+        self.predictor = OnnxPredictor(path, conf=0.0, max_det=10**6, device=device)
+        meta = self.predictor.metadata
+        self.dataset = ds = open_instances(spec, split, data_yaml)
+        if list(meta["category_ids"]) != list(ds.contiguous_to_cat_id):
+            raise DataError(
+                f"{path} was exported for categories {meta['category_ids']} ({', '.join(meta['class_names'])}); "
+                f"{data_yaml}'s '{split}' split has {ds.contiguous_to_cat_id} ({', '.join(ds.class_names)})"
+            )
+        iou_types = ("bbox",) if meta.get("masks", "none") == "none" else ("bbox", "segm")
+        self.coco = COCOEvaluator(ds.coco, ds.contiguous_to_cat_id, ds.class_names, iou_types)
+        self.evaluators = [self.coco]
+
+    def __call__(self, model: nn.Module | None = None) -> dict:
+        import time
+
+        self.coco.reset()
+        t0, skipped = time.perf_counter(), []
+        for info in self.dataset.images:
+            try:
+                image = self.dataset.read_image(info)
+            except DataError as e:  # scored with no detections: its ground truth counts as missed
+                skipped.append(str(e))
+                self.coco.image_ids.append(int(info["id"]))
+                continue
+            self.coco.process([info["id"]], [self.predictor(image).detections])
+        n = len(self.dataset.images)
+        print(f"inference on {n} images: {time.perf_counter() - t0:.1f} s ({self.predictor.session_kind})")
+        metrics = self.coco.evaluate()
+        if skipped:
+            print(f"warning: {len(skipped)} unreadable evaluation image(s) scored with no detections:")
+            print("\n".join(f"  {m}" for m in skipped))
+            metrics["skipped_eval_images"] = skipped
+        return metrics
+
+
 def load_matching(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
     """Load every key of ``state`` whose name and shape match the model (fine-tuning a COCO checkpoint on other
     classes: the class-count layers are skipped and stay freshly initialised). Returns (loaded, skipped)."""
@@ -278,6 +326,14 @@ def validate(
     """COCO evaluation of a checkpoint on a split of a data.yaml (the network in ``precision``, on ``device``);
     with ``out_dir`` also :func:`~blendseg.evaluation.report.write_report`'s curves, confusion matrices, results
     JSON and TIDE errors, ``metrics.json``, and the ``save_worst`` images with the most errors in ``worst/``."""
+    if Path(checkpoint).suffix == ".onnx":  # an exported graph, at the precision it was exported in
+        if precision != "fp32":
+            raise ValueError(f"{checkpoint}: an exported graph runs in its own precision; drop --precision")
+        evaluate: Evaluation = ExportedEvaluation(checkpoint, data_yaml, split, "cpu" if device == "auto" else device)
+        metrics = evaluate()
+        if out_dir is not None:
+            evaluate.save(metrics, out_dir, save_worst)
+        return metrics
     device = resolve_device(device)
     model, cfg, _ = load_model(checkpoint, device)
     evaluate = Evaluation(cfg, data_yaml, device, split, out_dir, precision)

@@ -74,6 +74,7 @@ class OnnxPredictor:
                     stacklevel=2,
                 )
         self.session = ort.InferenceSession(str(path), opts, providers=providers)
+        self.session_kind = f"onnxruntime {self.session.get_providers()[0]}"
         meta = self.session.get_modelmeta().custom_metadata_map.get("blendseg")
         if meta is None:
             raise ValueError(f"{path}: not an ONNX file exported by blendseg (no 'blendseg' metadata)")

@@ -1,0 +1,123 @@
+"""``blendseg export CKPT --int8 --data data.yaml``: static post-training int8 quantisation of an exported ONNX graph
+with onnxruntime's own tools (``onnxruntime.quantization.quantize_static``).
+
+What is quantised: the network's convolutions (backbone, FPN, heads, bottom module), as QDQ pairs with per-channel
+int8 weights and uint8 activations (onnxruntime's fast path on x86 with VNNI, fused into ``QLinearConv``). A node
+belongs to the network when the exporter's ``pkg.torch.onnx.name_scopes`` puts it inside a submodule of the graph;
+the graph's own code (test-time resize, decoding, NMS, the blender / mask assembly, pasting) stays float32.
+
+Calibration: ``calib_images`` images of the user's training split, fed as they are (uint8 RGB at their own size)
+so they pass through the graph's own test-time resize; ``method`` is onnxruntime's: MinMax (default), Entropy or
+Percentile.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from .onnx import METADATA_KEY
+
+METHODS = ("MinMax", "Entropy", "Percentile")
+
+
+def network_nodes(proto, op_types: tuple[str, ...] = ("Conv",)) -> list[str]:
+    """Names of the nodes of ``op_types`` inside a submodule of the exported graph (module docstring)."""
+    names = []
+    for node in proto.graph.node:
+        scopes = next((ast.literal_eval(p.value) for p in node.metadata_props
+                       if p.key == "pkg.torch.onnx.name_scopes"), [])  # fmt: skip
+        if node.op_type in op_types and len(scopes) > 2:  # ['', 'module.path', ..., 'op']
+            names.append(node.name)
+    return names
+
+
+def quantize_int8(
+    fp32_path: str | os.PathLike, out: str | os.PathLike, images: Iterable[np.ndarray], method: str = "MinMax",
+) -> Path:  # fmt: skip
+    """Write the int8 form of the exported graph ``fp32_path`` to ``out`` (atomically), calibrated on ``images``
+    ((3, H, W) uint8 arrays); the blendseg metadata is kept, with ``precision: int8`` and the calibration added."""
+    try:
+        import onnx
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError:
+        raise ImportError("int8 export needs onnx and onnxruntime: pip install 'blendseg[onnx]'") from None
+    if method not in METHODS:
+        raise ValueError(f"calibration method {method!r}: one of {', '.join(METHODS)}")
+    out = Path(out)
+    images = list(images)
+    if not images:
+        raise ValueError("int8 calibration needs at least one image")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(images)
+
+        def get_next(self) -> dict | None:
+            image = next(self.it, None)
+            return None if image is None else {"image": np.ascontiguousarray(image, dtype=np.uint8)}
+
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        source = onnx.load(str(fp32_path))
+        nodes = network_nodes(source)  # pre-processing drops the scopes but keeps the node names
+        if not nodes:
+            raise ValueError(f"{fp32_path}: no convolution inside the network's modules: not a blendseg export?")
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)  # the image size is dynamic
+        staged = Path(tmp) / "int8.onnx"
+        quantize_static(
+            str(pre), str(staged), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
+            nodes_to_quantize=nodes, per_channel=True, activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, method),
+            extra_options={"CalibTensorRangeSymmetric": False},
+        )  # fmt: skip
+        q = onnx.load(str(staged))
+        meta = json.loads(next(p.value for p in source.metadata_props if p.key == METADATA_KEY))
+        meta.update(precision="int8", calibration={"images": len(images), "method": method, "nodes": len(nodes)})
+        del q.metadata_props[:]
+        entry = q.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, json.dumps(meta)
+        onnx.save(q, str(staged))
+        os.replace(staged, out)
+    return out
+
+
+def calibration_images(data_yaml: str, count: int, split: str = "train") -> list[np.ndarray]:
+    """``count`` images of a data.yaml split, spread evenly over it, as (3, H, W) uint8 RGB arrays at their own size
+    (the graph resizes them); unreadable files are skipped with a warning, none readable is an error naming the
+    split."""
+    import warnings
+
+    from ..data.check import DataError
+    from ..data.coco import load_data_yaml, open_instances
+
+    spec = load_data_yaml(data_yaml)
+    if split not in spec.splits:
+        raise DataError(f"{data_yaml}: no '{split}' split for int8 calibration (has: {', '.join(spec.splits)})")
+    ds = open_instances(spec, split, data_yaml)
+    infos = ds.images
+    picks = [infos[i] for i in np.linspace(0, len(infos) - 1, min(count, len(infos))).round().astype(int)]
+    images, bad = [], []
+    for info in picks if infos else []:
+        try:
+            images.append(ds.read_image(info).numpy())
+        except Exception as e:  # noqa: BLE001 - any unreadable image is skipped, the rest calibrate
+            bad.append(f"{info.get('file_name')}: {type(e).__name__}: {e}")
+    if bad:
+        warnings.warn(f"{len(bad)} calibration image(s) unreadable, skipped, e.g. {bad[0]}", stacklevel=2)
+    if not images:
+        raise DataError(f"{data_yaml}: the '{split}' split has no readable image for int8 calibration")
+    return images
