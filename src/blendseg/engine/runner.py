@@ -163,7 +163,10 @@ class ExportedEvaluation(Evaluation):
         spec = load_data_yaml(data_yaml)
         if split not in spec.splits:
             raise DataError(f"{data_yaml}: no '{split}' split (has: {', '.join(spec.splits) or 'none'})")
-        self.predictor = OnnxPredictor(path, conf=0.0, max_det=10**6, device=device)
+        from ..export.onnx import read_metadata
+
+        conf = read_metadata(path)["conf"]  # everything the graph outputs
+        self.predictor = OnnxPredictor(path, conf=conf, max_det=10**6, device=device)
         meta = self.predictor.metadata
         self.dataset = ds = open_instances(spec, split, data_yaml)
         if list(meta["category_ids"]) != list(ds.contiguous_to_cat_id):

@@ -1,0 +1,116 @@
+"""int8 export (onnxruntime static quantisation, calibrated on a data.yaml) and ``val`` on exported graphs."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime", reason="int8 export needs the onnx extra (pip install 'blendseg[onnx]')")
+pytest.importorskip("onnxscript", reason="ONNX export needs onnxscript (pip install 'blendseg[onnx]')")
+
+import blendseg  # noqa: E402
+from blendseg.cli import main  # noqa: E402
+from blendseg.config import to_dict  # noqa: E402
+from blendseg.data.coco import CocoInstances, load_data_yaml  # noqa: E402
+from blendseg.engine.checkpoint import save_checkpoint  # noqa: E402
+from blendseg.export.quantize import calibration_images, network_nodes, quantize_int8  # noqa: E402
+from blendseg.inference.onnx_runtime import OnnxPredictor  # noqa: E402
+from blendseg.zoo import get_preset  # noqa: E402
+
+from .test_onnx import NAMES, decisive_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def graphs(synth_data, tmp_path_factory):
+    """(checkpoint, fp32 graph, int8 graph) of a decisive blendmask_tiny_test model with the synthetic data's
+    categories, the int8 one calibrated on 8 of its training images."""
+    folder = tmp_path_factory.mktemp("int8")
+    split = load_data_yaml(synth_data).splits["val"]
+    ids = CocoInstances(split.annotations, split.images).contiguous_to_cat_id
+    model, cfg = decisive_model("blendmask_tiny_test"), to_dict(get_preset("blendmask_tiny_test"))
+    ckpt = save_checkpoint(folder / "model.pt", {
+        "model": model.state_dict(), "config": cfg, "iteration": 0, "class_names": NAMES, "contiguous_to_cat_id": ids,
+    })  # fmt: skip
+    fp32 = blendseg.load(ckpt).export(out=folder / "model.onnx", conf=0.05, max_det=100)
+    int8 = quantize_int8(fp32, folder / "model.int8.onnx", calibration_images(str(synth_data), 8))
+    return ckpt, fp32, int8
+
+
+def test_int8_quantises_the_network_and_keeps_its_detections(graphs, synth_data):
+    import onnx
+
+    _, fp32, int8 = graphs
+    q = onnx.load(str(int8))
+    ops = [n.op_type for n in q.graph.node]
+    convs = len(network_nodes(onnx.load(str(fp32))))
+    assert ops.count("Conv") == convs and ops.count("DequantizeLinear") >= 2 * convs  # weights and inputs in QDQ
+    assert "RoiAlign" in ops and "Softmax" in ops  # the blender stays float
+    meta = json.loads(q.metadata_props[0].value)
+    assert meta["precision"] == "int8" and meta["calibration"] == {"images": 8, "method": "MinMax", "nodes": convs}
+    image = torch.from_numpy(calibration_images(str(synth_data), 1, "val")[0])
+    a, b = (OnnxPredictor(p, conf=0.3)(image) for p in (fp32, int8))
+    assert len(a) >= 5
+    from torchvision.ops import box_iou
+
+    iou = box_iou(a.boxes, b.boxes)
+    same = (iou > 0.8) & (a.labels[:, None] == b.labels[None, :])
+    assert same.any(1).float().mean() >= 0.8, (len(a), len(b))  # most fp32 detections have their int8 twin
+
+
+def test_val_on_exported_graphs_scores_the_graphs_detections(graphs, synth_data, tmp_path, capsys):
+    """``val model.onnx`` scores the detections the checkpoint makes image by image (the predictor's; ``val`` on
+    the .pt runs padded batches, whose borders move low scorers): the top 20 of each image matched by box and
+    class id in the results JSON, so ids and coordinates reach the evaluator as they should."""
+    from torchvision.ops import box_iou
+
+    ckpt, fp32, int8 = graphs
+    got = blendseg.load(fp32).val(synth_data, out_dir=tmp_path / "onnx")
+    assert "errors" in got and got["segm"]["F1_conf"] is not None
+    recs = json.loads((tmp_path / "onnx" / "coco_instances_results.json").read_text())
+    split = load_data_yaml(synth_data).splits["val"]
+    ds = CocoInstances(split.annotations, split.images)
+    model = blendseg.load(ckpt)
+    matched = total = 0
+    for info in ds.images:
+        res = model.predict(str(Path(split.images) / info["file_name"]), conf=0.05, max_det=20)[0]
+        b = sorted((r for r in recs if r["image_id"] == info["id"]), key=lambda r: -r["score"])[:40]
+        ids = torch.tensor([ds.contiguous_to_cat_id[int(c)] for c in res.labels])
+        xyxy = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (r["bbox"] for r in b)]).reshape(-1, 4)
+        same = ids[:, None] == torch.tensor([r["category_id"] for r in b], dtype=torch.int64)[None, :]
+        matched += int(((box_iou(res.boxes, xyxy) > 0.95) & same).any(1).sum())
+        total += len(res)
+    assert total >= 40 and matched / total >= 0.9, (matched, total)
+    assert main(["val", str(int8), str(synth_data)]) == 0
+    assert "onnxruntime" in capsys.readouterr().out
+
+
+def test_int8_export_errors_name_the_problem(graphs, synth_data, tmp_path, capsys):
+    ckpt = graphs[0]
+    out = tmp_path / "q.onnx"
+    assert main(["export", str(ckpt), "--int8", "--out", str(out)]) == 2
+    assert "--data" in capsys.readouterr().err and not out.exists()
+    empty = tmp_path / "empty"
+    (empty / "images").mkdir(parents=True)
+    (empty / "images" / "broken.jpg").write_bytes(b"not an image")
+    ann = {"images": [{"id": 1, "file_name": "broken.jpg", "height": 8, "width": 8}], "annotations": [],
+           "categories": [{"id": 1, "name": "thing"}]}  # fmt: skip
+    (empty / "ann.json").write_text(json.dumps(ann))
+    (empty / "data.yaml").write_text(f"path: {empty}\ntrain:\n  images: images\n  annotations: ann.json\n")
+    with pytest.warns(UserWarning, match="unreadable"):
+        rc = main(["export", str(ckpt), "--int8", "--data", str(empty / "data.yaml"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc != 0 and "no readable image" in err and str(empty / "data.yaml") in err, err
+    assert not out.exists() and list(tmp_path.glob("*.onnx*")) == []
+
+
+def test_val_refuses_a_graph_of_other_categories(graphs, synth_data, tmp_path):
+    split = load_data_yaml(synth_data).splits["val"]
+    coco = json.loads(Path(split.annotations).read_text())
+    for rec in coco["categories"] + coco["annotations"]:
+        key = "id" if "name" in rec else "category_id"
+        rec[key] += 100  # the same pictures under other category ids
+    (tmp_path / "ann.json").write_text(json.dumps(coco))
+    (tmp_path / "data.yaml").write_text(f"path: {tmp_path}\nval:\n  images: {split.images}\n  annotations: ann.json\n")
+    with pytest.raises(Exception, match="exported for categories"):
+        blendseg.load(graphs[1]).val(tmp_path / "data.yaml")
