@@ -215,8 +215,8 @@ def test_load_predict_and_cli_on_an_onnx_file(exported, tmp_path, capsys):
     assert r.plot().shape == (120, 100, 3) and r.to_coco(3)[0]["image_id"] == 3
     with pytest.warns(UserWarning, match="exported with conf=0.3: detections scoring below"):
         onnx_model.predict(image, conf=0.1)
-    with pytest.raises(NotImplementedError, match=r"\.pt checkpoint"):
-        onnx_model.val("data.yaml")
+    with pytest.raises(NotImplementedError, match=r"export from the \.pt checkpoint"):
+        onnx_model.export()
     Image.fromarray(image).save(tmp_path / "a.png")
     assert main(["predict", str(path), str(tmp_path / "a.png"), "--out", str(tmp_path / "out"), "--save-json"]) == 0
     records = json.loads((tmp_path / "out" / "predictions.json").read_text())
