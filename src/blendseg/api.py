@@ -87,13 +87,26 @@ class Model:
     ) -> Path:  # fmt: skip
         """Write the whole pipeline (resize, network, NMS, masks at the image size) as an ONNX file
         (:func:`~blendseg.export.onnx.export_onnx`, from a float32 CPU copy: this model stays where and as it is;
-        ``dense_masks=False``: compact mask outputs); default path: the checkpoint's with ``.onnx``."""
-        if format != "onnx":
-            raise ValueError(f"export format {format!r}: only 'onnx' is supported")
-        from .export.onnx import export_onnx
+        ``dense_masks=False``: compact mask outputs); default path: the checkpoint's with ``.onnx``. ``format``
+        "openvino": that graph converted by OpenVINO into ``.xml`` + ``.bin`` (:func:`~.export.onnx.to_openvino`)."""
+        if format not in ("onnx", "openvino"):
+            raise ValueError(f"export format {format!r}: 'onnx' or 'openvino'")
+        from .export.onnx import export_onnx, to_openvino
 
-        out = out or (Path(self.checkpoint).with_suffix(".onnx") if self.checkpoint else Path("model.onnx"))
-        return export_onnx(self.model, self.cfg, self.categories, out, opset, conf, max_det, dense_masks)
+        suffix = ".onnx" if format == "onnx" else ".xml"
+        out = (
+            Path(out)
+            if out
+            else (Path(self.checkpoint).with_suffix(suffix) if self.checkpoint else Path("model" + suffix))
+        )
+        if format == "onnx":
+            return export_onnx(self.model, self.cfg, self.categories, out, opset, conf, max_det, dense_masks)
+        onnx_path = export_onnx(self.model, self.cfg, self.categories, out.with_suffix(".onnx.tmp"), opset, conf,
+                                max_det, dense_masks)  # fmt: skip
+        try:
+            return to_openvino(onnx_path, out)
+        finally:
+            onnx_path.unlink(missing_ok=True)
 
     def val(
         self, data: str | os.PathLike, split: str = "val", out_dir: str | os.PathLike | None = None,
@@ -121,7 +134,7 @@ class OnnxModel(Model):
     def __init__(self, path: str | os.PathLike, device: str = "cpu") -> None:
         from .export.onnx import read_metadata
 
-        meta = read_metadata(path)
+        meta = read_metadata(path)  # ONNX or OpenVINO IR
         self.model, self.cfg, self.checkpoint = None, None, str(path)
         self.categories, self.metadata = Categories(meta["class_names"], meta["category_ids"]), meta
         self._device = device
@@ -139,12 +152,9 @@ class OnnxModel(Model):
         return self
 
     def predictor(self, conf: float = 0.3, max_det: int = 100, device: str | None = None, precision: str = "fp32"):
-        from .inference.onnx_runtime import OnnxPredictor
+        from .inference.onnx_runtime import exported_predictor
 
-        if precision != "fp32":
-            raise ValueError("an exported ONNX graph runs in the precision it was exported in (fp32)")
-
-        return OnnxPredictor(self.checkpoint, conf, max_det, device or self._device)
+        return exported_predictor(self.checkpoint, conf, max_det, device or self._device, precision)
 
     def val(
         self, data: str | os.PathLike, split: str = "val", out_dir: str | os.PathLike | None = None,
@@ -172,7 +182,7 @@ def load(source: str | os.PathLike, device: str = "auto") -> Model:
     from .engine.runner import load_model
     from .zoo import ALIASES, PRESETS, build_model, get_preset
 
-    if Path(source).suffix.lower() == ".onnx" and Path(source).is_file():
+    if Path(source).suffix.lower() in (".onnx", ".xml") and Path(source).is_file():
         return OnnxModel(source, _onnx_device(device))
     device = resolve_device(device)
     if str(source) in PRESETS or str(source) in ALIASES:

@@ -186,11 +186,17 @@ def _cmd_export(a: argparse.Namespace) -> int:
         out = model.export(a.format, a.out, a.opset, a.conf, a.max_det, not a.compact_masks)
     else:
         ckpt = Path(a.checkpoint)
-        out = Path(a.out) if a.out else (ckpt.with_suffix(".int8.onnx") if ckpt.suffix else Path("model.int8.onnx"))
+        suffix = ".int8.onnx" if a.format == "onnx" else ".int8.xml"
+        out = Path(a.out) if a.out else (ckpt.with_suffix(suffix) if ckpt.suffix else Path("model" + suffix))
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-            fp32 = model.export(a.format, Path(tmp) / "fp32.onnx", a.opset, a.conf, a.max_det, not a.compact_masks)
-            quantize_int8(fp32, out, images, a.calib_method)
+            fp32 = model.export("onnx", Path(tmp) / "fp32.onnx", a.opset, a.conf, a.max_det, not a.compact_masks)
+            if a.format == "onnx":
+                quantize_int8(fp32, out, images, a.calib_method)
+            else:  # OpenVINO runs the QDQ graph as int8
+                from .export.onnx import to_openvino
+
+                to_openvino(quantize_int8(fp32, Path(tmp) / "int8.onnx", images, a.calib_method), out)
     meta = read_metadata(out)
     extra = f", int8 calibrated on {len(images)} images ({a.calib_method})" if a.int8 else ""
     print(
@@ -347,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(fn=_cmd_predict)
     ex = sub.add_parser("export", help="export a checkpoint as one ONNX graph (resize, network, NMS, masks)")
     ex.add_argument("checkpoint", help="blendseg .pt checkpoint (or a preset name: random weights)")
-    ex.add_argument("--format", default="onnx", choices=["onnx"])
+    ex.add_argument("--format", default="onnx", choices=["onnx", "openvino"],
+                    help="onnx (onnxruntime), or openvino: the same graph as an OpenVINO IR (.xml + .bin)")  # fmt: skip
     ex.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18; 19 with deformable convs)")
     ex.add_argument("--out", default=None, help="output file (default: the checkpoint's path with .onnx)")
     ex.add_argument("--conf", type=float, default=0.3, help="score threshold applied inside the graph")

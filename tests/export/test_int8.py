@@ -114,3 +114,31 @@ def test_val_refuses_a_graph_of_other_categories(graphs, synth_data, tmp_path):
     (tmp_path / "data.yaml").write_text(f"path: {tmp_path}\nval:\n  images: {split.images}\n  annotations: ann.json\n")
     with pytest.raises(Exception, match="exported for categories"):
         blendseg.load(graphs[1]).val(tmp_path / "data.yaml")
+
+
+def test_openvino_runs_the_graph_as_onnxruntime_does(graphs, synth_data, tmp_path):
+    """``export --format openvino``: OpenVINO's IR of the same graph gives onnxruntime's detections (fp32: the same
+    boxes and classes; bf16 on CPUs that have it: the same classes for most boxes), behind the same interface."""
+    pytest.importorskip("openvino", reason="the OpenVINO runner needs pip install 'blendseg[openvino]'")
+    from torchvision.ops import box_iou
+
+    from blendseg.export.onnx import to_openvino
+    from blendseg.inference.onnx_runtime import OpenVinoPredictor
+
+    xml = to_openvino(graphs[1], tmp_path / "model.xml")
+    model = blendseg.load(xml)
+    assert model.names[0] == NAMES[0] and (tmp_path / "model.bin").is_file()
+    image = torch.from_numpy(calibration_images(str(synth_data), 1, "val")[0])
+    a = OnnxPredictor(graphs[1], conf=0.3)(image)
+    b = model.predict(image.permute(1, 2, 0).numpy(), conf=0.3)[0]
+    assert len(a) >= 5 and len(b) == len(a)
+    torch.testing.assert_close(b.boxes, a.boxes, atol=0.05, rtol=1e-3)
+    assert torch.equal(b.labels, a.labels) and (b.masks != a.masks).float().mean() < 0.002
+    try:
+        c = OpenVinoPredictor(xml, conf=0.3, precision="bf16")(image)
+    except ValueError as e:  # a CPU without bf16: the one-line refusal
+        assert "bf16 instructions" in str(e)
+        return
+    iou = box_iou(a.boxes, c.boxes)
+    same = (iou > 0.8) & (a.labels[:, None] == c.labels[None, :])
+    assert same.any(1).float().mean() >= 0.8

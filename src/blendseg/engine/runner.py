@@ -156,9 +156,9 @@ class ExportedEvaluation(Evaluation):
     does), box and mask AP by the same evaluator and report."""
 
     def __init__(
-        self, path: str | Path, data_yaml: str, split: str = "val", device: str = "cpu",
+        self, path: str | Path, data_yaml: str, split: str = "val", device: str = "cpu", precision: str = "fp32",
     ) -> None:  # fmt: skip
-        from ..inference.onnx_runtime import OnnxPredictor
+        from ..inference.onnx_runtime import exported_predictor
 
         spec = load_data_yaml(data_yaml)
         if split not in spec.splits:
@@ -166,7 +166,7 @@ class ExportedEvaluation(Evaluation):
         from ..export.onnx import read_metadata
 
         conf = read_metadata(path)["conf"]  # everything the graph outputs
-        self.predictor = OnnxPredictor(path, conf=conf, max_det=10**6, device=device)
+        self.predictor = exported_predictor(path, conf, 10**6, device, precision)
         meta = self.predictor.metadata
         self.dataset = ds = open_instances(spec, split, data_yaml)
         if list(meta["category_ids"]) != list(ds.contiguous_to_cat_id):
@@ -329,10 +329,9 @@ def validate(
     """COCO evaluation of a checkpoint on a split of a data.yaml (the network in ``precision``, on ``device``);
     with ``out_dir`` also :func:`~blendseg.evaluation.report.write_report`'s curves, confusion matrices, results
     JSON and TIDE errors, ``metrics.json``, and the ``save_worst`` images with the most errors in ``worst/``."""
-    if Path(checkpoint).suffix == ".onnx":  # an exported graph, at the precision it was exported in
-        if precision != "fp32":
-            raise ValueError(f"{checkpoint}: an exported graph runs in its own precision; drop --precision")
-        evaluate: Evaluation = ExportedEvaluation(checkpoint, data_yaml, split, "cpu" if device == "auto" else device)
+    if Path(checkpoint).suffix in (".onnx", ".xml"):  # an exported graph (OpenVINO's: fp32 or bf16)
+        dev = "cpu" if device == "auto" else device
+        evaluate: Evaluation = ExportedEvaluation(checkpoint, data_yaml, split, dev, precision)
         metrics = evaluate()
         if out_dir is not None:
             evaluate.save(metrics, out_dir, save_worst)

@@ -105,8 +105,31 @@ def has_deformable_convs(model: nn.Module) -> bool:
     return any(isinstance(m, (DeformConv2dNorm, DeformConv)) for m in model.modules())
 
 
+def to_openvino(onnx_path: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """The exported ONNX graph converted by OpenVINO's own converter into ``out`` (.xml, its weights in the .bin
+    beside it), the blendseg metadata in the IR's runtime info."""
+    from ..inference.onnx_runtime import require_openvino
+
+    ov = require_openvino()
+    out = Path(out)
+    model = ov.convert_model(str(onnx_path))
+    model.set_rt_info(json.dumps(read_metadata(onnx_path)), [METADATA_KEY])
+    tmp = out.with_name(out.stem + ".tmp.xml")
+    ov.save_model(model, str(tmp), compress_to_fp16=False)
+    os.replace(tmp.with_suffix(".bin"), out.with_suffix(".bin"))
+    os.replace(tmp, out)
+    return out
+
+
 def read_metadata(path: str | os.PathLike) -> dict:
-    """The blendseg metadata of an exported file (without loading its weights)."""
+    """The blendseg metadata of an exported file, ONNX or OpenVINO IR (without loading its weights)."""
+    if str(path).endswith(".xml"):
+        from ..inference.onnx_runtime import require_openvino
+
+        model = require_openvino().Core().read_model(str(path))
+        if not model.has_rt_info([METADATA_KEY]):
+            raise ValueError(f"{path}: not an OpenVINO model exported by blendseg (no '{METADATA_KEY}' runtime info)")
+        return json.loads(model.get_rt_info([METADATA_KEY]).astype(str))
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)

@@ -88,11 +88,14 @@ class OnnxPredictor:
                 stacklevel=2,
             )
 
+    def _run(self, array: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, {"image": array})
+
     def detect(self, image: Tensor) -> tuple[OnnxDetections, dict[str, float]]:
         t0 = time.perf_counter()
         array = np.ascontiguousarray(image.numpy())
         t1 = time.perf_counter()
-        outs = self.session.run(None, {"image": array})
+        outs = self._run(array)
         t2 = time.perf_counter()
         boxes, scores, labels, *rest = (torch.from_numpy(o) for o in outs)
         dets = OnnxDetections(boxes, scores, labels, self._masks(rest, tuple(image.shape[-2:])))
@@ -115,3 +118,58 @@ class OnnxPredictor:
         dets = dets[keep]
         speed["postprocess"] = (time.perf_counter() - t0) * 1e3
         return Result(image, dets, self.categories, path, speed, frame)
+
+
+def require_openvino():
+    try:
+        import openvino
+    except ImportError:
+        raise ImportError("OpenVINO models need openvino: pip install 'blendseg[openvino]'") from None
+    return openvino
+
+
+class OpenVinoPredictor(OnnxPredictor):
+    """:class:`OnnxPredictor` for an OpenVINO IR written by ``blendseg export --format openvino`` (``model.xml``
+    + ``model.bin``, the blendseg metadata in its runtime info), compiled for the CPU in ``precision`` "fp32" or
+    "bf16" (OpenVINO's inference precision hint; bf16 needs a CPU with bf16 units)."""
+
+    def __init__(
+        self, path: str | os.PathLike, conf: float = 0.3, max_det: int = 100, device: str = "cpu",
+        threads: int | None = None, precision: str = "fp32",
+    ) -> None:  # fmt: skip
+        ov = require_openvino()
+        if str(device).startswith("cuda"):
+            warnings.warn(f"device {device}: the OpenVINO runner runs {path} on the CPU", stacklevel=2)
+        core = ov.Core()
+        hint = {"fp32": "f32", "bf16": "bf16"}.get(precision)
+        if hint is None:
+            raise ValueError(f"OpenVINO precision {precision!r}: fp32 or bf16 (int8 comes from an int8 export)")
+        if hint == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            raise ValueError("bf16 needs a CPU with bf16 instructions (avx512_bf16 or AMX); this one has none")
+        model = core.read_model(str(path))
+        if not model.has_rt_info(["blendseg"]):
+            raise ValueError(f"{path}: not an OpenVINO model exported by blendseg (no 'blendseg' runtime info)")
+        self.metadata = json.loads(model.get_rt_info(["blendseg"]).astype(str))
+        config = {"INFERENCE_PRECISION_HINT": hint}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.request = core.compile_model(model, "CPU", config).create_infer_request()
+        self.session_kind = f"OpenVINO {ov.__version__} CPU {precision}"
+        self.categories = Categories(self.metadata["class_names"], self.metadata["category_ids"])
+        self.conf, self.max_det = conf, max_det
+
+    def _run(self, array: np.ndarray) -> list[np.ndarray]:
+        result = self.request.infer({"image": array})
+        return [np.asarray(result[o]) for o in self.request.model_outputs]
+
+
+def exported_predictor(
+    path: str | os.PathLike, conf: float = 0.3, max_det: int = 100, device: str = "cpu", precision: str = "fp32",
+) -> OnnxPredictor:  # fmt: skip
+    """The runner of an exported file by its suffix: ``.xml`` OpenVINO, otherwise onnxruntime (fp32 only: an
+    ONNX graph runs in the precision it was exported in)."""
+    if str(path).endswith(".xml"):
+        return OpenVinoPredictor(path, conf, max_det, device, precision=precision)
+    if precision != "fp32":
+        raise ValueError("an exported ONNX graph runs in the precision it was exported in (fp32 or int8)")
+    return OnnxPredictor(path, conf, max_det, device)
