@@ -163,10 +163,7 @@ class ExportedEvaluation(Evaluation):
         spec = load_data_yaml(data_yaml)
         if split not in spec.splits:
             raise DataError(f"{data_yaml}: no '{split}' split (has: {', '.join(spec.splits) or 'none'})")
-        from ..export.onnx import read_metadata
-
-        conf = read_metadata(path)["conf"]  # everything the graph outputs
-        self.predictor = exported_predictor(path, conf, 10**6, device, precision)
+        self.predictor = exported_predictor(path, None, 10**6, device, precision)  # everything the graph outputs
         meta = self.predictor.metadata
         self.dataset = ds = open_instances(spec, split, data_yaml)
         if list(meta["category_ids"]) != list(ds.contiguous_to_cat_id):

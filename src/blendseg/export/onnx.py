@@ -124,12 +124,9 @@ def to_openvino(onnx_path: str | os.PathLike, out: str | os.PathLike) -> Path:
 def read_metadata(path: str | os.PathLike) -> dict:
     """The blendseg metadata of an exported file, ONNX or OpenVINO IR (without loading its weights)."""
     if str(path).endswith(".xml"):
-        from ..inference.onnx_runtime import require_openvino
+        from ..inference.onnx_runtime import openvino_metadata, require_openvino
 
-        model = require_openvino().Core().read_model(str(path))
-        if not model.has_rt_info([METADATA_KEY]):
-            raise ValueError(f"{path}: not an OpenVINO model exported by blendseg (no '{METADATA_KEY}' runtime info)")
-        return json.loads(model.get_rt_info([METADATA_KEY]).astype(str))
+        return openvino_metadata(require_openvino().Core().read_model(str(path)), path)
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)

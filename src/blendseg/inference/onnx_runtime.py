@@ -49,12 +49,28 @@ def _take(v, idx):
 class OnnxPredictor:
     """``predictor(image, path=None, frame=None) -> Result`` for one (3, H, W) uint8 RGB image, running an ONNX file
     written by ``blendseg export``. ``conf`` / ``max_det`` filter further what the graph kept (it was exported
-    with its own, in ``metadata``); ``device`` "cuda" uses onnxruntime's CUDA provider when it is installed."""
+    with its own, in ``metadata``; ``conf=None``: the graph's); ``device`` "cuda" uses onnxruntime's CUDA provider
+    when it is installed."""
 
     def __init__(
-        self, path: str | os.PathLike, conf: float = 0.3, max_det: int = 100, device: str = "cpu",
-        threads: int | None = None,
+        self, path: str | os.PathLike, conf: float | None = 0.3, max_det: int = 100, device: str = "cpu",
+        threads: int | None = None, precision: str = "fp32",
     ) -> None:  # fmt: skip
+        self.metadata = self._open(path, device, threads, precision)
+        self.categories = Categories(self.metadata["class_names"], self.metadata["category_ids"])
+        conf = self.metadata["conf"] if conf is None else conf
+        self.conf, self.max_det = conf, max_det
+        if conf < self.metadata["conf"]:
+            warnings.warn(
+                f"{path} was exported with conf={self.metadata['conf']}: detections scoring below it are not in the "
+                f"graph's output, whatever conf={conf} asks (export again with a lower --conf)",
+                stacklevel=2,
+            )
+
+    def _open(self, path: str | os.PathLike, device: str, threads: int | None, precision: str) -> dict:
+        """Start the runtime on ``path``; returns the file's blendseg metadata (sets ``session_kind``)."""
+        if precision != "fp32":
+            raise ValueError("an exported ONNX graph runs in the precision it was exported in (fp32 or int8)")
         ort = require_onnxruntime()
         opts = ort.SessionOptions()
         if threads:
@@ -71,22 +87,14 @@ class OnnxPredictor:
                     f"device {device}: this onnxruntime has no CUDA provider (it has "
                     f"{', '.join(ort.get_available_providers())}), so {path} runs on the CPU; for the GPU: "
                     "pip install onnxruntime-gpu",
-                    stacklevel=2,
+                    stacklevel=3,
                 )
         self.session = ort.InferenceSession(str(path), opts, providers=providers)
         self.session_kind = f"onnxruntime {self.session.get_providers()[0]}"
         meta = self.session.get_modelmeta().custom_metadata_map.get("blendseg")
         if meta is None:
             raise ValueError(f"{path}: not an ONNX file exported by blendseg (no 'blendseg' metadata)")
-        self.metadata = json.loads(meta)
-        self.categories = Categories(self.metadata["class_names"], self.metadata["category_ids"])
-        self.conf, self.max_det = conf, max_det
-        if conf < self.metadata["conf"]:
-            warnings.warn(
-                f"{path} was exported with conf={self.metadata['conf']}: detections scoring below it are not in the "
-                f"graph's output, whatever conf={conf} asks (export again with a lower --conf)",
-                stacklevel=2,
-            )
+        return json.loads(meta)
 
     def _run(self, array: np.ndarray) -> list[np.ndarray]:
         return self.session.run(None, {"image": array})
@@ -128,18 +136,22 @@ def require_openvino():
     return openvino
 
 
+def openvino_metadata(model, path: str | os.PathLike) -> dict:
+    """The blendseg metadata of a read OpenVINO model (its runtime info), or an error naming ``path``."""
+    if not model.has_rt_info(["blendseg"]):
+        raise ValueError(f"{path}: not an OpenVINO model exported by blendseg (no 'blendseg' runtime info)")
+    return json.loads(model.get_rt_info(["blendseg"]).astype(str))
+
+
 class OpenVinoPredictor(OnnxPredictor):
     """:class:`OnnxPredictor` for an OpenVINO IR written by ``blendseg export --format openvino`` (``model.xml``
     + ``model.bin``, the blendseg metadata in its runtime info), compiled for the CPU in ``precision`` "fp32" or
     "bf16" (OpenVINO's inference precision hint; bf16 needs a CPU with bf16 units)."""
 
-    def __init__(
-        self, path: str | os.PathLike, conf: float = 0.3, max_det: int = 100, device: str = "cpu",
-        threads: int | None = None, precision: str = "fp32",
-    ) -> None:  # fmt: skip
+    def _open(self, path: str | os.PathLike, device: str, threads: int | None, precision: str) -> dict:
         ov = require_openvino()
         if str(device).startswith("cuda"):
-            warnings.warn(f"device {device}: the OpenVINO runner runs {path} on the CPU", stacklevel=2)
+            warnings.warn(f"device {device}: the OpenVINO runner runs {path} on the CPU", stacklevel=3)
         core = ov.Core()
         hint = {"fp32": "f32", "bf16": "bf16"}.get(precision)
         if hint is None:
@@ -147,16 +159,13 @@ class OpenVinoPredictor(OnnxPredictor):
         if hint == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             raise ValueError("bf16 needs a CPU with bf16 instructions (avx512_bf16 or AMX); this one has none")
         model = core.read_model(str(path))
-        if not model.has_rt_info(["blendseg"]):
-            raise ValueError(f"{path}: not an OpenVINO model exported by blendseg (no 'blendseg' runtime info)")
-        self.metadata = json.loads(model.get_rt_info(["blendseg"]).astype(str))
+        metadata = openvino_metadata(model, path)
         config = {"INFERENCE_PRECISION_HINT": hint}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         self.request = core.compile_model(model, "CPU", config).create_infer_request()
         self.session_kind = f"OpenVINO {ov.__version__} CPU {precision}"
-        self.categories = Categories(self.metadata["class_names"], self.metadata["category_ids"])
-        self.conf, self.max_det = conf, max_det
+        return metadata
 
     def _run(self, array: np.ndarray) -> list[np.ndarray]:
         result = self.request.infer({"image": array})
@@ -164,12 +173,10 @@ class OpenVinoPredictor(OnnxPredictor):
 
 
 def exported_predictor(
-    path: str | os.PathLike, conf: float = 0.3, max_det: int = 100, device: str = "cpu", precision: str = "fp32",
+    path: str | os.PathLike, conf: float | None = 0.3, max_det: int = 100, device: str = "cpu",
+    precision: str = "fp32",
 ) -> OnnxPredictor:  # fmt: skip
     """The runner of an exported file by its suffix: ``.xml`` OpenVINO, otherwise onnxruntime (fp32 only: an
     ONNX graph runs in the precision it was exported in)."""
-    if str(path).endswith(".xml"):
-        return OpenVinoPredictor(path, conf, max_det, device, precision=precision)
-    if precision != "fp32":
-        raise ValueError("an exported ONNX graph runs in the precision it was exported in (fp32 or int8)")
-    return OnnxPredictor(path, conf, max_det, device)
+    runner = OpenVinoPredictor if str(path).endswith(".xml") else OnnxPredictor
+    return runner(path, conf, max_det, device, precision=precision)
