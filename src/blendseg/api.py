@@ -158,17 +158,13 @@ class OnnxModel(Model):
 
     def val(
         self, data: str | os.PathLike, split: str = "val", out_dir: str | os.PathLike | None = None,
-        save_worst: int = 0,
+        precision: str = "fp32", save_worst: int = 0,
     ) -> dict:  # fmt: skip
         """COCO box / mask AP of the graph on a split, as ``blendseg val model.onnx`` (export with ``--conf 0.05``
-        to score it as the PyTorch model is scored)."""
-        from .engine.runner import ExportedEvaluation
+        to score it as the PyTorch model is scored; ``precision`` "bf16" for an OpenVINO model)."""
+        from .engine.runner import validate
 
-        evaluate = ExportedEvaluation(self.checkpoint, str(data), split, self._device)
-        metrics = evaluate()
-        if out_dir is not None:
-            evaluate.save(metrics, out_dir, save_worst)
-        return metrics
+        return validate(self.checkpoint, str(data), split, out_dir, precision, self._device, save_worst)
 
     def export(self, *args, **kwargs) -> Path:
         raise NotImplementedError("this is already an exported model: export from the .pt checkpoint")

@@ -90,6 +90,19 @@ def load_data_yaml(path: str | os.PathLike) -> DataSpec:
     return DataSpec(root, splits, names)
 
 
+def require_split(spec: DataSpec, where: str | os.PathLike, split: str, purpose: str = "") -> None:
+    """A :class:`DataError` naming the data.yaml (``where``) when it has no ``split`` (``purpose``: what for)."""
+    if split not in spec.splits:
+        raise DataError(f"{where}: no '{split}' split{purpose} (has: {', '.join(spec.splits) or 'none'})")
+
+
+def open_split(data_yaml: str | os.PathLike, split: str, purpose: str = "", **kwargs) -> CocoInstances:
+    """:func:`open_instances` of a split of the data.yaml at ``data_yaml``, checked to exist."""
+    spec = load_data_yaml(data_yaml)
+    require_split(spec, data_yaml, split, purpose)
+    return open_instances(spec, split, str(data_yaml), **kwargs)
+
+
 def open_instances(spec: DataSpec, split: str, where: str, **kwargs) -> CocoInstances:
     """The :class:`CocoInstances` of a data.yaml split: its COCO JSON, or its YOLO labels read as COCO (broken
     label lines refused as broken annotations are; ``where`` names the data.yaml in messages)."""

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..config import TrainConfig, dump_yaml, from_dict
 from ..data.check import DataError
-from ..data.coco import CocoInstances, load_data_yaml, open_instances
+from ..data.coco import CocoInstances, load_data_yaml, open_instances, open_split, require_split
 from ..data.loader import build_loader
 from ..data.panoptic import CocoPanoptic
 from ..data.transforms import transforms_for
@@ -51,8 +51,7 @@ def build_dataset(cfg: TrainConfig, data_yaml: str, split: str, train: bool) -> 
     panoptic files and the config asks for panoptic data (``data.with_panoptic``; then required for training) or the
     split has no instances JSON (the things come from the PNGs)."""
     spec = load_data_yaml(data_yaml)
-    if split not in spec.splits:
-        raise DataError(f"{data_yaml}: no '{split}' split (has: {', '.join(spec.splits) or 'none'})")
+    require_split(spec, data_yaml, split)
     s = spec.splits[split]
     d = cfg.data
     if d.mask_format not in ("bitmask", "polygon"):
@@ -145,9 +144,15 @@ class Evaluation:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         report(self, metrics, out_dir, save_worst)
-        tmp = out_dir / "metrics.json.tmp"
-        tmp.write_text(json.dumps(metrics, indent=2))
-        os.replace(tmp, out_dir / "metrics.json")
+        write_metrics(metrics, out_dir)
+
+
+def write_metrics(metrics: dict, out_dir: Path) -> Path:
+    """``out_dir/metrics.json``, written atomically (a temporary file renamed over it)."""
+    tmp = out_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2))
+    os.replace(tmp, out_dir / "metrics.json")
+    return out_dir / "metrics.json"
 
 
 class ExportedEvaluation(Evaluation):
@@ -160,12 +165,9 @@ class ExportedEvaluation(Evaluation):
     ) -> None:  # fmt: skip
         from ..inference.onnx_runtime import exported_predictor
 
-        spec = load_data_yaml(data_yaml)
-        if split not in spec.splits:
-            raise DataError(f"{data_yaml}: no '{split}' split (has: {', '.join(spec.splits) or 'none'})")
         self.predictor = exported_predictor(path, None, 10**6, device, precision)  # everything the graph outputs
         meta = self.predictor.metadata
-        self.dataset = ds = open_instances(spec, split, data_yaml)
+        self.dataset = ds = open_split(data_yaml, split)
         if list(meta["category_ids"]) != list(ds.contiguous_to_cat_id):
             raise DataError(
                 f"{path} was exported for categories {meta['category_ids']} ({', '.join(meta['class_names'])}); "
@@ -288,7 +290,7 @@ def _train_in(
         if eval_fn is not None:  # the last evaluation's curves, confusion matrices and errors
             eval_fn.save(metrics, out_dir)
         else:
-            (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            write_metrics(metrics, out_dir)
         print(f"metrics: {out_dir / 'metrics.json'}")
     if is_main_process() and has_val and evaluate:  # a few validation images beside their ground truth
         from ..predict import draw_split
@@ -327,15 +329,14 @@ def validate(
     with ``out_dir`` also :func:`~blendseg.evaluation.report.write_report`'s curves, confusion matrices, results
     JSON and TIDE errors, ``metrics.json``, and the ``save_worst`` images with the most errors in ``worst/``."""
     if Path(checkpoint).suffix in (".onnx", ".xml"):  # an exported graph (OpenVINO's: fp32 or bf16)
-        dev = "cpu" if device == "auto" else device
-        evaluate: Evaluation = ExportedEvaluation(checkpoint, data_yaml, split, dev, precision)
-        metrics = evaluate()
-        if out_dir is not None:
-            evaluate.save(metrics, out_dir, save_worst)
-        return metrics
-    device = resolve_device(device)
-    model, cfg, _ = load_model(checkpoint, device)
-    evaluate = Evaluation(cfg, data_yaml, device, split, out_dir, precision)
+        model = None
+        evaluate: Evaluation = ExportedEvaluation(
+            checkpoint, data_yaml, split, "cpu" if device == "auto" else device, precision
+        )
+    else:
+        device = resolve_device(device)
+        model, cfg, _ = load_model(checkpoint, device)
+        evaluate = Evaluation(cfg, data_yaml, device, split, out_dir, precision)
     metrics = evaluate(model)
     if out_dir is not None:
         evaluate.save(metrics, out_dir, save_worst)

@@ -102,12 +102,9 @@ def calibration_images(data_yaml: str, count: int, split: str = "train") -> list
     import warnings
 
     from ..data.check import DataError
-    from ..data.coco import load_data_yaml, open_instances
+    from ..data.coco import open_split
 
-    spec = load_data_yaml(data_yaml)
-    if split not in spec.splits:
-        raise DataError(f"{data_yaml}: no '{split}' split for int8 calibration (has: {', '.join(spec.splits)})")
-    ds = open_instances(spec, split, data_yaml)
+    ds = open_split(data_yaml, split, " for int8 calibration")
     infos = ds.images
     picks = [infos[i] for i in np.linspace(0, len(infos) - 1, min(count, len(infos))).round().astype(int)]
     images, bad = [], []
