@@ -83,30 +83,36 @@ class Model:
 
     def export(
         self, format: str = "onnx", out: str | os.PathLike | None = None, opset: int | None = None,
-        conf: float = 0.3, max_det: int = 100, dense_masks: bool = True,
+        conf: float = 0.3, max_det: int = 100, dense_masks: bool = True, int8_images: list | None = None,
+        calib_method: str = "MinMax",
     ) -> Path:  # fmt: skip
         """Write the whole pipeline (resize, network, NMS, masks at the image size) as an ONNX file
         (:func:`~blendseg.export.onnx.export_onnx`, from a float32 CPU copy: this model stays where and as it is;
         ``dense_masks=False``: compact mask outputs); default path: the checkpoint's with ``.onnx``. ``format``
-        "openvino": that graph converted by OpenVINO into ``.xml`` + ``.bin`` (:func:`~.export.onnx.to_openvino`)."""
+        "openvino": that graph converted by OpenVINO into ``.xml`` + ``.bin`` (:func:`~.export.onnx.to_openvino`).
+        ``int8_images``: (3, H, W) uint8 arrays (:func:`~.export.quantize.calibration_images`) that calibrate the
+        int8 form of the graph (:func:`~.export.quantize.quantize_int8`, ``calib_method``); default path
+        ``.int8.onnx`` / ``.int8.xml``."""
         if format not in ("onnx", "openvino"):
             raise ValueError(f"export format {format!r}: 'onnx' or 'openvino'")
-        from .export.onnx import export_onnx, to_openvino
+        import tempfile
 
-        suffix = ".onnx" if format == "onnx" else ".xml"
-        out = (
-            Path(out)
-            if out
-            else (Path(self.checkpoint).with_suffix(suffix) if self.checkpoint else Path("model" + suffix))
-        )
-        if format == "onnx":
+        from .export.onnx import export_onnx, to_openvino
+        from .export.quantize import quantize_int8
+
+        suffix = (".int8" if int8_images is not None else "") + (".onnx" if format == "onnx" else ".xml")
+        default = Path(self.checkpoint).with_suffix(suffix) if self.checkpoint else Path("model" + suffix)
+        out = Path(out) if out else default
+        if format == "onnx" and int8_images is None:
             return export_onnx(self.model, self.cfg, self.categories, out, opset, conf, max_det, dense_masks)
-        onnx_path = export_onnx(self.model, self.cfg, self.categories, out.with_suffix(".onnx.tmp"), opset, conf,
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:  # nothing half-written is left at ``out``
+            graph = export_onnx(self.model, self.cfg, self.categories, Path(tmp) / "fp32.onnx", opset, conf,
                                 max_det, dense_masks)  # fmt: skip
-        try:
-            return to_openvino(onnx_path, out)
-        finally:
-            onnx_path.unlink(missing_ok=True)
+            if int8_images is not None:  # OpenVINO runs the quantised (QDQ) graph as int8
+                graph = quantize_int8(graph, out if format == "onnx" else Path(tmp) / "int8.onnx", int8_images,
+                                      calib_method)  # fmt: skip
+            return graph if format == "onnx" else to_openvino(graph, out)
 
     def val(
         self, data: str | os.PathLike, split: str = "val", out_dir: str | os.PathLike | None = None,

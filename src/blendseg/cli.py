@@ -165,7 +165,6 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
 
 def _cmd_export(a: argparse.Namespace) -> int:
-    import tempfile
     import time
 
     from .api import load
@@ -174,29 +173,16 @@ def _cmd_export(a: argparse.Namespace) -> int:
     if a.int8 and not a.data:
         print("export --int8: calibration needs images: add --data data.yaml (its train split)", file=sys.stderr)
         return 2
+    images = None
     if a.int8:
-        from .export.quantize import calibration_images, quantize_int8
+        from .export.quantize import calibration_images
         from .inference.onnx_runtime import require_onnxruntime
 
         require_onnxruntime()  # before anything is written
         images = calibration_images(a.data, a.calib_images)  # a bad data.yaml fails here, nothing written
     t0 = time.perf_counter()
     model = load(a.checkpoint, "cpu")
-    if not a.int8:
-        out = model.export(a.format, a.out, a.opset, a.conf, a.max_det, not a.compact_masks)
-    else:
-        ckpt = Path(a.checkpoint)
-        suffix = ".int8.onnx" if a.format == "onnx" else ".int8.xml"
-        out = Path(a.out) if a.out else (ckpt.with_suffix(suffix) if ckpt.suffix else Path("model" + suffix))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-            fp32 = model.export("onnx", Path(tmp) / "fp32.onnx", a.opset, a.conf, a.max_det, not a.compact_masks)
-            if a.format == "onnx":
-                quantize_int8(fp32, out, images, a.calib_method)
-            else:  # OpenVINO runs the QDQ graph as int8
-                from .export.onnx import to_openvino
-
-                to_openvino(quantize_int8(fp32, Path(tmp) / "int8.onnx", images, a.calib_method), out)
+    out = model.export(a.format, a.out, a.opset, a.conf, a.max_det, not a.compact_masks, images, a.calib_method)
     meta = read_metadata(out)
     extra = f", int8 calibrated on {len(images)} images ({a.calib_method})" if a.int8 else ""
     print(

@@ -28,9 +28,8 @@ BN_TYPES = (nn.modules.batchnorm._BatchNorm, FrozenBatchNorm2d)
 
 def _fold(conv: nn.Module, bn: nn.Module) -> None:
     """``conv``'s weight and bias (created when absent) replaced by those of ``bn(conv(x))``."""
-    bias = conv.bias if conv.bias is not None else None
     with torch.no_grad():
-        w, b = fuse_conv_bn_weights(conv.weight, bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
+        w, b = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
     conv.weight = nn.Parameter(w.detach(), requires_grad=False)
     conv.bias = nn.Parameter(b.detach(), requires_grad=False)
 
