@@ -55,8 +55,8 @@ def test_fused_model_gives_the_same_outputs(preset):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * max(1.0, float(a.abs().max())))
 
 
-def test_fuse_changes_a_wrong_fold_would_show():
-    """The check above can fail: folding with the variance instead of its square root breaks it."""
+def test_a_conv_then_bn_sequential_folds_into_the_conv():
+    """The Sequential rule on its own: the BN becomes an Identity and the conv alone gives the pair's output."""
     conv, bn = nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4)
     _with_statistics(bn)
     seq = nn.Sequential(conv, bn).eval()
