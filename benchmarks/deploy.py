@@ -1,34 +1,57 @@
-"""Latency of every deployment path of a preset, side by side in one process (issue 22):
+"""Every deployment path of a model side by side, in one process (issue 22): latency, and accuracy.
 
-    python benchmarks/deploy.py --presets blendmask_r50_1x --size 1216x800 [--runs 5] [--threads 2]
+    python benchmarks/deploy.py latency [--rows blendmask_r50_1x@1216x800 ...] [--runs 3] [--maskrcnn]
+    python benchmarks/deploy.py accuracy CKPT [CKPT ...] --data data.yaml [--methods MinMax Entropy Percentile]
 
-PyTorch's predictor in fp32, fused (``Model.fuse``) and bf16; onnxruntime on the fp32 export and on its int8 form
-(``export --int8``, calibrated on ``--calib`` images). Each preset gets random weights with its FCOS class bias
-raised so every image yields the full ``max_det`` detections (the worst case for masks); the image is a synthetic
-scene at ``--size``. Medians of ``--runs`` calls after one warm-up each; threads pinned for all. Prints a markdown
-table (ms and speed-up over PyTorch fp32).
+The paths: PyTorch's predictor in fp32, fused (``Model.fuse``) and bf16; onnxruntime on the fp32 export and on its
+int8 form (``export --int8``); OpenVINO on the fp32 export converted (``export --format openvino``) in fp32 and bf16,
+and on the int8 export converted (OpenVINO runs the QDQ graph in int8).
+
+``latency``: a row is PRESET@WxH. Each preset gets random weights whose class (and box) biases are raised so every
+image yields the full ``--max-det`` detections (``tools/bench_predict.py``'s checkpoints: the worst case for masks);
+the image is a synthetic scene of that size; int8 is calibrated on ``--calib`` other scenes. Every path is built
+first, then timed in alternating rounds (one warm-up each), so drift of the machine falls on all alike; medians of
+``--runs``. ``--maskrcnn`` adds torchvision's Mask R-CNN R50-FPN fp32 at each row's size (``benchmarks/speed.py``'s
+fixed-box row: 100 masks). Prints a markdown table (ms, speed-up over PyTorch fp32, and over Mask R-CNN).
+
+``accuracy``: box / mask AP of one checkpoint in every form on the data.yaml's val split, by the same evaluator
+(``blendseg val``). Every form runs image by image (the PyTorch rows with a batch of one, as the graphs run), so
+the rows differ by precision only. int8 is calibrated on ``--calib`` train images with each of ``--methods``, and
+with each ``--op-types`` set; OpenVINO's int8 row converts the first method's graph.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-import blendseg
-from blendseg.config import to_dict
-from blendseg.engine.checkpoint import save_checkpoint
-from blendseg.export.quantize import quantize_int8
-from blendseg.inference.onnx_runtime import OnnxPredictor
-from blendseg.zoo import build_model, get_preset
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import blendseg  # noqa: E402
+from bench_predict import checkpoint  # noqa: E402
+from blendseg.engine.runner import Evaluation  # noqa: E402
+from blendseg.export.onnx import to_openvino  # noqa: E402
+from blendseg.export.quantize import OP_TYPES, calibration_images, quantize_int8  # noqa: E402
+from blendseg.inference.onnx_runtime import OnnxPredictor, OpenVinoPredictor  # noqa: E402
+
+DEFAULT_ROWS = [
+    "blendmask_r50_1x@1216x800", "blendmask_rt_r50_4x_syncbn_shtw@550x550", "yolact_resnet50@550x550",
+    "meinst_r50_1x@1216x800", "blendmask_tiny@512x384", "yolact_tiny@512x384", "meinst_tiny@512x384",
+]  # fmt: skip
+
+
+MASK_RCNN = "torchvision Mask R-CNN R50-FPN fp32"
 
 
 def scene(width: int, height: int, seed: int = 0) -> torch.Tensor:
-    """A (3, H, W) uint8 picture of coloured discs and boxes on a gradient (not noise: real-looking statistics)."""
+    """A (3, H, W) uint8 picture of coloured discs on a gradient (not noise: real-looking statistics)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:height, :width]
     img = np.stack([xx / width * 180, yy / height * 160, np.full_like(xx, 90.0)], -1)
@@ -38,65 +61,137 @@ def scene(width: int, height: int, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(img.clip(0, 255).astype(np.uint8)).permute(2, 0, 1).contiguous()
 
 
-def checkpoint(preset: str, path: Path) -> Path:
-    torch.manual_seed(0)
-    cfg = get_preset(preset)
-    model = build_model(cfg.model)
-    head = getattr(getattr(model, "fcos", model), "head", None)
-    if hasattr(head, "cls_logits"):
-        torch.nn.init.constant_(head.cls_logits.bias, 2.0)
-    names = [f"class{i}" for i in range(80)]
-    return save_checkpoint(path, {"model": model.state_dict(), "config": to_dict(cfg), "iteration": 0,
-                                  "class_names": names})  # fmt: skip
+def exported_forms(model: blendseg.Model, out: Path, stem: str, images: list, methods, op_types) -> dict[str, Path]:
+    """The exported files of ``model``: fp32 ONNX, one int8 ONNX per (method, op set), and OpenVINO IRs of the
+    fp32 graph and of the first int8 one."""
+    files = {"fp32": model.export(out=out / f"{stem}.onnx", conf=0.05, max_det=100)}
+    for method in methods:
+        for ops in op_types:
+            tag = f"int8 {method} {'+'.join(ops)}"
+            dst = out / f"{stem}.int8.{method}.{'-'.join(ops)}.onnx"
+            files[tag] = quantize_int8(files["fp32"], dst, images, method, ops)
+    files["openvino fp32"] = to_openvino(files["fp32"], out / f"{stem}.xml")
+    first = next(k for k in files if k.startswith("int8"))
+    files["openvino int8"] = to_openvino(files[first], out / f"{stem}.int8.xml")
+    return files
 
 
-def median_ms(fn, image, runs: int) -> float:
-    fn(image)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn(image)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
-def measure(
-    preset: str, image: torch.Tensor, out: Path, runs: int, calib: int, max_det: int, threads: int
-) -> dict[str, float]:
-    ckpt = checkpoint(preset, out / f"{preset}.pt")
-    rows: dict[str, float] = {}
+def latency_paths(preset: str, image: torch.Tensor, out: Path, a) -> dict[str, object]:
+    """Every path of ``preset`` as a callable on ``image``, built and warmed up."""
+    ckpt = checkpoint(preset, out / f"{preset}.pt", full=True)
     model = blendseg.load(ckpt, "cpu")
-    rows["PyTorch fp32"] = median_ms(model.predictor(0.05, max_det), image, runs)
-    rows["PyTorch bf16"] = median_ms(model.predictor(0.05, max_det, precision="bf16"), image, runs)
-    fp32 = model.export(out=out / f"{preset}.onnx", conf=0.05, max_det=max_det)
-    rows["onnxruntime fp32"] = median_ms(OnnxPredictor(fp32, 0.05, max_det, threads=threads), image, runs)
-    images = [scene(image.shape[2], image.shape[1], seed).numpy() for seed in range(1, calib + 1)]
-    int8 = quantize_int8(fp32, out / f"{preset}.int8.onnx", images)
-    rows["onnxruntime int8"] = median_ms(OnnxPredictor(int8, 0.05, max_det, threads=threads), image, runs)
-    rows["PyTorch fp32 fused"] = median_ms(blendseg.load(ckpt, "cpu").fuse().predictor(0.05, max_det), image, runs)
+    h, w = image.shape[-2:]
+    calib = [scene(w, h, seed).numpy() for seed in range(1, a.calib + 1)]
+    files = exported_forms(model, out, preset, calib, [a.methods[0]], [a.op_types[0]])
+    int8 = next(v for k, v in files.items() if k.startswith("int8"))
+    paths = {
+        "PyTorch fp32": model.predictor(0.05, a.max_det),
+        "PyTorch fp32 fused": blendseg.load(ckpt, "cpu").fuse().predictor(0.05, a.max_det),
+        "PyTorch bf16": model.predictor(0.05, a.max_det, precision="bf16"),
+        "onnxruntime fp32": OnnxPredictor(files["fp32"], 0.05, a.max_det, threads=a.threads),
+        "onnxruntime int8": OnnxPredictor(int8, 0.05, a.max_det, threads=a.threads),
+        "OpenVINO fp32": OpenVinoPredictor(files["openvino fp32"], 0.05, a.max_det, threads=a.threads),
+        "OpenVINO bf16": OpenVinoPredictor(files["openvino fp32"], 0.05, a.max_det, threads=a.threads,
+                                           precision="bf16"),
+        "OpenVINO int8": OpenVinoPredictor(files["openvino int8"], 0.05, a.max_det, threads=a.threads),
+    }  # fmt: skip
+    calls = {name: (lambda p=p: p(image).masks) for name, p in paths.items()}  # masks made: the user's cost
+    for name, call in calls.items():
+        call()
+        print(f"  {preset}: {name} built and warmed up", file=sys.stderr, flush=True)
+    return calls
+
+
+def latency(a) -> None:
+    a.out.mkdir(parents=True, exist_ok=True)
+    print("| preset @ size | path | ms | x PyTorch fp32 | x Mask R-CNN |\n|---|---|---|---|---|")
+    results = {}
+    for row in a.rows:
+        preset, size = row.split("@")
+        w, h = (int(v) for v in size.split("x"))
+        image = scene(w, h)
+        calls = latency_paths(preset, image, a.out, a)
+        times: dict[str, list[float]] = {name: [] for name in calls}
+        for _ in range(a.runs):  # alternating rounds
+            for name, call in calls.items():
+                t0 = time.perf_counter()
+                call()
+                times[name].append((time.perf_counter() - t0) * 1e3)
+        ms = {name: statistics.median(t) for name, t in times.items()}
+        if a.maskrcnn:  # its own model and medians, after the rounds (speed.py's fixed-box row)
+            from speed import fixed_boxes, maskrcnn_row
+
+            ms[MASK_RCNN] = maskrcnn_row(image.float(), *fixed_boxes(h, w), a.runs)
+        base, rcnn = ms["PyTorch fp32"], ms.get(MASK_RCNN)
+        for i, (name, v) in enumerate(ms.items()):
+            vs_rcnn = f"{v / rcnn:.2f}" if rcnn else ""
+            print(f"| {row if i == 0 else ''} | {name} | {v:.0f} | {base / v:.2f} | {vs_rcnn} |", flush=True)
+        results[row] = ms
+    (a.out / "latency.json").write_text(json.dumps(results, indent=2))
+
+
+def ap_row(fn) -> dict:
+    """{box, mask, s}: the AP of one evaluation call and its seconds."""
+    t0 = time.perf_counter()
+    m = fn()
+    return {"box": m["bbox"]["AP"], "mask": m.get("segm", {}).get("AP", float("nan")), "s": time.perf_counter() - t0}
+
+
+def checkpoint_accuracy(ckpt: Path, a, images: list) -> dict[str, dict]:
+    """The rows of one checkpoint (module docstring), printed as they come."""
+    out = a.out / Path(ckpt).parent.parent.name
+    out.mkdir(parents=True, exist_ok=True)
+    model = blendseg.load(ckpt, "cpu")
+    fused = blendseg.load(ckpt, "cpu").fuse()
+    one = dataclasses.replace(model.cfg, solver=dataclasses.replace(model.cfg.solver, ims_per_batch=1))
+    forms = {
+        "PyTorch fp32": lambda: Evaluation(one, str(a.data), model.device)(model.model),
+        "PyTorch bf16": lambda: Evaluation(one, str(a.data), model.device, precision="bf16")(model.model),
+        "PyTorch fp32 fused": lambda: Evaluation(one, str(a.data), fused.device)(fused.model),
+    }
+    for tag, path in exported_forms(model, out, "model", images, a.methods, a.op_types).items():
+        name = tag if tag.startswith("openvino") else f"onnxruntime {tag}"
+        forms[name] = lambda p=path: blendseg.load(p).val(a.data)
+        if tag == "openvino fp32":
+            forms["openvino bf16"] = lambda p=path: blendseg.load(p).val(a.data, precision="bf16")
+    rows = {}
+    for i, (name, fn) in enumerate(forms.items()):
+        r = rows[name] = ap_row(fn)
+        print(f"| {ckpt if i == 0 else ''} | {name} | {r['box']:.2f} | {r['mask']:.2f} | {r['s']:.0f} |", flush=True)
     return rows
+
+
+def accuracy(a) -> None:
+    images = calibration_images(str(a.data), a.calib)
+    print("| checkpoint | form | box AP | mask AP | seconds |\n|---|---|---|---|---|")
+    results = {str(ckpt): checkpoint_accuracy(ckpt, a, images) for ckpt in a.checkpoints}
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "accuracy.json").write_text(json.dumps(results, indent=2))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--presets", nargs="+", default=["blendmask_r50_1x"])
-    p.add_argument("--size", default="1216x800", help="image W x H")
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--calib", type=int, default=4, help="int8 calibration images")
-    p.add_argument("--max-det", type=int, default=100)
-    p.add_argument("--out", type=Path, default=Path("runs/bench_deploy"))
+    sub = p.add_subparsers(dest="mode", required=True)
+    lat = sub.add_parser("latency")
+    lat.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, help="PRESET@WxH")
+    lat.add_argument("--runs", type=int, default=3)
+    lat.add_argument("--calib", type=int, default=4, help="int8 calibration scenes")
+    lat.add_argument("--max-det", type=int, default=100)
+    lat.add_argument("--maskrcnn", action="store_true", help="torchvision's Mask R-CNN fp32 at each row's size")
+    acc = sub.add_parser("accuracy")
+    acc.add_argument("checkpoints", nargs="+", type=Path)
+    acc.add_argument("--data", type=Path, required=True)
+    acc.add_argument("--calib", type=int, default=64, help="int8 calibration images of the train split")
+    for q in (lat, acc):
+        q.add_argument("--threads", type=int, default=2)
+        q.add_argument("--methods", nargs="+", default=["MinMax"], help="int8 calibration methods")
+        q.add_argument("--op-types", nargs="+", default=["+".join(OP_TYPES)],
+                       help="int8 op sets, each joined by '+' (e.g. Conv Conv+Add+Relu+MaxPool)")  # fmt: skip
+        q.add_argument("--out", type=Path, default=Path("runs/bench_deploy"))
     a = p.parse_args()
+    a.op_types = [tuple(s.split("+")) for s in a.op_types]
     torch.set_num_threads(a.threads)
-    a.out.mkdir(parents=True, exist_ok=True)
-    w, h = (int(v) for v in a.size.split("x"))
-    image = scene(w, h)
-    print(f"| preset @ {a.size} | " + " | ".join(["path", "ms", "x fp32"]) + " |\n|---|---|---|---|")
-    for preset in a.presets:
-        rows = measure(preset, image, a.out, a.runs, a.calib, a.max_det, a.threads)
-        base = rows["PyTorch fp32"]
-        for name, ms in rows.items():
-            print(f"| {preset} | {name} | {ms:.0f} | {base / ms:.2f} |", flush=True)
+    latency(a) if a.mode == "latency" else accuracy(a)
 
 
 if __name__ == "__main__":

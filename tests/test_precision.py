@@ -66,3 +66,19 @@ def test_bf16_with_deformable_convolutions():
     cats = Categories([str(i) for i in range(6)], list(range(1, 7)))
     r = Predictor(model, cfg, cats, conf=0.0, precision="bf16")(image)
     assert r.boxes.dtype == torch.float32 and r.masks.shape[1:] == (90, 120)
+
+
+def test_missing_instructions_names_what_a_precision_needs(monkeypatch):
+    from blendseg.inference import precision
+
+    assert precision.missing_instructions("int8", frozenset({"avx2", "avx512f", "avx512_vnni"})) is None
+    assert precision.missing_instructions("bf16", frozenset({"amx_bf16"})) is None
+    reason = precision.missing_instructions("int8", frozenset({"avx2", "avx512f"}))
+    assert "avx512_vnni" in reason and "int8" in reason
+    assert "avx512_bf16" in precision.missing_instructions("bf16", frozenset({"avx2"}))
+    assert precision.missing_instructions("fp32", frozenset()) is None  # fp32 needs nothing special
+    monkeypatch.setattr(precision, "cpu_flags", lambda: None)  # unknown CPU (another OS): no claim either way
+    assert precision.missing_instructions("int8") is None
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))
+    with pytest.warns(UserWarning, match="avx512_bf16.*emulated"):
+        blendseg.load("blendmask_tiny_test", "cpu").predictor(precision="bf16")

@@ -84,15 +84,15 @@ class Model:
     def export(
         self, format: str = "onnx", out: str | os.PathLike | None = None, opset: int | None = None,
         conf: float = 0.3, max_det: int = 100, dense_masks: bool = True, int8_images: list | None = None,
-        calib_method: str = "MinMax",
+        calib_method: str = "MinMax", keep_float: Sequence[str] = (),
     ) -> Path:  # fmt: skip
         """Write the whole pipeline (resize, network, NMS, masks at the image size) as an ONNX file
         (:func:`~blendseg.export.onnx.export_onnx`, from a float32 CPU copy: this model stays where and as it is;
         ``dense_masks=False``: compact mask outputs); default path: the checkpoint's with ``.onnx``. ``format``
         "openvino": that graph converted by OpenVINO into ``.xml`` + ``.bin`` (:func:`~.export.onnx.to_openvino`).
         ``int8_images``: (3, H, W) uint8 arrays (:func:`~.export.quantize.calibration_images`) that calibrate the
-        int8 form of the graph (:func:`~.export.quantize.quantize_int8`, ``calib_method``); default path
-        ``.int8.onnx`` / ``.int8.xml``."""
+        int8 form of the graph (:func:`~.export.quantize.quantize_int8`, ``calib_method``; ``keep_float``: modules
+        left in float, by name); default path ``.int8.onnx`` / ``.int8.xml``."""
         if format not in ("onnx", "openvino"):
             raise ValueError(f"export format {format!r}: 'onnx' or 'openvino'")
         import tempfile
@@ -111,7 +111,7 @@ class Model:
                                 max_det, dense_masks)  # fmt: skip
             if int8_images is not None:  # OpenVINO runs the quantised (QDQ) graph as int8
                 graph = quantize_int8(graph, out if format == "onnx" else Path(tmp) / "int8.onnx", int8_images,
-                                      calib_method)  # fmt: skip
+                                      calib_method, keep_float=keep_float)  # fmt: skip
             return graph if format == "onnx" else to_openvino(graph, out)
 
     def val(

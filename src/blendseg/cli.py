@@ -182,7 +182,9 @@ def _cmd_export(a: argparse.Namespace) -> int:
         images = calibration_images(a.data, a.calib_images)  # a bad data.yaml fails here, nothing written
     t0 = time.perf_counter()
     model = load(a.checkpoint, "cpu")
-    out = model.export(a.format, a.out, a.opset, a.conf, a.max_det, not a.compact_masks, images, a.calib_method)
+    out = model.export(
+        a.format, a.out, a.opset, a.conf, a.max_det, not a.compact_masks, images, a.calib_method, a.keep_float
+    )
     meta = read_metadata(out)
     extra = f", int8 calibrated on {len(images)} images ({a.calib_method})" if a.int8 else ""
     print(
@@ -357,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--calib-images", type=int, default=64, help="calibration images for --int8")
     ex.add_argument("--calib-method", default="MinMax", choices=["MinMax", "Entropy", "Percentile"],
                     help="onnxruntime's activation range calibration for --int8")  # fmt: skip
+    ex.add_argument("--keep-float", nargs="+", default=[], metavar="MODULE",
+                    help="--int8: modules left in float (parts of their dotted names, e.g. cls_logits)")  # fmt: skip
     ex.set_defaults(fn=_cmd_export)
     fe = sub.add_parser("fit-encoding", help="fit MEInst's PCA mask encoding on a dataset's masks")
     fe.add_argument("data", help="data.yaml")

@@ -1,6 +1,7 @@
 """int8 export (onnxruntime static quantisation, calibrated on a data.yaml) and ``val`` on exported graphs."""
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -47,7 +48,9 @@ def test_int8_quantises_the_network_and_keeps_its_detections(graphs, synth_data)
     assert ops.count("Conv") == convs and ops.count("DequantizeLinear") >= 2 * convs  # weights and inputs in QDQ
     assert "RoiAlign" in ops and "Softmax" in ops  # the blender stays float
     meta = json.loads(q.metadata_props[0].value)
-    assert meta["precision"] == "int8" and meta["calibration"] == {"images": 8, "method": "MinMax", "nodes": convs}
+    calib = meta["calibration"]
+    assert meta["precision"] == "int8" and (calib["images"], calib["method"]) == (8, "MinMax")
+    assert calib["nodes"] == len(network_nodes(onnx.load(str(fp32)), calib["op_types"])) >= convs
     image = torch.from_numpy(calibration_images(str(synth_data), 1, "val")[0])
     a, b = (OnnxPredictor(p, conf=0.3)(image) for p in (fp32, int8))
     assert len(a) >= 5
@@ -102,6 +105,28 @@ def test_int8_export_errors_name_the_problem(graphs, synth_data, tmp_path, capsy
     err = capsys.readouterr().err
     assert rc != 0 and "no readable image" in err and str(empty / "data.yaml") in err, err
     assert not out.exists() and list(tmp_path.glob("*.onnx*")) == []
+
+
+def test_int8_on_a_cpu_without_vnni_uses_7_bit_weights_and_says_so(graphs, synth_data, tmp_path, monkeypatch):
+    """Without VNNI onnxruntime's uint8 x int8 products can saturate: the export quantises the weights to 7 bits
+    (one warning line naming the instructions); a graph made elsewhere without that warns where it runs."""
+    import blendseg.export.quantize as quantize
+    import blendseg.inference.onnx_runtime as runtime
+    from blendseg.inference.precision import missing_instructions
+
+    no_vnni = lambda precision: missing_instructions(precision, frozenset({"avx2", "avx512f"}))  # noqa: E731
+    monkeypatch.setattr(quantize, "missing_instructions", no_vnni)
+    with pytest.warns(UserWarning, match="avx512_vnni.*reduce_range"):
+        q = quantize_int8(graphs[1], tmp_path / "q.onnx", calibration_images(str(synth_data), 2))
+    meta = json.loads(__import__("onnx").load(str(q)).metadata_props[0].value)
+    assert meta["calibration"]["reduce_range"] is True
+    full = quantize_int8(graphs[1], tmp_path / "full.onnx", calibration_images(str(synth_data), 2), reduce_range=False)
+    monkeypatch.setattr(runtime, "missing_instructions", no_vnni)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        OnnxPredictor(q)  # 7-bit weights: safe on it
+    with pytest.warns(UserWarning, match="saturate.*--int8 on this machine"):
+        OnnxPredictor(full)  # as if exported on a VNNI machine
 
 
 def test_val_refuses_a_graph_of_other_categories(graphs, synth_data, tmp_path):

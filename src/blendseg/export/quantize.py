@@ -17,32 +17,45 @@ import ast
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ..inference.precision import missing_instructions
 from .onnx import METADATA_KEY
 
 METHODS = ("MinMax", "Entropy", "Percentile")
+OP_TYPES = ("Conv",)
 
 
-def network_nodes(proto, op_types: tuple[str, ...] = ("Conv",)) -> list[str]:
-    """Names of the nodes of ``op_types`` inside a submodule of the exported graph (module docstring)."""
+def network_nodes(
+    proto, op_types: Sequence[str] = ("Conv",), keep_float: Sequence[str] = ()
+) -> list[str]:  # fmt: skip
+    """Names of the nodes of ``op_types`` inside a submodule of the exported graph (module docstring), less those
+    inside a module whose dotted name contains one of ``keep_float``."""
     names = []
     for node in proto.graph.node:
         scopes = next((ast.literal_eval(p.value) for p in node.metadata_props
                        if p.key == "pkg.torch.onnx.name_scopes"), [])  # fmt: skip
-        if node.op_type in op_types and len(scopes) > 2:  # ['', 'module.path', ..., 'op']
+        kept_float = any(k in scope for k in keep_float for scope in scopes[1:-1])
+        if node.op_type in op_types and len(scopes) > 2 and not kept_float:  # ['', 'module.path', ..., 'op']
             names.append(node.name)
     return names
 
 
 def quantize_int8(
     fp32_path: str | os.PathLike, out: str | os.PathLike, images: Iterable[np.ndarray], method: str = "MinMax",
+    op_types: Sequence[str] = OP_TYPES, keep_float: Sequence[str] = (), reduce_range: bool | None = None,
 ) -> Path:  # fmt: skip
     """Write the int8 form of the exported graph ``fp32_path`` to ``out`` (atomically), calibrated on ``images``
-    ((3, H, W) uint8 arrays); the blendseg metadata is kept, with ``precision: int8`` and the calibration added."""
+    ((3, H, W) uint8 arrays); the blendseg metadata is kept, with ``precision: int8`` and the calibration added.
+
+    ``op_types``: the ops quantised inside the network; ``keep_float``: module names (substrings of the dotted
+    path, e.g. ``"cls_logits"``) whose ops stay float. ``reduce_range``: 7-bit weights, which onnxruntime needs on
+    x86 CPUs without VNNI (there its uint8 x int8 products go through 16-bit sums that can saturate); None: on
+    when this CPU lacks VNNI, with a warning."""
     try:
         import onnx
         from onnxruntime.quantization import (
@@ -57,14 +70,26 @@ def quantize_int8(
         raise ImportError("int8 export needs onnx and onnxruntime: pip install 'blendseg[onnx]'") from None
     if method not in METHODS:
         raise ValueError(f"calibration method {method!r}: one of {', '.join(METHODS)}")
+    if reduce_range is None:
+        reason = missing_instructions("int8")
+        if reason:
+            warnings.warn(f"int8 export: {reason}; weights are quantised to 7 bits (reduce_range) so that "
+                          "onnxruntime's convolutions cannot saturate on it", stacklevel=2)  # fmt: skip
+        reduce_range = reason is not None
     out = Path(out)
     images = list(images)
     if not images:
         raise ValueError("int8 calibration needs at least one image")
 
-    class Reader(CalibrationDataReader):
+    class Reader(CalibrationDataReader):  # one image a call (``set_range``): see ``CalibStridedMinMax`` below
         def __init__(self) -> None:
             self.it = iter(images)
+
+        def __len__(self) -> int:
+            return len(images)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self.it = iter(images[start_index:end_index])
 
         def get_next(self) -> dict | None:
             image = next(self.it, None)
@@ -72,21 +97,33 @@ def quantize_int8(
 
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         source = onnx.load(str(fp32_path))
-        nodes = network_nodes(source)  # pre-processing drops the scopes but keeps the node names
+        nodes = network_nodes(source, op_types, keep_float)  # pre-processing drops the scopes but keeps the node names
         if not nodes:
             raise ValueError(f"{fp32_path}: no convolution inside the network's modules: not a blendseg export?")
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)  # the image size is dynamic
         staged = Path(tmp) / "int8.onnx"
         quantize_static(
-            str(pre), str(staged), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
+            str(pre), str(staged), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=list(op_types),
             nodes_to_quantize=nodes, per_channel=True, activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, method),
-            extra_options={"CalibTensorRangeSymmetric": False},
+            weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, method), reduce_range=reduce_range,
+            # one image at a time: the calibrator keeps one image's activations, not all of them (memory), and the
+            # histogram methods merge images of different sizes (they stack one call's arrays into one)
+            extra_options={"CalibTensorRangeSymmetric": False, "CalibStridedMinMax": 1},
         )  # fmt: skip
         q = onnx.load(str(staged))
         meta = json.loads(next(p.value for p in source.metadata_props if p.key == METADATA_KEY))
-        meta.update(precision="int8", calibration={"images": len(images), "method": method, "nodes": len(nodes)})
+        meta.update(
+            precision="int8",
+            calibration={
+                "images": len(images),
+                "method": method,
+                "nodes": len(nodes),
+                "op_types": list(op_types),
+                "keep_float": list(keep_float),
+                "reduce_range": reduce_range,
+            },
+        )
         del q.metadata_props[:]
         entry = q.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, json.dumps(meta)
@@ -99,8 +136,6 @@ def calibration_images(data_yaml: str, count: int, split: str = "train") -> list
     """``count`` images of a data.yaml split, spread evenly over it, as (3, H, W) uint8 RGB arrays at their own size
     (the graph resizes them); unreadable files are skipped with a warning, none readable is an error naming the
     split."""
-    import warnings
-
     from ..data.check import DataError
     from ..data.coco import open_split
 

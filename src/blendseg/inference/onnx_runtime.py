@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ..structures import BoxMasks, DenseMasks, GridMasks, LazyMasks
+from .precision import missing_instructions
 from .result import Categories, Result
 
 
@@ -94,7 +95,12 @@ class OnnxPredictor:
         meta = self.session.get_modelmeta().custom_metadata_map.get("blendseg")
         if meta is None:
             raise ValueError(f"{path}: not an ONNX file exported by blendseg (no 'blendseg' metadata)")
-        return json.loads(meta)
+        meta = json.loads(meta)
+        reason = missing_instructions("int8") if meta.get("precision") == "int8" else None
+        if reason and not meta.get("calibration", {}).get("reduce_range") and "CPU" in self.session.get_providers()[0]:
+            warnings.warn(f"{path}: {reason}: onnxruntime's int8 convolutions can saturate on it; export again "
+                          "with --int8 on this machine (7-bit weights)", stacklevel=3)  # fmt: skip
+        return meta
 
     def _run(self, array: np.ndarray) -> list[np.ndarray]:
         return self.session.run(None, {"image": array})

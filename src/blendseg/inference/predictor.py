@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from ..config import TrainConfig
 from ..data.transforms import transforms_for
 from ..structures import pad_images, to_device
-from .precision import autocast, to_float32
+from .precision import autocast, to_float32, warn_if_slow_on_cpu
 from .result import Categories, Result
 
 
@@ -50,6 +50,7 @@ class Predictor:
     ) -> None:  # fmt: skip
         self.device = model_device(model) if device is None else torch.device(device)
         autocast(precision, self.device)  # validates the name for this device
+        warn_if_slow_on_cpu(precision, self.device, f"precision {precision}")
         self.precision = precision
         self.model = model.to(self.device).eval()
         self.cfg, self.categories, self.conf, self.max_det = cfg, categories, conf, max_det
