@@ -352,8 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="output per-box mask probabilities (+ boxes) instead of (N, H, W) masks: memory follows the detections",
     )  # fmt: skip
     ex.add_argument(
-        "--int8", action="store_true", help="static int8 quantisation of the network's convolutions (onnxruntime), "
-        "calibrated on --data's train split; decoding, NMS and masks stay float",
+        "--int8", action="store_true", help="static int8 quantisation of the network's convolutions, adds and ReLUs "
+        "(onnxruntime), calibrated on --data's train split; decoding, NMS and masks stay float",
     )  # fmt: skip
     ex.add_argument("--data", help="data.yaml whose train split calibrates --int8")
     ex.add_argument("--calib-images", type=int, default=64, help="calibration images for --int8")
