@@ -43,7 +43,7 @@ from blendseg.inference.onnx_runtime import OnnxPredictor, OpenVinoPredictor  # 
 
 DEFAULT_ROWS = [
     "blendmask_r50_1x@1216x800", "blendmask_rt_r50_4x_syncbn_shtw@550x550", "yolact_resnet50@550x550",
-    "meinst_r50_1x@1216x800", "blendmask_tiny@512x384", "yolact_tiny@512x384", "meinst_tiny@512x384",
+    "meinst_r50_1x@1216x800", "blendmask_tiny@384x256", "yolact_tiny@256x256", "meinst_tiny@384x256",
 ]  # fmt: skip
 
 

@@ -174,6 +174,10 @@ def _cmd_export(a: argparse.Namespace) -> int:
         print("export --int8: calibration needs images: add --data data.yaml (its train split)", file=sys.stderr)
         return 2
     images = None
+    if a.format == "openvino":
+        from .inference.onnx_runtime import require_openvino
+
+        require_openvino()  # before the export's minute is spent
     if a.int8:
         from .export.quantize import calibration_images
         from .inference.onnx_runtime import require_onnxruntime
@@ -392,13 +396,14 @@ def main(argv: list[str] | None = None) -> int:
     from .engine.checkpoint import CheckpointError
     from .engine.compare import RunFolderError
     from .engine.train import TrainingStopped
+    from .errors import MissingExtra
 
     try:
         return args.fn(args)
     except TrainingStopped as e:
         print(f"\n{e}", file=sys.stderr)
         return e.exit_code
-    except (ConfigError, DataError, KeyError, FileNotFoundError, CheckpointError, RunFolderError) as e:
+    except (ConfigError, DataError, KeyError, FileNotFoundError, CheckpointError, RunFolderError, MissingExtra) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"error: {msg}", file=sys.stderr)
         return 1

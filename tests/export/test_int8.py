@@ -1,6 +1,7 @@
 """int8 export (onnxruntime static quantisation, calibrated on a data.yaml) and ``val`` on exported graphs."""
 
 import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -127,6 +128,22 @@ def test_int8_on_a_cpu_without_vnni_uses_7_bit_weights_and_says_so(graphs, synth
         OnnxPredictor(q)  # 7-bit weights: safe on it
     with pytest.warns(UserWarning, match="saturate.*--int8 on this machine"):
         OnnxPredictor(full)  # as if exported on a VNNI machine
+
+
+def test_a_missing_runtime_is_one_line_naming_the_extra(graphs, synth_data, tmp_path, capsys, monkeypatch):
+    """No OpenVINO: ``export --format openvino`` says which extra to install before spending the export, and
+    writes nothing; no onnxruntime: ``val model.onnx`` says so too (one line each, no traceback)."""
+    ckpt, fp32, _ = graphs
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
+    out = tmp_path / "m.xml"
+    assert main(["export", str(ckpt), "--format", "openvino", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == "error: OpenVINO models need openvino: pip install 'blendseg[openvino]'", err
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    assert main(["val", str(fp32), str(synth_data)]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["error: running an ONNX model needs onnxruntime: pip install 'blendseg[onnx]'"]
 
 
 def test_val_refuses_a_graph_of_other_categories(graphs, synth_data, tmp_path):

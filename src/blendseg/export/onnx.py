@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
+from ..errors import MissingExtra
 from ..inference.result import Categories
 from .graph import image_graph
 
@@ -35,7 +36,7 @@ def require_onnx() -> None:
         except ImportError:
             missing.append(mod)
     if missing:
-        raise ImportError(f"ONNX export needs {' and '.join(missing)}: pip install 'blendseg[onnx]'")
+        raise MissingExtra(f"ONNX export needs {' and '.join(missing)}: pip install 'blendseg[onnx]'")
 
 
 def export_onnx(

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import MissingExtra
 from ..inference.precision import missing_instructions
 from .onnx import METADATA_KEY
 
@@ -70,7 +71,7 @@ def quantize_int8(
         )
         from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError:
-        raise ImportError("int8 export needs onnx and onnxruntime: pip install 'blendseg[onnx]'") from None
+        raise MissingExtra("int8 export needs onnx and onnxruntime: pip install 'blendseg[onnx]'") from None
     if method not in METHODS:
         raise ValueError(f"calibration method {method!r}: one of {', '.join(METHODS)}")
     if reduce_range is None:

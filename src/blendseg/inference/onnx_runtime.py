@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import MissingExtra
 from ..structures import BoxMasks, DenseMasks, GridMasks, LazyMasks
 from .precision import missing_instructions
 from .result import Categories, Result
@@ -23,7 +24,7 @@ def require_onnxruntime():
     try:
         import onnxruntime
     except ImportError:
-        raise ImportError("running an ONNX model needs onnxruntime: pip install 'blendseg[onnx]'") from None
+        raise MissingExtra("running an ONNX model needs onnxruntime: pip install 'blendseg[onnx]'") from None
     return onnxruntime
 
 
@@ -138,7 +139,7 @@ def require_openvino():
     try:
         import openvino
     except ImportError:
-        raise ImportError("OpenVINO models need openvino: pip install 'blendseg[openvino]'") from None
+        raise MissingExtra("OpenVINO models need openvino: pip install 'blendseg[openvino]'") from None
     return openvino
 
 

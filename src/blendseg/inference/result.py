@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ..config import TrainConfig
+from ..errors import MissingExtra
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ class Result:
         try:
             import supervision as sv
         except ImportError:
-            raise ImportError("Result.to_supervision needs supervision: pip install supervision") from None
+            raise MissingExtra("Result.to_supervision needs supervision: pip install supervision") from None
         masks = self.masks.numpy() if self.masks is not None else None
         return sv.Detections(
             xyxy=self.boxes.numpy(), mask=masks, confidence=self.scores.numpy(), class_id=self.labels.numpy(),

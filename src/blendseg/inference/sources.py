@@ -23,6 +23,7 @@ from torch import Tensor
 
 from ..data.check import DataError
 from ..data.images import is_image_file, read_image
+from ..errors import MissingExtra
 
 Source = Union[str, os.PathLike, Image.Image, np.ndarray, list, tuple]
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -106,7 +107,7 @@ def require_cv2():
     try:
         import cv2
     except ImportError:
-        raise ImportError(
+        raise MissingExtra(
             "videos are read and written with OpenCV: pip install 'blendseg[video]' (opencv-python-headless)"
         ) from None
     return cv2
