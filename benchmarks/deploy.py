@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import blendseg  # noqa: E402
 from bench_predict import checkpoint  # noqa: E402
 from blendseg.engine.runner import Evaluation  # noqa: E402
-from blendseg.export.onnx import to_openvino  # noqa: E402
+from blendseg.export.onnx import export_onnx, has_deformable_convs, to_openvino  # noqa: E402
 from blendseg.export.quantize import OP_TYPES, calibration_images, quantize_int8  # noqa: E402
 from blendseg.inference.onnx_runtime import OnnxPredictor, OpenVinoPredictor  # noqa: E402
 
@@ -63,16 +63,21 @@ def scene(width: int, height: int, seed: int = 0) -> torch.Tensor:
 
 def exported_forms(model: blendseg.Model, out: Path, stem: str, images: list, methods, op_types) -> dict[str, Path]:
     """The exported files of ``model``: fp32 ONNX, one int8 ONNX per (method, op set), and OpenVINO IRs of the
-    fp32 graph and of the first int8 one."""
+    fp32 graph and of the first int8 one (for a model with deformable convs, of its GridSample form, as
+    ``export --format openvino`` makes them)."""
     files = {"fp32": model.export(out=out / f"{stem}.onnx", conf=0.05, max_det=100)}
     for method in methods:
         for ops in op_types:
             tag = f"int8 {method} {'+'.join(ops)}"
             dst = out / f"{stem}.int8.{method}.{'-'.join(ops)}.onnx"
             files[tag] = quantize_int8(files["fp32"], dst, images, method, ops)
-    files["openvino fp32"] = to_openvino(files["fp32"], out / f"{stem}.xml")
-    first = next(k for k in files if k.startswith("int8"))
-    files["openvino int8"] = to_openvino(files[first], out / f"{stem}.int8.xml")
+    flat, flat_int8 = files["fp32"], files[next(k for k in files if k.startswith("int8"))]
+    if has_deformable_convs(model.model):
+        flat = export_onnx(model.model, model.cfg, model.categories, out / f"{stem}.flat.onnx", conf=0.05,
+                           max_det=100, deform_conv_op=False)  # fmt: skip
+        flat_int8 = quantize_int8(flat, out / f"{stem}.flat.int8.onnx", images, methods[0], op_types[0])
+    files["openvino fp32"] = to_openvino(flat, out / f"{stem}.xml")
+    files["openvino int8"] = to_openvino(flat_int8, out / f"{stem}.int8.xml")
     return files
 
 
@@ -97,8 +102,8 @@ def latency_paths(preset: str, image: torch.Tensor, out: Path, a) -> dict[str, o
     }  # fmt: skip
     calls = {name: (lambda p=p: p(image).masks) for name, p in paths.items()}  # masks made: the user's cost
     for name, call in calls.items():
-        call()
-        print(f"  {preset}: {name} built and warmed up", file=sys.stderr, flush=True)
+        masks = call()
+        print(f"  {preset}: {name} built and warmed up, {len(masks)} detections", file=sys.stderr, flush=True)
     return calls
 
 
@@ -110,7 +115,11 @@ def latency(a) -> None:
         preset, size = row.split("@")
         w, h = (int(v) for v in size.split("x"))
         image = scene(w, h)
-        calls = latency_paths(preset, image, a.out, a)
+        try:
+            calls = latency_paths(preset, image, a.out, a)
+        except Exception as e:  # noqa: BLE001 - one row's failure is reported, the other rows still run
+            print(f"| {row} | failed: {type(e).__name__}: {str(e).splitlines()[0][:200]} | | | |", flush=True)
+            continue
         times: dict[str, list[float]] = {name: [] for name in calls}
         for _ in range(a.runs):  # alternating rounds
             for name, call in calls.items():

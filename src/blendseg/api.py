@@ -89,7 +89,8 @@ class Model:
         """Write the whole pipeline (resize, network, NMS, masks at the image size) as an ONNX file
         (:func:`~blendseg.export.onnx.export_onnx`, from a float32 CPU copy: this model stays where and as it is;
         ``dense_masks=False``: compact mask outputs); default path: the checkpoint's with ``.onnx``. ``format``
-        "openvino": that graph converted by OpenVINO into ``.xml`` + ``.bin`` (:func:`~.export.onnx.to_openvino`).
+        "openvino": that graph converted by OpenVINO into ``.xml`` + ``.bin`` (:func:`~.export.onnx.to_openvino`;
+        deformable convs as GridSample + MatMul: OpenVINO's converter has no ONNX DeformConv).
         ``int8_images``: (3, H, W) uint8 arrays (:func:`~.export.quantize.calibration_images`) that calibrate the
         int8 form of the graph (:func:`~.export.quantize.quantize_int8`, ``calib_method``; ``keep_float``: modules
         left in float, by name); default path ``.int8.onnx`` / ``.int8.xml``."""
@@ -108,7 +109,7 @@ class Model:
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=out.parent) as tmp:  # nothing half-written is left at ``out``
             graph = export_onnx(self.model, self.cfg, self.categories, Path(tmp) / "fp32.onnx", opset, conf,
-                                max_det, dense_masks)  # fmt: skip
+                                max_det, dense_masks, deform_conv_op=format == "onnx")  # fmt: skip
             if int8_images is not None:  # OpenVINO runs the quantised (QDQ) graph as int8
                 graph = quantize_int8(graph, out if format == "onnx" else Path(tmp) / "int8.onnx", int8_images,
                                       calib_method, keep_float=keep_float)  # fmt: skip

@@ -108,6 +108,20 @@ def test_int8_export_errors_name_the_problem(graphs, synth_data, tmp_path, capsy
     assert not out.exists() and list(tmp_path.glob("*.onnx*")) == []
 
 
+def test_keep_float_leaves_the_named_modules_in_float(graphs, synth_data, tmp_path):
+    import onnx
+
+    fp32 = onnx.load(str(graphs[1]))
+    convs, kept = network_nodes(fp32), network_nodes(fp32, ("Conv",), ("cls_logits",))
+    logits = [n for n in fp32.graph.node if n.op_type == "Conv" and "cls_logits" in str(n.metadata_props)]
+    assert logits and len(kept) == len(convs) - len(logits)
+    q = onnx.load(str(quantize_int8(graphs[1], tmp_path / "q.onnx", calibration_images(str(synth_data), 2),
+                                    keep_float=("cls_logits",))))  # fmt: skip
+    made_by = {out: n.op_type for n in q.graph.node for out in n.output}
+    int8_weights = [n for n in q.graph.node if n.op_type == "Conv" and made_by.get(n.input[1]) == "DequantizeLinear"]
+    assert len(int8_weights) == len(kept)  # every other conv has int8 weights, the logits' convs float ones
+
+
 def test_int8_on_a_cpu_without_vnni_uses_7_bit_weights_and_says_so(graphs, synth_data, tmp_path, monkeypatch):
     """Without VNNI onnxruntime's uint8 x int8 products can saturate: the export quantises the weights to 7 bits
     (one warning line naming the instructions); a graph made elsewhere without that warns where it runs."""

@@ -1,6 +1,7 @@
 """ONNX export end to end: the exported graph run by onnxruntime gives PyTorch's detections, for each method."""
 
 import copy
+import importlib.util
 
 import numpy as np
 import pytest
@@ -191,6 +192,17 @@ def test_deformable_models_export_at_opset_19(tmp_path):
         ref = [t.numpy() for t in image_graph(model, cfg, conf=0.0, max_det=20)(image)]
     assert len(ours[0]) == 20
     assert_same_detections(ours, ref)
+    # for OpenVINO, whose converter has no DeformConv: the same convs as GridSample + MatMul, opset 18
+    flat = export_onnx(model, cfg, cats, tmp_path / "flat.onnx", conf=0.0, max_det=20, deform_conv_op=False)
+    ops = {n.op_type for n in __import__("onnx").load(str(flat)).graph.node}
+    assert read_metadata(flat)["opset"] == 18 and "DeformConv" not in ops and "GridSample" in ops
+    assert_same_detections(ort.InferenceSession(str(flat)).run(None, {"image": image.numpy()}), ref)
+    if importlib.util.find_spec("openvino"):
+        from blendseg.export.onnx import to_openvino
+        from blendseg.inference.onnx_runtime import OpenVinoPredictor
+
+        runner = OpenVinoPredictor(to_openvino(flat, tmp_path / "flat.xml"), conf=0.0, max_det=20)
+        assert_same_detections(runner._run(image.numpy()), ref)
 
 
 def test_load_predict_and_cli_on_an_onnx_file(exported, tmp_path, capsys):

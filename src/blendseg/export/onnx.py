@@ -9,6 +9,7 @@ float32, ``labels`` (D,) int64 and, for mask models, ``masks`` (D, H, W) uint8 (
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -21,6 +22,7 @@ from torch import nn
 from ..config import TrainConfig
 from ..errors import MissingExtra
 from ..inference.result import Categories
+from ..ops.deform import export_decomposed
 from .graph import image_graph
 
 METADATA_KEY = "blendseg"
@@ -42,17 +44,19 @@ def require_onnx() -> None:
 def export_onnx(
     model: nn.Module, cfg: TrainConfig, categories: Categories, out: str | os.PathLike, opset: int | None = None,
     conf: float = 0.3, max_det: int = 100, dense_masks: bool = True, example_size: tuple[int, int] = (480, 640),
+    deform_conv_op: bool = True,
 ) -> Path:  # fmt: skip
     """Write ``model`` (a float32 CPU copy in eval mode: ``model`` itself stays where and as it is) as an ONNX graph
     taking any (3, H, W) uint8 image; ``conf`` and ``max_det`` are applied inside the graph (masks are made only for
-    what is kept). ``opset``: default 18, 19 for models with deformable convolutions (ONNX DeformConv).
+    what is kept). ``opset``: default 18, 19 for models with deformable convolutions (ONNX DeformConv;
+    ``deform_conv_op=False``: as GridSample + MatMul instead, opset 18, for runtimes without DeformConv).
     ``dense_masks=False``: compact mask outputs
     instead of ``masks`` (``mask_probs`` (D, S, S) + ``mask_boxes`` (D, 4), or YOLACT's ``mask_probs`` (D, h', w')),
     pasted per instance by the runner, so memory follows the detections, not the image. Returns the path."""
     require_onnx()
     import onnx
 
-    deformable = has_deformable_convs(model)
+    deformable = has_deformable_convs(model) and deform_conv_op
     opset = opset or (19 if deformable else 18)
     if opset < 18:
         raise ValueError(f"opset {opset}: the exported graph needs opset >= 18 (antialiased Resize, RoiAlign)")
@@ -67,7 +71,8 @@ def export_onnx(
     names = DETECTIONS + MASK_OUTPUTS.get(masks, [])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings(), torch.no_grad():
+    decomposed = contextlib.nullcontext() if deform_conv_op else export_decomposed()
+    with warnings.catch_warnings(), torch.no_grad(), decomposed:
         warnings.simplefilter("ignore")  # the exporter's own deprecation / tracing chatter
         program = torch.onnx.export(
             graph, (example,), dynamo=True, opset_version=opset, input_names=["image"],

@@ -19,7 +19,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from ..config import BackboneConfig
 from ..engine.dist import all_reduce, backend, get_world_size
 from ..ops import deterministic
-from ..ops.deform import deform_conv2d
+from ..ops.deform import deform_conv2d, exports_decomposed
 
 DEPTH_TO_BLOCKS = {
     18: (2, 2, 2, 2),
@@ -126,10 +126,11 @@ def deform_conv2d_fp32(
     several times faster than torchvision's CPU kernel); on CUDA torchvision's kernel, which keeps no sampled maps
     for the backward (the grid_sample form keeps K of them per layer), except on the deterministic path
     (:mod:`~blendseg.ops.deterministic`), where that kernel's backward is not repeatable. An ONNX export keeps
-    torchvision's op, which becomes the single ONNX DeformConv node."""
+    torchvision's op, which becomes the single ONNX DeformConv node (inside ``ops.deform.export_decomposed``: the
+    ``grid_sample`` form, for runtimes without DeformConv)."""
     from torchvision.ops import deform_conv2d as tv_deform_conv2d
 
-    if torch.compiler.is_exporting():
+    if torch.compiler.is_exporting() and not exports_decomposed():
         return tv_deform_conv2d(x, offset, weight, bias, stride, padding, dilation, mask)
     conv = tv_deform_conv2d if x.device.type == "cuda" and not deterministic.wanted(x) else deform_conv2d
     if x.dtype == torch.float32 and offset.dtype == torch.float32 and (mask is None or mask.dtype == torch.float32):

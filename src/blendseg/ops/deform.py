@@ -11,11 +11,32 @@ Ho x Wo output.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from . import deterministic
+
+_export_decomposed: ContextVar[bool] = ContextVar("export_decomposed", default=False)
+
+
+@contextlib.contextmanager
+def export_decomposed() -> Iterator[None]:
+    """Inside: an export traces deformable convs as this module's ``grid_sample`` + ``matmul`` (runtimes without
+    ONNX DeformConv: OpenVINO's converter) instead of torchvision's op (one ONNX DeformConv node)."""
+    token = _export_decomposed.set(True)
+    try:
+        yield
+    finally:
+        _export_decomposed.reset(token)
+
+
+def exports_decomposed() -> bool:
+    return _export_decomposed.get()
 
 
 def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
