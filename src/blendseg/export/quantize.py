@@ -5,9 +5,9 @@ What is quantised: the network's convolutions (backbone, FPN, heads, bottom modu
 pools (``OP_TYPES``), as QDQ pairs with per-channel int8 weights and uint8 activations (onnxruntime's fast path on
 x86 with VNNI, fused into ``QLinearConv`` / ``QLinearAdd``; with the adds and ReLUs in int8 a residual chain stays
 int8 between convolutions: 3 % faster than convolutions alone on BlendMask R_50 at 800, the same AP within 0.1 on
-the three tiny methods). A node belongs to the network when the exporter's ``pkg.torch.onnx.name_scopes`` puts it inside a
-submodule of the graph; the graph's own code (test-time resize, decoding, NMS, the blender / mask assembly,
-pasting) stays float32, as do group norms (no int8 kernel) and whatever ``keep_float`` names.
+the three tiny methods). A node belongs to the network when the exporter's ``pkg.torch.onnx.name_scopes`` puts it
+inside a submodule of the graph; the graph's own code (test-time resize, decoding, NMS, the blender / mask
+assembly, pasting) stays float32, as do group norms (no int8 kernel) and whatever ``keep_float`` names.
 
 Calibration: ``calib_images`` images of the user's training split, fed as they are (uint8 RGB at their own size)
 so they pass through the graph's own test-time resize; ``method`` is onnxruntime's: MinMax (default: the best AP of
