@@ -111,8 +111,8 @@ def quantize_int8(
             str(pre), str(staged), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=list(op_types),
             nodes_to_quantize=nodes, per_channel=True, activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, method), reduce_range=reduce_range,
-            # one image at a time: the calibrator keeps one image's activations, not all of them (memory), and the
-            # histogram methods merge images of different sizes (they stack one call's arrays into one)
+            # one image a call: the histogram methods (Entropy, Percentile) stack one call's activations into one
+            # array, which fails on images of different sizes (and holds all of them at once)
             extra_options={"CalibTensorRangeSymmetric": False, "CalibStridedMinMax": 1},
         )  # fmt: skip
         q = onnx.load(str(staged))
