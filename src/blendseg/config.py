@@ -336,8 +336,8 @@ class TrainConfig:
     log: LogConfig = field(default_factory=LogConfig)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    # bitwise-repeatable runs: one CPU compute thread (with two, runs in separate processes drift apart from about
-    # iteration 10), torch.use_deterministic_algorithms, no cuDNN autotuning; slower
+    # torch.use_deterministic_algorithms, one CPU compute thread, no cuDNN autotuning, blendseg's atomics-free CUDA
+    # kernels: bitwise-repeatable runs on CUDA; slower. (CPU runs with several threads repeat without it.)
     deterministic: bool = False
 
 

@@ -183,3 +183,27 @@ def test_semantic_loss_uses_the_pipeline_map_when_given():
     from_map = basis_semantic_loss(logits, [{**tg, "sem_seg": sem}], (16, 16))
     torch.testing.assert_close(from_masks, F.cross_entropy(logits, torch.tensor([[[1, 1], [0, 0]]])))
     torch.testing.assert_close(from_map, F.cross_entropy(logits, torch.tensor([[[0, 0], [3, 3]]])))
+
+
+def test_training_gradients_repeat_bit_for_bit_on_two_threads():
+    """The same batch's gradients are bitwise equal pass after pass with 2 CPU threads. The blender's pooled bases
+    are gathered per positive (many positives share a GT); gathered by indexing, their backward added the repeated
+    rows with atomics in thread order, and two same-seed training runs drifted apart (issue 23)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model = build_model(get_preset("blendmask_tiny_test").model)
+        boxes = torch.tensor([[8.0, 8, 120, 120], [100, 20, 250, 200], [30, 130, 200, 250], [150, 150, 250, 250]])
+        masks = torch.zeros(4, 256, 256, dtype=torch.uint8)
+        for m, (x0, y0, x1, y1) in zip(masks, boxes.int().tolist()):
+            m[y0:y1, x0:x1] = 1
+        target = {"boxes": boxes, "labels": torch.tensor([0, 1, 2, 3]), "masks": masks}
+        images, targets = [torch.rand(3, 256, 256) * 255] * 2, [target, target]  # 76 positives on 8 GTs
+        grads = []
+        for _ in range(6):
+            model.zero_grad()
+            sum(model(images, targets).losses.values()).backward()
+            grads.append(model.basis_module.tower[-1].weight.grad.clone())
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(g, grads[0]) for g in grads[1:])

@@ -31,7 +31,8 @@ from .train import fit
 
 def make_deterministic(device: torch.device) -> None:
     """Settings under which a run repeats bit for bit: deterministic kernels (warning where one has none), no
-    cuDNN autotuning, and on CPU one compute thread (multi-threaded kernels made two runs drift apart).
+    cuDNN autotuning, and on CPU one compute thread (CPU runs repeat with several threads too: the one
+    multi-threaded drift, indexing's atomic backward in BlendMask's blender, is gone).
 
     On CUDA also cuBLAS's fixed workspace (``CUBLAS_WORKSPACE_CONFIG=:4096:8`` unless set: without it cuBLAS
     reductions are not repeatable), and blendseg's own kernels for the ops whose CUDA kernels accumulate with

@@ -58,7 +58,9 @@ def blendmask_mask_loss(out: BlendMaskOutput, targets: list[dict[str, Tensor]], 
     if t.pos_inds.numel() == 0:
         return keep_graph
     gt_inds = t.gt_inds[t.pos_inds]
-    rois = pool_bases(out.bases, gt_boxes, gt_img, R, cfg.bases_stride, cfg.bottom_sampling)[gt_inds]  # (Q,K,R,R)
+    # index_select, not [gt_inds]: the indexing backward adds repeated rows with atomics on a multi-threaded CPU, in
+    # whatever order the threads run (two same-seed runs drifted apart); index_add adds them in order
+    rois = pool_bases(out.bases, gt_boxes, gt_img, R, cfg.bases_stride, cfg.bottom_sampling).index_select(0, gt_inds)
     logits = merge(rois, attns, cfg)  # (Q, R, R)
     gt_masks = torch.cat([instance_mask_targets(tg, R) for tg in targets])[gt_inds]
     bce = F.binary_cross_entropy_with_logits(logits, gt_masks, reduction="none").mean(dim=(1, 2))
