@@ -61,11 +61,13 @@ def scene(width: int, height: int, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(img.clip(0, 255).astype(np.uint8)).permute(2, 0, 1).contiguous()
 
 
-def exported_forms(model: blendseg.Model, out: Path, stem: str, images: list, methods, op_types) -> dict[str, Path]:
+def exported_forms(
+    model: blendseg.Model, out: Path, stem: str, images: list, methods, op_types, max_det: int = 100
+) -> dict[str, Path]:
     """The exported files of ``model``: fp32 ONNX, one int8 ONNX per (method, op set), and OpenVINO IRs of the
     fp32 graph and of the first int8 one (for a model with deformable convs, of its GridSample form, as
     ``export --format openvino`` makes them)."""
-    files = {"fp32": model.export(out=out / f"{stem}.onnx", conf=0.05, max_det=100)}
+    files = {"fp32": model.export(out=out / f"{stem}.onnx", conf=0.05, max_det=max_det)}
     for method in methods:
         for ops in op_types:
             tag = f"int8 {method} {'+'.join(ops)}"
@@ -74,7 +76,7 @@ def exported_forms(model: blendseg.Model, out: Path, stem: str, images: list, me
     flat, flat_int8 = files["fp32"], files[next(k for k in files if k.startswith("int8"))]
     if has_deformable_convs(model.model):
         flat = export_onnx(model.model, model.cfg, model.categories, out / f"{stem}.flat.onnx", conf=0.05,
-                           max_det=100, deform_conv_op=False)  # fmt: skip
+                           max_det=max_det, deform_conv_op=False)  # fmt: skip
         flat_int8 = quantize_int8(flat, out / f"{stem}.flat.int8.onnx", images, methods[0], op_types[0])
     files["openvino fp32"] = to_openvino(flat, out / f"{stem}.xml")
     files["openvino int8"] = to_openvino(flat_int8, out / f"{stem}.int8.xml")
@@ -87,7 +89,7 @@ def latency_paths(preset: str, image: torch.Tensor, out: Path, a) -> dict[str, o
     model = blendseg.load(ckpt, "cpu")
     h, w = image.shape[-2:]
     calib = [scene(w, h, seed).numpy() for seed in range(1, a.calib + 1)]
-    files = exported_forms(model, out, preset, calib, [a.methods[0]], [a.op_types[0]])
+    files = exported_forms(model, out, preset, calib, [a.methods[0]], [a.op_types[0]], a.max_det)
     int8 = next(v for k, v in files.items() if k.startswith("int8"))
     paths = {
         "PyTorch fp32": model.predictor(0.05, a.max_det),

@@ -133,7 +133,9 @@ def test_int8_on_a_cpu_without_vnni_uses_7_bit_weights_and_says_so(graphs, synth
     monkeypatch.setattr(quantize, "missing_instructions", no_vnni)
     with pytest.warns(UserWarning, match="avx512_vnni.*reduce_range"):
         q = quantize_int8(graphs[1], tmp_path / "q.onnx", calibration_images(str(synth_data), 2))
-    meta = json.loads(__import__("onnx").load(str(q)).metadata_props[0].value)
+    import onnx
+
+    meta = json.loads(onnx.load(str(q)).metadata_props[0].value)
     assert meta["calibration"]["reduce_range"] is True
     full = quantize_int8(graphs[1], tmp_path / "full.onnx", calibration_images(str(synth_data), 2), reduce_range=False)
     monkeypatch.setattr(runtime, "missing_instructions", no_vnni)

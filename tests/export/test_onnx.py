@@ -194,7 +194,9 @@ def test_deformable_models_export_at_opset_19(tmp_path):
     assert_same_detections(ours, ref)
     # for OpenVINO, whose converter has no DeformConv: the same convs as GridSample + MatMul, opset 18
     flat = export_onnx(model, cfg, cats, tmp_path / "flat.onnx", conf=0.0, max_det=20, deform_conv_op=False)
-    ops = {n.op_type for n in __import__("onnx").load(str(flat)).graph.node}
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(flat)).graph.node}
     assert read_metadata(flat)["opset"] == 18 and "DeformConv" not in ops and "GridSample" in ops
     assert_same_detections(ort.InferenceSession(str(flat)).run(None, {"image": image.numpy()}), ref)
     if importlib.util.find_spec("openvino"):
