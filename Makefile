@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 # torch/torchvision builds: override for your platform, e.g. make TORCH_SPEC="torch torchvision" demo
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO_OUT ?= runs/demo
-DEMO_MINUTES ?= 8
+# the demo's training budget: images seen, or with DEMO_MINUTES > 0 a wall-clock budget instead
+DEMO_IMAGES ?= 9600
+DEMO_MINUTES ?= 0
 
 .PHONY: venv demo test lint bench clean
 
@@ -19,7 +21,7 @@ $(BIN)/blendseg: pyproject.toml
 venv: $(BIN)/blendseg
 
 demo: venv
-	$(BIN)/python tools/demo.py --out $(DEMO_OUT) --minutes $(DEMO_MINUTES)
+	$(BIN)/python tools/demo.py --out $(DEMO_OUT) --images $(DEMO_IMAGES) --minutes $(DEMO_MINUTES)
 
 lint: venv
 	$(BIN)/ruff check src tests tools

@@ -18,6 +18,11 @@ def test_overrides_are_type_checked():
         apply_overrides(cfg, ["data.hflip_train=3"])
     with pytest.raises(ConfigError, match="key=value"):
         apply_overrides(cfg, ["solver.max_iter"])
+    # exponents without a dot, which YAML 1.1 leaves as strings (solver.base_lr=3e-3 failed before)
+    assert apply_overrides(cfg, ["solver.base_lr=3e-3"]).solver.base_lr == 0.003
+    assert from_dict(TrainConfig, {"solver": {"base_lr": "1e-4"}}).solver.base_lr == 0.0001
+    with pytest.raises(ConfigError, match="expected a number"):
+        apply_overrides(cfg, ["solver.base_lr=fast"])
 
 
 def test_dict_round_trip_and_unknown_keys():

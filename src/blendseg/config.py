@@ -309,9 +309,15 @@ class SolverConfig:
     # early stopping: stop after this many evaluations (every eval_period) without a better selection metric (PQ
     # for panoptic evaluations, else mask AP, else box AP; the one best.pt keeps); 0 = off
     patience: int = 0
+    # mixed precision (autocast); on a CPU without avx512_bf16 / amx_bf16 it trains in fp32 with a warning (emulated
+    # bf16 is slower than fp32)
     amp: bool = False
     # autocast precision with amp: auto = fp16 on CUDA (with a GradScaler, as detectron2's AMPTrainer), bf16 on CPU
     amp_dtype: str = "auto"  # auto | fp16 | bf16
+    # training in channels-last (NHWC) memory format: the model's weights and the input batch; oneDNN's NHWC
+    # convolutions and batch norm are faster on CPUs (the tiny presets turn it on); the same fp32 arithmetic in
+    # another order
+    channels_last: bool = False
     skip_nonfinite: int = 0  # > 0: skip up to this many steps whose loss is NaN / inf (a warning each), then stop
 
 
@@ -389,6 +395,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # PyYAML (YAML 1.1) reads 3e-3 / 1e5, without a dot, as strings
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)

@@ -33,8 +33,8 @@ class ImageBatch:
     tensor: Tensor
     image_sizes: list[tuple[int, int]]
 
-    def to(self, device: torch.device | str) -> ImageBatch:
-        return ImageBatch(self.tensor.to(device, non_blocking=True), self.image_sizes)
+    def to(self, device: torch.device | str, memory_format: torch.memory_format = torch.preserve_format) -> ImageBatch:
+        return ImageBatch(self.tensor.to(device, non_blocking=True, memory_format=memory_format), self.image_sizes)
 
     def pin_memory(self) -> ImageBatch:
         """A copy in page-locked memory (what a ``DataLoader(pin_memory=True)`` calls), so :meth:`to` a GPU is

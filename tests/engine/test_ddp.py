@@ -38,7 +38,11 @@ def test_two_processes_equal_one_with_the_same_images(tmp_path):
     common = ["train", "blendmask_tiny_test", str(data), "--no-eval", "data.num_workers=0", "solver.max_iter=3",
               "solver.checkpoint_period=0", "data.min_size_train=[128]", "data.max_size_train=128",
               "model.backbone.norm=SyncBN", "model.blendmask.basis_norm=SyncBN",
-              "model.blendmask.basis_loss_on=false", "solver.reference_batch=0"]  # fmt: skip
+              "model.blendmask.basis_loss_on=false", "solver.reference_batch=0",
+              # fp32 NCHW: oneDNN's channels-last convolutions round a batch of 4 otherwise than two of 2, and the
+              # first AdamW steps turn that into +-lr on near-zero gradients (2e-3 after 3 steps: the same gap as
+              # between one process in channels-last and in NCHW; two channels-last processes match NCHW to 6e-6)
+              "solver.channels_last=false"]  # fmt: skip
     _run([*common, "--out", str(tmp_path / "one"), "solver.ims_per_batch=4"], 1)
     _run([*common, "--out", str(tmp_path / "two"), "solver.ims_per_batch=2"], 2)
     one, two = _first_losses(tmp_path / "one"), _first_losses(tmp_path / "two")

@@ -93,6 +93,10 @@ def test_amp_dtype_by_device():
         amp_dtype(dataclasses.replace(on, amp_dtype="fp16"), cpu)
     with pytest.raises(ValueError, match="auto, fp16 or bf16"):
         amp_dtype(dataclasses.replace(on, amp_dtype="float8"), cuda)
+    # a CPU without bf16 instructions trains in fp32 (emulated bf16 is slower); flags unknown: no check
+    assert amp_dtype(on, cpu, flags=frozenset({"avx2", "avx512f"})) is None
+    assert amp_dtype(on, cpu, flags=frozenset({"avx512f", "avx512_bf16"})) == torch.bfloat16
+    assert amp_dtype(on, cuda, flags=frozenset({"avx2"})) == torch.float16
 
 
 def test_rng_state_of_an_older_checkpoint_restores(capsys):
@@ -156,3 +160,19 @@ def test_patience_stops_early_and_best_pt_names_its_metric(tmp_path, synth_data)
     assert load_checkpoint(tmp_path / "run" / "weights" / "last.pt")["iteration"] == 3
     logged = (tmp_path / "run" / "train_log.jsonl").read_text()
     assert logged.count('"eval"') == 3 and "early stop at iteration 3" in logged
+
+
+def test_loader_workers_leave_the_training_threads_their_cores(monkeypatch, capsys):
+    from blendseg.engine.runner import loader_workers
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert loader_workers(1, cpu, cores=2) == 0  # both cores run the step: no worker
+    assert "data.num_workers 1 -> 0" in capsys.readouterr().out
+    assert loader_workers(4, cpu, cores=4) == 2 and loader_workers(1, cpu, cores=8) == 1
+    assert loader_workers(0, cpu, cores=8) == 0
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two torchrun processes share the 8 cores
+    assert loader_workers(4, cpu, cores=8) == 2
+    assert loader_workers(2, torch.device("cuda", 0), cores=1) == 2  # a GPU step leaves the cores to the loader
+    assert capsys.readouterr().out.count("->") == 2

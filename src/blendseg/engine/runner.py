@@ -224,6 +224,25 @@ def _skipped_report(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]
     return "; ".join(parts) or "every tensor loaded"
 
 
+def loader_workers(num_workers: int, device: torch.device, cores: int | None = None) -> int:
+    """``data.num_workers`` for training on ``device``: on a CPU, only as many loader processes as there are cores
+    beside the training's own threads (``cores``: this machine's, shared by the processes torchrun started on it),
+    printed when fewer. A worker that shares a core with the compute threads slows the step by more than it saves:
+    blendmask_tiny on 2 cores and 2 threads trains 15 % faster with 0 workers than with 1 (docs/BENCHMARKS.md)."""
+    if device.type != "cpu" or num_workers <= 0:
+        return num_workers
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads, procs = torch.get_num_threads(), max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    free = max(0, cores // procs - threads)
+    if free < num_workers and is_main_process():
+        print(
+            f"data.num_workers {num_workers} -> {free}: each training process runs {threads} threads on "
+            f"{cores // procs} of this machine's {cores} cores (a loader process beside them slows the step)"
+        )
+    return min(num_workers, free)
+
+
 def train(
     cfg: TrainConfig, data_yaml: str, out_dir: str | Path, resume: bool = False, evaluate: bool = True,
     init_weights: str | None = None,
@@ -257,8 +276,9 @@ def _train_in(
         (out_dir / "config.yaml").write_text(dump_yaml(cfg))
         print(f"run folder: {out_dir.resolve()}  ({len(ds)} training images, {len(ds.class_names)} classes)")
     group = cfg.data.aspect_ratio_grouping and cfg.data.square_size <= 0  # a squash leaves nothing to group
+    workers = loader_workers(cfg.data.num_workers, device)
     loader = build_loader(
-        ds, cfg.solver.ims_per_batch, True, cfg.data.num_workers, cfg.model.size_divisibility, cfg.seed, group,
+        ds, cfg.solver.ims_per_batch, True, workers, cfg.model.size_divisibility, cfg.seed, group,
         cfg.data.strict, pin_memory=device.type == "cuda",  # pinned batches: the copies to the GPU run async
         repeat_threshold=cfg.data.repeat_threshold,
     )  # fmt: skip

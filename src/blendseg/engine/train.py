@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import SolverConfig, TrainConfig, to_dict
+from ..inference.precision import missing_instructions
 from .checkpoint import load_checkpoint, save_checkpoint
 from .dist import agree, gather_objects, get_rank, get_world_size, is_dist, is_main_process, reduce_mean
 from .runlog import RunLog, save_train_batch
@@ -136,13 +137,22 @@ def restore_rng(saved: dict | list[dict], device: torch.device) -> None:
         print(f"warning: rank {rank}: the checkpoint holds {len(states)} RNG state(s); this rank keeps its seed")
 
 
+def prepare_model(model: nn.Module, solver: SolverConfig, device: torch.device) -> nn.Module:
+    """``model`` on ``device``, in channels-last memory format under ``solver.channels_last`` (in place)."""
+    model.to(device)
+    if solver.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
 def train_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, images, targets: list[dict],
     solver: SolverConfig, device: torch.device, it: int,
 ) -> dict[str, Tensor]:  # fmt: skip
     """One optimisation step of ``model`` (possibly DDP-wrapped); returns the detached losses."""
+    fmt = torch.channels_last if solver.channels_last else torch.preserve_format
     with amp_context(solver, device):
-        out = model(images.to(device), targets)
+        out = model(images.to(device, memory_format=fmt), targets)
     loss = sum(out.losses.values())
     if not agree(float(torch.isfinite(loss)), "min"):  # before backward, so no process is left waiting in it
         raise NonFiniteLoss(it, out.losses)
@@ -156,9 +166,13 @@ def train_step(
     return {"loss": loss.detach(), **{k: v.detach() for k, v in out.losses.items()}}
 
 
-def amp_dtype(solver: SolverConfig, device: torch.device) -> torch.dtype | None:
+def amp_dtype(
+    solver: SolverConfig, device: torch.device, flags: frozenset[str] | None = None
+) -> torch.dtype | None:  # fmt: skip
     """The autocast dtype of ``solver.amp`` on ``device`` (None: no autocast): ``amp_dtype`` auto is fp16 on CUDA
-    and bf16 elsewhere; fp16 needs CUDA."""
+    and bf16 elsewhere; fp16 needs CUDA. bf16 on a CPU without the instructions for it (``flags``: this CPU's,
+    :func:`~blendseg.inference.precision.cpu_flags`) is None: emulated bf16 trains slower than fp32 (:func:`fit`
+    warns once)."""
     if not solver.amp:
         return None
     names = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -167,6 +181,8 @@ def amp_dtype(solver: SolverConfig, device: torch.device) -> torch.dtype | None:
         raise ValueError(f"solver.amp_dtype must be auto, fp16 or bf16, got {solver.amp_dtype!r}")
     if name == "fp16" and device.type != "cuda":
         raise ValueError(f"solver.amp_dtype=fp16 needs a CUDA device (training on {device}); use bf16")
+    if device.type == "cpu" and missing_instructions(name, flags):
+        return None
     return names[name]
 
 
@@ -266,11 +282,16 @@ def fit(
     out_dir, solver = Path(out_dir), resolve_solver(cfg.solver, len(train_loader), get_world_size())
     if is_main_process():
         out_dir.mkdir(parents=True, exist_ok=True)
-    model.to(device)
+    model = prepare_model(model, solver, device)
     optimizer = build_optimizer(model, solver)
     state = {"it": 0, "spent": 0.0, "best": -1.0, "skipped": [], "nonfinite": 0, "epoch": 0, "batch": 0,
              "best_metric": "", "best_it": 0, "stale": 0}  # fmt: skip
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(solver, device) == torch.float16)  # fp16 only
+    if solver.amp and amp_dtype(solver, device) is None and is_main_process():
+        print(
+            f"warning: solver.amp: {missing_instructions('bf16')}; bf16 autocast would run emulated, slower "
+            "than fp32: training in fp32"
+        )
     last = out_dir / "weights" / "last.pt"
     if resume and is_main_process():  # temporary files of saves a kill -9 interrupted
         for stale in last.parent.glob("*.pt.*.tmp"):
@@ -297,13 +318,18 @@ def fit(
     t0 = time.perf_counter() - state["spent"]
     log = RunLog(out_dir, budget, solver.max_iter, state, tensorboard=cfg.log.tensorboard)
 
+    def weights() -> dict[str, Tensor]:
+        """The model's tensors in the standard (contiguous) layout whatever the training's memory format, so that
+        a checkpoint reads the same everywhere (safetensors refuses channels-last strides)."""
+        return {k: v.contiguous() for k, v in model.state_dict().items()}
+
     def save(path: Path, every_rank: bool = False) -> None:
         """``every_rank``: called by all ranks together, so the checkpoint gets each one's generators
         (:func:`gather_objects`); otherwise this process's alone (rank 0 saving best.pt, an error on one)."""
         rng = gather_objects(rng_state(device)) if every_rank else [rng_state(device)]
         if is_main_process():
             save_checkpoint(path, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                "model": weights(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                 "iteration": state["it"],
                 "elapsed_s": time.perf_counter() - t0, "best": state["best"], "config": to_dict(cfg),
                 "skipped_images": state["skipped"], "nonfinite_steps": state["nonfinite"], "epoch": state["epoch"],

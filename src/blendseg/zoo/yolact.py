@@ -121,5 +121,7 @@ def yolact_tiny_test() -> TrainConfig:
     head = replace(c.model.yolact, proto_dim=8, num_prototypes=8)
     model = replace(c.model, backbone=bb, fpn=replace(c.model.fpn, out_channels=16), yolact=head)
     data = replace(c.data, square_size=128, num_workers=0)
-    solver = replace(c.solver, ims_per_batch=2, max_iter=4, steps=(3,), warmup_iters=2, checkpoint_period=2)
+    solver = replace(
+        c.solver, ims_per_batch=2, max_iter=4, steps=(3,), warmup_iters=2, checkpoint_period=2, amp=False
+    )  # fp32, as fcos_tiny_test
     return replace(c, model=model, data=data, solver=solver)
