@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO_OUT ?= runs/demo
 # the demo's training budget: images seen, or with DEMO_MINUTES > 0 a wall-clock budget instead
-DEMO_IMAGES ?= 9600
+DEMO_IMAGES ?= 8000
 DEMO_MINUTES ?= 0
 
 .PHONY: venv demo test lint bench clean

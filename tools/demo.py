@@ -25,7 +25,7 @@ from blendseg.figures import show_bases
 from blendseg.predict import draw_split
 from blendseg.zoo import get_preset
 
-DEMO_IMAGES = 9600  # images seen (1200 iterations of 8): mask AP >= 30 on the demo data, see docs/BENCHMARKS.md
+DEMO_IMAGES = 8000  # images seen (1000 iterations of 8): mask AP >= 30 on the demo data (docs/BENCHMARKS.md)
 
 
 def budgeted(solver: SolverConfig, images: int, minutes: float) -> SolverConfig:
