@@ -39,8 +39,9 @@ def budgeted(solver: SolverConfig, images: int, minutes: float) -> SolverConfig:
 
 
 def seconds_per_step(cfg, data_yaml: Path, steps: int = 3) -> float:
-    """This machine's time for one training step of ``cfg`` (median of ``steps`` after a warm-up step, on a
-    throwaway model and the first batches of the training data)."""
+    """This machine's time for one training step of ``cfg``: the median of ``steps`` steps on one batch of the
+    training data after a warm-up step on it (a throwaway model; one batch shape, so that oneDNN's kernel set-up for
+    a new shape, which training pays once per shape, stays out of the figure)."""
     from blendseg.data.loader import build_loader
     from blendseg.engine.runner import build_dataset, with_num_classes
     from blendseg.engine.train import build_optimizer, prepare_model, train_step
@@ -49,13 +50,14 @@ def seconds_per_step(cfg, data_yaml: Path, steps: int = 3) -> float:
     ds = build_dataset(cfg, str(data_yaml), "train", train=True)
     cfg = with_num_classes(cfg, ds)
     loader = build_loader(ds, cfg.solver.ims_per_batch, True, 0, cfg.model.size_divisibility, cfg.seed + 1)
+    images, targets = next(iter(loader))
     device = torch.device("cpu")
     model = prepare_model(build_model(cfg.model), cfg.solver, device).train()
     optimizer, scaler = build_optimizer(model, cfg.solver), torch.amp.GradScaler("cpu", enabled=False)
     times = []
-    for i, (images, targets) in zip(range(steps + 1), loader):
+    for i in range(steps + 1):
         tic = time.perf_counter()
-        train_step(model, optimizer, scaler, images, targets, cfg.solver, device, i)
+        train_step(model, optimizer, scaler, images, [dict(t) for t in targets], cfg.solver, device, i)
         times.append(time.perf_counter() - tic)
     return sorted(times[1:])[len(times[1:]) // 2]
 
