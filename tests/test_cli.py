@@ -274,3 +274,12 @@ def test_panoptic_synth_check_train_val_predict_and_score(tmp_path, capsys):
     assert len(written["annotations"]) == 3 and len(list((pred_dir / "panoptic").glob("*.png"))) == 3
     assert {c["name"] for c in written["categories"] if not c["isthing"]} == {"sky", "vegetation", "water", "ground"}
     assert len(list(pred_dir.glob("*_pred.png"))) == 3
+
+
+def test_help_says_what_the_tool_does(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps the description
+    assert "BlendMask, YOLACT / YOLACT++ and MEInst" in out and "blendseg presets" in out
+    assert "argparse" not in out and "``" not in out  # not a developer's docstring

@@ -38,8 +38,11 @@ def test_presets_build():
     assert {"fcos_r50_1x", "fcos_ms_r50_2x", "fcos_tiny", "fcos_tiny_test"} <= set(list_presets())
     for name in ("fcos_tiny", "fcos_tiny_test"):
         assert build_model(get_preset(name).model) is not None
-    with pytest.raises(KeyError, match="unknown preset"):
+    with pytest.raises(KeyError, match="unknown preset 'nope'; `blendseg presets` lists all") as e:
         get_preset("nope")
+    assert "blendmask_r50_1x" not in str(e.value)  # not the 60 names
+    with pytest.raises(KeyError, match="did you mean blendmask_tiny"):
+        get_preset("blendmask_tinyy")
 
 
 def test_ablation_preset_rows_build_with_their_bases_stride():

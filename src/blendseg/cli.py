@@ -1,5 +1,5 @@
-"""``blendseg`` command line: train, val, compare, eval-panoptic, predict, data synth / check, convert,
-fit-encoding, presets, cfg. argparse stops here."""
+"""The ``blendseg`` command line: one sub-command per task, each a thin front door to :mod:`blendseg.api` /
+:mod:`blendseg.engine` (the same code paths as the Python API)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, apply_overrides, dump_yaml
+
+DESCRIPTION = (
+    "Train, evaluate, predict with and export BlendMask, YOLACT / YOLACT++ and MEInst models (pure PyTorch + "
+    "torchvision). `blendseg presets` lists the model configs; `blendseg COMMAND --help` explains each command."
+)
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
@@ -241,7 +246,7 @@ def _cmd_cfg(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="blendseg", description=__doc__)
+    p = argparse.ArgumentParser(prog="blendseg", description=DESCRIPTION)
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train a preset on a data.yaml")
     t.add_argument("preset")

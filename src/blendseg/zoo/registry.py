@@ -3,6 +3,7 @@ config file it reproduces and the accuracy that reference publishes for it."""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -43,7 +44,9 @@ def preset(source: str = "", reported: str = "", aliases: tuple[str, ...] = ()):
 def get_preset(name: str) -> TrainConfig:
     name = ALIASES.get(name, name)
     if name not in PRESETS:
-        raise KeyError(f"unknown preset {name!r}; available: {', '.join(sorted(PRESETS))}")
+        close = difflib.get_close_matches(name, sorted(PRESETS) + sorted(ALIASES), n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise KeyError(f"unknown preset {name!r}; {hint}`blendseg presets` lists all {len(PRESETS)}")
     cfg = PRESETS[name].fn()
     if cfg.solver.reference_batch == 0:  # base_lr is the preset's for its own batch
         cfg = replace(cfg, solver=replace(cfg.solver, reference_batch=cfg.solver.ims_per_batch))
