@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from blendseg.config import apply_overrides
+from blendseg.data.convert import convert_dataset
 from blendseg.data.synth import synthesize
-from blendseg.data.yolo import convert_dataset
 from blendseg.engine.checkpoint import load_checkpoint
 from blendseg.engine.runner import train
 from blendseg.zoo import get_preset

@@ -92,7 +92,7 @@ def _cmd_check(a: argparse.Namespace) -> int:
 
 
 def _cmd_convert_data(a: argparse.Namespace) -> int:
-    from .data.yolo import convert_dataset
+    from .data.convert import convert_dataset
 
     path, report = convert_dataset(a.data, a.to, a.out)
     print("\n".join(report) + f"\nwrote {path}")

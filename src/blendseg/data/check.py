@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
-class DataError(ValueError):
-    """Broken annotations; the message lists every problem found."""
+from ..errors import DataError  # raised here; importable from here as before
+from .images import read_image
 
 
 @dataclass(frozen=True)
@@ -130,8 +129,6 @@ def _check_geometry(a: dict, im: dict | None, w: str, err) -> None:
 
 def _decode(path: str) -> tuple[int, int] | str:
     """(width, height) of a fully decoded image (as training reads it), or the reason it cannot be read."""
-    from .images import read_image  # images.py imports DataError from here
-
     try:
         image = read_image(path)
     except Exception as e:  # any decoder failure is the file's problem

@@ -20,7 +20,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
-from .check import DataError
+from ..errors import DataError
 
 ORIENTATION = 0x0112  # EXIF tag
 SWAPS_SIDES = (5, 6, 7, 8)  # orientations that rotate by 90 degrees

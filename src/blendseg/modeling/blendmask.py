@@ -20,9 +20,10 @@ from ..ops.losses import cross_entropy
 from ..ops.masks import instance_mask_targets, thing_semantic_map
 from ..structures import ImageBatch, targets_to
 from .bottom import BOTTOM_MODULES, ProtoNet
-from .fcos import FCOS, FCOSOutput, build_fcos
+from .fcos import FCOS, build_fcos
 from .fcos_inference import Detections, finalize_with_masks
 from .fcos_loss import flatten_levels
+from .fcos_types import FCOSOutput
 from .semseg_fpn import SemSegFPNHead, panoptic_postprocess, semantic_seg_loss
 
 

@@ -15,7 +15,6 @@ Shape legend: N images, C classes, F channels, E embedding size, H x W level siz
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +26,8 @@ from ..structures import ImageBatch, normalize_batch, pad_images, targets_to
 from .backbone import get_norm
 from .backbones import build_backbone
 from .fcos_inference import Detections, detector_postprocess, fcos_decode
-from .fcos_loss import FCOSTargets, compute_locations, fcos_losses, fcos_targets
+from .fcos_loss import compute_locations, fcos_losses, fcos_targets
+from .fcos_types import FCOSOutput
 from .fpn import FPN
 
 
@@ -210,33 +210,6 @@ class FCOSHead(nn.Module):
                 src = box_t if self.embed_from == "box_tower" else x
                 embeds.append(self.embed_trunk(src, lvl) if defer else self.embed_head(src, lvl))
         return logits, box_reg, quality, (embeds if self.embed_head is not None else None)
-
-
-@dataclass
-class FCOSOutput:
-    """Raw FCOS outputs for a batch (lists over the L levels) and, when targets were given, the losses.
-
-    ``targets`` carries the assignment (positives, matched GT indices) so extensions can build their own
-    per-instance losses; ``features`` names every backbone and FPN map (``res2``..``res5``, ``p3``..``p7``, ``p2``
-    when the FPN has it) for extensions that need them (bases, semantics).
-    """
-
-    logits: list[Tensor]
-    box_reg: list[Tensor]
-    quality: list[Tensor]
-    embeds: list[Tensor] | None
-    locations: list[Tensor]
-    image_sizes: list[tuple[int, int]]
-    features: dict[str, Tensor]
-    losses: dict[str, Tensor] = field(default_factory=dict)
-    targets: FCOSTargets | None = None
-    embed_inputs: list[Tensor] | None = None  # (N, F', H, W) per level when the embeddings are made after decoding
-
-    def dense_embeds(self, head: FCOSHead) -> list[Tensor] | None:
-        """The per-level embeddings (N, E, H, W) at every location, made now if they were deferred."""
-        if self.embed_inputs is None:
-            return self.embeds
-        return [head.embed_conv(x) for x in self.embed_inputs]
 
 
 class FCOS(nn.Module):

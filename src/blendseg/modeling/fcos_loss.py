@@ -8,7 +8,6 @@ Q positives, C classes, L levels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -18,10 +17,10 @@ from torchvision.ops import sigmoid_focal_loss
 
 from ..engine.dist import reduce_mean
 from ..ops.losses import centerness_target, iou_loss_ltrb, ltrb_iou
+from .fcos_types import FCOSOutput, FCOSTargets
 
 if TYPE_CHECKING:
     from ..config import FCOSConfig
-    from .fcos import FCOSOutput
 
 INF = 100000000.0
 
@@ -38,33 +37,6 @@ def compute_locations(feats: list[Tensor], strides: list[int]) -> list[Tensor]:
         )
         out.append(torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1) + s // 2)
     return out
-
-
-@dataclass
-class FCOSTargets:
-    """Assignment of a batch, flattened in reference order (level, image, y, x) over T = N*P locations.
-
-    Attributes:
-        labels: (T,) class per location, ``num_classes`` for background.
-        reg_targets: (T, 4) (l, t, r, b) divided by the level stride.
-        gt_inds: (T,) matched GT index over the whole batch (offset by the GT counts of earlier images), -1 if
-            negative. This is the index extensions use to gather per-instance targets.
-        im_inds, levels: (T,) image and level of each location.
-        pos_inds: (Q,) indices of the positives into the T locations.
-        ctr_targets: (Q,) centerness targets of the positives.
-        num_pos_avg: max(mean over processes of the positive count, 1).
-        loss_denorm: max(mean over processes of the centerness-target sum, 1e-6).
-    """
-
-    labels: Tensor
-    reg_targets: Tensor
-    gt_inds: Tensor
-    im_inds: Tensor
-    levels: Tensor
-    pos_inds: Tensor
-    ctr_targets: Tensor
-    num_pos_avg: Tensor
-    loss_denorm: Tensor
 
 
 def flatten_levels(per_level: list[Tensor]) -> Tensor:

@@ -18,9 +18,10 @@ from ..config import MEInstConfig, MEInstHeadConfig
 from ..ops.mask_encoding import PCACodec
 from ..ops.masks import instance_mask_targets
 from ..structures import ImageBatch, targets_to
-from .fcos import FCOS, FCOSOutput, build_fcos, make_tower, run_tower
+from .fcos import FCOS, build_fcos, make_tower, run_tower
 from .fcos_inference import Detections, finalize_with_masks
 from .fcos_loss import flatten_levels
+from .fcos_types import FCOSOutput
 
 
 class LargeKernel(nn.Module):
