@@ -45,7 +45,7 @@ class Model:
 
     def to(self, device: str | torch.device) -> Model:
         """Move the network to ``device`` ("auto": the GPU when there is one); returns self."""
-        from .engine.dist import resolve_device
+        from .dist import resolve_device
 
         self.model.to(resolve_device(device))
         return self
@@ -181,7 +181,7 @@ def load(source: str | os.PathLike, device: str = "auto") -> Model:
     """A blendseg checkpoint (``.pt``: a trained or converted model), an ONNX file from ``blendseg export`` (run with
     onnxruntime) or a preset name (random weights), on ``device``: "auto" (the GPU when CUDA is available, else the
     CPU), "cpu", "cuda", "cuda:N". The one place that chooses: predict, val and export then keep the model there."""
-    from .engine.dist import resolve_device
+    from .dist import resolve_device
     from .engine.runner import load_model
     from .zoo import ALIASES, PRESETS, build_model, get_preset
 

@@ -23,8 +23,8 @@ import torch.distributed as dist
 
 torch._lazy.ts_backend.init()
 
+from blendseg import dist as bdist  # noqa: E402
 from blendseg.cli import main  # noqa: E402
-from blendseg.engine import dist as bdist  # noqa: E402
 from blendseg.engine import train as btrain  # noqa: E402
 
 STANDIN = torch.device("lazy", 0)

@@ -1,6 +1,6 @@
 """Processes and devices: every collective on the backend's device (two processes under NCCL's rules on Gloo, see
 nccl_standin.py), evaluation gathered to rank 0, each rank's own RNG state across a resume, each rank on its own
-GPU, and no collective outside engine/dist.py."""
+GPU, and no collective outside blendseg/dist.py."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from blendseg.engine import dist as bdist
+from blendseg import dist as bdist
+from blendseg.dist import process_device
 from blendseg.engine.checkpoint import load_checkpoint
-from blendseg.engine.dist import process_device
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 STANDIN = Path(__file__).with_name("nccl_standin.py")
@@ -50,19 +50,19 @@ def test_one_process_reductions_are_the_identity():
     assert bdist.gather_objects({"a": 1}) == [{"a": 1}]
 
 
-def test_no_collective_outside_engine_dist():
+def test_no_collective_outside_dist():
     """Collectives called anywhere else would bypass the device rule (the bug this file's stand-in test caught)."""
     pattern = re.compile(
         r"\b(?:dist|distributed)\.(all_reduce|all_gather\w*|gather\w*|broadcast\w*|reduce\w*|scatter\w*|all_to_all\w*)\("
     )
     offenders = []
     for path in (SRC / "blendseg").rglob("*.py"):
-        if path.relative_to(SRC).as_posix() == "blendseg/engine/dist.py":
+        if path.relative_to(SRC).as_posix() == "blendseg/dist.py":
             continue
         for i, line in enumerate(path.read_text().splitlines(), 1):
             if pattern.search(line):
                 offenders.append(f"{path.relative_to(SRC)}:{i}: {line.strip()}")
-    assert not offenders, "collectives outside engine/dist.py:\n" + "\n".join(offenders)
+    assert not offenders, "collectives outside blendseg/dist.py:\n" + "\n".join(offenders)
 
 
 def _torchrun(args: list[str], port: int, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler
 
-from ..engine.dist import get_rank, get_world_size
+from ..dist import get_rank, get_world_size
 from ..structures import ImageBatch, pad_images
 from .check import DataError
 

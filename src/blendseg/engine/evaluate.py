@@ -7,9 +7,9 @@ import time
 import torch
 from torch import nn
 
+from ..dist import gather_objects, is_main_process
 from ..evaluation.coco import COCOEvaluator
 from ..inference.precision import autocast, to_float32
-from .dist import gather_objects, is_main_process
 
 
 @torch.no_grad()

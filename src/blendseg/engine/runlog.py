@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from .dist import is_main_process
+from ..dist import is_main_process
 
 
 class RunLog:

@@ -19,11 +19,11 @@ from ..data.coco import CocoInstances, load_data_yaml, open_instances, open_spli
 from ..data.loader import build_loader
 from ..data.panoptic import CocoPanoptic
 from ..data.transforms import transforms_for
+from ..dist import cleanup, get_world_size, init_from_env, is_main_process, process_device, resolve_device
 from ..evaluation.coco import COCOEvaluator
 from ..evaluation.panoptic import PanopticEvaluator
 from ..zoo import build_model
 from .checkpoint import load_checkpoint
-from .dist import cleanup, get_world_size, init_from_env, is_main_process, process_device, resolve_device
 from .evaluate import run_evaluation
 from .runlog import Tee
 from .train import fit

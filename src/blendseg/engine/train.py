@@ -21,9 +21,9 @@ import torch
 from torch import Tensor, nn
 
 from ..config import SolverConfig, TrainConfig, to_dict
+from ..dist import agree, gather_objects, get_rank, get_world_size, is_dist, is_main_process, reduce_mean
 from ..inference.precision import missing_instructions
 from .checkpoint import load_checkpoint, save_checkpoint
-from .dist import agree, gather_objects, get_rank, get_world_size, is_dist, is_main_process, reduce_mean
 from .runlog import RunLog, save_train_batch
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # what schedulers (SLURM, Kubernetes) and Ctrl-C send

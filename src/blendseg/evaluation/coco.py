@@ -13,7 +13,7 @@ import io
 import numpy as np
 
 from ..data.rle import encode
-from ..engine.dist import gather_objects, is_main_process
+from ..dist import gather_objects, is_main_process
 from ..modeling.fcos_inference import Detections
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..data.check import DataError
 from ..data.panoptic import read_panoptic_png, save_panoptic_png
-from ..engine.dist import gather_objects, is_main_process
+from ..dist import gather_objects, is_main_process
 
 OFFSET = 256 * 256 * 256
 VOID = 0

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from ..config import BackboneConfig
-from ..engine.dist import all_reduce, backend, get_world_size
+from ..dist import all_reduce, backend, get_world_size
 from ..ops import deterministic
 from ..ops.deform import deform_conv2d, exports_decomposed
 

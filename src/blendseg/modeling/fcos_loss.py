@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import sigmoid_focal_loss
 
-from ..engine.dist import reduce_mean
+from ..dist import reduce_mean
 from ..ops.losses import centerness_target, iou_loss_ltrb, ltrb_iou
 from .fcos_types import FCOSOutput, FCOSTargets
 
