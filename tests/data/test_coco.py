@@ -9,8 +9,8 @@ from PIL import Image
 
 from blendseg.data.check import DataError, check_file
 from blendseg.data.coco import CocoInstances, load_data_yaml
-from blendseg.data.rle import encode
 from blendseg.data.transforms import build_transforms, shortest_edge_size
+from blendseg.ops.rle import encode
 
 
 def _write(tmp_path, coco, images=((1, 40, 50),)):
@@ -218,9 +218,9 @@ def test_aspect_ratio_grouping_batches_one_orientation(synth_data):
 def test_polygons_follow_resize_and_flip_and_give_box_targets(synth_data):
     import random
 
-    from blendseg.data.rle import decode as decode_segm
     from blendseg.data.transforms import HFlip
     from blendseg.ops.masks import crop_and_resize_masks, instance_mask_targets
+    from blendseg.ops.rle import decode as decode_segm
 
     spec = load_data_yaml(synth_data)
     tf = build_transforms(True, (150,), "choice", 1000, 150, 1000, hflip=False)

@@ -22,9 +22,9 @@ from blendseg.data.panoptic import (
     rgb2id,
     semantic_target,
 )
-from blendseg.data.rle import decode
 from blendseg.data.synth import STUFF, render_image, synthesize
 from blendseg.data.transforms import build_transforms
+from blendseg.ops.rle import decode
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import json
 import numpy as np
 
 from blendseg.data.check import check_file
-from blendseg.data.rle import decode
 from blendseg.data.synth import CLASSES, render_image, synthesize
+from blendseg.ops.rle import decode
 
 
 def test_deterministic_per_seed_and_index():

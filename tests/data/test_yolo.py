@@ -13,8 +13,8 @@ from PIL import Image
 from blendseg.data.check import DataError
 from blendseg.data.coco import load_data_yaml, open_instances
 from blendseg.data.convert import convert_dataset
-from blendseg.data.rle import decode
 from blendseg.data.yolo import mask_outline, merge_rings, yolo_to_coco
+from blendseg.ops.rle import decode
 
 
 def _dataset(root, labels: dict[str, str], extra_labels: dict[str, str] | None = None, size=(40, 20)):

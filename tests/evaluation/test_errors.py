@@ -77,7 +77,7 @@ def test_crowd_regions_absorb_predictions_and_specials():
 
 
 def test_segm_uses_the_masks_and_the_mask_score():
-    from blendseg.data.rle import encode
+    from blendseg.ops.rle import encode
 
     m = np.zeros((100, 100), bool)
     m[:10, :10] = True

@@ -20,9 +20,9 @@ import torch
 import yaml
 from torch import Tensor
 
+from ..ops.rle import decode
 from .check import DataError, check_coco, load_json, raise_on_errors
 from .images import read_image
-from .rle import decode
 
 
 @dataclass(frozen=True)

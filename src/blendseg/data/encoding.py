@@ -9,7 +9,7 @@ import torch
 
 from ..ops.mask_encoding import PCACodec, StreamingPCA, inverse_sigmoid_targets, reconstruction_iou
 from ..ops.masks import crop_and_resize_masks
-from .rle import decode, rasterize_polygons_in_box
+from ..ops.rle import decode, rasterize_polygons_in_box
 
 
 def box_masks(dataset, mask_size: int = 28, chunk: int = 1024):

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..ops.rle import encode
 from .check import DataError, Problem, raise_on_errors
 from .coco import CocoInstances
-from .rle import encode
 
 IGNORE = 255
 

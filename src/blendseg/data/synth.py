@@ -24,7 +24,7 @@ import numpy as np
 import yaml
 from PIL import Image, ImageDraw, ImageFilter
 
-from .rle import encode, to_bbox
+from ..ops.rle import encode, to_bbox
 
 CLASSES = ("circle", "rectangle", "triangle", "ellipse", "star", "ring")
 STUFF = ("sky", "vegetation", "water", "ground")

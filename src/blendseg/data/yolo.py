@@ -196,7 +196,7 @@ def mask_outline(mask: np.ndarray) -> list[list[float]]:
 def coco_to_yolo_lines(anns: list[dict], image: dict, cat_index: dict[int, int]) -> tuple[list[str], int]:
     """The label lines of one COCO image's annotations (polygons, several rings merged; RLE masks by their outer
     outlines; crowd annotations left out: YOLO has none), and how many were left out."""
-    from .rle import decode
+    from ..ops.rle import decode
 
     w, h = image["width"], image["height"]
     lines, left_out = [], 0

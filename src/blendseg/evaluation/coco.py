@@ -12,9 +12,9 @@ import io
 
 import numpy as np
 
-from ..data.rle import encode
 from ..dist import gather_objects, is_main_process
 from ..modeling.fcos_inference import Detections
+from ..ops.rle import encode
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 TABLE_ROWS = (

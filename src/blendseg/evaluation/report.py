@@ -137,7 +137,7 @@ def _draw(rgb: np.ndarray, items: list[tuple[dict, str]], names: dict[int, str],
     """``rgb`` enlarged ``scale`` times with each (record, kind) drawn: mask tinted, box, "kind: class score"."""
     from PIL import Image
 
-    from ..data.rle import decode
+    from ..ops.rle import decode
     from ..vis import _label, _pen
 
     h, w = rgb.shape[:2]

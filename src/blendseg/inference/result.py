@@ -124,7 +124,7 @@ class Result:
 
     def to_dict(self) -> dict:
         """Plain record: path, image size and per instance box (xyxy), score, label, class name and RLE mask."""
-        from ..data.rle import encode
+        from ..ops.rle import encode
 
         instances = []
         for i in range(len(self)):

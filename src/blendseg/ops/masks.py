@@ -116,7 +116,7 @@ def instance_mask_targets(target: dict, size: int) -> Tensor:
     out = crop_and_resize_masks(target["masks"], target["boxes"], size)
     polygons = target.get("polygons")
     if polygons:
-        from ..data.rle import rasterize_polygons_in_box
+        from .rle import rasterize_polygons_in_box
 
         for i, rings in enumerate(polygons):
             if rings is not None:
