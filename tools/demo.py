@@ -52,7 +52,10 @@ def seconds_per_step(cfg, data_yaml: Path, steps: int = 3) -> float:
     loader = build_loader(ds, cfg.solver.ims_per_batch, True, 0, cfg.model.size_divisibility, cfg.seed + 1)
     images, targets = next(iter(loader))
     device = torch.device("cpu")
-    model = prepare_model(build_model(cfg.model), cfg.solver, device).train()
+    model = build_model(cfg.model)
+    if hasattr(model, "prepare"):  # data-dependent state (MEInst's mask encoding), as training fits it
+        model.prepare(ds, log=lambda *_: None)
+    model = prepare_model(model, cfg.solver, device).train()
     optimizer, scaler = build_optimizer(model, cfg.solver), torch.amp.GradScaler("cpu", enabled=False)
     times = []
     for i in range(steps + 1):
@@ -70,29 +73,26 @@ def plan(cfg, a, data_yaml: Path) -> str:
     bf16 = amp_dtype(s, torch.device("cpu")) is not None
     how = ["channels-last"] if s.channels_last else []
     how += ["bf16 autocast" if bf16 else "fp32", f"{torch.get_num_threads()} threads"]
-    lines = [f"demo plan: train {a.preset} ({', '.join(how)}) "]
+    what = f"demo plan: train {a.preset} ({', '.join(how)}) "
+    then = f" then COCO box and mask AP on {a.val_images} validation images and the drawings."
     if s.max_minutes > 0:
-        lines[0] += f"for {s.max_minutes:g} minutes of wall clock,"
-        expect = s.max_minutes
-    else:
-        per_step = seconds_per_step(cfg, data_yaml)
-        expect = per_step * s.max_iter / 60 * 1.2  # the data loading and logging beside the steps
-        lines[0] += f"on {s.max_iter * s.ims_per_batch} images seen ({s.max_iter} iterations of {s.ims_per_batch}),"
-    lines[0] += f" then COCO box and mask AP on {a.val_images} validation images and the drawings."
-    if s.max_minutes <= 0:
-        lines.append(f"this machine: {per_step:.2f} s a training step, so about {expect:.1f} min of training")
-        if expect > 10:
-            lines[-1] += " (a slow machine: --minutes 8 trains for 8 minutes instead, to a lower AP)"
-    return "\n".join(lines)
+        return what + f"for {s.max_minutes:g} minutes of wall clock," + then
+    per_step = seconds_per_step(cfg, data_yaml)
+    expect = per_step * s.max_iter / 60 * 1.2  # the data loading and logging beside the steps
+    plan = what + f"on {s.max_iter * s.ims_per_batch} images seen ({s.max_iter} iterations of {s.ims_per_batch}),"
+    plan += then + f"\nthis machine: {per_step:.2f} s a training step, so about {expect:.1f} min of training"
+    if expect > 10:
+        plan += " (a slow machine: --minutes 8 trains for 8 minutes instead, to a lower AP)"
+    return plan
 
 
 def training_time(run: Path) -> dict:
-    """Iterations and training minutes (without the evaluation) from the run's train_log.jsonl."""
+    """Iterations and training minutes (without the evaluation) from the run's train_log.jsonl: its last
+    evaluation's row (logged when training ended), else its last iteration's."""
     rows = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines() if line.strip()]
-    last = [r for r in rows if "eval" not in r and "iteration" in r][-1]
-    ev = [r for r in rows if "eval" in r]
-    seconds = ev[-1]["time_s"] if ev else last["time_s"]
-    return {"iterations": ev[-1]["iteration"] if ev else last["iteration"], "training_minutes": round(seconds / 60, 2)}
+    steps = [r for r in rows if "iteration" in r]
+    last = next((r for r in reversed(steps) if "eval" in r), steps[-1])
+    return {"iterations": last["iteration"], "training_minutes": round(last["time_s"] / 60, 2)}
 
 
 def main() -> None:
