@@ -55,7 +55,7 @@ def measure_loop(preset: str, overrides: list[str], data: Path, steps: int) -> d
         rows = [json.loads(line) for line in (Path(out) / "train_log.jsonl").read_text().splitlines()]
     t = {r["iteration"]: r["time_s"] for r in rows if "time_s" in r and "eval" not in r}
     ms = 1000 * (t[20 + steps] - t[20]) / steps
-    return {"ms": ms, "ips": cfg.solver.ims_per_batch / ms * 1000, "first_losses": None, "batch_shape": None}
+    return {"ms": ms, "batch": cfg.solver.ims_per_batch, "first_losses": None, "batch_shape": None}
 
 
 def measure(preset: str, overrides: list[str], data: Path, batches: int, warmup: int, steps: int) -> dict:
@@ -97,7 +97,7 @@ def measure(preset: str, overrides: list[str], data: Path, batches: int, warmup:
             first = {k: round(float(v), 5) for k, v in losses.items()}
     ms = 1000 * statistics.median(times)
     shape = [list(images.tensor.shape) for images, _ in fixed]
-    return {"ms": ms, "ips": cfg.solver.ims_per_batch / ms * 1000, "first_losses": first, "batch_shape": shape}
+    return {"ms": ms, "batch": cfg.solver.ims_per_batch, "first_losses": first, "batch_shape": shape}
 
 
 def main() -> None:
@@ -160,7 +160,7 @@ def main() -> None:
         base = statistics.median(r["ms"] for r in rows[(preset, variants[0])])
         for variant in variants:
             ms = statistics.median(r["ms"] for r in rows[(preset, variant)])
-            ips = rows[(preset, variant)][0]["ips"] * rows[(preset, variant)][0]["ms"] / ms
+            ips = rows[(preset, variant)][0]["batch"] / ms * 1000
             print(f"| {preset} | {variant} | {ms:.0f} | {ips:.1f} | {base / ms:.2f}x |")
 
 
