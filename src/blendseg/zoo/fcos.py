@@ -197,8 +197,9 @@ def fcos_tiny() -> TrainConfig:
 
     Narrow ResNet-18 (widths 32..256) with trainable BN, 64-channel FPN P3-P5, two 64-channel BN conv layers per
     tower, 256-320 px inputs, AdamW with a short warmup and a step decay at 75% / 92% of the budget. Trains in
-    channels-last memory format with bf16 autocast (fp32 on CPUs without bf16 instructions): 1.9x the images per
-    second of fp32 channels-first on a 2-core avx512_bf16 CPU, at the same AP per image seen (docs/BENCHMARKS.md).
+    channels-last memory format with bf16 autocast (fp32 on CPUs without bf16 instructions): 1.78-1.95x the
+    images per second of fp32 channels-first on a 2-core avx512_bf16 CPU, at the same AP per image seen
+    (docs/BENCHMARKS.md).
     """
     model = FCOSDetectorConfig(
         backbone=BackboneConfig(
