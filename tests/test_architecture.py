@@ -16,7 +16,8 @@ LAYERS = [
     {"ops"},
     {"structures"},
     {"data"},
-    {"modeling"},
+    {"modeling", "modeling.core"},  # the shared backbones, FPN and FCOS
+    {"modeling.methods"},  # BlendMask, MEInst, YOLACT on the core
     {"zoo", "convert"},
     {"evaluation", "vis", "inference", "figures"},
     {"engine", "export", "predict"},
@@ -88,8 +89,20 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def layer(module: str) -> int:
-    top = module.split(".")[1] if "." in module else "__init__"
-    return next(i for i, names in enumerate(LAYERS) if top in names)
+    """The layer of a module: that of its longest package prefix in ``LAYERS`` (``modeling.core`` before
+    ``modeling``)."""
+    parts = module.split(".")[1:] or ["__init__"]
+    for n in range(len(parts), 0, -1):
+        for i, names in enumerate(LAYERS):
+            if ".".join(parts[:n]) in names:
+                return i
+    raise StopIteration(module)
+
+
+def method_of(module: str) -> str | None:
+    """``blendmask`` for ``blendseg.modeling.methods.blendmask_bottom``; None outside ``modeling.methods``."""
+    prefix = "blendseg.modeling.methods."
+    return module[len(prefix) :].split("_")[0] if module.startswith(prefix) else None
 
 
 def test_no_import_circles():
@@ -107,11 +120,27 @@ def test_no_import_runs_upward_beyond_the_known_ones():
     assert KNOWN_UPWARD - upward == set(), "fixed: delete these lines from KNOWN_UPWARD"
 
 
+def test_a_method_imports_the_core_never_another_method():
+    crossing = {
+        f"{a} -> {b}"
+        for a, bs in import_graph().items()
+        for b in bs
+        if method_of(a) and method_of(b) and method_of(a) != method_of(b)
+    }
+    assert crossing == set()
+    assert {method_of(m) for m in modules()} - {None} == {"blendmask", "meinst", "yolact"}
+
+
 def test_the_checks_find_what_they_look_for():
     """The circle finder and the layer table on a made-up graph, so that a broken checker cannot pass silently."""
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert circles({"a": {"b"}, "b": set()}) == []
-    assert layer("blendseg.ops.conv") < layer("blendseg.modeling.fcos") < layer("blendseg.engine.train")
+    assert layer("blendseg.ops.conv") < layer("blendseg.modeling.core.fcos") < layer("blendseg.engine.train")
+    assert (
+        layer("blendseg.modeling") == layer("blendseg.modeling.core.fcos") < layer("blendseg.modeling.methods.meinst")
+    )
+    assert method_of("blendseg.modeling.methods.yolact_loss") == "yolact" and method_of("blendseg.zoo.yolact") is None
     graph = import_graph()
-    assert "blendseg.modeling.fcos_types" in graph["blendseg.modeling.fcos_loss"]  # relative imports resolve
+    assert "blendseg.modeling.core.fcos_types" in graph["blendseg.modeling.core.fcos_loss"]  # relative imports resolve
+    assert "blendseg.modeling.core.fcos" in graph["blendseg.modeling.methods.blendmask"]  # ... across packages
     assert "blendseg.data.check" in graph["blendseg.data.coco"]

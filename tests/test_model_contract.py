@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from blendseg.modeling.fcos import FCOSOutput
+from blendseg.modeling.core.fcos import FCOSOutput
 from blendseg.structures import pad_images
 from blendseg.zoo import build_model, get_preset
 

@@ -9,7 +9,7 @@ from blendseg.inference.precision import autocast, to_float32
 
 
 def test_to_float32_reaches_into_outputs_and_fp16_needs_cuda():
-    from blendseg.modeling.yolact import YolactOutput
+    from blendseg.modeling.methods.yolact import YolactOutput
 
     bf = torch.ones(2, 3, dtype=torch.bfloat16)
     out = YolactOutput(bf, bf, bf, bf, torch.ones(2, 4), [(4, 4)], (4, 4), losses={"a": bf})

@@ -51,10 +51,10 @@ class Model:
         return self
 
     def fuse(self) -> Model:
-        """Fold every batch norm into the convolution before it (:func:`~blendseg.modeling.fuse.fuse`): the same
+        """Fold every batch norm into the convolution before it (:func:`~blendseg.modeling.core.fuse.fuse`): the same
         predictions up to float32 rounding, faster on a CPU; for inference only (the folded statistics are
         gone). Returns self."""
-        from .modeling.fuse import fuse
+        from .modeling.core.fuse import fuse
 
         fuse(self.model.eval())
         return self

@@ -33,7 +33,7 @@ class BackboneConfig:
     # "" (random init) | "torchvision" / "torchvision:IMAGENET1K_V1" (enum weights, downloaded by torchvision)
     # | a local .pth / .safetensors file in torchvision or detectron2 layout; DLA: "imagenet" (dl.yf.io) or a file
     weights: str = ""
-    name: str = "resnet"  # resnet | dla (depth 34) | darknet (depth 53): modeling/backbones.py
+    name: str = "resnet"  # resnet | dla (depth 34) | darknet (depth 53): modeling/core/backbones.py
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from .config import TrainConfig
 from .data.coco import CocoInstances
 from .inference.predictor import Predictor
 from .inference.result import Categories, Result
-from .modeling.fcos_inference import Detections
+from .modeling.core.fcos_inference import Detections
 from .structures import to_device
 from .vis import draw_detections, save_image
 

@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from .modeling.fcos_inference import Detections
+from .modeling.core.fcos_inference import Detections
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]
 STUFF_PALETTE = [(110, 160, 220), (90, 150, 80), (40, 90, 160), (170, 130, 90), (150, 150, 150), (200, 180, 120)]

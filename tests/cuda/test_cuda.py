@@ -140,7 +140,7 @@ def test_parity_on_the_gpu(name):
 def test_torchvisions_cuda_deform_conv_is_the_cpu_form():
     import torchvision
 
-    from blendseg.modeling.backbone import deform_conv2d_fp32
+    from blendseg.modeling.core.layers import deform_conv2d_fp32
     from blendseg.ops.deform import deform_conv2d
 
     torch.manual_seed(0)

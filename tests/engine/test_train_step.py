@@ -92,7 +92,7 @@ def test_a_strided_1x1_conv_on_channels_last_input_subsamples_first():
     with the same outputs and gradients as the channels-first strided conv."""
     import copy
 
-    from blendseg.modeling.backbone import Conv2dNorm
+    from blendseg.modeling.core.layers import Conv2dNorm
 
     conv = Conv2dNorm(8, 16, 1, stride=2, bias=False, norm=torch.nn.BatchNorm2d(16))
     x = torch.randn(2, 8, 64, 64)

@@ -5,8 +5,8 @@ import torchvision
 from torchvision.ops import FrozenBatchNorm2d
 
 from blendseg.config import BackboneConfig
-from blendseg.modeling.backbone import Bottleneck, ResNet, build_resnet, torchvision_to_ours
-from blendseg.modeling.fpn import FPN
+from blendseg.modeling.core.fpn import FPN
+from blendseg.modeling.core.resnet import Bottleneck, ResNet, build_resnet, torchvision_to_ours
 
 
 def _tv_features(tv, x):
@@ -103,7 +103,7 @@ def test_all_reduce_batchnorm_is_batchnorm_on_one_process():
     """CPU SyncBN (gloo processes): forward, gradients and running statistics of BatchNorm2d over the union."""
     import torch.distributed as dist
 
-    from blendseg.modeling.backbone import AllReduceBatchNorm2d
+    from blendseg.modeling.core.layers import AllReduceBatchNorm2d
 
     dist.init_process_group("gloo", init_method="tcp://127.0.0.1:29533", rank=0, world_size=1)
     try:

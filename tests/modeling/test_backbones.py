@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from blendseg.config import BackboneConfig
-from blendseg.modeling.backbones import build_backbone
+from blendseg.modeling.core.backbones import build_backbone
 from blendseg.zoo import build_model, get_preset
 
 DLA = BackboneConfig(name="dla", depth=34, norm="BN", freeze_at=0)

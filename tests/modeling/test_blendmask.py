@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from blendseg.modeling.blendmask import BlendMaskOutput, basis_semantic_loss, blendmask_mask_loss
+from blendseg.modeling.methods.blendmask import BlendMaskOutput, basis_semantic_loss, blendmask_mask_loss
 from blendseg.ops.blend import blend, pool_bases
 from blendseg.ops.masks import crop_and_resize_masks, thing_semantic_map
 from blendseg.zoo import build_model, get_preset

@@ -3,8 +3,8 @@
 import torch
 from torchvision.ops import nms
 
-from blendseg.modeling.fcos_inference import Detections, detector_postprocess, fcos_decode
-from blendseg.modeling.fcos_loss import compute_locations
+from blendseg.modeling.core.fcos_inference import Detections, detector_postprocess, fcos_decode
+from blendseg.modeling.core.fcos_loss import compute_locations
 
 
 def _naive(logits, reg, ctr, locs, strides, th, thresh_with_ctr):

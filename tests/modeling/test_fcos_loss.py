@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from blendseg.config import FCOSConfig
-from blendseg.modeling.fcos import FCOSOutput
-from blendseg.modeling.fcos_loss import compute_locations, fcos_losses, fcos_targets
+from blendseg.modeling.core.fcos import FCOSOutput
+from blendseg.modeling.core.fcos_loss import compute_locations, fcos_losses, fcos_targets
 
 STRIDES = [8, 16]
 

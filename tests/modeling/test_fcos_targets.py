@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from blendseg.modeling.fcos_loss import compute_locations, fcos_targets
+from blendseg.modeling.core.fcos_loss import compute_locations, fcos_targets
 
 STRIDES = [8, 16, 32]
 SOI = (64, 128)

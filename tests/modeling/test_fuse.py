@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from blendseg.modeling.fuse import BN_TYPES, fuse
+from blendseg.modeling.core.fuse import BN_TYPES, fuse
 from blendseg.zoo import build_model, get_preset
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from blendseg.modeling.fcos_loss import flatten_levels
-from blendseg.modeling.meinst import MEInstOutput
+from blendseg.modeling.core.fcos_loss import flatten_levels
+from blendseg.modeling.methods.meinst import MEInstOutput
 from blendseg.ops.masks import crop_and_resize_masks
 from blendseg.zoo import build_model, get_preset
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from blendseg.modeling.semseg_fpn import SemSegFPNHead, semantic_seg_loss
+from blendseg.modeling.methods.blendmask_panoptic import SemSegFPNHead, semantic_seg_loss
 from blendseg.ops.panoptic import combine_semantic_and_instances, semantic_argmax
 from blendseg.zoo import build_model, get_preset
 

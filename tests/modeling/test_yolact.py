@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from blendseg.modeling.yolact import YolactOutput
-from blendseg.modeling.yolact_loss import match, ohem_conf_loss
+from blendseg.modeling.methods.yolact import YolactOutput
+from blendseg.modeling.methods.yolact_loss import match, ohem_conf_loss
 from blendseg.ops.anchors import encode_boxes
 from blendseg.ops.masks import crop_masks
 from blendseg.zoo import build_model, get_preset

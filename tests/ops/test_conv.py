@@ -2,10 +2,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from blendseg.modeling.blendmask import TopLayer
-from blendseg.modeling.fcos import FCOSHead
-from blendseg.modeling.meinst import MaskBranch
-from blendseg.modeling.yolact import PredictionHead
+from blendseg.modeling.core.fcos import FCOSHead
+from blendseg.modeling.methods.blendmask import TopLayer
+from blendseg.modeling.methods.meinst import MaskBranch
+from blendseg.modeling.methods.yolact import PredictionHead
 from blendseg.ops.conv import conv_at, patches_at
 
 

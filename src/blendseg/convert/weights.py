@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import TORCHVISION_WEIGHT_SETTINGS, TrainConfig, get_value
-from ..modeling.backbone import torchvision_to_ours
+from ..modeling.core.resnet import torchvision_to_ours
 from . import adelaidet, yolact
 
 EXPECTED = (

@@ -16,7 +16,7 @@ from typing import Any
 from torch import Tensor
 
 from ..config import BackboneConfig, DataConfig, FPNConfig, SolverConfig, TrainConfig, YolactConfig, YolactHeadConfig
-from ..modeling.darknet import DARKNET_BLOCKS
+from ..modeling.core.darknet import DARKNET_BLOCKS
 from .adelaidet import load_d2_weights, rename_state_dict
 
 # official BGR constants (yolact.md §1.1), given to the model in RGB order

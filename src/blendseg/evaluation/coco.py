@@ -13,7 +13,7 @@ import io
 import numpy as np
 
 from ..dist import gather_objects, is_main_process
-from ..modeling.fcos_inference import Detections
+from ..modeling.core.fcos_inference import Detections
 from ..ops.rle import encode
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")

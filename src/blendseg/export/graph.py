@@ -22,12 +22,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import TrainConfig
-from ..modeling.blendmask import BlendMask
-from ..modeling.fcos import FCOS
-from ..modeling.fcos_inference import rescale_and_clip
-from ..modeling.fcos_loss import compute_locations
-from ..modeling.meinst import MEInst
-from ..modeling.yolact import Yolact, to_pixels
+from ..modeling.core.fcos import FCOS
+from ..modeling.core.fcos_inference import rescale_and_clip
+from ..modeling.core.fcos_loss import compute_locations
+from ..modeling.methods.blendmask import BlendMask
+from ..modeling.methods.meinst import MEInst
+from ..modeling.methods.yolact import Yolact, to_pixels
 from ..ops.anchors import decode_boxes
 from ..ops.masks import crop_masks
 from ..ops.nms import fast_nms
@@ -93,7 +93,7 @@ def paste_masks(probs: Tensor, boxes: Tensor, image_size: tuple, threshold: floa
 
 
 class FCOSGraph(nn.Module):
-    """FCOS detections for one image (:func:`~blendseg.modeling.fcos_inference.fcos_decode` and
+    """FCOS detections for one image (:func:`~blendseg.modeling.core.fcos_inference.fcos_decode` and
     ``detector_postprocess``, then ``conf`` and ``max_det``); subclasses add masks through :meth:`mask_probs`."""
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, conf: float, max_det: int, dense: bool = True) -> None:

@@ -105,8 +105,8 @@ def _cpu_float_copy(model: nn.Module) -> nn.Module:
 
 
 def has_deformable_convs(model: nn.Module) -> bool:
-    from ..modeling.backbone import DeformConv2dNorm
-    from ..modeling.fcos import DeformConv
+    from ..modeling.core.fcos import DeformConv
+    from ..modeling.core.layers import DeformConv2dNorm
 
     return any(isinstance(m, (DeformConv2dNorm, DeformConv)) for m in model.modules())
 

@@ -3,7 +3,7 @@
 the speed of those kernels (torchvision's CPU kernel is several times slower) and under autocast. On the
 deterministic path (:mod:`~blendseg.ops.deterministic`) the sampling is four gathers instead of ``grid_sample``,
 whose CUDA backward accumulates with atomics. (On a GPU the models call torchvision's CUDA kernel instead, which
-keeps no sampled maps: ``blendseg.modeling.backbone.deform_conv2d_fp32``.)
+keeps no sampled maps: ``blendseg.modeling.core.layers.deform_conv2d_fp32``.)
 
 Shape legend: N images, C input channels, O output channels, G conv groups, K = kh * kw taps, H x W input,
 Ho x Wo output.

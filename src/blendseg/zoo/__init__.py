@@ -10,10 +10,10 @@ from __future__ import annotations
 from torch import nn
 
 from ..config import FCOSDetectorConfig
-from ..modeling.blendmask import build_blendmask
-from ..modeling.fcos import build_fcos
-from ..modeling.meinst import build_meinst
-from ..modeling.yolact import build_yolact
+from ..modeling.core.fcos import build_fcos
+from ..modeling.methods.blendmask import build_blendmask
+from ..modeling.methods.meinst import build_meinst
+from ..modeling.methods.yolact import build_yolact
 from . import blendmask, fcos, meinst, yolact  # noqa: F401  (registers the presets)
 from .blendmask import blendmask_ablation_r50_1x
 from .registry import ALIASES, PRESETS, PresetInfo, get_preset, list_presets

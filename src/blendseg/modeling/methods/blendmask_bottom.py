@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..ops.resize import BilinearUpsample, bilinear_resize
-from .backbone import get_norm
+from ...ops.resize import BilinearUpsample, bilinear_resize
+from ..core.layers import get_norm
 
 
 def conv_block(cin: int, cout: int, norm: str, kernel: int = 3, dilation: int = 1) -> nn.Sequential:

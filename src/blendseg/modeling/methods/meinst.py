@@ -14,14 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import MEInstConfig, MEInstHeadConfig
-from ..ops.mask_encoding import PCACodec
-from ..ops.masks import instance_mask_targets
-from ..structures import ImageBatch, targets_to
-from .fcos import FCOS, build_fcos, make_tower, run_tower
-from .fcos_inference import Detections, finalize_with_masks
-from .fcos_loss import flatten_levels
-from .fcos_types import FCOSOutput
+from ...config import MEInstConfig, MEInstHeadConfig
+from ...ops.mask_encoding import PCACodec
+from ...ops.masks import instance_mask_targets
+from ...structures import ImageBatch, targets_to
+from ..core.fcos import FCOS, build_fcos, make_tower, run_tower
+from ..core.fcos_inference import Detections, finalize_with_masks
+from ..core.fcos_loss import flatten_levels
+from ..core.fcos_types import FCOSOutput
 
 
 class LargeKernel(nn.Module):
@@ -161,7 +161,7 @@ class MEInst(nn.Module):
             self.mask_encoding.load_fit(comps, ev, mean)
             log(f"MEInst: mask encoding loaded from {c.encoding_file}")
             return
-        from ..data.encoding import fit_encoding
+        from ...data.encoding import fit_encoding
 
         fit = fit_encoding(dataset, c.dim_mask, c.mask_size, c.sigmoid)
         self.mask_encoding.load_fit(fit["components"], fit["explained_variance"], fit["mean"])

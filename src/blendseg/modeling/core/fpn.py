@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops.resize import bilinear_resize
+from ...ops.resize import bilinear_resize
 
 
 def c2_xavier_fill(module: nn.Conv2d) -> None:

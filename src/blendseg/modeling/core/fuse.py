@@ -7,7 +7,7 @@ their output is linear in the weight too. Group norm depends on the input and st
 
 Where the pairs are, in blendseg's modules:
 - a module with ``weight`` and a BN ``norm`` child that it applies after its convolution
-  (:class:`~blendseg.modeling.backbone.Conv2dNorm`, :class:`~blendseg.modeling.backbone.DeformConv2dNorm`);
+  (:class:`~blendseg.modeling.core.layers.Conv2dNorm`, :class:`~blendseg.modeling.core.layers.DeformConv2dNorm`);
 - a ``Conv2d`` followed by a BN inside an ``nn.Sequential`` (bottom modules, DarkNet, DLA levels, towers with a BN
   shared over levels; per-level BNs in a ``ModuleList`` share one conv and stay);
 - sibling children ``conv{k}`` / ``bn{k}`` (DLA's blocks and roots, whose forward is ``bn{k}(conv{k}(x))``).

@@ -18,11 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import YolactHeadConfig
-from ..ops.anchors import encode_boxes, point_form
-from ..ops.losses import cross_entropy
-from ..ops.masks import crop_masks
-from ..ops.nms import pairwise_iou
+from ...config import YolactHeadConfig
+from ...ops.anchors import encode_boxes, point_form
+from ...ops.losses import cross_entropy
+from ...ops.masks import crop_masks
+from ...ops.nms import pairwise_iou
 
 
 def match(

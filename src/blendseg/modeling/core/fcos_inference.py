@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
-from ..structures import BoxMasks, LazyMasks, PanopticResult
+from ...structures import BoxMasks, LazyMasks, PanopticResult
 
 
 @dataclass

@@ -61,7 +61,7 @@ class FCOSOutput:
 
     def dense_embeds(self, head: nn.Module) -> list[Tensor] | None:
         """The per-level embeddings (N, E, H, W) at every location, made now (by ``head.embed_conv``, an
-        :class:`~blendseg.modeling.fcos.FCOSHead`'s) if they were deferred."""
+        :class:`~blendseg.modeling.core.fcos.FCOSHead`'s) if they were deferred."""
         if self.embed_inputs is None:
             return self.embeds
         return [head.embed_conv(x) for x in self.embed_inputs]

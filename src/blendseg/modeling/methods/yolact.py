@@ -15,15 +15,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import YolactConfig
-from ..ops.anchors import decode_boxes, make_priors
-from ..ops.conv import conv_at
-from ..ops.masks import crop_masks
-from ..ops.nms import fast_nms, standard_nms
-from ..ops.resize import BilinearUpsample
-from ..structures import GridMasks, ImageBatch, normalize_batch, pad_images, targets_to
-from .backbones import build_backbone
-from .fpn import FPN
+from ...config import YolactConfig
+from ...ops.anchors import decode_boxes, make_priors
+from ...ops.conv import conv_at
+from ...ops.masks import crop_masks
+from ...ops.nms import fast_nms, standard_nms
+from ...ops.resize import BilinearUpsample
+from ...structures import GridMasks, ImageBatch, normalize_batch, pad_images, targets_to
+from ..core.backbones import build_backbone
+from ..core.fpn import FPN
 
 
 def _xavier(module: nn.Module) -> None:

@@ -15,12 +15,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import sigmoid_focal_loss
 
-from ..dist import reduce_mean
-from ..ops.losses import centerness_target, iou_loss_ltrb, ltrb_iou
+from ...dist import reduce_mean
+from ...ops.losses import centerness_target, iou_loss_ltrb, ltrb_iou
 from .fcos_types import FCOSOutput, FCOSTargets
 
 if TYPE_CHECKING:
-    from ..config import FCOSConfig
+    from ...config import FCOSConfig
 
 INF = 100000000.0
 

@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops.losses import cross_entropy
-from ..ops.panoptic import combine_semantic_and_instances, semantic_argmax
-from ..ops.resize import BilinearUpsample, bilinear_resize
-from ..structures import PanopticResult
-from .backbone import Conv2dNorm, get_norm
+from ...ops.losses import cross_entropy
+from ...ops.panoptic import combine_semantic_and_instances, semantic_argmax
+from ...ops.resize import BilinearUpsample, bilinear_resize
+from ...structures import PanopticResult
+from ..core.layers import Conv2dNorm, get_norm
 
 
 class SemSegFPNHead(nn.Module):

@@ -14,17 +14,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import BlendMaskConfig, BlendMaskHeadConfig
-from ..ops.blend import assemble, blend, pool_bases
-from ..ops.losses import cross_entropy
-from ..ops.masks import instance_mask_targets, thing_semantic_map
-from ..structures import ImageBatch, targets_to
-from .bottom import BOTTOM_MODULES, ProtoNet
-from .fcos import FCOS, build_fcos
-from .fcos_inference import Detections, finalize_with_masks
-from .fcos_loss import flatten_levels
-from .fcos_types import FCOSOutput
-from .semseg_fpn import SemSegFPNHead, panoptic_postprocess, semantic_seg_loss
+from ...config import BlendMaskConfig, BlendMaskHeadConfig
+from ...ops.blend import assemble, blend, pool_bases
+from ...ops.losses import cross_entropy
+from ...ops.masks import instance_mask_targets, thing_semantic_map
+from ...structures import ImageBatch, targets_to
+from ..core.fcos import FCOS, build_fcos
+from ..core.fcos_inference import Detections, finalize_with_masks
+from ..core.fcos_loss import flatten_levels
+from ..core.fcos_types import FCOSOutput
+from .blendmask_bottom import BOTTOM_MODULES, ProtoNet
+from .blendmask_panoptic import SemSegFPNHead, panoptic_postprocess, semantic_seg_loss
 
 
 class TopLayer(nn.Conv2d):

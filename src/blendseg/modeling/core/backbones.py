@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 from torch import nn
 
-from ..config import BackboneConfig
-from .backbone import build_resnet
+from ...config import BackboneConfig
 from .darknet import build_darknet
 from .dla import build_dla
+from .resnet import build_resnet
 
 BACKBONES: dict[str, Callable[[BackboneConfig], nn.Module]] = {
     "resnet": build_resnet,  # res2-res5 (detectron2 names)

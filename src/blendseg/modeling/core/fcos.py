@@ -20,15 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import FCOSDetectorConfig
-from ..ops.conv import conv_at
-from ..structures import ImageBatch, normalize_batch, pad_images, targets_to
-from .backbone import get_norm
+from ...config import FCOSDetectorConfig
+from ...ops.conv import conv_at
+from ...structures import ImageBatch, normalize_batch, pad_images, targets_to
 from .backbones import build_backbone
 from .fcos_inference import Detections, detector_postprocess, fcos_decode
 from .fcos_loss import compute_locations, fcos_losses, fcos_targets
 from .fcos_types import FCOSOutput
 from .fpn import FPN
+from .layers import get_norm
 
 
 class Scale(nn.Module):
@@ -52,7 +52,7 @@ class DeformConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
 
     def forward(self, x: Tensor, offset: Tensor, mask: Tensor | None) -> Tensor:
-        from .backbone import deform_conv2d_fp32
+        from .layers import deform_conv2d_fp32
 
         return deform_conv2d_fp32(x, offset, self.weight, self.bias, padding=1, mask=mask)
 
