@@ -24,14 +24,14 @@ demo: venv
 	$(BIN)/python tools/demo.py --out $(DEMO_OUT) --images $(DEMO_IMAGES) --minutes $(DEMO_MINUTES)
 
 lint: venv
-	$(BIN)/ruff check src tests tools
-	$(BIN)/ruff format --check src tests tools
+	$(BIN)/ruff check src tests tools benchmarks
+	$(BIN)/ruff format --check src tests tools benchmarks
 
 test: venv lint
 	$(BIN)/python -m pytest tests
 
 bench: venv
-	$(BIN)/python tools/bench_fcos.py --out runs/bench_fcos
+	$(BIN)/python -m benchmarks.fcos_budget --out runs/bench_fcos
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

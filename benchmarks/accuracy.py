@@ -3,7 +3,7 @@ torchvision's Mask R-CNN on blendmask_tiny's narrow ResNet-18 + FPN (benchmarks/
 scratch on the same synthetic data, through the same loader and solver (blendmask_tiny's: AdamW, LR, batch,
 augmentation; no per-model tuning), for the same wall-clock budget, then evaluated by the same COCO evaluator.
 
-    python benchmarks/accuracy.py --out runs/accuracy --minutes 12
+    python -m benchmarks.accuracy --out runs/accuracy --minutes 12
 
 Writes results.json and results.md (mask AP, box AP, iterations, median single-image latency on 50 val images,
 test-time resize included) into --out. Rows run one after another in this process, so each has the machine to
@@ -22,22 +22,20 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from maskrcnn import TorchvisionMaskRCNN  # noqa: E402
-
-from blendseg.data.coco import load_data_yaml  # noqa: E402
-from blendseg.data.loader import build_loader  # noqa: E402
-from blendseg.data.synth import synthesize  # noqa: E402
-from blendseg.engine.runner import (  # noqa: E402
+from benchmarks.maskrcnn import TorchvisionMaskRCNN
+from blendseg.data.coco import load_data_yaml
+from blendseg.data.loader import build_loader
+from blendseg.data.synth import synthesize
+from blendseg.engine.runner import (
     Evaluation,
     build_dataset,
     load_model,
     train,
     with_num_classes,
 )
-from blendseg.engine.train import fit  # noqa: E402
-from blendseg.predict import predict_image  # noqa: E402
-from blendseg.zoo import get_preset  # noqa: E402
+from blendseg.engine.train import fit
+from blendseg.predict import predict_image
+from blendseg.zoo import get_preset
 
 ROWS = ["blendmask_tiny", "yolact_tiny", "meinst_tiny", "maskrcnn"]
 
@@ -121,7 +119,7 @@ def main() -> None:
         f"{r['latency_ms']} |"
         for r in results["rows"]
     ]
-    cmd = "python benchmarks/accuracy.py " + " ".join(sys.argv[1:])
+    cmd = "python -m benchmarks.accuracy " + " ".join(sys.argv[1:])
     (a.out / "results.md").write_text("\n".join(md) + f"\n\nCommand: `{cmd}`\n")
     print("\n".join(md))
 

@@ -3,21 +3,19 @@ models run (a 256-channel P3 map of a 608 px image, YOLACT++'s 128-channel C3 bl
 ``--saved``: what each form keeps for the backward over R-101-DCN's deformable blocks (blendmask_r101_dcni3_5x at
 800 x 1216, batch 8), the reason the GPU path calls torchvision's CUDA kernel.
 
-    python benchmarks/deform.py
-    python benchmarks/deform.py --saved
+    python -m benchmarks.deform
+    python -m benchmarks.deform --saved
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import torch
 from torchvision.ops import deform_conv2d as tv_deform_conv2d
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from bench_predict import median_ms  # noqa: E402
-from blendseg.ops.deform import deform_conv2d  # noqa: E402
+from benchmarks.common import median_ms
+from blendseg.ops.deform import deform_conv2d
 
 SHAPES = [(256, (50, 76), 1), (128, (69, 69), 1), (128, (138, 138), 2)]  # channels, (H, W), stride
 
@@ -40,7 +38,7 @@ def saved_bytes(fn, *inputs: torch.Tensor) -> int:
 
 def deform_layers(preset: str, size: tuple[int, int]) -> list[tuple[int, int, int, int, int]]:
     """(in channels, out channels, H, W, stride) of every deformable conv of the preset's backbone at ``size``."""
-    from blendseg.modeling.backbone import DeformConv2dNorm
+    from blendseg.modeling.core.layers import DeformConv2dNorm
     from blendseg.zoo import build_model, get_preset
 
     model = build_model(get_preset(preset).model).to("meta")

@@ -1,14 +1,14 @@
 """Every deployment path of a model side by side, in one process (issue 22): latency, and accuracy.
 
-    python benchmarks/deploy.py latency [--rows blendmask_r50_1x@1216x800 ...] [--runs 3] [--maskrcnn]
-    python benchmarks/deploy.py accuracy CKPT [CKPT ...] --data data.yaml [--methods MinMax Entropy Percentile]
+    python -m benchmarks.deploy latency [--rows blendmask_r50_1x@1216x800 ...] [--runs 3] [--maskrcnn]
+    python -m benchmarks.deploy accuracy CKPT [CKPT ...] --data data.yaml [--methods MinMax Entropy Percentile]
 
 The paths: PyTorch's predictor in fp32, fused (``Model.fuse``) and bf16; onnxruntime on the fp32 export and on its
 int8 form (``export --int8``); OpenVINO on the fp32 export converted (``export --format openvino``) in fp32 and bf16,
 and on the int8 export converted (OpenVINO runs the QDQ graph in int8).
 
 ``latency``: a row is PRESET@WxH. Each preset gets random weights whose class (and box) biases are raised so every
-image yields the full ``--max-det`` detections (``tools/bench_predict.py``'s checkpoints: the worst case for masks);
+image yields the full ``--max-det`` detections (``benchmarks/common.py``'s checkpoints: the worst case for masks);
 the image is a synthetic scene of that size; int8 is calibrated on ``--calib`` other scenes. Every path is built
 first, then timed in alternating rounds (one warm-up each), so drift of the machine falls on all alike; medians of
 ``--runs``. ``--maskrcnn`` adds torchvision's Mask R-CNN R50-FPN fp32 at each row's size (``benchmarks/speed.py``'s
@@ -33,13 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import blendseg  # noqa: E402
-from bench_predict import checkpoint  # noqa: E402
-from blendseg.engine.runner import Evaluation  # noqa: E402
-from blendseg.export.onnx import export_onnx, has_deformable_convs, to_openvino  # noqa: E402
-from blendseg.export.quantize import OP_TYPES, calibration_images, quantize_int8  # noqa: E402
-from blendseg.inference.onnx_runtime import OnnxPredictor, OpenVinoPredictor  # noqa: E402
+import blendseg
+from benchmarks.common import checkpoint
+from blendseg.engine.runner import Evaluation
+from blendseg.export.onnx import export_onnx, has_deformable_convs, to_openvino
+from blendseg.export.quantize import OP_TYPES, calibration_images, quantize_int8
+from blendseg.inference.onnx_runtime import OnnxPredictor, OpenVinoPredictor
 
 DEFAULT_ROWS = [
     "blendmask_r50_1x@1216x800", "blendmask_rt_r50_4x_syncbn_shtw@550x550", "yolact_resnet50@550x550",

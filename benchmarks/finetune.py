@@ -4,8 +4,8 @@ from the pretrained weights with the default recipe (``--weights`` and ``solver.
 learning rates x 2 schedules, half and all of the default's epochs, x frozen / trainable backbone), from scratch for
 reference, and the default recipe again on the YOLO-format copy of the custom split.
 
-    python benchmarks/finetune.py --out runs/finetune --methods blendmask_tiny
-    python benchmarks/finetune.py --out runs/finetune_smoke --smoke      # every run for one iteration
+    python -m benchmarks.finetune --out runs/finetune --methods blendmask_tiny
+    python -m benchmarks.finetune --out runs/finetune_smoke --smoke      # every run for one iteration
 
 Writes results-<methods>.json / .md (mask AP, box AP, training minutes per run) into --out, so one method per call
 can spread the sweep over sessions or run methods side by side (``--threads 1`` each); a run whose folder holds its

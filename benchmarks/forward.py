@@ -2,7 +2,7 @@
 (network and head outputs, no decoding). Meant for A/B runs of two checkouts in alternating fresh processes:
 
     for i in 1 2; do for src in src ../other/src; do
-        PYTHONPATH=$src OMP_NUM_THREADS=2 python benchmarks/forward.py blendmask_r50_1x@800x1216 yolact_resnet50@550x550
+        PYTHONPATH=$src OMP_NUM_THREADS=2 python -m benchmarks.forward blendmask_r50_1x@800x1216 yolact_resnet50@550x550
     done; done
 
 Prints one line per row: the blendseg it imported, median ms of --runs calls after a warm-up.
@@ -11,17 +11,13 @@ Prints one line per row: the blendseg it imported, median ms of --runs calls aft
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
 import blendseg
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from speed import build, row_input  # noqa: E402
-
-from bench_predict import median_ms  # noqa: E402
+from benchmarks.common import median_ms
+from benchmarks.speed import build, row_input
 
 
 def main() -> None:

@@ -22,9 +22,9 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops import MultiScaleRoIAlign
 
 from blendseg.config import FCOSDetectorConfig
-from blendseg.modeling.backbone import build_resnet
-from blendseg.modeling.fcos_inference import Detections, rescale_and_clip
-from blendseg.modeling.fpn import FPN
+from blendseg.modeling.core.fcos_inference import Detections, rescale_and_clip
+from blendseg.modeling.core.fpn import FPN
+from blendseg.modeling.core.resnet import build_resnet
 from blendseg.structures import DenseMasks, ImageBatch
 
 

@@ -2,8 +2,8 @@
 keeps exactly the same 100 boxes (sides 32-512 px, one seed), patched in after its own decoding ran, so mask work is
 equal; every row makes all 100 full-image masks. One process, median of --runs, --threads compute threads.
 
-    python benchmarks/speed.py --out runs/speed            # the default rows (about 3-4 minutes on 2 cores)
-    python benchmarks/speed.py --rows blendmask_r50_1x@800x1216 maskrcnn@800x1216
+    python -m benchmarks.speed --out runs/speed            # the default rows (about 3-4 minutes on 2 cores)
+    python -m benchmarks.speed --rows blendmask_r50_1x@800x1216 maskrcnn@800x1216
 
 A row is PRESET@HxW (the network input: no test-time resize, so every model sees the same pixels), ``maskrcnn`` for
 torchvision's maskrcnn_resnet50_fpn, a ``+detector`` suffix for the FCOS detector alone (no masks) and ``+dense``
@@ -12,12 +12,12 @@ YOLACT's coefficients (as before they were made at the kept locations only). Wri
 table, the command), speed.json and speed.png (bars). Peak memory is the process's peak RSS during the row (VmHWM,
 reset before each row).
 
-    python benchmarks/speed.py --out runs/speed_onnx --onnx --rows blendmask_r50_1x@800x1216 yolact_resnet50@550x550
+    python -m benchmarks.speed --out runs/speed_onnx --onnx --rows blendmask_r50_1x@800x1216 yolact_resnet50@550x550
 
 ``--onnx`` adds onnxruntime rows for each of our plain rows: the fixed-box patch cannot reach inside an exported
 graph, so these compare onnxruntime with PyTorch on the same image and the same random-weights checkpoint whose
 class biases are raised (and box biases: 100 non-empty detections, each predictor decoding for itself, test-time
-resize included), as ``tools/bench_onnx.py`` does (its ``compare``).
+resize included), as ``benchmarks/onnx_latency.py`` does (its ``compare``).
 """
 
 from __future__ import annotations
@@ -34,12 +34,11 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import blendseg.modeling.fcos as fcos_module  # noqa: E402
-from bench_predict import median_ms  # noqa: E402
-from blendseg.modeling.fcos_inference import Detections  # noqa: E402
-from blendseg.modeling.yolact import Yolact, YolactDetections  # noqa: E402
-from blendseg.zoo import build_model, get_preset  # noqa: E402
+import blendseg.modeling.core.fcos as fcos_module
+from benchmarks.common import median_ms
+from blendseg.modeling.core.fcos_inference import Detections
+from blendseg.modeling.methods.yolact import Yolact, YolactDetections
+from blendseg.zoo import build_model, get_preset
 
 DEFAULT_ROWS = [
     "maskrcnn@800x1216", "blendmask_r50_1x@800x1216", "blendmask_r50_1x+dense@800x1216",
@@ -235,8 +234,8 @@ def stage_table(model: torch.nn.Module, image: Tensor, runs: int) -> list[tuple[
 
 
 def onnx_table(rows: list[str], out: Path, runs: int) -> list[str]:
-    """onnxruntime beside PyTorch for each plain row of ours (``tools/bench_onnx.py``'s ``compare``)."""
-    from bench_onnx import compare
+    """onnxruntime beside PyTorch for each plain row of ours (``benchmarks/onnx_latency.py``'s ``compare``)."""
+    from benchmarks.onnx_latency import compare
 
     lines = [
         "| row | detections (torch / ort) | PyTorch ms: compact / + .masks | onnxruntime ms, compact graph: compact / "
@@ -321,7 +320,7 @@ def main() -> None:
     if lines:
         print("\n" + "\n".join(lines))
     onnx = onnx_table(a.rows, a.out, a.runs) if a.onnx else []
-    cmd = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
+    cmd = "python -m benchmarks.speed " + " ".join(sys.argv[1:])
     text = "\n\n".join("\n".join(part) for part in (table, lines, onnx) if part)
     (a.out / "speed.md").write_text(text + f"\n\nCommand: `{cmd}`\n")
     summary = {"rows": results, "stages": stages, "threads": a.threads, "onnx": onnx}

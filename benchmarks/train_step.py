@@ -1,8 +1,8 @@
 """Benchmark (not a test): training-step time of a preset on fixed batches, one variant per fresh process.
 
-    python benchmarks/train_step.py compare --presets blendmask_tiny yolact_tiny meinst_tiny --rounds 3 \\
+    python -m benchmarks.train_step compare --presets blendmask_tiny yolact_tiny meinst_tiny --rounds 3 \\
         --variants base channels_last
-    python benchmarks/train_step.py one --preset blendmask_tiny --variant channels_last   # a single measurement
+    python -m benchmarks.train_step one --preset blendmask_tiny --variant channels_last   # a single measurement
 
 ``compare`` runs each (preset, variant) in its own process, alternating the variants round by round so that the
 machine's drift falls on all of them alike, and prints the median ms / step and images / s with the ratio to the

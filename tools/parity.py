@@ -33,8 +33,8 @@ import torch.nn.functional as F
 
 from blendseg.convert.adelaidet import convert_adelaidet
 from blendseg.convert.yolact import convert_yolact
-from blendseg.modeling.fcos_inference import fcos_candidates, rescale_and_clip, select_detections
-from blendseg.modeling.fuse import fuse as blendseg_fuse
+from blendseg.modeling.core.fcos_inference import fcos_candidates, rescale_and_clip, select_detections
+from blendseg.modeling.core.fuse import fuse as blendseg_fuse
 from blendseg.ops.blend import pool_bases
 from blendseg.zoo import build_model
 

@@ -1,7 +1,8 @@
 """Benchmark (not a test): the BlendMask paper's ablations at an equal CPU training budget on the synthetic shapes.
 
-    python tools/bench_blendmask.py --out runs/bench_blendmask --minutes 5 --groups merge bases resolution
-    python tools/bench_blendmask.py --out runs/table1_hard_seed1 --minutes 20 --groups merge --difficulty hard --seed 1
+    python -m benchmarks.blendmask_ablations --out runs/bench_blendmask --minutes 5 --groups merge bases resolution
+    python -m benchmarks.blendmask_ablations --out runs/table1_hard_seed1 --minutes 20 --groups merge \\
+        --difficulty hard --seed 1
 
 Groups (each row a separate run of ``blendmask_tiny`` with one change, same data, same budget):
   merge       Table 1 analogue: blender (R 28, K 4, M 4) vs weighted-sum (M 1) vs assembler (K 16 = 4x4 tiles)
@@ -15,7 +16,7 @@ Groups (each row a separate run of ``blendmask_tiny`` with one change, same data
 Writes results.json and results.md (mask and box AP, and single-image inference latency on 50 val images, per
 row) into --out.
 
-    python tools/bench_blendmask.py --out runs/bench_blendmask_latency --latency
+    python -m benchmarks.blendmask_ablations --out runs/bench_blendmask_latency --latency
 
 measures instead where BlendMask inference time goes with 100 detections on an 800x1216 image
 (blendmask_r50_1x, random init, score threshold 0 and no suppression so the top 100 survive, box sides 64 to
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 
 from blendseg.data.synth import synthesize
 from blendseg.engine.runner import train
-from blendseg.modeling.fcos_inference import rescale_and_clip
+from blendseg.modeling.core.fcos_inference import rescale_and_clip
 from blendseg.ops.masks import paste_masks_in_image
 from blendseg.zoo import build_model, get_preset
 

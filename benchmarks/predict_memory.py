@@ -1,6 +1,6 @@
 """Peak memory and time of ``blendseg predict`` on large photos, for the tiny preset of each method.
 
-    python tools/bench_predict.py --out runs/bench_predict [--sizes 1080x810 4032x3024 6000x4000]
+    python -m benchmarks.predict_memory --out runs/bench_predict [--sizes 1080x810 4032x3024 6000x4000]
 
 For each preset a checkpoint with random weights is written whose class biases are raised so that every image
 yields the full 100 detections (the worst case for masks); each (preset, photo) runs ``blendseg predict
@@ -12,75 +12,15 @@ change); ``--onnx dense|compact`` exports each checkpoint and runs ``blendseg pr
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image, ImageDraw
+from benchmarks.common import checkpoint, photo
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def photo(path: Path, w: int, h: int, seed: int = 0) -> Path:
-    """A JPEG of w x h: smooth colour field with large ellipses (content the models respond to)."""
-    rng = np.random.default_rng(seed)
-    img = Image.fromarray(rng.integers(0, 255, (max(h // 50, 2), max(w // 50, 2), 3), dtype=np.uint8))
-    img = img.resize((w, h), Image.BICUBIC)
-    draw = ImageDraw.Draw(img)
-    for _ in range(60):
-        x, y, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0.01, 0.1) * max(w, h)
-        draw.ellipse([x - r, y - r, x + r, y + r], fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
-    img.save(path, quality=90)
-    return path
-
-
-def median_ms(fn, runs: int, warmup: bool = True) -> float:
-    """Median wall time of ``runs`` calls of ``fn`` in milliseconds (after one unmeasured call with ``warmup``)."""
-    if warmup:
-        fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
-def checkpoint(preset: str, path: Path, legacy: bool = False, full: bool = False) -> Path:
-    """Random weights of ``preset`` whose class scores clear any threshold (100 detections per image); ``legacy``:
-    without the config keys versions before panoptic BlendMask do not know. ``full``: also FCOS boxes 4 strides wide
-    (random box regression is ~0: empty boxes, dropped) and one dominant YOLACT class (spread over 80 COCO classes
-    no score clears 0.05), so that the R-50 COCO presets keep 100 detections too."""
-    from blendseg.config import to_dict
-    from blendseg.engine.checkpoint import save_checkpoint
-    from blendseg.zoo import build_model, get_preset
-
-    torch.manual_seed(0)
-    cfg = get_preset(preset)
-    no_download = dataclasses.replace(cfg.model.backbone, weights="")  # random weights: no ImageNet download
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone=no_download))
-    model = build_model(cfg.model)
-    if hasattr(model, "fcos"):
-        torch.nn.init.constant_(model.fcos.head.cls_logits.bias, 3.0)
-        if full:
-            torch.nn.init.constant_(model.fcos.head.bbox_pred.bias, 2.0)
-    else:  # YOLACT: background logit low, foreground high
-        bias = model.prediction_layers[0].conf_layer.bias.detach().view(-1, cfg.model.yolact.num_classes + 1)
-        bias[:, 0], bias[:, 1:] = -5.0, 3.0
-        if full:
-            bias[:, 2:] = -5.0
-    config = to_dict(cfg)
-    if legacy:
-        config["model"].pop("panoptic", None)
-        config["data"].pop("with_panoptic", None)
-    save_checkpoint(path, {"model": model.state_dict(), "config": config, "iteration": 0})
-    return path
 
 
 def run(ckpt: Path, image: Path, out: Path, src: Path) -> tuple[float, float, int]:

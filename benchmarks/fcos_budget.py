@@ -1,7 +1,7 @@
 """Benchmark (not a test): box AP of the tiny FCOS trained from scratch for fixed CPU wall-clock budgets on the
 synthetic shapes (normal difficulty), plus training throughput side by side with torchvision's FCOS.
 
-    python tools/bench_fcos.py --out runs/bench_fcos --minutes 10 20
+    python -m benchmarks.fcos_budget --out runs/bench_fcos --minutes 10 20
 
 Each budget is a separate run whose LR schedule is scaled to its budget (steps at 75% / 92% of the time); the
 longest run also evaluates every ``--curve-every`` iterations for the learning curve. Writes results.json and

@@ -1,9 +1,9 @@
 """Latency of an exported ONNX graph on onnxruntime beside the PyTorch predictor, one process, side by side.
 
-    python tools/bench_onnx.py --out runs/bench_onnx [--presets blendmask_tiny ...] [--size 1080x810] [--runs 7]
+    python -m benchmarks.onnx_latency --out runs/bench_onnx [--presets blendmask_tiny ...] [--size 1080x810] [--runs 7]
 
 For each preset a checkpoint with random weights is written whose class biases are raised so that every image
-yields the full 100 detections (tools/bench_predict.py's, the worst case for masks), exported with
+yields the full 100 detections (benchmarks/common.py's checkpoints, the worst case for masks), exported with
 ``conf=0.05, max_det=100``, and the predictors are timed on the same photo one after the other, after one warm-up call
 each: PyTorch's ``Predictor`` (masks left compact, and with ``Result.masks`` made), onnxruntime's
 ``OnnxPredictor`` on the default export (dense (N, H, W) masks inside the graph) and on ``--compact-masks``
@@ -20,13 +20,13 @@ from pathlib import Path
 import torch
 
 import blendseg
-from bench_predict import checkpoint, median_ms, photo
+from benchmarks.common import checkpoint, median_ms, photo
 from blendseg.data.images import read_image
 from blendseg.inference.onnx_runtime import OnnxPredictor
 
 
 def compare(preset: str, image, out: Path, conf: float, runs: int, threads: int, full: bool = False) -> dict:
-    """Export ``preset`` (random weights, 100 detections: :func:`bench_predict.checkpoint`, ``full`` passed on) twice
+    """Export ``preset`` (random weights, 100 detections: :func:`~benchmarks.common.checkpoint`, ``full``) twice
     (dense and compact masks) and time PyTorch's predictor and onnxruntime's on ``image``, one after the other.
     Milliseconds."""
     model = blendseg.load(checkpoint(preset, out / f"{preset}.pt", full=full))

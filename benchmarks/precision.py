@@ -1,8 +1,8 @@
 """bf16 against fp32 inference, side by side in one process: speed of the predictor on a photo (random weights,
-tools/bench_predict.py's checkpoints: up to 100 detections), the network's images/s at several batch sizes, and
+benchmarks/common.py's checkpoints: up to 100 detections), the network's images/s at several batch sizes, and
 mask / box AP of trained checkpoints.
 
-    python tools/bench_precision.py --presets blendmask_r50_1x --size 1216x800 \
+    python -m benchmarks.precision --presets blendmask_r50_1x --size 1216x800 \
         --checkpoints runs/demo/run/weights/last.pt --data runs/demo/data/data.yaml
 
 Prints two markdown tables.
@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 import blendseg
-from bench_predict import checkpoint, median_ms, photo
+from benchmarks.common import checkpoint, median_ms, photo
 from blendseg.data.images import read_image
 from blendseg.inference.precision import autocast, to_float32
 from blendseg.inference.predictor import resize_for_test
