@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from ..config import SolverConfig, TrainConfig, to_dict
 from ..dist import agree, gather_objects, get_rank, get_world_size, is_dist, is_main_process, reduce_mean
+from ..errors import DataError
 from ..inference.precision import missing_instructions
 from .checkpoint import load_checkpoint, save_checkpoint
 from .runlog import RunLog, save_train_batch
@@ -100,9 +101,24 @@ def infinite(loader, epoch: int = 0, start: int = 0) -> Iterator[tuple[int, int,
             batches.set_epoch(epoch, start)
         elif start:
             raise ValueError("this loader cannot start an epoch part-way (no EpochBatches batch sampler)")
+        i = start - 1
         for i, batch in enumerate(loader, start):
             yield epoch, i + 1, batch
+        if i < 0:  # not one batch in a whole epoch: the loop would spin here for ever
+            raise DataError(_no_batch_message(loader))
         epoch, start = epoch + 1, 0
+
+
+def _no_batch_message(loader) -> str:
+    dataset = getattr(loader, "dataset", None)
+    images = f"{len(dataset)} training images" if dataset is not None else "the training images"
+    size = getattr(getattr(getattr(loader, "batch_sampler", None), "batch_sampler", None), "batch_size", None)
+    batch = f"batches of {size} per process" if size else "full batches"
+    return (
+        f"an epoch of the training data gives no batch: {images} (those with annotations) for {batch}, and "
+        "incomplete batches are dropped (so are leftovers of each aspect-ratio group); lower solver.ims_per_batch, "
+        "set data.aspect_ratio_grouping=false, or add images"
+    )
 
 
 def rng_state(device: torch.device) -> dict:
