@@ -71,3 +71,41 @@ def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
     ids = [11, 12, 13, 14, 15, 16]
     return random_checkpoint(path, "blendmask_tiny_test", class_names=names, contiguous_to_cat_id=ids)
+
+
+# a few hundred steps on six small images: enough for every method to overfit them (about 15 s each on 2 cores)
+OVERFIT = ["solver.max_iter=400", "solver.steps=[320]", "solver.warmup_iters=10", "solver.checkpoint_period=400",
+           "data.num_workers=0"]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def overfit_data(tmp_path_factory) -> Path:
+    """data.yaml of six synthetic images (96-128 px) as its only split, ``train``: what the trained fixtures learn
+    and are scored on."""
+    from blendseg.data.synth import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("overfit"), train=6, val=0, seed=5, min_size=96, max_size=128)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, overfit_data):
+    """``trained(preset)``: the run folder of ``preset`` trained with OVERFIT on ``overfit_data`` (once per session;
+    ``weights/last.pt`` and ``train_log.jsonl`` inside), for tests that need a model whose detections mean something."""
+    from blendseg.config import apply_overrides
+    from blendseg.engine.runner import train
+    from blendseg.zoo import get_preset
+
+    runs: dict[str, Path] = {}
+
+    def get(preset: str) -> Path:
+        if preset not in runs:
+            out = tmp_path_factory.mktemp(f"trained_{preset}")
+            threads = torch.get_num_threads()
+            try:
+                train(apply_overrides(get_preset(preset), OVERFIT), str(overfit_data), out, evaluate=False)
+            finally:
+                torch.set_num_threads(threads)
+            runs[preset] = out
+        return runs[preset]
+
+    return get

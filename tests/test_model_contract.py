@@ -61,9 +61,15 @@ def test_postprocess_zero_detections_and_original_sizes():
     dets = model.postprocess(out, [(192, 256), (140, 200)])
     assert [len(d) for d in dets] == [0, 0]
     model = _model(inference_th=0.0, post_nms_topk=7).eval()
-    dets = model.postprocess(model(_images()), [(192, 256), (140, 200)])
-    assert all(0 < len(d) <= 20 for d in dets)  # ties may keep a few more than 7
-    assert float(dets[0].boxes[:, 2].max()) <= 256 and float(dets[1].boxes[:, 3].max()) <= 140
+    out = model(_images())
+    same = model.postprocess(out, [(96, 128), (70, 100)])  # original size = network input size: boxes as decoded
+    assert all(0 < len(d) <= 20 for d in same)  # ties may keep a few more than 7
+    # originals 2x wider and 3x taller than what the network saw: every box scales by exactly that, x and y apart
+    dets = model.postprocess(out, [(288, 256), (210, 200)])
+    for d, s, (h, w) in zip(dets, same, [(288, 256), (210, 200)]):
+        assert len(d) == len(s)
+        torch.testing.assert_close(d.boxes, s.boxes * torch.tensor([2.0, 3.0, 2.0, 3.0]))
+        assert float(d.boxes[:, 0::2].max()) <= w and float(d.boxes[:, 1::2].max()) <= h
 
 
 def test_image_batch_input_equals_list_input():

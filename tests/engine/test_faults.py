@@ -246,8 +246,9 @@ def test_unreadable_validation_images_are_reported_not_dropped(synth_data, tmp_p
 
 
 def test_a_training_set_smaller_than_a_batch_stops_with_an_error_not_a_hang(synth_data, tmp_path, capsys):
-    """22 annotated images, batches of 32 with incomplete ones dropped: no epoch gives a batch. Before, the loop asked for the
-    next epoch for ever (a hang at iteration 0); now the run ends with an error that says what to change."""
+    """22 annotated images, batches of 32 with incomplete ones dropped: no epoch gives a batch. Before, the loop
+    asked for the next epoch for ever (a hang at iteration 0); now the run ends with an error that says what to
+    change."""
     args = ["train", "fcos_tiny_test", str(synth_data), "--out", str(tmp_path / "r"), "--no-eval",
             "solver.ims_per_batch=32", "data.num_workers=0"]  # fmt: skip
     assert main(args) != 0
