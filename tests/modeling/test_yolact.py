@@ -152,17 +152,41 @@ def test_yolact_plus_rescoring_and_maskiou_loss():
     assert d.mask_scores is not None and (d.mask_scores <= d.scores + 1e-6).all()
 
 
-def test_fast_and_standard_nms_both_run_and_second_threshold_drops_low_scores():
+def _crafted(raw: YolactOutput) -> YolactOutput:
+    """``raw`` with detections written in: priors 0-2 of label 1 (scores 0.9, 0.8, 0.7) on boxes A, B, C in a row
+    (IoU A-B = B-C = 0.6, A-C = 0.33), prior 3 far away of label 2 (0.5) with a label-3 score of 0.03; every other
+    prior background."""
+    boxes = torch.tensor([[0.10, 0.10, 0.30, 0.30], [0.15, 0.10, 0.35, 0.30], [0.20, 0.10, 0.40, 0.30],
+                          [0.60, 0.60, 0.80, 0.80]])  # fmt: skip
+    loc = torch.zeros_like(raw.loc)
+    loc[0, :4] = encode_boxes(boxes, raw.priors[:4])
+    probs = torch.zeros(raw.conf.shape[1:])  # (P, 1 + C): background first
+    probs[:, 0] = 1.0
+    for p, per_label in enumerate([{1: 0.9}, {1: 0.8}, {1: 0.7}, {2: 0.5, 3: 0.03}]):
+        for label, score in per_label.items():
+            probs[p, 1 + label] = score
+        probs[p, 0] = 1.0 - sum(per_label.values())
+    conf = probs.clamp(min=1e-13).log()[None]  # softmax gives the probabilities back
+    return dataclasses.replace(raw, loc=loc, conf=conf)
+
+
+def test_fast_nms_standard_nms_and_the_second_threshold_on_a_crafted_case():
+    """Fast NMS (official) lets the suppressed B still suppress C; standard NMS keeps C. Fast NMS also keeps the
+    per-class score 0.03 of a candidate prior (below nms_conf_thresh 0.05, official); ``second_threshold`` drops
+    it. (Scores under 1e-6, the other labels of the candidate priors, are left out of the comparison.)"""
     cfg = get_preset("yolact_tiny_test").model
     images, _ = _batch()
     model = build_model(cfg).eval()
-    raw = model(images[:1])
-    for head in (dict(nms="standard"), dict(second_threshold=True), dict(nms="fast")):
+    raw = _crafted(model(images[:1]))
+    found = {}
+    for name, head in (("fast", {}), ("standard", dict(nms="standard")), ("second", dict(second_threshold=True))):
         model.cfg = dataclasses.replace(cfg, yolact=dataclasses.replace(cfg.yolact, **head))
         d = model.detect(raw)[0]
-        assert len(d) <= cfg.yolact.max_num_detections
-        if head.get("second_threshold"):
-            assert (d.scores > cfg.yolact.nms_conf_thresh).all()
+        found[name] = sorted((int(p), int(label), round(float(s), 2)) for p, label, s in
+                             zip(d.prior_inds, d.labels, d.scores) if s > 1e-6)  # fmt: skip
+    assert found["fast"] == [(0, 1, 0.9), (3, 2, 0.5), (3, 3, 0.03)]  # C gone with B; the 0.03 kept
+    assert found["standard"] == [(0, 1, 0.9), (2, 1, 0.7), (3, 2, 0.5)]  # C restored; nothing under 0.05
+    assert found["second"] == [(0, 1, 0.9), (3, 2, 0.5)]
     model.cfg = dataclasses.replace(cfg, yolact=dataclasses.replace(cfg.yolact, nms_conf_thresh=1.0))  # nothing
     d = model.postprocess(raw, [(50, 60)])[0]
     assert len(d) == 0 and d.masks.shape == (0, 50, 60) and d.boxes.shape == (0, 4)
@@ -182,6 +206,17 @@ def test_robustness_flags_drop_tiny_boxes_and_clamp_decode():
     cfg = get_preset("yolact_tiny_test").model
     images, targets = _batch()
     targets[1]["boxes"] = torch.tensor([[5.0, 5, 7, 50]])  # 2 px wide: the image's only instance
-    model = build_model(dataclasses.replace(cfg, yolact=dataclasses.replace(cfg.yolact, discard_box_px=4.0)))
-    out = model(images, targets)
-    assert all(torch.isfinite(v) for v in out.losses.values())
+    targets[1]["masks"] = torch.zeros_like(targets[1]["masks"])
+    targets[1]["masks"][0, 5:50, 5:7] = 1
+    absent = [targets[0], {**targets[1], "boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
+                           "masks": targets[1]["masks"][:0]}]  # fmt: skip
+    model = build_model(cfg)
+    losses = {}
+    for name, px, tg in (("plain", 0.0, targets), ("flagged", 4.0, targets), ("absent", 4.0, absent)):
+        model.cfg = dataclasses.replace(cfg, yolact=dataclasses.replace(cfg.yolact, discard_box_px=px))
+        losses[name] = model(images, tg).losses
+    # with the flag the 2 px box is dropped before matching: every loss as if the image had no instance
+    for k, v in losses["absent"].items():
+        torch.testing.assert_close(losses["flagged"][k], v, msg=k)
+    assert all(torch.isfinite(v) for v in losses["plain"].values())
+    assert not torch.equal(losses["plain"]["loss_box"], losses["flagged"]["loss_box"])  # kept: it is matched
