@@ -43,12 +43,24 @@ def test_predict_sources_and_result_fields(checkpoint, tmp_path):
     assert len(high) == 0 and high.masks.shape == (0, 90, 120)
 
 
-def test_stream_is_a_generator_and_presets_load_with_random_weights():
+def test_stream_is_lazy_and_presets_load_with_random_weights():
+    """``stream=True`` gives a generator that reads an image only when the caller asks for its result (memory does
+    not grow with the number of frames)."""
+    import inspect
+
     model = blendseg.load("yolact_tiny_test")
-    stream = model.predict([_photo(), _photo(seed=1)], conf=0.0, stream=True)
-    assert not isinstance(stream, list)
-    results = list(stream)
-    assert len(results) == 2 and results[0].masks is not None and results[0].masks.shape[1:] == (90, 120)
+    pulled = []
+
+    def frames():
+        for k in range(3):
+            pulled.append(k)
+            yield _photo(seed=k)
+
+    stream = model.predict(frames(), conf=0.0, stream=True)
+    assert inspect.isgenerator(stream) and pulled == []
+    first = next(stream)
+    assert pulled == [0] and first.masks is not None and first.masks.shape[1:] == (90, 120)
+    assert len(list(stream)) == 2 and pulled == [0, 1, 2]
     with pytest.raises(FileNotFoundError, match="neither a checkpoint"):
         blendseg.load("no_such_preset_or_file")
 
@@ -71,20 +83,24 @@ def test_val_returns_the_metrics(checkpoint, synth_data, tmp_path):
     assert len(list((tmp_path / "val" / "worst").glob("*.png"))) == 1
 
 
-def test_supervision_bridge_passes_boxes_masks_scores_and_classes(checkpoint, monkeypatch):
-    """The bridge's mapping (the real supervision is an optional extra): what sv.Detections receives."""
+@pytest.mark.slow
+def test_supervision_bridge_passes_boxes_masks_scores_and_classes(trained, overfit_data, monkeypatch):
+    """The real supervision (in the dev extra): its Detections hold a trained model's boxes, masks, scores, label
+    ids and names row for row, and its mask annotator draws them."""
     import sys
-    import types
 
-    received = {}
-    fake = types.ModuleType("supervision")
-    fake.Detections = lambda **kw: received.update(kw) or "detections"
-    monkeypatch.setitem(sys.modules, "supervision", fake)
-    r = blendseg.load(checkpoint).predict(_photo(), conf=0.0, max_det=4)[0]
-    assert r.to_supervision() == "detections"
-    assert received["xyxy"].shape == (4, 4) and received["mask"].shape == (4, 90, 120)
-    assert received["mask"].dtype == bool and received["confidence"].shape == (4,)
-    assert list(received["data"]["class_name"]) == [r.names[int(c)] for c in r.labels]
+    sv = pytest.importorskip("supervision")
+    image = np.asarray(Image.open(sorted((overfit_data.parent / "train" / "images").iterdir())[0]).convert("RGB"))
+    r = blendseg.load(trained("blendmask_tiny_test") / "weights" / "last.pt").predict(image, conf=0.5)[0]
+    d = r.to_supervision()
+    assert isinstance(d, sv.Detections) and len(d) == len(r) >= 1 and r.masks.any()
+    np.testing.assert_array_equal(d.xyxy, r.boxes.numpy())
+    np.testing.assert_array_equal(d.mask, r.masks.numpy())
+    np.testing.assert_array_equal(d.confidence, r.scores.numpy())
+    np.testing.assert_array_equal(d.class_id, r.labels.numpy())
+    assert list(d.data["class_name"]) == [r.names[int(c)] for c in r.labels]
+    drawn = sv.MaskAnnotator().annotate(np.ascontiguousarray(image.copy()), d)
+    assert drawn.shape == image.shape and (drawn != image).any()
     monkeypatch.setitem(sys.modules, "supervision", None)
     with pytest.raises(ImportError, match="pip install supervision"):
         r.to_supervision()

@@ -63,9 +63,10 @@ class Model:
         self, source: Source, conf: float = 0.3, max_det: int = 100, device: str | None = None, stream: bool = False,
         precision: str = "fp32",
     ) -> list[Result] | Iterator[Result]:  # fmt: skip
-        """Predict on a path, folder, glob, video file, PIL image, numpy (H, W, 3) RGB array or a list of these: a
-        list of :class:`~blendseg.inference.result.Result` (a generator with ``stream=True``, for videos and long
-        inputs: memory does not grow with their length). Results hold their tensors on the CPU, so a list of them
+        """Predict on a path, folder, glob, video file, PIL image, numpy (H, W, 3) RGB array, or a list or iterator
+        (e.g. a generator of camera frames) of these: a list of :class:`~blendseg.inference.result.Result` (a
+        generator with ``stream=True``, for videos and long inputs: memory does not grow with their length; an
+        iterator is read one image per result asked for). Results hold their tensors on the CPU, so a list of them
         takes no GPU memory. ``device``: None runs where the model is (see :func:`load`); a device moves the model
         there first. ``precision``: "bf16" runs the network about 2x faster on a CPU with bf16 matrix units
         (decoding and masks stay float32), "fp16" on CUDA."""

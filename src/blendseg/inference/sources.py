@@ -1,5 +1,5 @@
-"""What ``predict`` accepts, as a stream of images: files, folders, globs, videos, PIL images, numpy arrays and
-lists of these.
+"""What ``predict`` accepts, as a stream of images: files, folders, globs, videos, PIL images, numpy arrays, and
+lists or iterators of these (a generator of camera frames is read one frame at a time).
 
 Images are read by the one image reader (EXIF applied, any mode to RGB); files that cannot be read are skipped
 with a warning naming them, so one bad photo does not end a batch. Videos are read frame by frame with OpenCV (the
@@ -11,7 +11,7 @@ from __future__ import annotations
 import glob
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -25,7 +25,7 @@ from ..data.check import DataError
 from ..data.images import is_image_file, read_image
 from ..errors import MissingExtra
 
-Source = Union[str, os.PathLike, Image.Image, np.ndarray, list, tuple]
+Source = Union[str, os.PathLike, Image.Image, np.ndarray, list, tuple, Iterable]
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 
 
@@ -61,7 +61,7 @@ def media_paths(source: str | os.PathLike) -> list[Path]:
 def iter_source(source: Source, on_skip: Callable[[str], None] | None = None) -> Iterator[Item]:
     """Every image (video frame) of ``source``; unreadable files are skipped with a warning (or
     ``on_skip(message)``)."""
-    if isinstance(source, (list, tuple)):
+    if isinstance(source, (list, tuple, Iterator)):  # an iterator (generator) is consumed as the results are asked for
         for item in source:
             yield from iter_source(item, on_skip)
         return
