@@ -258,18 +258,63 @@ def test_run_folder(tmp_path, synth_data, capsys, figures):
     assert "\r" not in capsys.readouterr().err  # not a terminal: lines, no bar redraws
 
 
+class _Oracle(torch.nn.Module):
+    """A "model" whose detections are the ground truth of the images in the evaluation loader's order."""
+
+    def __init__(self, detections: list) -> None:
+        super().__init__()
+        self.queue = list(detections)
+
+    def forward(self, images) -> int:
+        return len(images.tensor)
+
+    def postprocess(self, n: int, original_sizes: list) -> list:
+        out, self.queue = self.queue[:n], self.queue[n:]
+        return out
+
+
 def test_unreadable_validation_images_are_reported_not_dropped(synth_data, tmp_path, checkpoint, capsys):
-    """A broken val image keeps its ground truth in the AP (scored as no detections) and is listed."""
+    """A broken val image keeps its ground truth in the AP, scored as no detections, and is listed. Known answer:
+    with every other image's ground truth as the detections, each class's precision is 1 up to the recall its
+    found instances give and its AP the share of COCO's 101 recall thresholds up to there; were the broken image
+    dropped from the evaluation, AP would be 100."""
+    import numpy as np
+
+    from blendseg.engine.runner import Evaluation
+    from blendseg.zoo import get_preset
+    from tests.known_answers import ground_truth_as_detections
+
     root = tmp_path / "data"
     shutil.copytree(synth_data.parent, root)
     yaml = (root / synth_data.name).read_text().replace(str(synth_data.parent), str(root))
     (root / synth_data.name).write_text(yaml)
     coco = json.loads((root / "val" / "annotations.json").read_text())
-    _truncate(root / "val" / "images" / coco["images"][0]["file_name"])
+    broken = coco["images"][0]
+    _truncate(root / "val" / "images" / broken["file_name"])
     assert main(["val", str(checkpoint), str(root / synth_data.name), "--out", str(tmp_path / "v")]) == 0
     metrics = json.loads((tmp_path / "v" / "metrics.json").read_text())
     assert len(metrics["skipped_eval_images"]) == 1 and "truncated" in metrics["skipped_eval_images"][0]
     assert "unreadable evaluation image(s)" in capsys.readouterr().out
+
+    cfg = get_preset("blendmask_tiny_test")
+    evaluation = Evaluation(cfg, str(root / synth_data.name), torch.device("cpu"))
+    ds = evaluation.dataset
+    oracle = _Oracle([ground_truth_as_detections(coco, im, ds.contiguous_to_cat_id) for im in ds.images])
+    metrics = evaluation(oracle)
+    assert metrics["skipped_eval_images"] and not oracle.queue
+    anns = [a for a in coco["annotations"] if not a.get("iscrowd", 0)]
+    thresholds = np.linspace(0, 1, 101)
+    per_class = []
+    for cat in ds.contiguous_to_cat_id:
+        total = sum(a["category_id"] == cat for a in anns)
+        missed = sum(a["category_id"] == cat and a["image_id"] == broken["id"] for a in anns)
+        if total:
+            assert missed < total  # each class keeps a found instance (else its AP would be 0, not the formula)
+            per_class.append(float((thresholds <= (total - missed) / total + 1e-12).sum()) / 101 * 100)
+    expected = float(np.mean(per_class))
+    assert expected < 99.0
+    for iou_type in ("bbox", "segm"):
+        assert metrics[iou_type]["AP"] == pytest.approx(expected, abs=1e-6), iou_type
 
 
 def test_a_training_set_smaller_than_a_batch_stops_with_an_error_not_a_hang(synth_data, tmp_path, capsys):

@@ -13,12 +13,11 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from pycocotools import mask as mask_utils
 
 from blendseg.evaluation.coco import COCOEvaluator
-from blendseg.modeling.core.fcos_inference import Detections
 from blendseg.modeling.methods.yolact import YolactDetections
 from blendseg.structures import DenseMasks
+from tests.known_answers import ground_truth_as_detections
 
 SPARSE_IDS = [3, 10, 42, 57, 90, 91]  # the 6 synthetic classes under sparse, unordered-looking ids
 
@@ -34,52 +33,6 @@ def sparse_coco(data_yaml: Path) -> dict:
     return coco
 
 
-def ann_mask(seg, h: int, w: int) -> np.ndarray:
-    """(h, w) uint8 mask of a COCO segmentation (polygons, uncompressed or compressed RLE), by pycocotools."""
-    if isinstance(seg, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
-    elif isinstance(seg["counts"], list):
-        rle = mask_utils.frPyObjects(seg, h, w)
-    else:
-        rle = seg
-    return mask_utils.decode(rle)
-
-
-def detections(boxes: list, labels: list, scores: list, masks: np.ndarray) -> Detections:
-    n = len(boxes)
-    z = torch.zeros(n, dtype=torch.int64)
-    return Detections(
-        boxes=torch.tensor(boxes, dtype=torch.float32).reshape(n, 4), scores=torch.tensor(scores),
-        labels=torch.tensor(labels, dtype=torch.int64), locations=torch.zeros(n, 2), levels=z, loc_inds=z,
-        masks=DenseMasks(torch.from_numpy(masks).bool()),
-    )  # fmt: skip
-
-
-def ground_truth_as_detections(coco: dict, image: dict, shift: int = 0, seed: int | None = None) -> Detections:
-    """The image's (non-crowd) annotations as detections: boxes xyxy, labels contiguous (their category's rank in
-    ``SPARSE_IDS``), masks decoded. ``shift`` moves boxes and masks right by that many pixels; ``seed`` gives the
-    scores a random order and adds one false positive (for a ranking that is not trivial)."""
-    h, w = image["height"], image["width"]
-    anns = [a for a in coco["annotations"] if a["image_id"] == image["id"] and not a.get("iscrowd", 0)]
-    boxes = [[a["bbox"][0] + shift, a["bbox"][1], a["bbox"][0] + a["bbox"][2] + shift, a["bbox"][1] + a["bbox"][3]]
-             for a in anns]  # fmt: skip
-    labels = [SPARSE_IDS.index(a["category_id"]) for a in anns]
-    masks = np.stack([np.roll(ann_mask(a["segmentation"], h, w), shift, axis=1) for a in anns]) if anns else None
-    scores = [1.0 - 0.01 * i for i in range(len(anns))]
-    if seed is not None:
-        rng = np.random.default_rng(seed)
-        scores = rng.uniform(0.1, 1.0, len(anns)).tolist()
-        boxes.append([0.0, 0.0, w / 4, h / 4])
-        labels.append(int(rng.integers(len(SPARSE_IDS))))
-        scores.append(float(rng.uniform(0.1, 1.0)))
-        fp = np.zeros((1, h, w), np.uint8)
-        fp[0, : h // 4, : w // 4] = 1
-        masks = fp if masks is None else np.concatenate([masks, fp])
-    if masks is None:
-        masks = np.zeros((0, h, w), np.uint8)
-    return detections(boxes, labels, scores, masks)
-
-
 def evaluator(coco: dict) -> COCOEvaluator:
     names = [c["name"] for c in sorted(coco["categories"], key=lambda c: c["id"])]
     return COCOEvaluator(coco, SPARSE_IDS, names, ("bbox", "segm"))
@@ -89,7 +42,7 @@ def test_the_ground_truth_fed_back_scores_ap_100_with_sparse_category_ids(synth_
     coco = sparse_coco(synth_data)
     ev = evaluator(coco)
     for image in coco["images"]:
-        ev.process([image["id"]], [ground_truth_as_detections(coco, image)])
+        ev.process([image["id"]], [ground_truth_as_detections(coco, image, SPARSE_IDS)])
     metrics = ev.evaluate(verbose=False)
     for iou_type in ("bbox", "segm"):
         m = metrics[iou_type]
@@ -145,7 +98,7 @@ def test_a_shifted_box_scores_the_ap_its_iou_gives(shift):
     coco = one_box_coco()
     ev = evaluator(coco)
     image = coco["images"][0]
-    ev.process([7], [ground_truth_as_detections(coco, image, shift=shift)])
+    ev.process([7], [ground_truth_as_detections(coco, image, SPARSE_IDS, shift=shift)])
     metrics = ev.evaluate(verbose=False)
     iou = (40 - shift) / (40 + shift)
     expected = 10.0 * sum(iou >= t - 1e-9 for t in np.linspace(0.5, 0.95, 10))
@@ -189,7 +142,7 @@ def _two_process_worker(rank: int, store: str, coco: dict, out: str) -> None:
         ev = evaluator(coco)
         for k, image in enumerate(coco["images"]):
             if k % 2 == rank:  # a distributed sampler's split
-                ev.process([image["id"]], [ground_truth_as_detections(coco, image, shift=3, seed=k)])
+                ev.process([image["id"]], [ground_truth_as_detections(coco, image, SPARSE_IDS, shift=3, seed=k)])
         metrics = ev.evaluate(verbose=False)
         if rank == 0:
             Path(out).write_text(json.dumps(metrics))
@@ -203,7 +156,7 @@ def test_two_processes_over_gloo_score_what_one_process_does(synth_data, tmp_pat
     coco = sparse_coco(synth_data)
     ev = evaluator(coco)
     for k, image in enumerate(coco["images"]):
-        ev.process([image["id"]], [ground_truth_as_detections(coco, image, shift=3, seed=k)])
+        ev.process([image["id"]], [ground_truth_as_detections(coco, image, SPARSE_IDS, shift=3, seed=k)])
     one = ev.evaluate(verbose=False)
     assert 10 < one["bbox"]["AP"] < 90 and 10 < one["segm"]["AP"] < 90  # not a trivial ranking
     out = tmp_path / "two.json"
