@@ -116,12 +116,31 @@ def test_torchrun_two_processes(tmp_path, synth_data):
     assert (out / "metrics.json").is_file()
 
 
-def test_time_budget_ends_the_run_not_max_iter(tmp_path, synth_data):
-    out = tmp_path / "budget"
-    args = ["train", "fcos_tiny_test", str(synth_data), "--out", str(out), "--no-eval"]
-    assert main([*args, "solver.max_iter=2", "solver.max_minutes=0.04"]) == 0
-    ck = load_checkpoint(out / "weights" / "last.pt")
-    assert ck["iteration"] > 2 and ck["elapsed_s"] >= 0.04 * 60
+def test_time_budget_ends_the_run_not_max_iter(tmp_path, synth_data, monkeypatch):
+    """A clock that moves 0.1 s per reading (whatever this machine's speed): the 2.4 s budget, not max_iter 2,
+    ends the run, after the same number of iterations on any machine."""
+    import time
+
+    import blendseg.engine.train as train_module
+
+    class FakeClock:
+        now = 0.0
+
+        def perf_counter(self) -> float:
+            self.now += 0.1
+            return self.now
+
+    clock = FakeClock()
+    monkeypatch.setattr(train_module, "time", type("T", (), {"perf_counter": clock.perf_counter, "time": time.time}))
+    counts = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        args = ["train", "fcos_tiny_test", str(synth_data), "--out", str(out), "--no-eval"]
+        assert main([*args, "solver.max_iter=2", "solver.max_minutes=0.04"]) == 0
+        ck = load_checkpoint(out / "weights" / "last.pt")
+        assert ck["iteration"] > 2 and ck["elapsed_s"] >= 0.04 * 60
+        counts.append(ck["iteration"])
+    assert counts[0] == counts[1]  # the fake clock, not the machine, decides
 
 
 def test_blendmask_two_iterations_with_mask_ap(tmp_path, synth_data):

@@ -27,6 +27,7 @@ def _peak_mb(checkpoint, image, out) -> tuple[float, int]:
     return usage.ru_maxrss / 1024, len(records[0]["instances"])  # kilobytes on Linux
 
 
+@pytest.mark.slow  # a memory bound, not a time one: CPU load does not move it
 def test_a_12_megapixel_photo_costs_a_few_copies_of_itself(checkpoint, tmp_path):
     rng = np.random.default_rng(0)
     small = Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8))

@@ -31,6 +31,7 @@ def _rss_mb() -> float:
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="RSS read from /proc")
+@pytest.mark.slow  # a memory bound, not a time one: CPU load does not move it
 def test_300_frames_stream_with_flat_memory(checkpoint, tmp_path):
     clip = _clip(tmp_path / "clip.mp4", 300)
     model = blendseg.load(checkpoint)
