@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import sys
 import warnings
@@ -47,7 +48,9 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Imports an old path of :data:`MOVED` as a module holding the new module's names (the same objects): consulted
     after the regular finders, so it only answers for paths whose file is gone."""
 
-    def find_spec(self, fullname: str, path: object = None, target: object = None):  # noqa: ANN201
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
         if fullname.startswith(_OLD) and fullname[len(_OLD) :] in MOVED:
             return importlib.util.spec_from_loader(fullname, self)
         return None
