@@ -302,8 +302,9 @@ def fit(
     optimizer = build_optimizer(model, solver)
     state = {"it": 0, "spent": 0.0, "best": -1.0, "skipped": [], "nonfinite": 0, "epoch": 0, "batch": 0,
              "best_metric": "", "best_it": 0, "stale": 0}  # fmt: skip
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(solver, device) == torch.float16)  # fp16 only
-    if solver.amp and amp_dtype(solver, device) is None and is_main_process():
+    dtype = amp_dtype(solver, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)  # fp16 only
+    if solver.amp and dtype is None and is_main_process():
         print(
             f"warning: solver.amp: {missing_instructions('bf16')}; bf16 autocast would run emulated, slower "
             "than fp32: training in fp32"
