@@ -88,6 +88,18 @@ def overfit_data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def overfit_image(overfit_data):
+    """``overfit_image(k=0)``: the k-th training image of ``overfit_data`` (by file name), (H, W, 3) uint8 RGB as
+    the one image reader reads it."""
+    import numpy as np
+
+    from blendseg.data.images import read_image
+
+    paths = sorted((overfit_data.parent / "train" / "images").iterdir())
+    return lambda k=0: np.ascontiguousarray(read_image(paths[k]).permute(1, 2, 0).numpy())
+
+
+@pytest.fixture(scope="session")
 def trained(tmp_path_factory, overfit_data):
     """``trained(preset)``: the run folder of ``preset`` trained with OVERFIT on ``overfit_data`` (once per session;
     ``weights/last.pt`` and ``train_log.jsonl`` inside), for tests that need a model whose detections mean something."""

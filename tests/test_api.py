@@ -84,13 +84,13 @@ def test_val_returns_the_metrics(checkpoint, synth_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_supervision_bridge_passes_boxes_masks_scores_and_classes(trained, overfit_data, monkeypatch):
+def test_supervision_bridge_passes_boxes_masks_scores_and_classes(trained, overfit_image, monkeypatch):
     """The real supervision (in the dev extra): its Detections hold a trained model's boxes, masks, scores, label
     ids and names row for row, and its mask annotator draws them."""
     import sys
 
     sv = pytest.importorskip("supervision")
-    image = np.asarray(Image.open(sorted((overfit_data.parent / "train" / "images").iterdir())[0]).convert("RGB"))
+    image = overfit_image()
     r = blendseg.load(trained("blendmask_tiny_test") / "weights" / "last.pt").predict(image, conf=0.5)[0]
     d = r.to_supervision()
     assert isinstance(d, sv.Detections) and len(d) == len(r) >= 1 and r.masks.any()

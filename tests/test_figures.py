@@ -27,14 +27,14 @@ LAYOUT = {"blendmask_tiny_test": (1, 9, "box"), "yolact_tiny_test": (1, 2, "inpu
 
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", sorted(LAYOUT))
-def test_each_methods_figure_shows_the_masks_the_model_predicts(preset, trained, overfit_data):
+def test_each_methods_figure_shows_the_masks_the_model_predicts(preset, trained, overfit_image):
     """A trained model's figure: its first instance row's mask tile (white = mask) shows the mask of the model's
     top detection (IoU > 0.6 at tile resolution: the figure draws the network's mask before pasting); box-only
     FCOS has no figure."""
     model = blendseg.load(trained(preset) / "weights" / "last.pt", "cpu")
-    image = read_image(sorted((overfit_data.parent / "train" / "images").iterdir())[0])
+    image = read_image(overfit_image())
     fig = show_bases(model.model, model.cfg, image, model.categories.thing_names, conf=0.3)
-    top = model.predict(np.asarray(image.permute(1, 2, 0)), conf=0.3)[0]
+    top = model.predict(overfit_image(), conf=0.3)[0]
     assert len(top) >= 1
     rows, col, view = LAYOUT[preset]
     shown = _tile(fig, rows, col) >= 0.5

@@ -5,8 +5,6 @@ confident and stable."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -17,10 +15,8 @@ import blendseg
 
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", ["blendmask_tiny_test", "yolact_tiny_test", "meinst_tiny_test"])
-def test_an_image_twice_as_large_gives_boxes_and_masks_twice_as_large(preset, trained, overfit_data):
-    coco = json.loads((overfit_data.parent / "train" / "annotations.json").read_text())
-    first = coco["images"][0]
-    small = np.asarray(Image.open(overfit_data.parent / "train" / "images" / first["file_name"]).convert("RGB"))
+def test_an_image_twice_as_large_gives_boxes_and_masks_twice_as_large(preset, trained, overfit_image):
+    small = overfit_image()
     h, w = small.shape[:2]
     large = np.asarray(Image.fromarray(small).resize((2 * w, 2 * h), Image.BILINEAR))
     model = blendseg.load(trained(preset) / "weights" / "last.pt", "cpu")

@@ -1,6 +1,5 @@
 """Reduced-precision inference: the network under bf16 autocast, decoding and masks in float32."""
 
-import numpy as np
 import pytest
 import torch
 
@@ -23,26 +22,19 @@ def test_to_float32_reaches_into_outputs_and_fp16_needs_cuda():
         autocast("int8", torch.device("cpu"))
 
 
-def _train_image(data_yaml, k: int = 0) -> np.ndarray:
-    from PIL import Image
-
-    images = sorted((data_yaml.parent / "train" / "images").iterdir())
-    return np.asarray(Image.open(images[k]).convert("RGB"))
-
-
 def _mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a & b).sum() / (a | b).sum().clamp(min=1))
 
 
 @pytest.mark.slow
-def test_bf16_predictions_match_fp32(trained, overfit_data):
+def test_bf16_predictions_match_fp32(trained, overfit_image):
     """A trained model in bf16: each confident fp32 detection has a bf16 one with the same label, a box of IoU >
     0.9, a score within 0.05 and a mask of IoU > 0.9 (bf16 keeps about 3 significant digits in the network;
     decoding and masks are float32). The scores differ in some digit: bf16 ran."""
     from torchvision.ops import box_iou
 
     model = blendseg.load(trained("blendmask_tiny_test") / "weights" / "last.pt", "cpu")
-    image = _train_image(overfit_data)
+    image = overfit_image()
     ref = model.predict(image, conf=0.3)[0]
     low = model.predict(image, conf=0.3, precision="bf16")[0]
     assert low.boxes.dtype == torch.float32 and low.scores.dtype == torch.float32
