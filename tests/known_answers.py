@@ -4,21 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
 
 from blendseg.modeling.core.fcos_inference import Detections
+from blendseg.ops.rle import decode
 from blendseg.structures import DenseMasks
-
-
-def ann_mask(seg, h: int, w: int) -> np.ndarray:
-    """(h, w) uint8 mask of a COCO segmentation (polygons, uncompressed or compressed RLE), by pycocotools."""
-    if isinstance(seg, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
-    elif isinstance(seg["counts"], list):
-        rle = mask_utils.frPyObjects(seg, h, w)
-    else:
-        rle = seg
-    return mask_utils.decode(rle)
 
 
 def detections(boxes: list, labels: list, scores: list, masks: np.ndarray) -> Detections:
@@ -35,14 +24,15 @@ def ground_truth_as_detections(
     coco: dict, image: dict, cat_ids: list[int], shift: int = 0, seed: int | None = None
 ) -> Detections:
     """The image's (non-crowd) annotations as detections: boxes xyxy, labels contiguous (their category's index in
-    ``cat_ids``), masks decoded. ``shift`` moves boxes and masks right by that many pixels; ``seed`` gives the
-    scores a random order and adds one false positive (for a ranking that is not trivial)."""
+    ``cat_ids``), masks decoded (:func:`blendseg.ops.rle.decode`). ``shift`` moves boxes and masks right by that many
+    pixels; ``seed`` gives the scores a random order and adds one false positive (for a ranking that is not
+    trivial)."""
     h, w = image["height"], image["width"]
     anns = [a for a in coco["annotations"] if a["image_id"] == image["id"] and not a.get("iscrowd", 0)]
     boxes = [[a["bbox"][0] + shift, a["bbox"][1], a["bbox"][0] + a["bbox"][2] + shift, a["bbox"][1] + a["bbox"][3]]
              for a in anns]  # fmt: skip
     labels = [cat_ids.index(a["category_id"]) for a in anns]
-    masks = np.stack([np.roll(ann_mask(a["segmentation"], h, w), shift, axis=1) for a in anns]) if anns else None
+    masks = np.stack([np.roll(decode(a["segmentation"], h, w), shift, axis=1) for a in anns]) if anns else None
     scores = [1.0 - 0.01 * i for i in range(len(anns))]
     if seed is not None:
         rng = np.random.default_rng(seed)

@@ -72,8 +72,6 @@ def test_polygons_match_the_painted_masks():
     """A polygon annotation, rasterised by pycocotools, covers the pixels its object was painted on (the panoptic
     render's segment of that object: segments follow the annotations' order) up to the edge pixels the two
     rasterisers disagree on (each within 2 px of the other); its area and bbox are those of the painted mask."""
-    from pycocotools import mask as mask_utils
-
     checked = 0
     for i in range(20):
         img, anns, ids, segments = render_image(4, "train", i, 128, 192, "normal", panoptic=True)
@@ -82,7 +80,7 @@ def test_polygons_match_the_painted_masks():
             if not isinstance(a["segmentation"], list):
                 continue
             painted = ids == seg["id"]
-            poly = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(a["segmentation"], h, w))).astype(bool)
+            poly = decode(a["segmentation"], h, w).astype(bool)  # pycocotools' rasterisation
             # they disagree on edge pixels only (PIL fills the outline too): each lies within 2 px of the other
             assert not (poly & ~_grow(painted)).any() and not (painted & ~_grow(poly)).any(), (i, a["category_id"])
             iou = (poly & painted).sum() / (poly | painted).sum()
