@@ -9,7 +9,7 @@ DEMO_OUT ?= runs/demo
 DEMO_IMAGES ?= 8000
 DEMO_MINUTES ?= 0
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test test-fast lint bench clean
 
 $(BIN)/blendseg: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,8 +27,13 @@ lint: venv
 	$(BIN)/ruff check src tests tools benchmarks
 	$(BIN)/ruff format --check src tests tools benchmarks
 
+# everything (CI): the multi-second end-to-end tests included
 test: venv lint
 	$(BIN)/python -m pytest tests
+
+# the edit loop: tests marked slow (exports, trained models, subprocess and multi-process runs) left out
+test-fast: venv lint
+	$(BIN)/python -m pytest tests -m "not slow"
 
 bench: venv
 	$(BIN)/python -m benchmarks.fcos_budget --out runs/bench_fcos

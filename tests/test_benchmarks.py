@@ -26,6 +26,7 @@ def test_a_benchmark_module_imports(name):
     importlib.import_module(f"benchmarks.{name}")
 
 
+@pytest.mark.slow  # a subprocess
 def test_a_benchmark_runs_as_a_module_from_the_checkout():
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.forward", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120

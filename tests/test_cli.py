@@ -60,6 +60,7 @@ def test_bad_inputs_give_messages_not_tracebacks(tmp_path, synth_data, capsys):
     assert "unknown category_id 2" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # subprocesses
 def test_console_script_and_convert(tmp_path):
     exe = os.path.join(os.path.dirname(sys.executable), "blendseg")
     r = subprocess.run([exe, "presets"], capture_output=True, text=True, check=True)
@@ -152,6 +153,7 @@ def test_blendmask_two_iterations_with_mask_ap(tmp_path, synth_data):
     assert metrics["best"]["metric"] == "segm/AP"
 
 
+@pytest.mark.slow
 def test_yolact_trains_evaluates_and_converts(tmp_path, synth_data, capsys):
     out = tmp_path / "y"
     assert main(["train", "yolact_tiny_test", str(synth_data), "--out", str(out), "solver.max_iter=2",

@@ -13,6 +13,8 @@ import pytest
 from .conftest import reference_dir
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "parity.py"
+# each case runs the tool in a subprocess (4-17 s); BlendMask and the ops are compared in process (tests/convert, ops)
+pytestmark = pytest.mark.slow
 
 
 def _run(fixture: Path) -> subprocess.CompletedProcess:

@@ -238,6 +238,7 @@ def _same_seed_and_resume(preset, mode, tmp_path, synth_data):
         assert torch.equal(a[k], c[k]), f"{k}: the resumed run differs from the uninterrupted one"
 
 
+@pytest.mark.slow
 def test_run_folder(tmp_path, synth_data, capsys, figures):
     """ultralytics' layout: config, weights, results.csv (a row per evaluation) and .png, log.txt (what the terminal
     showed, one line per progress report when not a terminal), train_batch*.jpg, val_pred*.png, metrics.json."""

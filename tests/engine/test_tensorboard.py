@@ -6,6 +6,7 @@ import builtins
 import pytest
 
 
+@pytest.mark.slow
 def test_a_run_writes_tensorboard_events(tmp_path, synth_data, checkpoint, figures):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -152,6 +152,7 @@ def _two_process_worker(rank: int, store: str, coco: dict, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # spawns processes
 def test_two_processes_over_gloo_score_what_one_process_does(synth_data, tmp_path):
     coco = sparse_coco(synth_data)
     ev = evaluator(coco)

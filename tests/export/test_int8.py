@@ -10,6 +10,7 @@ import torch
 
 pytest.importorskip("onnxruntime", reason="int8 export needs the onnx extra (pip install 'blendseg[onnx]')")
 pytest.importorskip("onnxscript", reason="ONNX export needs onnxscript (pip install 'blendseg[onnx]')")
+pytestmark = pytest.mark.slow  # exports and calibrates graphs: 30 s before the first test
 
 import blendseg  # noqa: E402
 from blendseg.cli import main  # noqa: E402

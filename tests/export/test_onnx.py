@@ -9,6 +9,7 @@ import torch
 
 pytest.importorskip("onnxruntime", reason="ONNX tests need the onnx extra (pip install 'blendseg[onnx]')")
 pytest.importorskip("onnxscript", reason="ONNX export needs onnxscript (pip install 'blendseg[onnx]')")
+pytestmark = pytest.mark.slow  # each export traces and converts a model: 10-50 s
 
 from blendseg.config import to_dict  # noqa: E402
 from blendseg.engine.checkpoint import save_checkpoint  # noqa: E402
