@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.maskrcnn import TorchvisionMaskRCNN
-from blendseg.data.coco import load_data_yaml
 from blendseg.data.loader import build_loader
+from blendseg.data.sources import load_data
 from blendseg.data.synth import synthesize
 from blendseg.engine.runner import (
     Evaluation,
@@ -69,7 +69,7 @@ def latency_ms(model: torch.nn.Module, cfg, data_yaml: str, images: int = 50) ->
     from blendseg.data.coco import CocoInstances
 
     model.eval()
-    split = load_data_yaml(data_yaml).splits["val"]
+    split = load_data(data_yaml).splits["val"]
     ds = CocoInstances(split.annotations, split.images)
     times = []
     for info in ds.images[:images]:

@@ -78,12 +78,13 @@ def row_config(change: dict, minutes: float):
 @torch.no_grad()
 def inference_latency(run: Path, data_yaml: str, images: int = 50) -> float:
     """Median seconds per image (batch 1, test-time resize included) of the run's final model on val images."""
-    from blendseg.data.coco import CocoInstances, load_data_yaml
+    from blendseg.data.coco import CocoInstances
+    from blendseg.data.sources import load_data
     from blendseg.engine.runner import load_model
     from blendseg.predict import predict_image
 
     model, cfg, _ = load_model(run / "weights" / "last.pt")
-    split = load_data_yaml(data_yaml).splits["val"]
+    split = load_data(data_yaml).splits["val"]
     ds = CocoInstances(split.annotations, split.images)
     times = []
     for i in range(min(images, len(ds))):
@@ -173,10 +174,11 @@ def main() -> None:
             metrics = train(cfg, str(data_yaml), run)
             extra = {}
             if group == "dims":  # the reconstruction upper bound of this D on the training masks
-                from blendseg.data.coco import CocoInstances, load_data_yaml
+                from blendseg.data.coco import CocoInstances
                 from blendseg.data.encoding import fit_encoding
+                from blendseg.data.sources import load_data
 
-                tr = load_data_yaml(str(data_yaml)).splits["train"]
+                tr = load_data(str(data_yaml)).splits["train"]
                 fit = fit_encoding(CocoInstances(tr.annotations, tr.images), change["dim_mask"])
                 extra["reconstruction_miou"] = round(fit["reconstruction_miou"] * 100, 1)
             iters = max(json.loads(line)["iteration"] for line in (run / "train_log.jsonl").read_text().splitlines())

@@ -12,6 +12,7 @@ import torch
 os.environ.setdefault("BLENDSEG_PLOTS", "0")
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference"
+REALDATA = REFERENCE.parents[1] / "realdata"  # annotation tools' exports as their authors committed them
 
 
 def pytest_addoption(parser):
@@ -22,11 +23,12 @@ def pytest_addoption(parser):
     )  # fmt: skip
 
 
-def reference_dir(name: str = "") -> Path:
-    """Path of ../shared/fixtures/reference[/name]; skip when absent (a user's clone), fail when CI=true."""
-    path = REFERENCE / name if name else REFERENCE
+def reference_dir(name: str = "", root: Path = REFERENCE) -> Path:
+    """Path of ../shared/fixtures/reference[/name] (or of ``root``/name); skip when absent (a user's clone), fail
+    when CI=true."""
+    path = root / name if name else root
     if not path.exists():
-        msg = f"reference fixtures not found at {path} (they live in ../shared beside the checkout)"
+        msg = f"{path} not found (it lives in ../shared beside the checkout)"
         if os.environ.get("CI") == "true":
             pytest.fail(msg + "; CI=true requires them")
         pytest.skip(msg)

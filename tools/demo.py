@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from blendseg.config import SolverConfig, apply_overrides
-from blendseg.data.coco import CocoInstances, load_data_yaml
+from blendseg.data.coco import CocoInstances
+from blendseg.data.sources import load_data
 from blendseg.data.synth import synthesize
 from blendseg.engine.runner import load_model, train
 from blendseg.figures import show_bases
@@ -119,7 +120,7 @@ def main() -> None:
     metrics = train(cfg, str(data_yaml), run)
     trained = training_time(run)
     model, cfg, _ = load_model(run / "weights" / "last.pt")
-    split = load_data_yaml(data_yaml).splits["val"]
+    split = load_data(data_yaml).splits["val"]
     val = CocoInstances(split.annotations, split.images)
     drawn = draw_split(model, cfg, val, run / "predictions")
     print("\n=== demo finished in %.1f min ===" % ((time.perf_counter() - t0) / 60))

@@ -53,29 +53,33 @@ def _cmd_synth(a: argparse.Namespace) -> int:
     return 0
 
 
-def _check_data_yaml(path: str) -> list:
-    """Every split of a data.yaml: COCO JSON (with its images) or YOLO labels (read as COCO, images decoded)."""
-    from .data.check import check_coco, check_file
-    from .data.coco import load_data_yaml
-    from .data.yolo import yolo_to_coco
+def _check_data(path: str, strict: bool = False) -> list:
+    """Every split of a data.yaml or dataset folder, in any format, as training reads it (the same fixes), its
+    images decoded in full."""
+    from .data.sources import load_data, read_split
 
-    spec, problems = load_data_yaml(path), []
+    spec, problems = load_data(path), []
+    for note in spec.notes:
+        print(note)
     for name, s in spec.splits.items():
-        if s.yolo:
-            data, probs = yolo_to_coco(s.images, spec.names, spec.root)
-            problems += probs + check_coco(data, f"{s.images} (YOLO labels)", spec.root)
-        elif s.annotations is not None:
-            problems += check_file(s.annotations, s.images)
-        print(f"{path}: {name}: {'YOLO labels of ' if s.yolo else ''}{s.images}")
+        if s.panoptic is not None and s.annotations is None:
+            print(f"{path}: {name}: panoptic (check its JSON: blendseg data check {s.panoptic} --masks DIR)")
+            continue
+        data, _, probs = read_split(spec, name, strict=strict, decode=True)
+        problems += [p for p in probs if p not in problems]  # the parts of one file report its problems once
+        what = f"{s.format} annotations {s.annotations}" if s.annotations else f"{s.format} labels of {s.images}"
+        held = f" ({s.part} part)" if s.part else ""
+        print(f"{path}: {name}{held}: {len(data['images'])} images, {len(data['annotations'])} instances, "
+              f"{len(data['categories'])} classes; {what}")  # fmt: skip
     return problems
 
 
 def _cmd_check(a: argparse.Namespace) -> int:
-    from .data.check import check_file, load_json
+    from .data.check import check_coco, load_json
     from .data.panoptic import check_panoptic
 
-    if a.annotations.endswith((".yaml", ".yml")):
-        data, problems = None, _check_data_yaml(a.annotations)
+    if a.annotations.endswith((".yaml", ".yml")) or Path(a.annotations).is_dir():
+        data, problems = None, _check_data(a.annotations, a.strict)
     else:
         data, problems = load_json(a.annotations)
     if data is not None and any("segments_info" in ann for ann in data["annotations"][:1]):  # COCO panoptic
@@ -83,7 +87,7 @@ def _cmd_check(a: argparse.Namespace) -> int:
         problems = check_panoptic(data, a.annotations, masks)
         print(f"{a.annotations}: COCO panoptic, PNGs in {masks}")
     elif data is not None:
-        problems = check_file(a.annotations, a.images)
+        problems = check_coco(data, a.annotations, a.images, strict=a.strict)[1]
     for p in problems:
         print(p)
     errors = sum(p.severity == "error" for p in problems)
@@ -207,15 +211,11 @@ def _cmd_export(a: argparse.Namespace) -> int:
 def _cmd_fit_encoding(a: argparse.Namespace) -> int:
     import torch
 
-    from .data.coco import load_data_yaml, open_instances
+    from .data.coco import open_split
     from .data.encoding import fit_encoding
     from .engine.checkpoint import save_checkpoint
 
-    spec = load_data_yaml(a.data)
-    if a.split not in spec.splits:
-        print(f"{a.data}: no '{a.split}' split", file=sys.stderr)
-        return 2
-    fit = fit_encoding(open_instances(spec, a.split, a.data), a.dim, a.mask_size, seed=a.seed)
+    fit = fit_encoding(open_split(a.data, a.split), a.dim, a.mask_size, seed=a.seed)
     out = Path(a.out)
     save_checkpoint(out, {k: v for k, v in fit.items() if torch.is_tensor(v)})  # atomic; weights_only loadable
     ratio = float(fit["explained_variance_ratio"].sum())
@@ -295,12 +295,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--difficulty", choices=("easy", "normal", "hard"), default="normal")
     s.add_argument("--panoptic", action="store_true", help="stuff backgrounds + COCO panoptic PNGs and JSON")
     s.set_defaults(fn=_cmd_synth)
-    c = d.add_parser("check", help="validate COCO annotations or every split of a data.yaml (exit 1 on errors)")
-    c.add_argument("annotations", help="a COCO JSON (or COCO panoptic JSON), or a data.yaml (COCO or YOLO layout)")
+    c = d.add_parser("check", help="validate COCO annotations or every split of a dataset (exit 1 on errors)")
+    c.add_argument(
+        "annotations", help="a COCO JSON (or COCO panoptic JSON), a data.yaml (COCO or YOLO layout) or an export folder"
+    )
     c.add_argument("--images", help="image folder: also check every file exists, opens and has its size")
     c.add_argument(
         "--masks", help="COCO panoptic JSON: its PNG folder (default: the JSON's path without .json, COCO's layout)"
     )
+    c.add_argument("--strict", action="store_true", help="every fix an error (as data.strict=true in training)")
     c.set_defaults(fn=_cmd_check)
     dc = d.add_parser("convert", help="write a data.yaml's dataset in the other layout (COCO JSON <-> YOLO labels)")
     dc.add_argument("data", help="data.yaml (COCO or YOLO layout)")

@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from blendseg.data.check import DataError, check_file
-from blendseg.data.coco import CocoInstances, load_data_yaml
+from blendseg.data.coco import CocoInstances
+from blendseg.data.sources import load_data
 from blendseg.data.transforms import build_transforms, shortest_edge_size
 from blendseg.ops.rle import encode
 
@@ -56,16 +57,16 @@ def _good():
                 "id": 3,
                 "image_id": 1,
                 "category_id": 3,
-                "bbox": [30, 20, 10, 10],
+                "bbox": [30, 30, 3, 10],
                 "iscrowd": 0,
-                "area": 100,
+                "area": 30,
                 "segmentation": {"size": [40, 50], "counts": [1230, 10, 30, 10, 30, 10, 680]},
             },
             {
                 "id": 4,
                 "image_id": 1,
                 "category_id": 3,
-                "bbox": [0, 0, 50, 40],
+                "bbox": [10, 5, 20, 10],
                 "segmentation": rle,
                 "iscrowd": 1,
                 "area": 200,
@@ -93,12 +94,13 @@ def test_loading_maps_sparse_ids_and_excludes_crowd(tmp_path):
     [
         (lambda c: c["annotations"][1].update(segmentation=[[1, 2, 3, 4]]), "polygon with 2 point(s)"),
         (lambda c: c["annotations"][0].update(category_id=99), "unknown category_id 99"),
-        (lambda c: c["annotations"][0].update(bbox=[10, 5, 0, 10]), "zero-area box"),
-        (lambda c: c["annotations"][0].update(bbox=[45, 5, 20, 10]), "outside the 50x40 image"),
+        (lambda c: c["annotations"][0].update(segmentation=None, bbox=[10, 5, 0, 10]), "empty box [10, 5, 0, 10]"),
+        (lambda c: c["annotations"][0].update(segmentation=[], bbox=[55, 5, 20, 10]), "(in the 50x40 image, after"),
+        (lambda c: c["annotations"][0].update(segmentation={"size": [40, 60], "counts": "x"}), "RLE size [40, 60]"),
+        (lambda c: c["annotations"][0].update(bbox=[1, 2, float("nan"), 4]), "bbox is not 4 finite numbers"),
         (lambda c: c["annotations"][1].update(id=1), "duplicated annotation id"),
         (lambda c: c["images"].append(dict(c["images"][0])), "duplicated image id"),
         (lambda c: c["annotations"][0].update(image_id=42), "image_id refers to no image"),
-        (lambda c: c["images"][1].update(file_name="missing.png"), "image file missing"),
         (lambda c: c["images"][0].update(width=60), "the (oriented) image is 50x40"),
     ],
 )
@@ -125,11 +127,11 @@ def test_check_unreadable_json_and_image(tmp_path):
 
 
 def test_data_yaml_and_transforms(tmp_path, synth_data):
-    spec = load_data_yaml(synth_data)
+    spec = load_data(synth_data)
     assert set(spec.splits) == {"train", "val"} and spec.names[0] == "circle"
     (tmp_path / "d.yaml").write_text("path: .\ntrain: {images: im}\n")
     with pytest.raises(DataError, match="must be"):
-        load_data_yaml(tmp_path / "d.yaml")
+        load_data(tmp_path / "d.yaml")
     # detectron2's ResizeShortestEdge arithmetic
     assert shortest_edge_size(480, 640, 800, 1333) == (800, 1067)
     assert shortest_edge_size(100, 1000, 800, 1333) == (133, 1333)
@@ -184,7 +186,7 @@ def test_sem_seg_paints_every_annotation_in_json_order_crowd_included(tmp_path):
 
 
 def test_sem_seg_moves_with_resize_and_flip(synth_data):
-    spec = load_data_yaml(synth_data)
+    spec = load_data(synth_data)
     tf = build_transforms(True, (64,), "choice", 1000, 64, 1000, hflip=True)
     ds = CocoInstances(spec.splits["train"].annotations, spec.splits["train"].images, True, True, True, tf)
     for i in range(6):
@@ -201,7 +203,7 @@ def test_sem_seg_moves_with_resize_and_flip(synth_data):
 def test_aspect_ratio_grouping_batches_one_orientation(synth_data):
     from blendseg.data.loader import build_loader
 
-    spec = load_data_yaml(synth_data)
+    spec = load_data(synth_data)
     tf = build_transforms(True, (64,), "choice", 1000, 64, 1000, hflip=False)
     ds = CocoInstances(spec.splits["train"].annotations, spec.splits["train"].images, True, transforms=tf)
     ratios = ds.aspect_ratios()
@@ -222,7 +224,7 @@ def test_polygons_follow_resize_and_flip_and_give_box_targets(synth_data):
     from blendseg.ops.masks import crop_and_resize_masks, instance_mask_targets
     from blendseg.ops.rle import decode as decode_segm
 
-    spec = load_data_yaml(synth_data)
+    spec = load_data(synth_data)
     tf = build_transforms(True, (150,), "choice", 1000, 150, 1000, hflip=False)
     tf.transforms.insert(2, HFlip(1.0))  # after the resize, before the filter: always flip
     split = spec.splits["train"]

@@ -11,7 +11,6 @@ from PIL import Image
 
 from blendseg.cli import main
 from blendseg.data.check import DataError
-from blendseg.data.coco import load_data_yaml
 from blendseg.data.panoptic import (
     IGNORE,
     CocoPanoptic,
@@ -22,6 +21,7 @@ from blendseg.data.panoptic import (
     rgb2id,
     semantic_target,
 )
+from blendseg.data.sources import load_data
 from blendseg.data.synth import STUFF, render_image, synthesize
 from blendseg.data.transforms import build_transforms
 from blendseg.ops.rle import decode
@@ -86,7 +86,7 @@ def test_derived_instances_equal_the_instances_json(pan_data):
 
 @pytest.mark.parametrize("with_instances_json", [True, False])
 def test_dataset_targets_follow_resize_and_flip(pan_data, with_instances_json):
-    spec = load_data_yaml(pan_data).splits["train"]
+    spec = load_data(pan_data).splits["train"]
     tf = build_transforms(True, (64,), "choice", 200, 64, 200, hflip=True)
     ann = spec.annotations if with_instances_json else None
     ds = CocoPanoptic(spec.panoptic, spec.panoptic_masks, spec.images, ann, with_panoptic_sem=True,
@@ -123,7 +123,7 @@ def test_check_reports_panoptic_problems(pan_data, tmp_path):
 
 
 def test_thing_categories_must_agree(pan_data, tmp_path):
-    spec = load_data_yaml(pan_data).splits["val"]
+    spec = load_data(pan_data).splits["val"]
     coco = json.loads(spec.annotations.read_text())
     coco["categories"] = coco["categories"][:-1]
     coco["annotations"] = [a for a in coco["annotations"] if a["category_id"] != 6]

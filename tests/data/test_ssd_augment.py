@@ -5,7 +5,8 @@ import random
 import torch
 
 from blendseg.config import DataConfig
-from blendseg.data.coco import CocoInstances, load_data_yaml
+from blendseg.data.coco import CocoInstances
+from blendseg.data.sources import load_data
 from blendseg.data.ssd_augment import expand, mirror, photometric_distort, random_sample_crop, resize_square
 from blendseg.data.transforms import transforms_for
 
@@ -81,7 +82,7 @@ def test_photometric_distort_stays_in_range():
 
 
 def test_yolact_pipeline_on_synthetic_data(synth_data):
-    spec = load_data_yaml(synth_data)
+    spec = load_data(synth_data)
     d = DataConfig(square_size=96, augment="ssd", with_masks=True, with_crowd_boxes=True)
     ds = CocoInstances(spec.splits["train"].annotations, spec.splits["train"].images, True, True,
                        with_crowd_boxes=True, transforms=transforms_for(d, True, (123.0, 117.0, 104.0)))  # fmt: skip

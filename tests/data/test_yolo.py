@@ -11,8 +11,9 @@ import yaml
 from PIL import Image
 
 from blendseg.data.check import DataError
-from blendseg.data.coco import load_data_yaml, open_instances
+from blendseg.data.coco import open_instances
 from blendseg.data.convert import convert_dataset
+from blendseg.data.sources import load_data
 from blendseg.data.yolo import mask_outline, merge_rings, yolo_to_coco
 from blendseg.ops.rle import decode
 
@@ -34,7 +35,7 @@ def _dataset(root, labels: dict[str, str], extra_labels: dict[str, str] | None =
 
 def test_polygons_and_boxes_read_in_pixels(tmp_path):
     data_yaml = _dataset(tmp_path, {"a": "1 0.25 0.5 0.75 0.5 0.5 1.0\n0 0.5 0.5 0.5 1.0\n", "b": None})
-    spec = load_data_yaml(data_yaml)
+    spec = load_data(data_yaml)
     coco, probs = yolo_to_coco(spec.splits["train"].images, spec.names, spec.root)
     assert [str(p) for p in probs] == [f"WARNING {tmp_path / 'images' / 'train'}: 1 image(s) without a label file: "
                                        "background"]  # fmt: skip
@@ -63,7 +64,7 @@ BAD = {
 
 def test_every_bad_line_is_named_with_file_and_line(tmp_path):
     data_yaml = _dataset(tmp_path, {k: v[0] for k, v in BAD.items()}, extra_labels={"ghost": "0 0.5 0.5 0.2 0.2\n"})
-    spec = load_data_yaml(data_yaml)
+    spec = load_data(data_yaml)
     _, probs = yolo_to_coco(spec.splits["train"].images, spec.names, spec.root)
     errors = {str(p) for p in probs if p.severity == "error"}
     for name, (_, message) in BAD.items():
@@ -89,7 +90,7 @@ def test_data_check_on_a_yolo_data_yaml(tmp_path, capsys):
 def test_a_yolo_data_yaml_needs_names(tmp_path):
     (tmp_path / "data.yaml").write_text("path: .\ntrain: images/train\n")
     with pytest.raises(DataError, match="YOLO-format splits need names"):
-        load_data_yaml(tmp_path / "data.yaml")
+        load_data(tmp_path / "data.yaml")
 
 
 def test_outlines_and_merged_rings():
@@ -114,7 +115,7 @@ def test_coco_to_yolo_to_coco_keeps_every_instance(tmp_path):
     src = synthesize(tmp_path / "coco", train=6, val=2, seed=1, min_size=96, max_size=128)
     yolo_yaml, _ = convert_dataset(src, "yolo", tmp_path / "yolo")
     back_yaml, _ = convert_dataset(yolo_yaml, "coco", tmp_path / "back")
-    spec, back_spec = load_data_yaml(src), load_data_yaml(back_yaml)
+    spec, back_spec = load_data(src), load_data(back_yaml)
     a = json.loads(spec.splits["train"].annotations.read_text())
     b = json.loads(back_spec.splits["train"].annotations.read_text())
     names_a = {c["id"]: c["name"] for c in a["categories"]}

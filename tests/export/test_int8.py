@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow  # exports and calibrates graphs: 30 s before the 
 import blendseg  # noqa: E402
 from blendseg.cli import main  # noqa: E402
 from blendseg.config import to_dict  # noqa: E402
-from blendseg.data.coco import CocoInstances, load_data_yaml  # noqa: E402
+from blendseg.data.coco import CocoInstances  # noqa: E402
+from blendseg.data.sources import load_data  # noqa: E402
 from blendseg.engine.checkpoint import save_checkpoint  # noqa: E402
 from blendseg.export.quantize import calibration_images, network_nodes, quantize_int8  # noqa: E402
 from blendseg.inference.onnx_runtime import OnnxPredictor  # noqa: E402
@@ -29,7 +30,7 @@ def graphs(synth_data, tmp_path_factory):
     """(checkpoint, fp32 graph, int8 graph) of a decisive blendmask_tiny_test model with the synthetic data's
     categories, the int8 one calibrated on 8 of its training images."""
     folder = tmp_path_factory.mktemp("int8")
-    split = load_data_yaml(synth_data).splits["val"]
+    split = load_data(synth_data).splits["val"]
     ids = CocoInstances(split.annotations, split.images).contiguous_to_cat_id
     model, cfg = decisive_model("blendmask_tiny_test"), to_dict(get_preset("blendmask_tiny_test"))
     ckpt = save_checkpoint(folder / "model.pt", {
@@ -73,7 +74,7 @@ def test_val_on_exported_graphs_scores_the_graphs_detections(graphs, synth_data,
     got = blendseg.load(fp32).val(synth_data, out_dir=tmp_path / "onnx")
     assert "errors" in got and got["segm"]["F1_conf"] is not None
     recs = json.loads((tmp_path / "onnx" / "coco_instances_results.json").read_text())
-    split = load_data_yaml(synth_data).splits["val"]
+    split = load_data(synth_data).splits["val"]
     ds = CocoInstances(split.annotations, split.images)
     model = blendseg.load(ckpt)
     matched = total = 0
@@ -164,7 +165,7 @@ def test_a_missing_runtime_is_one_line_naming_the_extra(graphs, synth_data, tmp_
 
 
 def test_val_refuses_a_graph_of_other_categories(graphs, synth_data, tmp_path):
-    split = load_data_yaml(synth_data).splits["val"]
+    split = load_data(synth_data).splits["val"]
     coco = json.loads(Path(split.annotations).read_text())
     for rec in coco["categories"] + coco["annotations"]:
         key = "id" if "name" in rec else "category_id"

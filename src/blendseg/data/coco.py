@@ -1,122 +1,37 @@
-"""COCO instances: data.yaml parsing, category-id mapping and the dataset returning (image, target).
-
-``data.yaml`` is the ultralytics shape extended for COCO JSON::
-
-    path: datasets/mydata            # root; relative to the yaml file when not absolute
-    train: {images: images/train, annotations: annotations/instances_train.json}
-    val:   {images: images/val,   annotations: annotations/instances_val.json}
-    names: auto                      # or {0: person, ...}; auto reads the JSON categories
-"""
+"""COCO instances as ``(image, target)`` pairs: the one dataset of every annotation format (each read as a COCO
+dict by :func:`blendseg.data.sources.read_split`), with its category-id mapping."""
 
 from __future__ import annotations
 
 import os
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from torch import Tensor
 
 from ..ops.rle import decode
-from .check import DataError, check_coco, load_json, raise_on_errors
+from .check import DataError, check_coco, load_json
 from .images import read_image
+from .sources import DataSpec, load_data, read_split, report, require_split
 
 
-@dataclass(frozen=True)
-class Split:
-    """One split of a data.yaml: images, COCO instances JSON and, for panoptic data, the COCO panoptic JSON and its
-    PNG folder (the instances may then be omitted: they are derived from the panoptic PNGs)."""
-
-    images: Path
-    annotations: Path | None
-    panoptic: Path | None = None
-    panoptic_masks: Path | None = None
-    yolo: bool = False  # ultralytics' layout: ``images`` is a folder (or .txt list) with labels/ beside it
+def open_split(data: str | os.PathLike, split: str, purpose: str = "", **kwargs) -> CocoInstances:
+    """:func:`open_instances` of a split of the data.yaml or dataset folder ``data``, checked to exist."""
+    spec = load_data(data)
+    require_split(spec, split, purpose)
+    return open_instances(spec, split, **kwargs)
 
 
-@dataclass(frozen=True)
-class DataSpec:
-    """A parsed data.yaml: splits by name and the class names (None when ``auto``)."""
-
-    root: Path
-    splits: dict[str, Split]
-    names: list[str] | None
-
-
-def load_data_yaml(path: str | os.PathLike) -> DataSpec:
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except yaml.YAMLError as e:
-        raise DataError(f"{path}: not valid YAML ({e})") from None
-    if not isinstance(raw, dict):
-        raise DataError(f"{path}: expected a mapping with path / train / val / names")
-    root = Path(raw.get("path") or ".")
-    if not root.is_absolute():
-        root = (path.parent / root).resolve()
-    splits = {}
-    for name in ("train", "val", "test"):
-        s = raw.get(name)
-        if s is None:
-            continue
-        if isinstance(s, str):  # ultralytics: an image folder or list, labels/ beside images/
-            splits[name] = Split(root / s, None, yolo=True)
-            continue
-        if not isinstance(s, dict) or "images" not in s or not ("annotations" in s or "panoptic" in s):
-            raise DataError(
-                f"{path}: '{name}' must be {{images: DIR, annotations: FILE.json}} (and/or panoptic: FILE.json, "
-                "panoptic_masks: DIR)"
-            )
-        if ("panoptic" in s) != ("panoptic_masks" in s):
-            raise DataError(f"{path}: '{name}' needs both panoptic (the JSON) and panoptic_masks (its PNG folder)")
-        opt = {k: root / s[k] if s.get(k) else None for k in ("annotations", "panoptic", "panoptic_masks")}
-        splits[name] = Split(root / s["images"], **opt)
-    names = raw.get("names", "auto")
-    if isinstance(names, dict):
-        names = [str(names[k]) for k in sorted(names)]
-    elif names == "auto" or names is None:
-        names = None
-    elif isinstance(names, list):
-        names = [str(n) for n in names]
-    else:
-        raise DataError(f"{path}: names must be 'auto', a list or a {{index: name}} mapping")
-    if names is None and any(s.yolo for s in splits.values()):
-        raise DataError(f"{path}: YOLO-format splits need names ({{0: name, ...}} or a list): label files hold indices")
-    return DataSpec(root, splits, names)
-
-
-def require_split(spec: DataSpec, where: str | os.PathLike, split: str, purpose: str = "") -> None:
-    """A :class:`DataError` naming the data.yaml (``where``) when it has no ``split`` (``purpose``: what for)."""
-    if split not in spec.splits:
-        raise DataError(f"{where}: no '{split}' split{purpose} (has: {', '.join(spec.splits) or 'none'})")
-
-
-def open_split(data_yaml: str | os.PathLike, split: str, purpose: str = "", **kwargs) -> CocoInstances:
-    """:func:`open_instances` of a split of the data.yaml at ``data_yaml``, checked to exist."""
-    spec = load_data_yaml(data_yaml)
-    require_split(spec, data_yaml, split, purpose)
-    return open_instances(spec, split, str(data_yaml), **kwargs)
-
-
-def open_instances(spec: DataSpec, split: str, where: str, **kwargs) -> CocoInstances:
-    """The :class:`CocoInstances` of a data.yaml split: its COCO JSON, or its YOLO labels read as COCO (broken
-    label lines refused as broken annotations are; ``where`` names the data.yaml in messages)."""
-    s = spec.splits[split]
-    if not s.yolo:
-        return CocoInstances(s.annotations, s.images, **kwargs)
-    from .yolo import yolo_to_coco
-
-    data, probs = yolo_to_coco(s.images, spec.names, spec.root)
-    raise_on_errors(probs)
-    for p in probs:
-        warnings.warn(str(p), stacklevel=2)
-    kwargs.pop("check_files", None)  # the reader has opened every image already
-    return CocoInstances(f"{where} ({split}: YOLO labels of {s.images})", spec.root, data=data, **kwargs)
+def open_instances(
+    spec: DataSpec, split: str, strict: bool = False, check_files: bool = True, **kwargs
+) -> CocoInstances:
+    """The :class:`CocoInstances` of a split in any format (:func:`~blendseg.data.sources.read_split`): errors
+    raised, each kind of fix warned once (``strict``: fixes are errors); missing images skipped
+    (``check_files``)."""
+    data, images_dir, problems = read_split(spec, split, strict, check_files)
+    report(problems)
+    return CocoInstances(f"{spec.source} ({split})", images_dir, data=data, **kwargs)
 
 
 class CocoInstances(torch.utils.data.Dataset):
@@ -130,7 +45,8 @@ class CocoInstances(torch.utils.data.Dataset):
     ``labels`` (M,) int64, ``masks`` (M, H, W) uint8 when ``with_masks``, ``image_id`` and ``orig_size`` (h, w).
 
     Args:
-        ann_file, images_dir: the split (``data``: the annotations already parsed; ``ann_file`` then names them).
+        ann_file, images_dir: the split (``data``: the annotations already parsed and checked, as
+            :func:`open_instances` gives them; ``ann_file`` then names them in messages).
         filter_empty: drop images without non-crowd annotations (training default of the reference).
         transforms: callable ``(image, target) -> (image, target)``.
     """
@@ -148,12 +64,11 @@ class CocoInstances(torch.utils.data.Dataset):
         check_files: bool = False,
         data: dict | None = None,
     ) -> None:
-        probs: list = []
-        if data is None:  # else ``data`` is the parsed file, ``ann_file`` only names it in messages
+        if data is None:  # else ``data`` is checked already, ``ann_file`` only names it in messages
             data, probs = load_json(ann_file)
-        if data is not None:
-            probs = check_coco(data, str(ann_file), images_dir if check_files else None, decode=False)
-        raise_on_errors(probs)
+            if data is not None:
+                data, probs = check_coco(data, str(ann_file), images_dir if check_files else None, decode=False)
+            report(probs)
         self.coco = data
         self.ann_file, self.images_dir = str(ann_file), Path(images_dir)
         cat_ids = sorted(c["id"] for c in data["categories"])
@@ -171,6 +86,14 @@ class CocoInstances(torch.utils.data.Dataset):
             self.images = [im for im in self.images if any(not a.get("iscrowd", 0) for a in anns_per_image[im["id"]])]
             if not self.images:
                 raise DataError(f"{ann_file}: no image has a non-crowd annotation ({before} images)")
+        box_only = self.box_only() if (with_masks or with_sem_seg) else 0
+        if box_only:
+            total = sum(not a.get("iscrowd", 0) for a in data["annotations"])
+            raise DataError(
+                f"{ann_file}: {box_only} of {total} annotation(s) have no mask (box-only); a mask method learns a "
+                "mask for every instance: add their polygons, or train a box detector (an fcos_* preset: blendseg "
+                "presets)"
+            )
         self.with_masks, self.with_sem_seg, self.with_crowd_boxes = with_masks, with_sem_seg, with_crowd_boxes
         self.with_polygons = with_polygons
         self.transforms = transforms
@@ -221,14 +144,12 @@ class CocoInstances(torch.utils.data.Dataset):
         return target
 
     def _mask(self, ann: dict, h: int, w: int) -> np.ndarray:
-        """(h, w) uint8 mask of an annotation; its box, with a warning, when it has no segmentation."""
-        if ann.get("segmentation") is not None:
-            return decode(ann["segmentation"], h, w)
-        warnings.warn(f"{self.ann_file}: annotation id {ann['id']} has no segmentation; using its box", stacklevel=3)
-        mask = np.zeros((h, w), np.uint8)
-        x, y, bw, bh = ann["bbox"]
-        mask[round(y) : round(y + bh), round(x) : round(x + bw)] = 1
-        return mask
+        """(h, w) uint8 mask of an annotation (a dataset asked for masks refuses box-only annotations)."""
+        return decode(ann["segmentation"], h, w)
+
+    def box_only(self) -> int:
+        """How many non-crowd annotations have no mask."""
+        return sum("segmentation" not in a for a in self.coco["annotations"] if not a.get("iscrowd", 0))
 
     def __getitem__(self, idx: int) -> tuple[Tensor, dict[str, Tensor]]:
         info = self.images[idx]

@@ -9,35 +9,28 @@ from pathlib import Path
 
 import yaml
 
-from .check import load_json, raise_on_errors
-from .coco import load_data_yaml
-from .yolo import coco_to_yolo_lines, label_path, yolo_to_coco
+from .sources import load_data, read_split, report
+from .yolo import coco_to_yolo_lines, label_path
 
 
 def convert_dataset(data_yaml: str | os.PathLike, to: str, out: str | os.PathLike) -> tuple[Path, list[str]]:
     """Write ``data_yaml``'s dataset in the other layout under ``out`` (``to``: "coco" or "yolo") with its own
     data.yaml; the images are not copied (COCO: the JSON names them where they are; YOLO: ``images/<split>`` is a
     link to the split's folder). Returns (the new data.yaml, one line per split saying what was written)."""
-    spec, out = load_data_yaml(data_yaml), Path(out)
+    spec, out = load_data(data_yaml), Path(out)
     if to not in ("coco", "yolo"):
         raise ValueError(f"--to must be coco or yolo, got {to!r}")
     out.mkdir(parents=True, exist_ok=True)
-    splits, report, names = {}, [], spec.names
-    for name, s in spec.splits.items():
-        if s.yolo:
-            data, probs = yolo_to_coco(s.images, spec.names, spec.root)
-            raise_on_errors(probs)
-            images_dir = spec.root
-        else:
-            data, probs = load_json(s.annotations)
-            raise_on_errors(probs)
-            images_dir = s.images
+    splits, lines, names = {}, [], spec.names
+    for name in spec.splits:
+        data, images_dir, probs = read_split(spec, name)
+        report(probs)
         if to == "coco":
             ann = out / "annotations" / f"instances_{name}.json"
             ann.parent.mkdir(parents=True, exist_ok=True)
             ann.write_text(json.dumps(data))
             splits[name] = {"images": str(Path(images_dir).resolve()), "annotations": str(ann.relative_to(out))}
-            report.append(f"{name}: {len(data['images'])} images, {len(data['annotations'])} instances -> {ann}")
+            lines.append(f"{name}: {len(data['images'])} images, {len(data['annotations'])} instances -> {ann}")
             names = names or [c.get("name", str(c["id"])) for c in sorted(data["categories"], key=lambda c: c["id"])]
             continue
         cat_ids = sorted(c["id"] for c in data["categories"])
@@ -53,16 +46,16 @@ def convert_dataset(data_yaml: str | os.PathLike, to: str, out: str | os.PathLik
         index = {c: i for i, c in enumerate(cat_ids)}
         written = left_out = 0
         for image in data["images"]:
-            lines, dropped = coco_to_yolo_lines(anns.get(image["id"], []), image, index)
+            label_lines, dropped = coco_to_yolo_lines(anns.get(image["id"], []), image, index)
             left_out += dropped
-            if lines:
+            if label_lines:
                 target = label_path(link / image["file_name"])
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text("\n".join(lines) + "\n")
-                written += len(lines)
+                target.write_text("\n".join(label_lines) + "\n")
+                written += len(label_lines)
         splits[name] = f"images/{name}"
         note = f" ({left_out} crowd or empty annotations left out: YOLO has no crowd)" if left_out else ""
-        report.append(f"{name}: {len(data['images'])} images, {written} instances -> {out / 'labels' / name}{note}")
+        lines.append(f"{name}: {len(data['images'])} images, {written} instances -> {out / 'labels' / name}{note}")
     doc = {"path": str(out.resolve()), **splits, "names": dict(enumerate(names or []))}
     (out / "data.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    return out / "data.yaml", report
+    return out / "data.yaml", lines

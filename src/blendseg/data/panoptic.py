@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from ..ops.rle import encode
-from .check import DataError, Problem, raise_on_errors
+from .check import DataError, Problem, check_coco, raise_on_errors
 from .coco import CocoInstances
 
 IGNORE = 255
@@ -209,7 +209,9 @@ class CocoPanoptic(CocoInstances):
         data = None
         if ann_file is None:
             t0 = time.perf_counter()
-            data = panoptic_to_instances(pan, panoptic_dir)
+            derived, where = panoptic_to_instances(pan, panoptic_dir), str(panoptic_json)
+            data, probs = check_coco(derived, where, images_dir if check_files else None, decode=False)
+            raise_on_errors(probs)
             ann_file = panoptic_json
             if time.perf_counter() - t0 > 30:
                 print(f"{panoptic_json}: instances derived from the PNGs in {time.perf_counter() - t0:.0f} s "

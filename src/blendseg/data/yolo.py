@@ -71,9 +71,11 @@ def parse_line(line: str, num_classes: int, width: int, height: int) -> tuple[in
     return cls, [min(max(v, 0.0), 1.0) * (width if i % 2 == 0 else height) for i, v in enumerate(values)]
 
 
-def _area(poly: list[float]) -> float:
-    x, y = np.asarray(poly[0::2]), np.asarray(poly[1::2])
-    return float(abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))) / 2)
+def _area(poly: list[float], width: int, height: int) -> float:
+    """COCO's area of the polygon: its rasterised pixels (what evaluation's small / medium / large ranges use)."""
+    from ..ops.rle import area, segm_to_rle
+
+    return area(segm_to_rle([poly], height, width))
 
 
 def yolo_to_coco(source: str | os.PathLike, names: list[str], root: str | os.PathLike) -> tuple[dict, list[Problem]]:
@@ -112,7 +114,7 @@ def yolo_to_coco(source: str | os.PathLike, names: list[str], root: str | os.Pat
             box = [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
             coco["annotations"].append({
                 "id": len(coco["annotations"]) + 1, "image_id": image_id, "category_id": cls + 1, "bbox": box,
-                "segmentation": [poly], "area": _area(poly), "iscrowd": 0,
+                "segmentation": [poly], "area": _area(poly, width, height), "iscrowd": 0,
             })  # fmt: skip
     if background:
         probs.append(Problem("warning", str(source), f"{background} image(s) without a label file: background"))

@@ -15,9 +15,10 @@ from torch import nn
 
 from ..config import TrainConfig, dump_yaml, from_dict
 from ..data.check import DataError
-from ..data.coco import CocoInstances, load_data_yaml, open_instances, open_split, require_split
+from ..data.coco import CocoInstances, open_instances, open_split
 from ..data.loader import build_loader
 from ..data.panoptic import CocoPanoptic
+from ..data.sources import load_data, require_split
 from ..data.transforms import transforms_for
 from ..dist import cleanup, get_world_size, init_from_env, is_main_process, process_device, resolve_device
 from ..evaluation.coco import COCOEvaluator
@@ -51,8 +52,8 @@ def build_dataset(cfg: TrainConfig, data_yaml: str, split: str, train: bool) -> 
     """The split's dataset with the config's transforms and targets: :class:`CocoPanoptic` when the split names
     panoptic files and the config asks for panoptic data (``data.with_panoptic``; then required for training) or the
     split has no instances JSON (the things come from the PNGs)."""
-    spec = load_data_yaml(data_yaml)
-    require_split(spec, data_yaml, split)
+    spec = load_data(data_yaml)
+    require_split(spec, split)
     s = spec.splits[split]
     d = cfg.data
     if d.mask_format not in ("bitmask", "polygon"):
@@ -77,7 +78,7 @@ def build_dataset(cfg: TrainConfig, data_yaml: str, split: str, train: bool) -> 
             "(panoptic: FILE.json, panoptic_masks: PNG_DIR)"
         )
     else:
-        ds = open_instances(spec, split, data_yaml, **kwargs)
+        ds = open_instances(spec, split, strict=d.strict, **kwargs)
     if spec.names is not None and len(spec.names) != len(ds.class_names):
         raise DataError(
             f"{data_yaml}: names lists {len(spec.names)} classes, {ds.ann_file} has {len(ds.class_names)} categories"
@@ -257,6 +258,9 @@ def train(
     if cfg.deterministic:
         make_deterministic(device)
     out_dir = Path(out_dir)
+    if is_main_process():
+        for note in load_data(data_yaml).notes:  # a layout recognised, a val split made
+            print(note)
     ds = build_dataset(cfg, data_yaml, "train", train=True)
     cfg = with_num_classes(cfg, ds)
     if is_main_process():
@@ -295,7 +299,7 @@ def _train_in(
                   f"({what}); {_skipped_report(own, state, skipped)}")  # fmt: skip
     if hasattr(model, "prepare") and not resuming:  # data-dependent state (MEInst's mask encoding)
         model.prepare(ds, log=print if is_main_process() else (lambda *_: None))
-    has_val = "val" in load_data_yaml(data_yaml).splits
+    has_val = "val" in load_data(data_yaml).splits
     eval_fn = Evaluation(cfg, data_yaml, device) if (evaluate and has_val) else None
     extra = {"class_names": ds.class_names, "contiguous_to_cat_id": ds.contiguous_to_cat_id}
     if hasattr(ds, "stuff_names"):  # panoptic: the semantic labels 1..S, for predictions in COCO panoptic format
