@@ -35,7 +35,8 @@ def _ann(data: dict, aid: int) -> dict:
          lambda a: len(a["segmentation"]) == 1),
         # a box-only export (CVAT detection project): segmentation [] -> no mask, the box kept
         (lambda a: a.update(segmentation=[]), "box-only", lambda a: "segmentation" not in a and a["bbox"][2] == 10),
-        (lambda a: a.update(segmentation=[], bbox=[45, 35, 10, 10]), "clipped to it", lambda a: a["bbox"] == [45, 35, 5, 5]),
+        (lambda a: a.update(segmentation=[], bbox=[45, 35, 10, 10]), "clipped to it",
+         lambda a: a["bbox"] == [45, 35, 5, 5]),
     ],
 )  # fmt: skip
 def test_each_fix_is_one_warning_and_an_error_under_strict(tmp_path, mutate, fix, expect):
