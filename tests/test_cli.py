@@ -54,7 +54,7 @@ def test_bad_inputs_give_messages_not_tracebacks(tmp_path, synth_data, capsys):
     )
     assert main(["data", "check", str(bad), "--images", str(tmp_path)]) == 1
     text = capsys.readouterr().out
-    assert "unknown category_id 2" in text and "image file missing" in text
+    assert "unknown category_id 2" in text and "image file(s) missing" in text
     (tmp_path / "d.yaml").write_text(f"path: {tmp_path}\ntrain: {{images: ., annotations: ann.json}}\n")
     assert main(["train", "fcos_tiny_test", str(tmp_path / "d.yaml"), "--out", str(tmp_path / "r")]) == 1
     assert "unknown category_id 2" in capsys.readouterr().err

@@ -96,12 +96,12 @@ def test_dataset_and_check_use_the_oriented_size(tmp_path):
     exif[0x0112] = 8
     (tmp_path / "images").mkdir()
     pil.save(tmp_path / "images" / "a.jpg", exif=exif)
-    box = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 10, 10], "iscrowd": 0}
+    box = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 10, 10], "iscrowd": 0, "area": 100}
     coco = {"images": [{"id": 1, "file_name": "a.jpg", "height": 60, "width": 40}], "categories": [{"id": 1}]}
     coco["annotations"] = [box]
     ann = tmp_path / "ann.json"
     ann.write_text(json.dumps(coco))
-    assert check_file(ann, tmp_path / "images") == []
+    assert [p.message for p in check_file(ann, tmp_path / "images")] == ["1 of 1 annotation(s) are box-only (no mask)"]
     image, _ = CocoInstances(ann, tmp_path / "images")[0]
     assert image.shape == (3, 60, 40)
     coco["images"][0].update(height=40, width=60)  # the stored, unrotated size: wrong for the picture people see

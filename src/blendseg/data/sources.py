@@ -88,9 +88,9 @@ def load_data(path: str | os.PathLike) -> DataSpec:
 def _resolve(root: Path, value: str) -> Path:
     """``root / value``, or without a leading ``../`` when that does not exist and this does (ultralytics' rule
     for Roboflow's data.yaml files)."""
-    p = (root / value).resolve()
+    p = Path(os.path.abspath(root / value))  # links kept: YOLO labels are found beside the images' path as given
     if not p.exists() and value.startswith("../") and (root / value[3:]).exists():
-        return (root / value[3:]).resolve()
+        return Path(os.path.abspath(root / value[3:]))
     return p
 
 
