@@ -53,12 +53,15 @@ def _cmd_synth(a: argparse.Namespace) -> int:
     return 0
 
 
-def _check_data(path: str, strict: bool = False) -> list:
+def _check_data(path: str, strict: bool = False, preset: str | None = None) -> list:
     """Every split of a data.yaml or dataset folder, in any format, as training reads it (the same fixes), its
-    images decoded in full."""
+    images decoded in full, and what each holds (:func:`~blendseg.data.report.summarize`; against ``preset``'s
+    input size and strides when given)."""
+    from .data.report import summarize
     from .data.sources import load_data, read_split
+    from .zoo import get_preset
 
-    spec, problems = load_data(path), []
+    spec, problems, cfg = load_data(path), [], get_preset(preset) if preset else None
     for note in spec.notes:
         print(note)
     for name, s in spec.splits.items():
@@ -69,8 +72,11 @@ def _check_data(path: str, strict: bool = False) -> list:
         problems += [p for p in probs if p not in problems]  # the parts of one file report its problems once
         what = f"{s.format} annotations {s.annotations}" if s.annotations else f"{s.format} labels of {s.images}"
         held = f" ({s.part} part)" if s.part else ""
-        print(f"{path}: {name}{held}: {len(data['images'])} images, {len(data['annotations'])} instances, "
-              f"{len(data['categories'])} classes; {what}")  # fmt: skip
+        print(f"{path}: {name}{held}: {what}")
+        names = spec.names or [str(c.get("name", c["id"])) for c in sorted(data["categories"], key=lambda c: c["id"])]
+        print("\n".join(f"  {line}" for line in summarize(data, names, cfg, train=name == "train")))
+    if cfg is None:
+        print("(blendseg data check DATA --preset NAME: object sizes against a model's input size and strides)")
     return problems
 
 
@@ -79,7 +85,7 @@ def _cmd_check(a: argparse.Namespace) -> int:
     from .data.panoptic import check_panoptic
 
     if a.annotations.endswith((".yaml", ".yml")) or Path(a.annotations).is_dir():
-        data, problems = None, _check_data(a.annotations, a.strict)
+        data, problems = None, _check_data(a.annotations, a.strict, a.preset)
     else:
         data, problems = load_json(a.annotations)
     if data is not None and any("segments_info" in ann for ann in data["annotations"][:1]):  # COCO panoptic
@@ -304,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--masks", help="COCO panoptic JSON: its PNG folder (default: the JSON's path without .json, COCO's layout)"
     )
     c.add_argument("--strict", action="store_true", help="every fix an error (as data.strict=true in training)")
+    c.add_argument("--preset", help="a data.yaml or folder: object sizes against this preset's input and strides")
     c.set_defaults(fn=_cmd_check)
     dc = d.add_parser("convert", help="write a data.yaml's dataset in the other layout (COCO JSON <-> YOLO labels)")
     dc.add_argument("data", help="data.yaml (COCO or YOLO layout)")

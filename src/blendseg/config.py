@@ -275,6 +275,10 @@ class DataConfig:
     mask_format: str = "bitmask"
     with_crowd_boxes: bool = False  # training targets carry "crowd_boxes" (YOLACT: crowd IoF -> neutral priors)
     augment: str = "flip"  # flip (detectron2) | ssd (YOLACT: photometric, expand, random crop, mirror)
+    # training JPEGs at least twice the largest min_size_train on their short side are decoded at 1/2, 1/4 or 1/8
+    # of their size (libjpeg's DCT scaling), never below it: large photos train at the speed of small ones. Not
+    # with square_size or the SSD augmentation (its crops zoom in); images smaller than that are read as they are
+    decode_reduced: bool = True
     # an unreadable training image (truncated, corrupt, size unlike its JSON) is skipped with a warning and replaced
     # by the next readable one (listed in metrics.json); strict: stop with the error instead
     strict: bool = False

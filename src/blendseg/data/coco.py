@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
 from ..ops.rle import decode
@@ -49,6 +50,9 @@ class CocoInstances(torch.utils.data.Dataset):
             :func:`open_instances` gives them; ``ann_file`` then names them in messages).
         filter_empty: drop images without non-crowd annotations (training default of the reference).
         transforms: callable ``(image, target) -> (image, target)``.
+        decode_min_side: > 0: JPEGs of at least twice that short side decoded at 1/2, 1/4 or 1/8 of their size,
+            keeping it on the short side (``data.images.read_image``), their targets scaled to match (training:
+            the transforms resize to the training size anyway).
     """
 
     def __init__(
@@ -63,6 +67,7 @@ class CocoInstances(torch.utils.data.Dataset):
         transforms=None,
         check_files: bool = False,
         data: dict | None = None,
+        decode_min_side: int = 0,
     ) -> None:
         if data is None:  # else ``data`` is checked already, ``ann_file`` only names it in messages
             data, probs = load_json(ann_file)
@@ -97,37 +102,45 @@ class CocoInstances(torch.utils.data.Dataset):
         self.with_masks, self.with_sem_seg, self.with_crowd_boxes = with_masks, with_sem_seg, with_crowd_boxes
         self.with_polygons = with_polygons
         self.transforms = transforms
+        self.decode_min_side = decode_min_side
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def read_image(self, info: dict) -> Tensor:
-        """(3, H, W) uint8 RGB of an image entry, EXIF orientation applied (``data.images.read_image``)."""
+    def read_image(self, info: dict, min_side: int = 0) -> Tensor:
+        """(3, H, W) uint8 RGB of an image entry, EXIF orientation applied (``data.images.read_image``; a large
+        JPEG decoded smaller with ``min_side``)."""
         try:
-            return read_image(self.images_dir / info["file_name"])
+            return read_image(self.images_dir / info["file_name"], min_side)
         except DataError as e:
             raise DataError(f"{e} (image id {info['id']})") from None
 
-    def get_target(self, info: dict) -> dict[str, Tensor]:
+    def get_target(self, info: dict, size: tuple[int, int] | None = None) -> dict[str, Tensor]:
+        """The image's target in the pixels of its full size, or of ``size`` (h, w) when it was decoded smaller
+        (``decode_min_side``): boxes and polygons scaled, masks rasterised at that size; ``orig_size`` stays the
+        file's."""
         h, w = info["height"], info["width"]
+        size = size or (h, w)
+        sx, sy = size[1] / w, size[0] / h
         anns = [a for a in self.anns[info["id"]] if not a.get("iscrowd", 0)]
         boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]
         labels = torch.tensor([self.cat_id_to_contiguous[a["category_id"]] for a in anns], dtype=torch.int64)
         target = {
-            "boxes": boxes,
+            "boxes": boxes * torch.tensor([sx, sy, sx, sy]) if size != (h, w) else boxes,
             "labels": labels,
             "image_id": torch.tensor(info["id"]),
             "orig_size": torch.tensor([h, w]),
         }
         if self.with_masks:
-            masks = np.zeros((len(anns), h, w), np.uint8)
+            masks = np.zeros((len(anns), *size), np.uint8)
             for i, a in enumerate(anns):
-                masks[i] = self._mask(a, h, w)
+                masks[i] = self._mask(a, h, w, size)
             target["masks"] = torch.from_numpy(masks)
         if self.with_polygons:  # detectron2 MASK_FORMAT "polygon": per instance its rings, None for RLE masks
+            scale = np.array([sx, sy])
             target["polygons"] = [
-                [np.asarray(p, dtype=np.float64) for p in a["segmentation"]]
+                [(np.asarray(p, dtype=np.float64).reshape(-1, 2) * scale).ravel() for p in a["segmentation"]]
                 if isinstance(a.get("segmentation"), list)
                 else None
                 for a in anns
@@ -135,17 +148,24 @@ class CocoInstances(torch.utils.data.Dataset):
         if self.with_crowd_boxes:
             crowd = [a["bbox"] for a in self.anns[info["id"]] if a.get("iscrowd", 0)]
             cb = torch.tensor(crowd, dtype=torch.float32).reshape(-1, 4)
-            target["crowd_boxes"] = torch.cat([cb[:, :2], cb[:, :2] + cb[:, 2:]], 1)
+            target["crowd_boxes"] = torch.cat([cb[:, :2], cb[:, :2] + cb[:, 2:]], 1) * torch.tensor([sx, sy, sx, sy])
         if self.with_sem_seg:  # AdelaiDet prepare_thing_sem_from_instance: all annotations, JSON order
-            sem = np.zeros((h, w), np.uint8)
+            sem = np.zeros(size, np.uint8)
             for a in self.anns[info["id"]]:
-                sem[self._mask(a, h, w) > 0] = self.cat_id_to_contiguous[a["category_id"]] + 1
+                sem[self._mask(a, h, w, size) > 0] = self.cat_id_to_contiguous[a["category_id"]] + 1
             target["sem_seg"] = torch.from_numpy(sem)
         return target
 
-    def _mask(self, ann: dict, h: int, w: int) -> np.ndarray:
-        """(h, w) uint8 mask of an annotation (a dataset asked for masks refuses box-only annotations)."""
-        return decode(ann["segmentation"], h, w)
+    def _mask(self, ann: dict, h: int, w: int, size: tuple[int, int] | None = None) -> np.ndarray:
+        """(h, w) uint8 mask of an annotation (a dataset asked for masks refuses box-only annotations), or at
+        ``size``: polygons scaled before they are rasterised, RLE masks decoded and resized (nearest)."""
+        segm = ann["segmentation"]
+        if size is None or size == (h, w):
+            return decode(segm, h, w)
+        if isinstance(segm, list):
+            sx, sy = size[1] / w, size[0] / h
+            return decode([[v * (sx if i % 2 == 0 else sy) for i, v in enumerate(r)] for r in segm], *size)
+        return np.asarray(Image.fromarray(decode(segm, h, w)).resize(size[::-1], Image.NEAREST))
 
     def box_only(self) -> int:
         """How many non-crowd annotations have no mask."""
@@ -153,8 +173,13 @@ class CocoInstances(torch.utils.data.Dataset):
 
     def __getitem__(self, idx: int) -> tuple[Tensor, dict[str, Tensor]]:
         info = self.images[idx]
-        image, target = self.read_image(info), self.get_target(info)
-        if image.shape[-2:] != (info["height"], info["width"]):
+        image = self.read_image(info, self.decode_min_side)
+        size, h, w = tuple(image.shape[-2:]), info["height"], info["width"]
+        if size in [(-(-h // k), -(-w // k)) for k in (2, 4, 8)] and self.decode_min_side:  # libjpeg's scaled size
+            target = self.get_target(info, size)
+        elif size == (h, w):
+            target = self.get_target(info)
+        else:
             raise DataError(
                 f"{self.images_dir / info['file_name']}: image id {info['id']} is {image.shape[-1]}x{image.shape[-2]}, "
                 f"the JSON says {info['width']}x{info['height']}"

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 from pathlib import Path
 
@@ -26,8 +27,12 @@ ORIENTATION = 0x0112  # EXIF tag
 SWAPS_SIDES = (5, 6, 7, 8)  # orientations that rotate by 90 degrees
 
 
-def read_image(source: str | os.PathLike | bytes | Image.Image | np.ndarray) -> Tensor:
-    """(3, H, W) uint8 RGB of a file path, encoded bytes, a PIL image or an (H, W[, C]) array (RGB order)."""
+def read_image(source: str | os.PathLike | bytes | Image.Image | np.ndarray, min_side: int = 0) -> Tensor:
+    """(3, H, W) uint8 RGB of a file path, encoded bytes, a PIL image or an (H, W[, C]) array (RGB order).
+
+    ``min_side`` > 0: a JPEG at least twice that on its short side is decoded at 1/2, 1/4 or 1/8 of its size
+    (libjpeg's DCT scaling, PIL's ``draft``), the smallest that keeps the short side at ``min_side`` or more: a
+    22-megapixel photo for a network that sees 800 px decodes several times faster, in a fraction of the memory."""
     if isinstance(source, np.ndarray):
         return torch.from_numpy(np.array(_array_to_rgb(source), copy=True)).permute(2, 0, 1)
     if isinstance(source, Image.Image):
@@ -35,6 +40,10 @@ def read_image(source: str | os.PathLike | bytes | Image.Image | np.ndarray) -> 
     name = "image bytes" if isinstance(source, bytes) else str(source)
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as pil:
+            w, h = pil.size
+            if min_side > 0 and pil.format == "JPEG" and min(w, h) >= 2 * min_side:
+                r = min_side / min(w, h)
+                pil.draft(pil.mode, (math.ceil(w * r), math.ceil(h * r)))
             pil.load()  # decode everything now: truncated data fails here, with the file's name
             return _pil_to_tensor(pil, name)
     except FileNotFoundError:

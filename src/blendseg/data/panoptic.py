@@ -216,6 +216,7 @@ class CocoPanoptic(CocoInstances):
             if time.perf_counter() - t0 > 30:
                 print(f"{panoptic_json}: instances derived from the PNGs in {time.perf_counter() - t0:.0f} s "
                       "(name an instances JSON as 'annotations' in data.yaml to skip this)")  # fmt: skip
+        kwargs["decode_min_side"] = 0  # the panoptic PNGs are read at the image's full size
         super().__init__(ann_file, images_dir, data=data, check_files=check_files, **kwargs)
         thing_ids = sorted(c["id"] for c in pan["categories"] if c.get("isthing"))
         if thing_ids != self.contiguous_to_cat_id:

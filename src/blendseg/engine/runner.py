@@ -18,11 +18,13 @@ from ..data.check import DataError
 from ..data.coco import CocoInstances, open_instances, open_split
 from ..data.loader import build_loader
 from ..data.panoptic import CocoPanoptic
+from ..data.report import plot_labels, summarize
 from ..data.sources import load_data, require_split
 from ..data.transforms import transforms_for
 from ..dist import cleanup, get_world_size, init_from_env, is_main_process, process_device, resolve_device
 from ..evaluation.coco import COCOEvaluator
 from ..evaluation.panoptic import PanopticEvaluator
+from ..evaluation.plots import enabled as plots_enabled
 from ..zoo import build_model
 from .checkpoint import load_checkpoint
 from .evaluate import run_evaluation
@@ -60,6 +62,7 @@ def build_dataset(cfg: TrainConfig, data_yaml: str, split: str, train: bool) -> 
         raise ValueError(f"data.mask_format must be 'bitmask' or 'polygon', got {d.mask_format!r}")
     mean = tuple(cfg.model.pixel_mean)
     tf = transforms_for(d, train, mean if cfg.model.input_format == "RGB" else mean[::-1])  # expand's canvas
+    reduced = train and d.decode_reduced and d.square_size <= 0 and d.augment == "flip"  # large JPEGs decoded small
     kwargs = dict(
         filter_empty=train and d.filter_empty,
         with_masks=d.with_masks,
@@ -68,6 +71,7 @@ def build_dataset(cfg: TrainConfig, data_yaml: str, split: str, train: bool) -> 
         with_polygons=train and d.with_masks and d.mask_format == "polygon" and d.square_size <= 0,
         transforms=tf,
         check_files=True,
+        decode_min_side=max(d.min_size_train) if reduced else 0,
     )
     if s.panoptic is not None and (d.with_panoptic or s.annotations is None):  # instances from the PNGs if need be
         with_sem = train and d.with_panoptic
@@ -263,6 +267,12 @@ def train(
             print(note)
     ds = build_dataset(cfg, data_yaml, "train", train=True)
     cfg = with_num_classes(cfg, ds)
+    if is_main_process():  # what the model will learn from, against its input size and strides
+        held = {**ds.coco, "images": ds.images}
+        print("\n".join(f"data: {line}" for line in summarize(held, ds.class_names, cfg)))
+        if plots_enabled():
+            out_dir.mkdir(parents=True, exist_ok=True)
+            plot_labels(held, ds.class_names, out_dir / "labels.png")
     if is_main_process():
         out_dir.mkdir(parents=True, exist_ok=True)
     with Tee(out_dir / "log.txt") if is_main_process() else contextlib.nullcontext():  # what the terminal shows

@@ -26,6 +26,7 @@ from ..errors import DataError
 from ..inference.precision import missing_instructions
 from .checkpoint import load_checkpoint, save_checkpoint
 from .runlog import RunLog, save_train_batch
+from .watch import LearningWatch
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # what schedulers (SLURM, Kubernetes) and Ctrl-C send
 
@@ -377,6 +378,7 @@ def fit(
         return bool(solver.patience) and bool(agree(float(state["stale"] >= solver.patience), "max"))
 
     data, metrics, early = infinite(train_loader, state["epoch"], state["batch"]), {}, False
+    watch = LearningWatch(solver.warmup_iters)
     model.train()
     stop = _StopSignals()
     try:
@@ -412,6 +414,9 @@ def fit(
             state["it"] = it + 1
             if is_dist():  # the logged losses are the mean over processes (as detectron2 logs them)
                 losses = dict(zip(losses, reduce_mean(torch.stack(list(losses.values())))))
+            if is_main_process():  # the loss is read on the host here as the log reads it
+                for msg in watch.step(it, sum(len(t["boxes"]) for t in targets), float(losses["loss"])):
+                    log.warn(msg)
             ips = len(images) * get_world_size() / max(time.perf_counter() - tic, 1e-9)
             log.step(state["it"], time.perf_counter() - t0, optimizer.param_groups[0]["lr"], losses, ips)
             if solver.checkpoint_period and state["it"] % solver.checkpoint_period == 0:
