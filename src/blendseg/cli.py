@@ -161,7 +161,9 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     if a.show_bases and model.model is None:
         print("warning: --show-bases needs the .pt checkpoint (an ONNX graph has no bases to show)", file=sys.stderr)
         a.show_bases = False
-    writer = PredictionWriter(a.out, model.categories, not a.no_draw, a.save_json, a.save_panoptic)
+    writer = PredictionWriter(
+        a.out, model.categories, not a.no_draw, a.save_json, a.save_panoptic, a.save_coco, a.save_txt
+    )
     predictor = model.predictor(a.conf, a.max_det, None, a.precision)  # where load put it
     items = iter_source(a.source, on_skip=lambda msg: tqdm.write(f"warning: {msg}"))
     unit = "frame" if any(is_video_file(s) for s in a.source) else "img"
@@ -349,6 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
         "up to float rounding)",
     )  # fmt: skip
     pr.add_argument("--save-json", action="store_true", help="write predictions.json (boxes, scores, RLE masks)")
+    pr.add_argument(
+        "--save-coco", action="store_true", help="pre-labels: a COCO dataset (coco/images + coco/annotations/"
+        "instances_default.json, polygons) that CVAT, Roboflow and Label Studio import",
+    )  # fmt: skip
+    pr.add_argument("--save-txt", action="store_true", help="pre-labels: YOLO-seg labels/<name>.txt (ultralytics)")
     pr.add_argument("--no-draw", action="store_true", help="do not write <name>_pred.png drawings")
     pr.add_argument(
         "--show-bases", action="store_true",

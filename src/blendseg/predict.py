@@ -1,8 +1,10 @@
 """What the demo and ``blendseg predict`` write: drawings of a dataset split beside its ground truth, and the
-prediction files (drawings, streamed JSON, COCO panoptic) of any source."""
+prediction files (drawings, streamed JSON, COCO panoptic, pre-labels for annotation tools) of any source."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ from torch import nn
 
 from .config import TrainConfig
 from .data.coco import CocoInstances
+from .data.yolo import coco_to_yolo_lines, mask_outline
 from .inference.predictor import Predictor
 from .inference.result import Categories, Result
 from .modeling.core.fcos_inference import Detections
@@ -48,16 +51,18 @@ class PredictionWriter:
     """What ``blendseg predict`` leaves in its output folder, written as results stream in (nothing accumulates but
     the panoptic JSON's small segment lists): ``<name>_pred.png`` drawings (``<name>_pred.mp4`` for videos, frame
     by frame), ``predictions.json`` (per image its path, size, frame for videos, and instances with box, score,
-    class and RLE mask) and, for panoptic models, the COCO panoptic format (``panoptic/<name>.png`` +
-    ``panoptic.json``)."""
+    class and RLE mask), for panoptic models the COCO panoptic format (``panoptic/<name>.png`` +
+    ``panoptic.json``), and pre-labels an annotation tool imports (:class:`PreLabels`: ``save_coco``, a COCO
+    dataset; ``save_txt``, YOLO labels)."""
 
     def __init__(
         self, out_dir: str | Path, categories: Categories, draw: bool = True, save_json: bool = True,
-        save_panoptic: bool = False,
+        save_panoptic: bool = False, save_coco: bool = False, save_txt: bool = False,
     ) -> None:  # fmt: skip
         self.out_dir, self.categories = Path(out_dir), categories
         self.draw, self.save_panoptic = draw, save_panoptic
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.prelabels = PreLabels(self.out_dir, categories, save_coco, save_txt) if save_coco or save_txt else None
         self.json = open(self.out_dir / "predictions.json", "w") if save_json else None  # noqa: SIM115
         self.count, self.pan_images, self.pan_annotations = 0, [], []
         self.video, self.video_path = None, None
@@ -82,6 +87,8 @@ class PredictionWriter:
             name = Path(result.path).name if result.path else f"{stem}.png"
             self.pan_images.append({"id": iid, "file_name": name, "height": ids.shape[0], "width": ids.shape[1]})
             self.pan_annotations.append({"image_id": iid, "file_name": f"{stem}.png", "segments_info": segments})
+        if self.prelabels is not None:
+            self.prelabels.add(result, stem)
         self.count += 1
 
     def _write_frame(self, result: Result, stem: str, fps: float) -> None:
@@ -104,11 +111,9 @@ class PredictionWriter:
             self.video, self.video_path = None, None
 
     def close(self) -> list[Path]:
-        """Finish the files; returns the JSON files written."""
-        import json
-
+        """Finish the files; returns the JSON files (and pre-label folders) written."""
         self._close_video()
-        written = []
+        written = self.prelabels.close() if self.prelabels is not None else []
         if self.json is not None:
             self.json.write("[]" if self.count == 0 else "\n]\n")
             self.json.close()
@@ -119,3 +124,86 @@ class PredictionWriter:
             (self.out_dir / "panoptic.json").write_text(json.dumps(pan))
             written.append(self.out_dir / "panoptic.json")
         return written
+
+
+class PreLabels:
+    """Predictions as labels an annotation tool imports, to be corrected and trained on again:
+
+    - ``save_coco``: a COCO dataset in CVAT's "COCO 1.0" layout, ``coco/annotations/instances_default.json``
+      (polygons: the outer outlines of each mask along its pixel edges, bbox and area from the mask, the score
+      kept as an extra field) and ``coco/images/`` (each source image copied, or a frame saved as PNG). CVAT
+      imports the JSON into a task holding the same images (matched by file name), Roboflow the folder, Label
+      Studio through its COCO converter; ``blendseg data check OUT/coco`` reads it as training would.
+    - ``save_txt``: ``labels/<name>.txt`` as ultralytics writes them: ``class x1 y1 x2 y2 ...`` normalised to the
+      image (several outlines of one instance joined into one polygon; a box model's ``class cx cy w h``).
+    """
+
+    def __init__(self, out_dir: Path, categories: Categories, coco: bool, txt: bool) -> None:
+        self.out_dir, self.categories, self.coco, self.txt = out_dir, categories, coco, txt
+        self.images: list[dict] = []
+        self.annotations: list[dict] = []
+        self.names: set[str] = set()
+
+    def add(self, result: Result, stem: str) -> None:
+        h, w = result.image_size
+        name = Path(result.path).name if result.path and result.frame is None else f"{stem}.png"
+        while name in self.names:  # two sources of one name
+            name = f"{Path(name).stem}_{len(self.images)}{Path(name).suffix}"
+        self.names.add(name)
+        image = {"id": len(self.images) + 1, "file_name": name, "width": w, "height": h}
+        anns = instance_annotations(result, image["id"], self.categories.thing_ids, len(self.annotations) + 1)
+        if self.coco:
+            target = self.out_dir / "coco" / "images" / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if result.path and result.frame is None and Path(result.path).is_file():
+                shutil.copyfile(result.path, target)
+            else:
+                save_image(result.image, target)
+            self.images.append(image)
+            self.annotations += anns
+        if self.txt:
+            index = {c: i for i, c in enumerate(self.categories.thing_ids)}
+            lines, _ = coco_to_yolo_lines([a for a in anns if "segmentation" in a], image, index)
+            for a in (a for a in anns if "segmentation" not in a):  # a box model: YOLO's box lines
+                x, y, bw, bh = a["bbox"]
+                lines.append(f"{index[a['category_id']]} {(x + bw / 2) / w:.6f} {(y + bh / 2) / h:.6f} "
+                             f"{bw / w:.6f} {bh / h:.6f}")  # fmt: skip
+            label = self.out_dir / "labels" / f"{Path(name).stem}.txt"
+            label.parent.mkdir(parents=True, exist_ok=True)
+            label.write_text("".join(f"{line}\n" for line in lines))
+
+    def close(self) -> list[Path]:
+        written = []
+        if self.coco:
+            named = zip(self.categories.thing_ids, self.categories.thing_names)
+            cats = [{"id": i, "name": n, "supercategory": ""} for i, n in named]
+            path = self.out_dir / "coco" / "annotations" / "instances_default.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"images": self.images, "annotations": self.annotations, "categories": cats}))
+            written.append(path.parent.parent)
+        if self.txt:
+            written.append(self.out_dir / "labels")
+        return written
+
+
+def instance_annotations(result: Result, image_id: int, cat_ids: list[int], first_id: int = 1) -> list[dict]:
+    """COCO annotations of a Result: per instance its mask's outer outlines as polygons, with the bbox and area of
+    the mask (instances whose mask is empty are left out), or for a box model its box alone; ``score`` kept."""
+    out = []
+    masks = result.masks
+    for i in range(len(result)):
+        ann = {"image_id": image_id, "category_id": cat_ids[int(result.labels[i])], "iscrowd": 0,
+               "score": round(float(result.scores[i]), 4)}  # fmt: skip
+        if masks is None:
+            x0, y0, x1, y1 = (float(v) for v in result.boxes[i])
+            ann.update(bbox=[x0, y0, x1 - x0, y1 - y0], area=(x1 - x0) * (y1 - y0))
+        else:
+            mask = masks[i].numpy()
+            rings = mask_outline(mask)
+            if not rings:
+                continue
+            ys, xs = np.nonzero(mask)
+            box = [float(xs.min()), float(ys.min()), float(xs.max() + 1 - xs.min()), float(ys.max() + 1 - ys.min())]
+            ann.update(segmentation=rings, bbox=box, area=float(mask.sum()))
+        out.append({"id": first_id + len(out), **ann})
+    return out
