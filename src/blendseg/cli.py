@@ -102,9 +102,15 @@ def _cmd_check(a: argparse.Namespace) -> int:
 
 
 def _cmd_convert_data(a: argparse.Namespace) -> int:
-    from .data.convert import convert_dataset
+    from .data.convert import convert_dataset, convert_from
 
-    path, report = convert_dataset(a.data, a.to, a.out)
+    if a.source_format and a.to != "coco":
+        print(f"--from {a.source_format} writes COCO (--to coco); convert that folder --to yolo next", file=sys.stderr)
+        return 2
+    if a.source_format:
+        path, report = convert_from(a.data, a.source_format, a.out, a.images, a.attribute)
+    else:
+        path, report = convert_dataset(a.data, a.to, a.out)
     print("\n".join(report) + f"\nwrote {path}")
     return 0
 
@@ -314,9 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--strict", action="store_true", help="every fix an error (as data.strict=true in training)")
     c.add_argument("--preset", help="a data.yaml or folder: object sizes against this preset's input and strides")
     c.set_defaults(fn=_cmd_check)
-    dc = d.add_parser("convert", help="write a data.yaml's dataset in the other layout (COCO JSON <-> YOLO labels)")
-    dc.add_argument("data", help="data.yaml (COCO or YOLO layout)")
+    dc = d.add_parser("convert", help="a dataset in another layout (COCO JSON <-> YOLO labels; LabelMe, VIA -> COCO)")
+    dc.add_argument("data", help="data.yaml or dataset folder; with --from: a LabelMe folder or a VIA JSON")
     dc.add_argument("--to", required=True, choices=("coco", "yolo"))
+    dc.add_argument("--from", dest="source_format", choices=("labelme", "via"), help="read this tool's format")
+    dc.add_argument("--images", help="--from via: the images' folder (default: the JSON's)")
+    dc.add_argument("--attribute", help="--from via: the region attribute that holds the class")
     dc.add_argument("--out", required=True, help="folder for the labels / JSON and the new data.yaml")
     dc.set_defaults(fn=_cmd_convert_data)
     ep = sub.add_parser("eval-panoptic", help="PQ / SQ / RQ of predictions in the COCO panoptic format")
@@ -406,9 +415,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(message, category, filename, lineno, line=None) -> str:
+    """A warning as the command line shows it: its text on one line, not the source line that raised it."""
+    text = str(message)
+    return (text if text.startswith(("WARNING ", "warning: ")) else f"warning: {text}") + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     from .data.check import DataError
 
+    warnings.formatwarning = _one_line
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if rest:  # key=value overrides may come before or after --options

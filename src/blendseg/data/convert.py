@@ -59,3 +59,33 @@ def convert_dataset(data_yaml: str | os.PathLike, to: str, out: str | os.PathLik
     doc = {"path": str(out.resolve()), **splits, "names": dict(enumerate(names or []))}
     (out / "data.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     return out / "data.yaml", lines
+
+
+def convert_from(
+    source: str | os.PathLike, fmt: str, out: str | os.PathLike, images: str | None = None,
+    attribute: str | None = None,
+) -> tuple[Path, list[str]]:  # fmt: skip
+    """A LabelMe folder or a VIA JSON (``fmt``: "labelme" or "via"; :mod:`.labelme_via`) written as a COCO dataset
+    in CVAT's layout under ``out``: ``annotations/instances_default.json`` (checked: the fixes training makes are
+    made and said) and ``images``, a link to the images' folder. ``blendseg train PRESET OUT`` reads it (a val
+    split made). Returns (``out``, what was written and fixed)."""
+    from .check import check_coco
+    from .labelme_via import read_labelme, read_via
+
+    if fmt == "labelme":
+        data, root, probs = read_labelme(source)
+    elif fmt == "via":
+        data, root, probs = read_via(source, images, attribute)
+    else:
+        raise ValueError(f"--from must be labelme or via, got {fmt!r}")
+    data, found = check_coco(data, str(source), root, decode=False)
+    report(probs + found)
+    out = Path(out)
+    ann = out / "annotations" / "instances_default.json"
+    ann.parent.mkdir(parents=True, exist_ok=True)
+    ann.write_text(json.dumps(data))
+    link = out / "images"
+    if not link.exists():
+        link.symlink_to(Path(root).resolve(), target_is_directory=True)
+    names = ", ".join(c["name"] for c in data["categories"])
+    return out, [f"{len(data['images'])} images, {len(data['annotations'])} instances of {names} -> {ann}"]
