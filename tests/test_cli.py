@@ -304,3 +304,18 @@ def test_help_says_what_the_tool_does(capsys):
     out = " ".join(capsys.readouterr().out.split())  # argparse wraps the description
     assert "BlendMask, YOLACT / YOLACT++ and MEInst" in out and "blendseg presets" in out
     assert "argparse" not in out and "``" not in out  # not a developer's docstring
+
+
+def test_val_on_data_with_another_class_count_names_the_mismatch(checkpoint, tmp_path, capsys):
+    """A 6-class model on 2-class data: one line naming both, not an IndexError deep in the evaluation."""
+    from PIL import Image
+
+    Image.new("RGB", (40, 30)).save(tmp_path / "a.png")
+    ann = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 10, 10], "area": 100, "iscrowd": 0,
+           "segmentation": [[2, 2, 12, 2, 12, 12, 2, 12]]}  # fmt: skip
+    coco = {"images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 30}], "annotations": [ann, ann | {"id": 2,
+            "category_id": 2}], "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]}  # fmt: skip
+    (tmp_path / "ann.json").write_text(json.dumps(coco))
+    (tmp_path / "d.yaml").write_text("val: {images: ., annotations: ann.json}\n")
+    assert main(["val", str(checkpoint), str(tmp_path / "d.yaml")]) == 1
+    assert "the model predicts 6 classes; " in capsys.readouterr().err

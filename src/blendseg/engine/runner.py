@@ -125,6 +125,12 @@ class Evaluation:
         out_dir: str | Path | None = None, precision: str = "fp32",
     ) -> None:  # fmt: skip
         self.dataset = build_dataset(cfg, data_yaml, split, train=False)
+        num = getattr(cfg.model, cfg.model.classes_field).num_classes
+        if num != len(self.dataset.class_names):  # labels past the data's categories: nothing to score them by
+            raise DataError(
+                f"the model predicts {num} classes; {data_yaml}'s '{split}' split has {len(self.dataset.class_names)} "
+                f"({', '.join(self.dataset.class_names)}): evaluate on data with the model's classes"
+            )
         self.loader = build_loader(
             self.dataset, max(1, cfg.solver.ims_per_batch), False, cfg.data.num_workers, cfg.model.size_divisibility,
             strict=cfg.data.strict, pin_memory=device.type == "cuda",
