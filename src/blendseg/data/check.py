@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
+from ..ops.rle import area as rle_area
+from ..ops.rle import segm_to_rle, to_bbox
 from .images import read_image
 
 CLIP_SLACK = 1.0  # px past the image read as rounding, clipped without a word
@@ -179,9 +181,6 @@ def check_coco(
 
 def _repair(a: dict, im: dict, w: str, err, fixes: Fixes) -> dict | None:
     """The annotation as meant (a copy), or None after reporting why it cannot be used."""
-    from ..ops.rle import area as rle_area
-    from ..ops.rle import segm_to_rle, to_bbox
-
     W, H = im["width"], im["height"]
     out = dict(a)
     seg, box = a.get("segmentation"), a.get("bbox")
@@ -211,10 +210,11 @@ def _repair(a: dict, im: dict, w: str, err, fixes: Fixes) -> dict | None:
                 err(w, "polygon is not a flat list of x, y numbers")
                 return None
             xs, ys = ring[0::2], ring[1::2]
-            if xs:
-                overshoot = max(overshoot, -min(xs), -min(ys), max(xs) - W, max(ys) - H)
-            ring = [min(max(v, 0), W if i % 2 == 0 else H) for i, v in enumerate(ring)]
-            if len({(x, y) for x, y in zip(ring[0::2], ring[1::2])}) < 3 or _shoelace(ring) == 0:
+            past = max(-min(xs), -min(ys), max(xs) - W, max(ys) - H) if xs else 0.0
+            if past > 0:
+                overshoot = max(overshoot, past)
+                ring = [min(max(v, 0), W if i % 2 == 0 else H) for i, v in enumerate(ring)]
+            if len(ring) < 6 or _shoelace(ring) == 0:  # no area: fewer than 3 distinct points, or all on a line
                 dropped += 1
                 continue
             rings.append(ring)
@@ -282,8 +282,7 @@ def _fix_area(out: dict, quick: float, exact, w: str, fixes: Fixes) -> None:
 
 def _shoelace(ring: list[float]) -> float:
     xs, ys = ring[0::2], ring[1::2]
-    n = len(xs)
-    return abs(sum(xs[i] * ys[(i + 1) % n] - xs[(i + 1) % n] * ys[i] for i in range(n))) / 2
+    return abs(sum(x0 * y1 - x1 * y0 for x0, y0, x1, y1 in zip(xs, ys, xs[1:] + xs[:1], ys[1:] + ys[:1]))) / 2
 
 
 def drop_unused_categories(data: dict, used: set[int], where: str, strict: bool = False) -> tuple[dict, list[Problem]]:
