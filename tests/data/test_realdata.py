@@ -40,7 +40,8 @@ def test_data_check_reads_each_export_as_it_is(name, capsys):
     if name != "shoe_soles_yolo":  # no split of their own: one made, and said so
         assert "no val split" in out and "train (train part)" in out and "val (val part)" in out
     else:  # Roboflow's data.yaml: "train: ../train/images" beside it, read as ultralytics does
-        assert "train: 390 images" in out and "val: 15 images, 37 instances" in out
+        assert "train: yolo labels of" in out and "  390 images, 410 instances" in out
+        assert "  15 images, 37 instances, 1 classes" in out
 
 
 def test_strict_refuses_every_fix(capsys):
