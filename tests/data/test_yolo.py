@@ -152,3 +152,45 @@ def test_training_runs_on_yolo_labels(tmp_path):
     assert code == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert "segm" in metrics
+
+
+def test_fuzzed_label_files_give_messages_or_fixes_never_a_traceback(tmp_path):
+    """300 seeded damaged copies of a valid label file (a token replaced, deleted or doubled, a line cut, bytes
+    that are not text, a value past [0, 1]): each is read (fixes warned) or refused with messages naming the file;
+    what is read loads its target."""
+    import random
+
+    from blendseg.data.sources import read_split
+
+    good = "0 0.1 0.1 0.5 0.1 0.3 0.9\n1 0.5 0.5 0.2 0.2\n1 0.6 0.6 0.9 0.6 0.9 0.9 0.6 0.9\n"
+    data_yaml = _dataset(tmp_path, {"a": good})
+    label = tmp_path / "labels" / "train" / "a.txt"
+    spec = load_data(data_yaml)
+    rng, refused = random.Random(0), 0
+    tokens = ["-1", "2", "nan", "inf", "1e9", "0.5", "x", "", "1.0000001", "-0.0000001", "0,5", "3", "0.5 0.5"]
+    for k in range(300):
+        lines = [ln.split() for ln in good.splitlines()]
+        for _ in range(rng.randint(1, 3)):
+            line = rng.choice(lines)
+            op = rng.randrange(4)
+            if op == 0 and line:
+                line[rng.randrange(len(line))] = rng.choice(tokens)
+            elif op == 1 and line:
+                del line[rng.randrange(len(line))]
+            elif op == 2 and line:
+                line.insert(rng.randrange(len(line)), rng.choice(tokens))
+            else:
+                del line[rng.randrange(len(line) + 1) :]
+        text = "\n".join(" ".join(t for t in ln if t) for ln in lines) + "\n"
+        label.write_bytes(text.encode() if rng.random() > 0.05 else b"\xff\xfe\x00" + text.encode())
+        try:
+            data, _, probs = read_split(spec, "train")
+        except Exception as e:  # noqa: BLE001 - the point of the test
+            raise AssertionError(f"mutation {k}: {type(e).__name__}: {e}\n{text}") from e
+        if any(p.severity == "error" for p in probs):
+            assert all(str(label) in str(p) or "YOLO labels" in str(p) for p in probs if p.severity == "error")
+            refused += 1
+            continue
+        ds = open_instances(spec, "train", with_masks=True)
+        assert all(ds[i][1]["masks"].shape[0] == len(ds[i][1]["boxes"]) for i in range(len(ds)))
+    assert 0 < refused < 300

@@ -102,7 +102,12 @@ def yolo_to_coco(source: str | os.PathLike, names: list[str], root: str | os.Pat
             background += 1
             continue
         labelled.add(labels.resolve())
-        for n, line in enumerate(labels.read_text().splitlines(), 1):
+        try:
+            text = labels.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            probs.append(Problem("error", str(labels), f"cannot read it as text ({type(e).__name__}: {e})"))
+            continue
+        for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             parsed = parse_line(line, len(names), width, height)
