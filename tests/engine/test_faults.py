@@ -241,7 +241,8 @@ def _same_seed_and_resume(preset, mode, tmp_path, synth_data):
 @pytest.mark.slow
 def test_run_folder(tmp_path, synth_data, capsys, figures):
     """ultralytics' layout: config, weights, results.csv (a row per evaluation) and .png, log.txt (what the terminal
-    showed, one line per progress report when not a terminal), train_batch*.jpg, val_pred*.png, metrics.json."""
+    showed, one line per progress report when not a terminal), train_batch*.jpg, val_pred*.png, labels.png,
+    metrics.json."""
     import csv
 
     out = tmp_path / "run"
@@ -250,7 +251,7 @@ def test_run_folder(tmp_path, synth_data, capsys, figures):
     assert main(args) == 0
     names = {p.name for p in out.iterdir()}
     assert {"config.yaml", "log.txt", "results.csv", "results.png", "metrics.json", "train_log.jsonl"} <= names
-    assert {"train_batch0.jpg", "train_batch2.jpg", "val_pred0.png", "weights"} <= names
+    assert {"train_batch0.jpg", "train_batch2.jpg", "val_pred0.png", "weights", "labels.png"} <= names
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [r["iteration"] for r in rows] == ["3", "6"]
     assert {"epoch", "lr", "loss", "loss_mask", "box_AP", "box_AP50", "mask_AP", "mask_AP50"} <= set(rows[0])

@@ -140,7 +140,9 @@ def plot_labels(data: dict, class_names: list[str], path: str | Path) -> Path:
     per_image: dict[int, int] = {im_id: 0 for im_id in by_id}
     for a in anns:
         per_image[a["image_id"]] += 1
-    ax[3].hist(list(per_image.values()), bins=min(50, max(per_image.values(), default=0) + 1), color="tab:green")
+    most = max(per_image.values(), default=0)
+    edges = [k - 0.5 for k in range(most + 2)] if most < 50 else 50  # a bar per count
+    ax[3].hist(list(per_image.values()), bins=edges, color="tab:green", rwidth=0.9)
     ax[3].set(title="instances per image", xlabel="instances", ylabel="images")
     path = Path(path)
     fig.savefig(path, dpi=80)

@@ -199,6 +199,8 @@ Reader = Callable[[DataSpec, Split], "tuple[dict | None, Path, list[Problem]]"]
 
 
 def _read_coco(spec: DataSpec, s: Split) -> tuple[dict | None, Path, list[Problem]]:
+    if s.annotations is None:  # panoptic only: its instances come from the PNGs (data.panoptic.CocoPanoptic)
+        return None, s.images, [Problem("error", spec.source, f"{s.images}: no instances JSON (annotations:)")]
     data, probs = load_json(s.annotations)
     return data, s.images, probs
 
