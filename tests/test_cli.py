@@ -91,8 +91,8 @@ def test_console_script_and_convert(tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_two_processes(tmp_path, synth_data):
-    """Real multi-process training (gloo on CPU) through torchrun; two processes double the step batch, so the
-    preset's 4 iterations (for its batch of 2) become 2 (solver.reference_batch)."""
+    """Real multi-process training (gloo on CPU) through torchrun; with ims_per_process=2 two processes double the
+    step batch, so the preset's 4 iterations (for its batch of 2) become 2 (solver.reference_batch)."""
     out = tmp_path / "ddp"
     cmd = [
         sys.executable,
@@ -107,7 +107,7 @@ def test_torchrun_two_processes(tmp_path, synth_data):
         str(synth_data),
         "--out",
         str(out),
-        "solver.max_iter=4",
+        "solver.ims_per_process=2",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)

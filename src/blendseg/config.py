@@ -293,11 +293,18 @@ class SolverConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     weight_decay_norm: float = 0.0
-    ims_per_batch: int = 16  # per process; the step's batch is ims_per_batch x processes
+    # the step's batch over all processes, as the reference configs' IMS_PER_BATCH: each of P processes takes
+    # ims_per_batch / P images (a multiple of P is needed)
+    ims_per_batch: int = 16
+    # > 0: each process's batch instead (the step's batch is then ims_per_process x P)
+    ims_per_process: int = 0
     # the step batch base_lr and the iteration schedule are meant for (the presets set their own ims_per_batch;
     # 0 = off): another batch scales base_lr (linear for SGD, square root for AdamW) and, without epochs, max_iter,
     # steps, warmup and the periods inversely (detectron2's REFERENCE_WORLD_SIZE, counted in images)
     reference_batch: int = 0
+    # solver keys that scaling to the batch leaves as they are: those given as overrides (apply_overrides records
+    # them; the value typed is the value run)
+    as_given: tuple[str, ...] = ()
     max_iter: int = 90000
     # > 0 overrides max_iter: epochs x loader length, and steps and warmup keep their fractions of max_iter
     epochs: int = 0
@@ -459,7 +466,17 @@ def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
         key, raw = item.split("=", 1)
         cfg = _replace_path(cfg, key.strip().split("."), yaml.safe_load(raw), key.strip())
         given.add(key.strip())
+    typed = tuple(k.split(".", 1)[1] for k in sorted(given) if k.split(".")[0] == "solver" and k.count(".") == 1)
+    kept = tuple(k for k in typed if k in BATCH_SCALED)
+    if kept and hasattr(cfg, "solver"):
+        cfg = dataclasses.replace(
+            cfg, solver=dataclasses.replace(cfg.solver, as_given=tuple(sorted({*cfg.solver.as_given, *kept})))
+        )
     return _torchvision_settings(cfg, given)
+
+
+# the solver keys another step batch rescales (engine.train.scale_to_batch), unless given as overrides
+BATCH_SCALED = ("base_lr", "max_iter", "steps", "warmup_iters", "checkpoint_period", "eval_period")
 
 
 def get_value(cfg: Any, key: str) -> Any:

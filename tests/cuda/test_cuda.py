@@ -169,7 +169,7 @@ def test_two_nccl_processes_train_and_evaluate(data, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
            "-m", "blendseg.cli", "train", "blendmask_tiny_test", str(data), "--out", str(tmp_path / "run"),
-           "device=cuda", "data.num_workers=0", "solver.ims_per_batch=2", "solver.max_iter=4",
+           "device=cuda", "data.num_workers=0", "solver.ims_per_batch=4", "solver.max_iter=4",
            "solver.checkpoint_period=2", "model.backbone.norm=SyncBN"]  # fmt: skip
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

@@ -44,7 +44,7 @@ def test_two_processes_equal_one_with_the_same_images(tmp_path):
               # between one process in channels-last and in NCHW; two channels-last processes match NCHW to 6e-6)
               "solver.channels_last=false"]  # fmt: skip
     _run([*common, "--out", str(tmp_path / "one"), "solver.ims_per_batch=4"], 1)
-    _run([*common, "--out", str(tmp_path / "two"), "solver.ims_per_batch=2"], 2)
+    _run([*common, "--out", str(tmp_path / "two"), "solver.ims_per_batch=4"], 2)  # the same batch, 2 each
     one, two = _first_losses(tmp_path / "one"), _first_losses(tmp_path / "two")
     assert one["iteration"] == two["iteration"] == 1
     for k in one:

@@ -90,7 +90,7 @@ def test_two_processes_under_nccl_rules_train_evaluate_and_resume_each_ranks_rng
     run, logs = tmp_path / "run", tmp_path / "rng"
     logs.mkdir()
     common = ["train", "blendmask_tiny_test", str(data), "--out", str(run), "device=cpu", "data.num_workers=0",
-              "solver.ims_per_batch=2", "solver.checkpoint_period=2", "solver.max_iter=100"]  # fmt: skip
+              "solver.ims_per_batch=4", "solver.checkpoint_period=2", "solver.max_iter=100"]  # fmt: skip
     first = _torchrun([*common, "solver.max_minutes=0.05"], 29531)
     for rank in (0, 1):
         line = re.search(

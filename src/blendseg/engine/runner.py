@@ -29,7 +29,7 @@ from ..zoo import build_model
 from .checkpoint import load_checkpoint
 from .evaluate import run_evaluation
 from .runlog import Tee
-from .train import fit
+from .train import fit, step_batch
 
 
 def make_deterministic(device: torch.device) -> None:
@@ -132,7 +132,8 @@ class Evaluation:
                 f"({', '.join(self.dataset.class_names)}): evaluate on data with the model's classes"
             )
         self.loader = build_loader(
-            self.dataset, max(1, cfg.solver.ims_per_batch), False, cfg.data.num_workers, cfg.model.size_divisibility,
+            self.dataset, max(1, step_batch(cfg.solver, get_world_size())[1]), False, cfg.data.num_workers,
+            cfg.model.size_divisibility,
             strict=cfg.data.strict, pin_memory=device.type == "cuda",
         )  # fmt: skip
         ds = self.dataset
@@ -298,7 +299,7 @@ def _train_in(
     group = cfg.data.aspect_ratio_grouping and cfg.data.square_size <= 0  # a squash leaves nothing to group
     workers = loader_workers(cfg.data.num_workers, device)
     loader = build_loader(
-        ds, cfg.solver.ims_per_batch, True, workers, cfg.model.size_divisibility, cfg.seed, group,
+        ds, step_batch(cfg.solver, get_world_size())[1], True, workers, cfg.model.size_divisibility, cfg.seed, group,
         cfg.data.strict, pin_memory=device.type == "cuda",  # pinned batches: the copies to the GPU run async
         repeat_threshold=cfg.data.repeat_threshold,
     )  # fmt: skip

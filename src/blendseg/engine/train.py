@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..config import SolverConfig, TrainConfig, to_dict
+from ..config import ConfigError, SolverConfig, TrainConfig, to_dict
 from ..dist import agree, gather_objects, get_rank, get_world_size, is_dist, is_main_process, reduce_mean
 from ..errors import DataError
 from ..inference.precision import missing_instructions
@@ -223,21 +223,34 @@ def scale_to_batch(solver: SolverConfig, batch: int) -> SolverConfig:
     times k = batch / reference (SGD: the linear scaling rule of Goyal et al. 2017, as detectron2's
     REFERENCE_WORLD_SIZE) or sqrt(k) (AdamW: the square-root rule of Malladi et al. 2022); without ``epochs`` the
     iteration counts (max_iter, steps, warmup, checkpoint and eval periods) divided by k, so the run sees as many
-    images. Unchanged when the batches agree or ``reference_batch`` is 0."""
+    images. Unchanged when the batches agree or ``reference_batch`` is 0; the keys in ``solver.as_given`` (the
+    overrides a user typed) are never changed."""
     ref = solver.reference_batch
     if ref <= 0 or batch == ref:
         return solver
     k = batch / ref
+    keep = set(solver.as_given)
     lr = solver.base_lr * (k if solver.optimizer == "sgd" else math.sqrt(k))
-    solver = dataclasses.replace(solver, base_lr=lr, reference_batch=batch)
-    if solver.epochs > 0:
-        return solver
-    n = lambda x: max(1, round(x / k)) if x > 0 else x  # noqa: E731
-    return dataclasses.replace(
-        solver, max_iter=n(solver.max_iter), steps=tuple(n(s) for s in solver.steps),
-        warmup_iters=n(solver.warmup_iters), checkpoint_period=n(solver.checkpoint_period),
-        eval_period=n(solver.eval_period),
-    )  # fmt: skip
+    scaled: dict = {"reference_batch": batch, "base_lr": lr}
+    if solver.epochs <= 0:
+        n = lambda x: max(1, round(x / k)) if x > 0 else x  # noqa: E731
+        scaled.update(max_iter=n(solver.max_iter), steps=tuple(n(s) for s in solver.steps),
+                      warmup_iters=n(solver.warmup_iters), checkpoint_period=n(solver.checkpoint_period),
+                      eval_period=n(solver.eval_period))  # fmt: skip
+    return dataclasses.replace(solver, **{k: v for k, v in scaled.items() if k not in keep})
+
+
+def step_batch(solver: SolverConfig, world_size: int) -> tuple[int, int]:
+    """(the step's batch over all processes, each process's share): ``ims_per_batch`` shared out, or
+    ``ims_per_process`` each when set."""
+    if solver.ims_per_process > 0:
+        return solver.ims_per_process * world_size, solver.ims_per_process
+    if solver.ims_per_batch % world_size:
+        raise ConfigError(
+            f"solver.ims_per_batch={solver.ims_per_batch} (the batch over all processes) does not divide among "
+            f"{world_size} processes: give a multiple of {world_size}, or solver.ims_per_process for each one's"
+        )
+    return solver.ims_per_batch, solver.ims_per_batch // world_size
 
 
 def _resolve_schedule(solver: SolverConfig, iters_per_epoch: int) -> SolverConfig:
@@ -253,9 +266,10 @@ def _resolve_schedule(solver: SolverConfig, iters_per_epoch: int) -> SolverConfi
 
 
 def resolve_solver(solver: SolverConfig, iters_per_epoch: int, world_size: int) -> SolverConfig:
-    """The schedule a run follows: :func:`scale_to_batch` for the step batch (ims_per_batch x processes), then
+    """The schedule a run follows: :func:`scale_to_batch` for the step batch (:func:`step_batch`), then
     :func:`_resolve_schedule` for ``epochs``; the changes are printed."""
-    resolved = _resolve_schedule(scale_to_batch(solver, solver.ims_per_batch * world_size), iters_per_epoch)
+    batch, share = step_batch(solver, world_size)
+    resolved = _resolve_schedule(scale_to_batch(solver, batch), iters_per_epoch)
     if is_main_process():
         show = lambda v: f"{v:.6g}" if isinstance(v, float) else str(v)  # noqa: E731
         before, after = dataclasses.asdict(solver), dataclasses.asdict(resolved)
@@ -263,7 +277,7 @@ def resolve_solver(solver: SolverConfig, iters_per_epoch: int, world_size: int) 
             f"{k} {show(v)} -> {show(after[k])}" for k, v in before.items() if after[k] != v and k != "reference_batch"
         ]
         if changed:
-            why = f"a step batch of {solver.ims_per_batch * world_size} ({world_size} x {solver.ims_per_batch})"
+            why = f"a step batch of {batch} ({world_size} x {share})"
             why += f" for {solver.reference_batch}" if solver.reference_batch else ""
             why += f", {solver.epochs} epochs of {iters_per_epoch} iterations" if solver.epochs > 0 else ""
             print(f"solver for {why}: " + ", ".join(changed), flush=True)
