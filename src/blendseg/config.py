@@ -356,6 +356,9 @@ class TrainConfig:
     # torch.use_deterministic_algorithms, one CPU compute thread, no cuDNN autotuning, blendseg's atomics-free CUDA
     # kernels: bitwise-repeatable runs on CUDA; slower. (CPU runs with several threads repeat without it.)
     deterministic: bool = False
+    # how long a collective waits for the other processes: rank 0 alone evaluates and writes the report while the
+    # others wait in the next collective (NCCL's default of 10 minutes kills a job with a large val set)
+    dist_timeout_minutes: float = 60.0
 
 
 class ConfigError(ValueError):

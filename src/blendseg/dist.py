@@ -11,6 +11,7 @@ Every collective of blendseg goes through this module, so each one meets its bac
 
 from __future__ import annotations
 
+import datetime
 import os
 import warnings
 
@@ -20,6 +21,7 @@ from torch import Tensor
 
 _OPS = {"sum": "SUM", "min": "MIN", "max": "MAX"}
 _object_group = None  # the Gloo group for object collectives (created on first use, by every rank)
+_timeout: datetime.timedelta | None = None  # the process group's collective timeout (init_from_env)
 
 
 def is_dist() -> bool:
@@ -67,11 +69,12 @@ def process_device(device: torch.device, local_rank: int, world_size: int) -> to
     return torch.device("cuda", local_rank)
 
 
-def init_from_env(device_type: str) -> tuple[int, int]:
+def init_from_env(device_type: str, timeout_minutes: float = 60.0) -> tuple[int, int]:
     """Initialise the default process group when launched by torchrun (``WORLD_SIZE`` > 1).
 
     Returns (rank, local_rank). Uses NCCL on CUDA (after making ``cuda:LOCAL_RANK`` the current device) and Gloo
-    on CPU.
+    on CPU. ``timeout_minutes``: how long a collective waits for the other processes (NCCL's default, 10 minutes,
+    is shorter than rank 0's COCO evaluation and report on a large val set; detectron2 sets 30).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1 or is_dist():
@@ -80,7 +83,9 @@ def init_from_env(device_type: str) -> tuple[int, int]:
     name = "nccl" if device_type == "cuda" else "gloo"
     if name == "nccl":
         torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend=name)
+    global _timeout
+    _timeout = datetime.timedelta(minutes=timeout_minutes)
+    dist.init_process_group(backend=name, timeout=_timeout)
     return dist.get_rank(), local_rank
 
 
@@ -126,7 +131,7 @@ def _objects_group():
     if backend() == "gloo":
         return None
     if _object_group is None:
-        _object_group = dist.new_group(backend="gloo")
+        _object_group = dist.new_group(backend="gloo", timeout=_timeout)  # the default group's patience
     return _object_group
 
 

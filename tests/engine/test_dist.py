@@ -107,3 +107,22 @@ def test_two_processes_under_nccl_rules_train_evaluate_and_resume_each_ranks_rng
     for rank in (0, 1):
         restored = (logs / f"rank{rank}.txt").read_text().split()
         assert restored == [_sha1(saved[rank]["torch"])], f"rank {rank} restored another rank's generator"
+
+
+def test_the_process_group_waits_as_long_as_the_config_says(monkeypatch):
+    """dist_timeout_minutes reaches init_process_group (NCCL's default 10 minutes is shorter than rank 0's evaluation
+    on a large val set) and the Gloo group for objects."""
+    import datetime
+
+    import torch.distributed as tdist
+
+    from blendseg.config import TrainConfig
+
+    seen = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(tdist, "init_process_group", lambda **kw: seen.update(kw))
+    monkeypatch.setattr(tdist, "get_rank", lambda *a: 1)
+    monkeypatch.setattr(bdist, "_timeout", None)  # restored after the test
+    assert bdist.init_from_env("cpu", 45) == (1, 0)
+    assert seen == {"backend": "gloo", "timeout": datetime.timedelta(minutes=45)} and bdist._timeout == seen["timeout"]
+    assert TrainConfig().dist_timeout_minutes == 60

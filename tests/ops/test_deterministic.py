@@ -169,3 +169,29 @@ def test_panoptic_training_step_in_deterministic_mode(tmp_path, deterministic_ev
     data = synthesize(tmp_path / "pan", train=4, val=2, seed=3, min_size=96, max_size=128, panoptic=True)
     ops = _train_step_ops("blendmask_panoptic_tiny_test", data, [])
     assert not ops & NOT_REPEATABLE_ON_CUDA, sorted(ops & NOT_REPEATABLE_ON_CUDA)
+
+
+def test_mask_targets_take_the_compiled_roi_align_and_match_the_python_one(monkeypatch):
+    """torchvision.ops.roi_align goes to its Python _roi_align on CUDA in deterministic mode; the targets call the
+    compiled operator (deterministic forward) and not the wrapper, and give the Python one's values (what CUDA
+    gave before)."""
+    import importlib
+
+    from blendseg.ops.masks import crop_and_resize_masks
+
+    tv = importlib.import_module("torchvision.ops.roi_align")  # the module (the package's name is the function)
+
+    g = torch.Generator().manual_seed(0)
+    masks = (torch.rand(5, 60, 80, generator=g) > 0.5).to(torch.uint8)
+    xy = torch.rand(5, 2, generator=g) * 40
+    boxes = torch.cat([xy, xy + 5 + torch.rand(5, 2, generator=g) * 30], 1)
+    rois = torch.cat([torch.arange(5.0)[:, None], boxes], 1)
+    python = (tv._roi_align(masks[:, None].float(), rois, 1.0, 28, 28, 0, True)[:, 0] >= 0.5).float()
+    for where, name in ((tv, "_roi_align"), (tv, "roi_align"), (torchvision.ops, "roi_align")):  # the wrapper, too
+        monkeypatch.setattr(where, name, lambda *a, **k: (_ for _ in ()).throw(AssertionError("not the compiled op")))
+    torch.use_deterministic_algorithms(True)
+    try:
+        out = crop_and_resize_masks(masks, boxes, 28)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert torch.equal(out, python)

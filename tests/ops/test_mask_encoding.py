@@ -63,3 +63,17 @@ def test_codec_whitening_and_round_trip_against_numpy():
     assert float(reconstruction_iou(low, x, g).mean()) < float(reconstruction_iou(codec, x, g).mean())
     probs = codec.probabilities(codes)
     assert probs.shape == (200, 8, 8) and ((probs > 0.5).flatten(1) == (x > 0.5)).all()
+
+
+def test_target_codes_are_float32_under_autocast():
+    """MEInst's target codes under the training's autocast (bf16 here, fp16 on CUDA): float32, the values of the
+    plain encode (a reduced-precision matmul would round the targets)."""
+    x = _masks(50)
+    pca = StreamingPCA(64)
+    pca.update(inverse_sigmoid_targets(x, torch.Generator().manual_seed(1)))
+    codec = PCACodec(16, 8, whiten=True, sigmoid=True)  # 16-d codes of 8 x 8 masks
+    codec.load_fit(*pca.fit(16)[:3])
+    plain = codec.encode(x, torch.Generator().manual_seed(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = codec.encode(x, torch.Generator().manual_seed(3))
+    assert under.dtype == torch.float32 and torch.equal(under, plain)

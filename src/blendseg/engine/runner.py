@@ -262,7 +262,7 @@ def train(
     """Train on the ``train`` split, evaluate on ``val`` (if present); returns the final metrics. ``init_weights``:
     a blendseg checkpoint (e.g. a converted official model) to start from, shape-mismatched keys skipped."""
     device = resolve_device(cfg.device)
-    rank, local_rank = init_from_env(device.type)
+    rank, local_rank = init_from_env(device.type, cfg.dist_timeout_minutes)
     device = process_device(device, local_rank, get_world_size())
     torch.manual_seed(cfg.seed + rank)
     random.seed(cfg.seed + rank)  # the data's randomness is seeded per sample (data/loader.py)

@@ -62,14 +62,21 @@ class Predictor:
         t0 = time.perf_counter()
         resized = resize_for_test(self.cfg, image, self.transform)
         batch = pad_images([resized.float()], self.cfg.model.size_divisibility).to(self.device)
-        t1 = time.perf_counter()
+        t1 = self._clock()
         with autocast(self.precision, self.device):
             out = self.model(batch)
         out = to_float32(out)
-        t2 = time.perf_counter()
+        t2 = self._clock()
         dets = self.model.postprocess(out, [tuple(image.shape[-2:])])[0]
-        t3 = time.perf_counter()
+        t3 = self._clock()
         return dets, {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3}
+
+    def _clock(self) -> float:
+        """perf_counter once the device's queued work is done (CUDA runs asynchronously: without the wait a stage
+        would time its kernel launches)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
 
     def __call__(self, image: Tensor, path: str | None = None, frame: int | None = None) -> Result:
         dets, speed = self.detect(image)

@@ -44,10 +44,12 @@ class PCACodec(nn.Module):
         self.means.copy_(means)
 
     def encode(self, masks: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """(N, P) binary -> (N, D): inverse sigmoid (jittered), minus the mean, onto the components, whitened."""
-        x = inverse_sigmoid_targets(masks, generator) if self.sigmoid else masks.float()
-        codes = (x - self.means) @ self.components.t()
-        return codes / self.explained_variances.sqrt() if self.whiten else codes
+        """(N, P) binary -> (N, D): inverse sigmoid (jittered), minus the mean, onto the components, whitened; in
+        float32 whatever the training's autocast (targets, not activations: fp16 would round them)."""
+        with torch.autocast(masks.device.type, enabled=False):
+            x = inverse_sigmoid_targets(masks, generator) if self.sigmoid else masks.float()
+            codes = (x.float() - self.means.float()) @ self.components.float().t()
+            return codes / self.explained_variances.float().sqrt() if self.whiten else codes
 
     def decode(self, codes: Tensor) -> Tensor:
         """(N, D) -> (N, P) logits (sigmoid mode; apply sigmoid for probabilities) or probabilities in
