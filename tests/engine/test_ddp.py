@@ -54,3 +54,17 @@ def test_two_processes_equal_one_with_the_same_images(tmp_path):
     b = load_checkpoint(tmp_path / "two" / "weights" / "last.pt")["model"]
     worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a if a[k].is_floating_point())
     assert worst < 1e-3, f"weights differ by {worst} after 3 iterations"
+
+
+@pytest.mark.slow
+def test_a_panoptic_model_trains_under_ddp_on_instances_alone(tmp_path):
+    """data.with_panoptic=false: the panoptic head gets no loss; it is frozen and not run, so DDP (which errors at
+    the second iteration on parameters without gradients) trains the rest."""
+    from blendseg.data.synth import synthesize
+
+    data = synthesize(tmp_path / "data", train=8, val=2, seed=5, min_size=96, max_size=128, panoptic=True)
+    out = tmp_path / "run"
+    _run(["train", "blendmask_panoptic_tiny_test", str(data), "--no-eval", "--out", str(out), "data.num_workers=0",
+          "solver.max_iter=3", "solver.ims_per_batch=4", "solver.checkpoint_period=0", "data.with_panoptic=false"],
+         2)  # fmt: skip
+    assert load_checkpoint(out / "weights" / "last.pt")["iteration"] == 3

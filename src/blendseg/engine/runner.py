@@ -314,8 +314,11 @@ def _train_in(
             own = model.state_dict()
             print(f"initialised {len(loaded)} of the model's {len(own)} tensors from {init_weights} "
                   f"({what}); {_skipped_report(own, state, skipped)}")  # fmt: skip
+    log = print if is_main_process() else (lambda *_: None)
     if hasattr(model, "prepare") and not resuming:  # data-dependent state (MEInst's mask encoding)
-        model.prepare(ds, log=print if is_main_process() else (lambda *_: None))
+        model.prepare(ds, log=log)
+    if hasattr(model, "freeze_unused"):  # parts this data gives no loss (a panoptic head without panoptic data)
+        model.freeze_unused(ds, log=log)
     has_val = "val" in load_data(data_yaml).splits
     eval_fn = Evaluation(cfg, data_yaml, device) if (evaluate and has_val) else None
     extra = {"class_names": ds.class_names, "contiguous_to_cat_id": ds.contiguous_to_cat_id}

@@ -115,7 +115,7 @@ class BlendMask(nn.Module):
         feats = [fout.features[name] for name in c.bottom_in_features]
         bases, sem = self.basis_module(feats, semantic=targets is not None and c.basis_loss_on)
         out = BlendMaskOutput(fout, bases, sem)
-        if self.panoptic_module is not None:
+        if self.panoptic_module is not None and (targets is None or all("panoptic_sem" in t for t in targets)):
             out.panoptic_logits = self.panoptic_module([fout.features[n] for n in self.cfg.panoptic.in_features])
         if targets is not None:
             targets = targets_to(targets, bases.device)
@@ -132,6 +132,22 @@ class BlendMask(nn.Module):
                 )
                 out.losses["loss_sem_seg"] = loss * p.loss_weight
         return out
+
+    def freeze_unused(self, dataset, log=print) -> None:
+        """Before training: the panoptic head gets no loss from data without panoptic targets
+        (``data.with_panoptic=false``): it is frozen and not run, and so are the FPN levels only it reads (P2), so
+        that DDP meets no parameter without a gradient."""
+        if self.panoptic_module is None or getattr(dataset, "with_panoptic_sem", False):
+            return
+        self.panoptic_module.requires_grad_(False)
+        c = self.cfg
+        alone = [n for n in c.panoptic.in_features if n not in c.blendmask.bottom_in_features
+                 and 2 ** int(n[1:]) not in c.fcos.strides]  # fmt: skip
+        for name in alone:
+            for part in ("fpn_lateral", "fpn_output"):
+                getattr(self.fcos.fpn, f"{part}{name[1:]}").requires_grad_(False)
+        log(f"panoptic head{' and FPN ' + ', '.join(alone) if alone else ''} frozen: the training data gives them "
+            "no loss (data.with_panoptic=false)")  # fmt: skip
 
     @torch.no_grad()
     def mask_logits(self, bases: Tensor, dets: list[Detections]) -> list[Tensor]:
