@@ -144,6 +144,16 @@ def gather_objects(obj: object) -> list[object]:
     return out or []
 
 
+def broadcast_object(obj: object) -> object:
+    """Rank 0's ``obj`` on every process (pickled over Gloo): what rank 0 read from its disk, for ranks on machines
+    without it."""
+    if get_world_size() == 1:
+        return obj
+    box = [obj if is_main_process() else None]
+    dist.broadcast_object_list(box, src=0, group=_objects_group())
+    return box[0]
+
+
 def barrier() -> None:
     if is_dist():
         dist.barrier()

@@ -5,10 +5,12 @@ The process group is Gloo, but blendseg sees NCCL: its backend reads "nccl" and 
 (``torch._lazy``'s TorchScript backend: a device other than the CPU that computes). Every tensor collective called
 through ``torch.distributed`` refuses a CPU tensor as NCCL does, and otherwise runs on Gloo through a CPU copy.
 Object collectives must name a Gloo group of their own (on NCCL's default group they would pickle onto the GPU), and
-only ``gather_object`` is allowed (to rank 0; nothing all-gathers). At the end each rank prints one line:
-``standin rank R: T tensor collectives on lazy:0, O object gathers to rank 0``.
+only ``gather_object`` (to rank 0) and ``broadcast_object_list`` (from rank 0) are allowed; nothing all-gathers.
+At the end each rank prints one line: ``standin rank R: T tensor collectives on lazy:0, O object collectives``.
 
 With ``BLENDSEG_RNG_LOG=DIR`` each rank writes ``DIR/rank<R>.txt``: the sha1 of every torch RNG state it restores.
+With ``BLENDSEG_HIDE_RUN=DIR`` rank 1 sees no file under DIR (another node without the run folder on its disk):
+``Path.is_file`` says no and reading a checkpoint there fails.
 """
 
 from __future__ import annotations
@@ -65,6 +67,34 @@ def _gather_object(obj, object_gather_list=None, dst=0, group=None, **kwargs):
     return real_gather_object(obj, object_gather_list, dst=dst, group=group, **kwargs)
 
 
+real_broadcast_object_list = dist.broadcast_object_list
+
+
+def _broadcast_object_list(object_list, src=0, group=None, **kwargs):
+    if group is None or group is dist.group.WORLD:
+        raise RuntimeError("broadcast_object_list on the default (NCCL) group: object collectives belong on Gloo")
+    counts["object"] += 1
+    return real_broadcast_object_list(object_list, src=src, group=group, **kwargs)
+
+
+def _hide_run(folder: str) -> None:
+    """Rank 1 sees no file under ``folder``."""
+    import pathlib
+
+    from blendseg.engine import checkpoint
+
+    real_is_file, real_load = pathlib.Path.is_file, checkpoint.load_checkpoint
+    inside = lambda p: os.path.abspath(p).startswith(os.path.abspath(folder))  # noqa: E731
+    pathlib.Path.is_file = lambda self: False if inside(self) else real_is_file(self)
+
+    def load(path, *args, **kwargs):
+        if inside(path):
+            raise FileNotFoundError(f"{path} (hidden from rank 1 by the stand-in)")
+        return real_load(path, *args, **kwargs)
+
+    checkpoint.load_checkpoint = btrain.load_checkpoint = load
+
+
 def install() -> None:
     bdist.backend = lambda: "nccl" if bdist.is_dist() else ""
     bdist._current_cuda_device = lambda: STANDIN
@@ -72,9 +102,12 @@ def install() -> None:
         setattr(dist, name, _tensor_collective(name))
     for name in ("all_gather", "all_gather_into_tensor", "reduce_scatter", "reduce_scatter_tensor", "all_to_all"):
         setattr(dist, name, _refused(name))
-    for name in ("all_gather_object", "broadcast_object_list", "scatter_object_list"):
+    for name in ("all_gather_object", "scatter_object_list"):
         setattr(dist, name, _refused(name))
     dist.gather_object = _gather_object
+    dist.broadcast_object_list = _broadcast_object_list
+    if os.environ.get("BLENDSEG_HIDE_RUN") and os.environ.get("RANK") == "1":
+        _hide_run(os.environ["BLENDSEG_HIDE_RUN"])
     log = os.environ.get("BLENDSEG_RNG_LOG")
     if log:
         real_set = btrain.set_rng_state
@@ -93,5 +126,5 @@ if __name__ == "__main__":
     code = main(sys.argv[1:])
     rank = os.environ.get("RANK", "0")
     print(f"standin rank {rank}: {counts['tensor']} tensor collectives on {STANDIN}, "
-          f"{counts['object']} object gathers to rank 0", flush=True)  # fmt: skip
+          f"{counts['object']} object collectives", flush=True)  # fmt: skip
     sys.exit(code)

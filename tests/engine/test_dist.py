@@ -82,7 +82,8 @@ def test_two_processes_under_nccl_rules_train_evaluate_and_resume_each_ranks_rng
     """A time-budgeted run (the elapsed time is reduced every step), the finite-loss and stop-signal checks, the
     logged-loss means, COCO evaluation at the end, then a resume: under the stand-in every tensor collective must be
     on the (stand-in) GPU and objects gathered to rank 0 over Gloo. The checkpoint holds both ranks' generators
-    (seeded seed + rank, so they differ) and each rank restores its own."""
+    (seeded seed + rank, so they differ) and each rank restores its own, rank 1 without seeing the run folder (rank 0
+    reads the checkpoint and broadcasts it)."""
     pytest.importorskip("torch._lazy.ts_backend", reason="the NCCL stand-in needs torch._lazy's TorchScript backend")
     from blendseg.data.synth import synthesize
 
@@ -94,16 +95,20 @@ def test_two_processes_under_nccl_rules_train_evaluate_and_resume_each_ranks_rng
     first = _torchrun([*common, "solver.max_minutes=0.05"], 29531)
     for rank in (0, 1):
         line = re.search(
-            rf"standin rank {rank}: (\d+) tensor collectives on lazy:0, (\d+) object gathers", first.stdout
+            rf"standin rank {rank}: (\d+) tensor collectives on lazy:0, (\d+) object collectives", first.stdout
         )
         assert line and int(line[1]) > 0, first.stdout[-2000:]
         assert int(line[2]) > 0, "the evaluation gathers its results to rank 0"
     assert first.stdout.count("inference on 2 images") == 2  # each rank its half of the 4 val images
     assert "segm" in json.loads((run / "metrics.json").read_text())  # rank 0 scored them
-    saved = load_checkpoint(run / "weights" / "last.pt")["rng"]
+    ckpt = load_checkpoint(run / "weights" / "last.pt")
+    saved, load_it = ckpt["rng"], ckpt["iteration"]
     assert isinstance(saved, list) and len(saved) == 2
     assert _sha1(saved[0]["torch"]) != _sha1(saved[1]["torch"])
-    _torchrun([*common, "--resume", "solver.max_minutes=0.1", "--no-eval"], 29532, {"BLENDSEG_RNG_LOG": str(logs)})
+    # rank 1 as on another node, without the run folder: rank 0 reads the checkpoint and sends it
+    hide = {"BLENDSEG_RNG_LOG": str(logs), "BLENDSEG_HIDE_RUN": str(run)}
+    resumed = _torchrun([*common, "--resume", "solver.max_minutes=0.1", "--no-eval"], 29532, hide)
+    assert f"resumed from {run / 'weights' / 'last.pt'} at iteration {load_it}" in resumed.stdout
     for rank in (0, 1):
         restored = (logs / f"rank{rank}.txt").read_text().split()
         assert restored == [_sha1(saved[rank]["torch"])], f"rank {rank} restored another rank's generator"

@@ -21,7 +21,15 @@ from ..data.panoptic import CocoPanoptic
 from ..data.report import plot_labels, summarize
 from ..data.sources import load_data, require_split
 from ..data.transforms import transforms_for
-from ..dist import cleanup, get_world_size, init_from_env, is_main_process, process_device, resolve_device
+from ..dist import (
+    broadcast_object,
+    cleanup,
+    get_world_size,
+    init_from_env,
+    is_main_process,
+    process_device,
+    resolve_device,
+)
 from ..evaluation.coco import COCOEvaluator
 from ..evaluation.panoptic import PanopticEvaluator
 from ..evaluation.plots import enabled as plots_enabled
@@ -304,7 +312,8 @@ def _train_in(
         repeat_threshold=cfg.data.repeat_threshold,
     )  # fmt: skip
     model = build_model(cfg.model)
-    resuming = resume and (out_dir / "weights" / "last.pt").is_file()
+    last = out_dir / "weights" / "last.pt"
+    resuming = resume and bool(broadcast_object(is_main_process() and last.is_file()))  # rank 0's disk decides
     if init_weights and not resuming:
         from ..convert.weights import recognise
 

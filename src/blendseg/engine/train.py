@@ -21,7 +21,16 @@ import torch
 from torch import Tensor, nn
 
 from ..config import ConfigError, SolverConfig, TrainConfig, to_dict
-from ..dist import agree, gather_objects, get_rank, get_world_size, is_dist, is_main_process, reduce_mean
+from ..dist import (
+    agree,
+    broadcast_object,
+    gather_objects,
+    get_rank,
+    get_world_size,
+    is_dist,
+    is_main_process,
+    reduce_mean,
+)
 from ..errors import DataError
 from ..inference.precision import missing_instructions
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -328,8 +337,10 @@ def fit(
     if resume and is_main_process():  # temporary files of saves a kill -9 interrupted
         for stale in last.parent.glob("*.pt.*.tmp"):
             stale.unlink(missing_ok=True)
-    if resume and last.is_file():
-        ckpt = load_checkpoint(last)
+    # rank 0 reads the checkpoint and every rank gets its contents: a node without the run folder on its disk
+    # resumes where the others do (its own generators from the per-rank list)
+    ckpt = broadcast_object(load_checkpoint(last) if is_main_process() and last.is_file() else None) if resume else None
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         state.update(it=int(ckpt["iteration"]), spent=float(ckpt["elapsed_s"]), best=float(ckpt["best"]))
