@@ -68,3 +68,26 @@ def test_a_panoptic_model_trains_under_ddp_on_instances_alone(tmp_path):
           "solver.max_iter=3", "solver.ims_per_batch=4", "solver.checkpoint_period=0", "data.with_panoptic=false"],
          2)  # fmt: skip
     assert load_checkpoint(out / "weights" / "last.pt")["iteration"] == 3
+
+
+@pytest.mark.slow
+def test_grouped_batches_resume_exactly_on_two_processes(tmp_path):
+    """With aspect-ratio grouping each rank's epoch has its own number of batches, so each rank resumes at its own
+    place in its data (not rank 0's): stopped at 3 and resumed, the run ends bitwise where the uninterrupted one
+    does."""
+    import torch
+
+    from blendseg.data.synth import synthesize
+
+    # both orientations; seed 8: the ranks' first epochs hold 3 and 2 batches of 2
+    data = synthesize(tmp_path / "data", train=12, val=0, seed=8, min_size=96, max_size=160)
+    common = ["train", "fcos_tiny_test", str(data), "--no-eval", "data.num_workers=0", "solver.checkpoint_period=3",
+              "solver.ims_per_batch=4", "data.aspect_ratio_grouping=true"]  # fmt: skip
+    _run([*common, "--out", str(tmp_path / "a"), "solver.max_iter=8"], 2)
+    _run([*common, "--out", str(tmp_path / "c"), "solver.max_iter=3"], 2)
+    places = load_checkpoint(tmp_path / "c" / "weights" / "last.pt")["data_places"]
+    assert len(places) == 2
+    _run([*common, "--out", str(tmp_path / "c"), "solver.max_iter=8", "--resume"], 2)
+    a, c = (load_checkpoint(tmp_path / n / "weights" / "last.pt")["model"] for n in "ac")
+    for k in a:
+        assert torch.equal(a[k], c[k]), f"{k}: the resumed run differs from the uninterrupted one ({places})"

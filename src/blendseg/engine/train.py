@@ -345,7 +345,9 @@ def fit(
         optimizer.load_state_dict(ckpt["optimizer"])
         state.update(it=int(ckpt["iteration"]), spent=float(ckpt["elapsed_s"]), best=float(ckpt["best"]))
         state.update(skipped=list(ckpt.get("skipped_images", [])), nonfinite=int(ckpt.get("nonfinite_steps", 0)))
-        state.update(epoch=int(ckpt.get("epoch", 0)), batch=int(ckpt.get("epoch_batch", 0)))
+        places = ckpt.get("data_places") or [[ckpt.get("epoch", 0), ckpt.get("epoch_batch", 0)]]
+        epoch, batch = places[get_rank()] if get_rank() < len(places) else places[0]  # each rank its own place
+        state.update(epoch=int(epoch), batch=int(batch))
         state.update(best_metric=str(ckpt.get("best_metric", "")), best_it=int(ckpt.get("best_iteration", 0)))
         state.update(stale=int(ckpt.get("stale_evaluations", 0)))
         if "rng" in ckpt:
@@ -367,16 +369,19 @@ def fit(
         return {k: v.contiguous() for k, v in model.state_dict().items()}
 
     def save(path: Path, every_rank: bool = False) -> None:
-        """``every_rank``: called by all ranks together, so the checkpoint gets each one's generators
-        (:func:`gather_objects`); otherwise this process's alone (rank 0 saving best.pt, an error on one)."""
-        rng = gather_objects(rng_state(device)) if every_rank else [rng_state(device)]
+        """``every_rank``: called by all ranks together, so the checkpoint gets each one's generators and place in
+        its data (:func:`gather_objects`: with aspect-ratio grouping each rank's epochs have their own length);
+        otherwise this process's alone (rank 0 saving best.pt, an error on one)."""
+        mine = (rng_state(device), [state["epoch"], state["batch"]])
+        ranks = gather_objects(mine) if every_rank else [mine]
+        rng, places = [r for r, _ in ranks], [p for _, p in ranks]
         if is_main_process():
             save_checkpoint(path, {
                 "model": weights(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                 "iteration": state["it"],
                 "elapsed_s": time.perf_counter() - t0, "best": state["best"], "config": to_dict(cfg),
                 "skipped_images": state["skipped"], "nonfinite_steps": state["nonfinite"], "epoch": state["epoch"],
-                "epoch_batch": state["batch"], "rng": rng, "best_metric": state["best_metric"],
+                "epoch_batch": state["batch"], "rng": rng, "data_places": places, "best_metric": state["best_metric"],
                 "best_iteration": state["best_it"], "stale_evaluations": state["stale"], **(extra_state or {}),
             })  # fmt: skip
 
