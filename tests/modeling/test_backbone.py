@@ -119,3 +119,22 @@ def test_all_reduce_batchnorm_is_batchnorm_on_one_process():
         torch.testing.assert_close(ours.running_mean, ref.running_mean)
     finally:
         dist.destroy_process_group()
+
+
+def test_frozen_bn_keeps_the_input_dtype_and_torchvisions_float32_numbers():
+    """With gradients (training), detectron2's FrozenBatchNorm2d: x * scale + bias in the input's dtype (bf16 stays
+    bf16 under autocast); in float32 exactly torchvision's FrozenBatchNorm2d."""
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    from blendseg.modeling.core.layers import FrozenBN
+
+    torch.manual_seed(0)
+    ours, tv = FrozenBN(8), FrozenBatchNorm2d(8)
+    for m in (ours, tv):
+        for name in ("weight", "bias", "running_mean"):
+            getattr(m, name).copy_(torch.arange(8.0) / 3 - 1)
+        m.running_var.copy_(torch.arange(8.0) + 0.5)
+    x = torch.randn(2, 8, 5, 5, requires_grad=True)
+    assert torch.equal(ours(x), tv(x))
+    half = x.detach().bfloat16().requires_grad_()
+    assert ours(half).dtype == torch.bfloat16 and tv(half).dtype == torch.float32  # torchvision's promotes

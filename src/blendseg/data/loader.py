@@ -204,7 +204,7 @@ def build_loader(
         sampler = list(range(get_rank(), len(dataset), world)) if world > 1 else SequentialSampler(dataset)
         return DataLoader(
             EvalSamples(dataset, strict), batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-            collate_fn=collate_fn, pin_memory=pin_memory,
+            collate_fn=collate_fn, pin_memory=pin_memory, persistent_workers=num_workers > 0,  # across evaluations
         )  # fmt: skip
     if repeat_threshold > 0:  # rare classes' images repeated (the dataset needs COCO ``images`` / ``anns``)
         sampler = RepeatFactorSampler(dataset, repeat_factors(dataset, repeat_threshold), world, get_rank(), seed)

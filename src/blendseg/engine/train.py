@@ -358,7 +358,9 @@ def fit(
             print(f"resumed from {last} at iteration {state['it']}")
     ddp = model
     if is_dist():
-        ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        ddp = nn.parallel.DistributedDataParallel(  # buffers not re-sent each forward (detectron2's choice)
+            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+        )
     budget = solver.max_minutes * 60.0
     t0 = time.perf_counter() - state["spent"]
     log = RunLog(out_dir, budget, solver.max_iter, state, tensorboard=cfg.log.tensorboard)

@@ -31,10 +31,18 @@ class PCACodec(nn.Module):
         self.register_buffer("components", torch.zeros(dim, p))
         self.register_buffer("explained_variances", torch.ones(dim))
         self.register_buffer("means", torch.zeros(p))
+        self._fitted: bool | None = False  # None: ask the buffers (after a state dict was loaded)
 
     @property
     def fitted(self) -> bool:
-        return bool(self.components.abs().sum() > 0)
+        """Whether the components hold a fit; read from the device once after a load, not at every forward."""
+        if self._fitted is None:
+            self._fitted = bool(self.components.abs().sum() > 0)
+        return self._fitted
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._fitted = None
 
     def load_fit(self, components: Tensor, explained_variances: Tensor, means: Tensor) -> None:
         if components.shape != self.components.shape:
@@ -42,6 +50,7 @@ class PCACodec(nn.Module):
         self.components.copy_(components)
         self.explained_variances.copy_(explained_variances)
         self.means.copy_(means)
+        self._fitted = None
 
     def encode(self, masks: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """(N, P) binary -> (N, D): inverse sigmoid (jittered), minus the mean, onto the components, whitened; in

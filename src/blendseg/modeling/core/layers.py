@@ -22,11 +22,14 @@ from ...ops.deform import deform_conv2d, exports_decomposed
 class FrozenBN(FrozenBatchNorm2d):
     """Frozen batch norm as detectron2's ``FrozenBatchNorm2d``: without gradients one fused ``F.batch_norm`` (what
     the reference runs at inference; the scale-and-shift form rounds differently), with gradients x * scale + bias
-    (the statistics and affine terms stay buffers)."""
+    in the input's dtype (the statistics and affine terms stay float32 buffers; under autocast the result stays in
+    half precision, as detectron2's, rather than turning the rest of the block to float32)."""
 
     def forward(self, x: Tensor) -> Tensor:
         if x.requires_grad:
-            return super().forward(x)
+            scale = self.weight * (self.running_var + self.eps).rsqrt()
+            bias = self.bias - self.running_mean * scale
+            return x * scale.to(x.dtype).reshape(1, -1, 1, 1) + bias.to(x.dtype).reshape(1, -1, 1, 1)
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
 
 

@@ -162,8 +162,10 @@ class MEInst(nn.Module):
             log(f"MEInst: mask encoding loaded from {c.encoding_file}")
             return
         from ...data.encoding import fit_encoding
+        from ...dist import broadcast_object, is_main_process
 
-        fit = fit_encoding(dataset, c.dim_mask, c.mask_size, c.sigmoid)
+        # fitted once, on rank 0, and sent to the others (every rank would otherwise read every mask)
+        fit = broadcast_object(fit_encoding(dataset, c.dim_mask, c.mask_size, c.sigmoid) if is_main_process() else None)
         self.mask_encoding.load_fit(fit["components"], fit["explained_variance"], fit["mean"])
         log(
             f"MEInst: fitted a {c.dim_mask}-d PCA on {fit['num_masks']} training masks "
