@@ -256,7 +256,7 @@ def test_run_folder(tmp_path, synth_data, capsys, figures):
     assert [r["iteration"] for r in rows] == ["3", "6"]
     assert {"epoch", "lr", "loss", "loss_mask", "box_AP", "box_AP50", "mask_AP", "mask_AP50"} <= set(rows[0])
     log = (out / "log.txt").read_text()
-    assert "run folder:" in log and "[1/6] it 1" in log and "metrics:" in log and "\r" not in log
+    assert "run folder:" in log and "data: " in log and "[1/6] it 1" in log and "metrics:" in log and "\r" not in log
     assert "\r" not in capsys.readouterr().err  # not a terminal: lines, no bar redraws
 
 

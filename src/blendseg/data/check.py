@@ -139,8 +139,7 @@ def check_coco(
         if bad:
             err(f"image id {iid}", f"missing or invalid {', '.join(bad)}: {im!r}"[:200])
         images[iid] = im
-    if images_dir is not None:
-        _check_files(images, Path(images_dir), where, err, fixes, decode)
+    missing = _check_files(images, Path(images_dir), where, err, fixes, decode) if images_dir is not None else set()
     annotations, ann_ids = [], set()
     for a in data["annotations"]:
         if not isinstance(a, dict):
@@ -163,19 +162,17 @@ def check_coco(
             continue
         if not (_int_id(im.get("width")) and _int_id(im.get("height")) and im["width"] > 0 and im["height"] > 0):
             continue  # the image's size is reported above
-        if im.get("missing"):
+        if iid in missing:
             continue
         fixed = _repair(a, im, w, err, fixes)
         if fixed is not None:
             annotations.append(fixed)
     box_only = sum("segmentation" not in a for a in annotations)
-    if box_only:  # not a fix: a detection dataset; mask methods refuse it (engine.runner.build_dataset)
+    if box_only:  # not a fix: a detection dataset; a dataset asked for masks refuses it (data.coco.CocoInstances)
         probs.append(
             Problem("warning", where, f"{box_only} of {len(annotations)} annotation(s) are box-only (no mask)")
         )
-    kept_images = [im for im in images.values() if not im.get("missing")]
-    out = {**data, "images": [{k: v for k, v in im.items() if k != "missing"} for im in kept_images]}
-    out["annotations"] = annotations
+    out = {**data, "images": [im for iid, im in images.items() if iid not in missing], "annotations": annotations}
     return out, probs + fixes.problems()
 
 
@@ -309,15 +306,15 @@ def _decode(path: str) -> tuple[int, int] | str:
 
 def _check_files(
     images: dict[int, dict], root: Path, where: str, err, fixes: Fixes, decode: bool = True, workers: int | None = None
-) -> None:
-    """A missing file is a fix (the image is marked ``missing`` and skipped); with ``decode`` every other image is
+) -> set[int]:
+    """The ids of the images whose file is missing (a fix: they are skipped); with ``decode`` every other image is
     decoded in full (PIL's verify() does not decode JPEG data, so a truncated file passed it), in worker processes
     with a progress bar for large sets."""
     from concurrent.futures import ProcessPoolExecutor
 
     from tqdm import tqdm
 
-    todo = []
+    todo, missing = [], set()
     for iid, im in images.items():
         name = im.get("file_name")
         if not isinstance(name, str):
@@ -325,7 +322,7 @@ def _check_files(
         path = root / name
         if not path.is_file():
             fixes.add("missing_image", f"image id {iid} ({path})")
-            images[iid] = {**im, "missing": True}
+            missing.add(iid)
         elif not decode:
             continue
         elif path.stat().st_size == 0:
@@ -346,6 +343,7 @@ def _check_files(
             err(w, f"unreadable image ({size})")
         elif (im.get("width"), im.get("height")) != size:
             err(w, f"JSON says {im.get('width')}x{im.get('height')}, the (oriented) image is {size[0]}x{size[1]}")
+    return missing
 
 
 def check_file(

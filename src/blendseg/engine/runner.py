@@ -282,12 +282,6 @@ def train(
             print(note)
     ds = build_dataset(cfg, data_yaml, "train", train=True)
     cfg = with_num_classes(cfg, ds)
-    if is_main_process():  # what the model will learn from, against its input size and strides
-        held = {**ds.coco, "images": ds.images}
-        print("\n".join(f"data: {line}" for line in summarize(held, ds.class_names, cfg)))
-        if plots_enabled():
-            out_dir.mkdir(parents=True, exist_ok=True)
-            plot_labels(held, ds.class_names, out_dir / "labels.png")
     if is_main_process():
         out_dir.mkdir(parents=True, exist_ok=True)
     with Tee(out_dir / "log.txt") if is_main_process() else contextlib.nullcontext():  # what the terminal shows
@@ -303,6 +297,10 @@ def _train_in(
     """The body of :func:`train` once the run folder and its log.txt exist."""
     if is_main_process():
         (out_dir / "config.yaml").write_text(dump_yaml(cfg))
+        held = {**ds.coco, "images": ds.images}  # what the model will learn from, against its input and strides
+        print("\n".join(f"data: {line}" for line in summarize(held, ds.class_names, cfg)))
+        if plots_enabled():
+            plot_labels(held, ds.class_names, out_dir / "labels.png")
         print(f"run folder: {out_dir.resolve()}  ({len(ds)} training images, {len(ds.class_names)} classes)")
     group = cfg.data.aspect_ratio_grouping and cfg.data.square_size <= 0  # a squash leaves nothing to group
     workers = loader_workers(cfg.data.num_workers, device)

@@ -246,7 +246,7 @@ def scale_to_batch(solver: SolverConfig, batch: int) -> SolverConfig:
         scaled.update(max_iter=n(solver.max_iter), steps=tuple(n(s) for s in solver.steps),
                       warmup_iters=n(solver.warmup_iters), checkpoint_period=n(solver.checkpoint_period),
                       eval_period=n(solver.eval_period))  # fmt: skip
-    return dataclasses.replace(solver, **{k: v for k, v in scaled.items() if k not in keep})
+    return dataclasses.replace(solver, **{key: v for key, v in scaled.items() if key not in keep})
 
 
 def step_batch(solver: SolverConfig, world_size: int) -> tuple[int, int]:
