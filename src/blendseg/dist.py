@@ -115,14 +115,21 @@ def reduce_mean(t: Tensor) -> Tensor:
     return all_reduce(t, "sum") / get_world_size()
 
 
-def agree(value: float, op: str) -> float:
-    """A Python number reduced over processes with "min", "max" or "mean", so every rank takes the same branch."""
+def reduce_host(values: list[float], op: str = "sum") -> list[float]:
+    """Python numbers reduced over processes (``op``: sum, mean, min or max) on the host, over Gloo: no device is
+    involved, so a CUDA process does not wait for its GPU (an NCCL collective of host numbers would copy them to the
+    GPU and back behind the queued kernels)."""
     if get_world_size() == 1:
-        return float(value)
-    t = torch.tensor(float(value), dtype=torch.float64)
-    if op == "mean":
-        return float(reduce_mean(t))
-    return float(all_reduce(t, op))
+        return [float(v) for v in values]
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t, op=getattr(dist.ReduceOp, _OPS["sum" if op == "mean" else op]), group=_objects_group())
+    return (t / get_world_size() if op == "mean" else t).tolist()
+
+
+def agree(value: float, op: str) -> float:
+    """A Python number reduced over processes with "min", "max" or "mean", so every rank takes the same branch
+    (:func:`reduce_host`)."""
+    return reduce_host([value], op)[0]
 
 
 def _objects_group():

@@ -3,10 +3,13 @@ process under NCCL's rules, on a machine without GPUs.
 
 The process group is Gloo, but blendseg sees NCCL: its backend reads "nccl" and its CUDA device is the lazy device
 (``torch._lazy``'s TorchScript backend: a device other than the CPU that computes). Every tensor collective called
-through ``torch.distributed`` refuses a CPU tensor as NCCL does, and otherwise runs on Gloo through a CPU copy.
+through ``torch.distributed`` on the default group refuses a CPU tensor as NCCL does, and otherwise runs on Gloo
+through a CPU copy; on blendseg's own Gloo group (host numbers, :func:`blendseg.dist.reduce_host`) it takes CPU
+tensors only.
 Object collectives must name a Gloo group of their own (on NCCL's default group they would pickle onto the GPU), and
 only ``gather_object`` (to rank 0) and ``broadcast_object_list`` (from rank 0) are allowed; nothing all-gathers.
-At the end each rank prints one line: ``standin rank R: T tensor collectives on lazy:0, O object collectives``.
+At the end each rank prints one line: ``standin rank R: T tensor collectives on lazy:0, H on the host, O object
+collectives``.
 
 With ``BLENDSEG_RNG_LOG=DIR`` each rank writes ``DIR/rank<R>.txt``: the sha1 of every torch RNG state it restores.
 With ``BLENDSEG_HIDE_RUN=DIR`` rank 1 sees no file under DIR (another node without the run folder on its disk):
@@ -30,13 +33,19 @@ from blendseg.cli import main  # noqa: E402
 from blendseg.engine import train as btrain  # noqa: E402
 
 STANDIN = torch.device("lazy", 0)
-counts = {"tensor": 0, "object": 0}
+counts = {"tensor": 0, "host": 0, "object": 0}
 
 
 def _tensor_collective(name: str):
     real = getattr(dist, name)
 
     def run(tensor, *args, **kwargs):
+        group = kwargs.get("group")
+        if group is not None and group is not dist.group.WORLD:  # blendseg's Gloo group: host numbers
+            if tensor.device.type != "cpu":
+                raise RuntimeError(f"{name} on the Gloo group with a {tensor.device} tensor (NCCL stand-in)")
+            counts["host"] += 1
+            return real(tensor, *args, **kwargs)
         if tensor.device.type == "cpu":
             raise RuntimeError(f"{name}: No backend type associated with device type cpu (NCCL stand-in)")
         counts["tensor"] += 1
@@ -125,6 +134,6 @@ if __name__ == "__main__":
     install()
     code = main(sys.argv[1:])
     rank = os.environ.get("RANK", "0")
-    print(f"standin rank {rank}: {counts['tensor']} tensor collectives on {STANDIN}, "
+    print(f"standin rank {rank}: {counts['tensor']} tensor collectives on {STANDIN}, {counts['host']} on the host, "
           f"{counts['object']} object collectives", flush=True)  # fmt: skip
     sys.exit(code)

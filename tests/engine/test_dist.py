@@ -80,10 +80,10 @@ def _sha1(t: torch.Tensor) -> str:
 @pytest.mark.slow
 def test_two_processes_under_nccl_rules_train_evaluate_and_resume_each_ranks_rng(tmp_path):
     """A time-budgeted run (the elapsed time is reduced every step), the finite-loss and stop-signal checks, the
-    logged-loss means, COCO evaluation at the end, then a resume: under the stand-in every tensor collective must be
-    on the (stand-in) GPU and objects gathered to rank 0 over Gloo. The checkpoint holds both ranks' generators
-    (seeded seed + rank, so they differ) and each rank restores its own, rank 1 without seeing the run folder (rank 0
-    reads the checkpoint and broadcasts it)."""
+    logged-loss means (host numbers, over the Gloo group), COCO evaluation at the end, then a resume: under the
+    stand-in every tensor collective of the default group must be on the (stand-in) GPU and objects gathered to
+    rank 0 over Gloo. The checkpoint holds both ranks' generators (seeded seed + rank, so they differ) and each rank
+    restores its own, rank 1 without seeing the run folder (rank 0 reads the checkpoint and broadcasts it)."""
     pytest.importorskip("torch._lazy.ts_backend", reason="the NCCL stand-in needs torch._lazy's TorchScript backend")
     from blendseg.data.synth import synthesize
 
@@ -95,10 +95,12 @@ def test_two_processes_under_nccl_rules_train_evaluate_and_resume_each_ranks_rng
     first = _torchrun([*common, "solver.max_minutes=0.05"], 29531)
     for rank in (0, 1):
         line = re.search(
-            rf"standin rank {rank}: (\d+) tensor collectives on lazy:0, (\d+) object collectives", first.stdout
+            rf"standin rank {rank}: (\d+) tensor collectives on lazy:0, (\d+) on the host, (\d+) object collectives",
+            first.stdout,
         )
-        assert line and int(line[1]) > 0, first.stdout[-2000:]
-        assert int(line[2]) > 0, "the evaluation gathers its results to rank 0"
+        assert line and int(line[1]) > 0, first.stdout[-2000:]  # FCOS's normalisers, the gradients
+        assert int(line[2]) > 0, "the logged losses, the time budget and the stop signals agree on the host"
+        assert int(line[3]) > 0, "the evaluation gathers its results to rank 0"
     assert first.stdout.count("inference on 2 images") == 2  # each rank its half of the 4 val images
     assert "segm" in json.loads((run / "metrics.json").read_text())  # rank 0 scored them
     ckpt = load_checkpoint(run / "weights" / "last.pt")

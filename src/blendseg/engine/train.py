@@ -29,7 +29,7 @@ from ..dist import (
     get_world_size,
     is_dist,
     is_main_process,
-    reduce_mean,
+    reduce_host,
 )
 from ..errors import DataError
 from ..inference.precision import missing_instructions
@@ -50,12 +50,11 @@ class TrainingStopped(RuntimeError):
 
 
 class NonFiniteLoss(FloatingPointError):
-    """A loss term became NaN or inf; ``terms`` names them."""
+    """A loss term became NaN or inf; ``terms`` names them (``values``: the step's losses, mean over processes)."""
 
-    def __init__(self, it: int, losses: dict[str, Tensor]) -> None:
-        values = {k: float(v.detach()) for k, v in losses.items()}
-        self.terms = [k for k, v in values.items() if not math.isfinite(v)] or ["(another process)"]
-        others = ", ".join(f"{k}={v:.4g}" for k, v in values.items() if k not in self.terms)
+    def __init__(self, it: int, values: dict[str, float]) -> None:
+        self.terms = [k for k, v in values.items() if not math.isfinite(v) and k != "loss"] or ["loss"]
+        others = ", ".join(f"{k}={v:.4g}" for k, v in values.items() if k not in self.terms and k != "loss")
         super().__init__(
             f"the loss became non-finite at iteration {it}: "
             + ", ".join(f"{k}={values.get(k)}" for k in self.terms)
@@ -174,22 +173,33 @@ def prepare_model(model: nn.Module, solver: SolverConfig, device: torch.device) 
 def train_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, images, targets: list[dict],
     solver: SolverConfig, device: torch.device, it: int,
-) -> dict[str, Tensor]:  # fmt: skip
-    """One optimisation step of ``model`` (possibly DDP-wrapped); returns the detached losses."""
+) -> dict[str, float]:  # fmt: skip
+    """One optimisation step of ``model`` (possibly DDP-wrapped); returns the losses, the mean over processes, read
+    on the host once (:func:`step_values`) after the backward pass is queued. A non-finite loss raises
+    :class:`NonFiniteLoss` before the optimiser moves (every process sees it: the values are reduced)."""
     fmt = torch.channels_last if solver.channels_last else torch.preserve_format
     with amp_context(solver, device):
         out = model(images.to(device, memory_format=fmt), targets)
     loss = sum(out.losses.values())
-    if not agree(float(torch.isfinite(loss)), "min"):  # before backward, so no process is left waiting in it
-        raise NonFiniteLoss(it, out.losses)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+    values = step_values({"loss": loss, **out.losses})
+    if not all(math.isfinite(v) for v in values.values()):
+        raise NonFiniteLoss(it, values)
     if solver.clip_grad_norm > 0:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), solver.clip_grad_norm)
     scaler.step(optimizer)
     scaler.update()
-    return {"loss": loss.detach(), **{k: v.detach() for k, v in out.losses.items()}}
+    return values
+
+
+def step_values(losses: dict[str, Tensor]) -> dict[str, float]:
+    """The step's losses as Python numbers, the mean over processes (as detectron2 logs them): one copy to the host
+    (the step's one wait for the device) and one all-reduce of host numbers (:func:`~blendseg.dist.reduce_host`).
+    A non-finite value on any process makes the mean non-finite on all of them."""
+    host = torch.stack([v.detach().float().reshape(()) for v in losses.values()]).tolist()
+    return dict(zip(losses, reduce_host(host, "mean")))
 
 
 def amp_dtype(
@@ -444,10 +454,8 @@ def fit(
                 log.warn(f"warning: {e}; step skipped ({n} of solver.skip_nonfinite={allowed})")
                 continue
             state["it"] = it + 1
-            if is_dist():  # the logged losses are the mean over processes (as detectron2 logs them)
-                losses = dict(zip(losses, reduce_mean(torch.stack(list(losses.values())))))
-            if is_main_process():  # the loss is read on the host here as the log reads it
-                for msg in watch.step(it, sum(len(t["boxes"]) for t in targets), float(losses["loss"])):
+            if is_main_process():
+                for msg in watch.step(it, sum(len(t["boxes"]) for t in targets), losses["loss"]):
                     log.warn(msg)
             ips = len(images) * get_world_size() / max(time.perf_counter() - tic, 1e-9)
             log.step(state["it"], time.perf_counter() - t0, optimizer.param_groups[0]["lr"], losses, ips)

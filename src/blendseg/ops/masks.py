@@ -117,15 +117,21 @@ def instance_mask_targets(target: dict, size: int) -> Tensor:
     """(M, size, size) float {0, 1} training targets of an image's instances cropped to their own boxes: polygon
     instances rasterised inside the box (detectron2 ``PolygonMasks.crop_and_resize``, the reference default
     MASK_FORMAT "polygon") when the target carries ``polygons``, the rest through :func:`crop_and_resize_masks`
-    (``BitMasks``)."""
+    (``BitMasks``). The polygons are rasterised on the host from one read of the boxes and sent in one copy (one
+    wait for the device an image, not one an instance)."""
     out = crop_and_resize_masks(target["masks"], target["boxes"], size)
     polygons = target.get("polygons")
     if polygons:
+        import numpy as np
+
         from .rle import rasterize_polygons_in_box
 
-        for i, rings in enumerate(polygons):
-            if rings is not None:
-                box = target["boxes"][i].tolist()
-                m = rasterize_polygons_in_box([r.tolist() for r in rings], box, size)
-                out[i] = torch.from_numpy(m).to(out)
+        boxes = target["boxes"].detach().cpu().tolist()
+        which = [i for i, rings in enumerate(polygons) if rings is not None]
+        if which:
+            drawn = np.stack(
+                [rasterize_polygons_in_box([r.tolist() for r in polygons[i]], boxes[i], size) for i in which]
+            )
+            index = torch.tensor(which, device=out.device)
+            out = out.index_copy(0, index, torch.from_numpy(drawn).to(out))
     return out

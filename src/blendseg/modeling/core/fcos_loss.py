@@ -48,15 +48,14 @@ def _sample_region(boxes: Tensor, radii: Tensor, xs: Tensor, ys: Tensor) -> Tens
     """(P, M) centre sampling: inside the GT box clipped to its centre +- radius (AdelaiDet get_sample_region)."""
     cx = (boxes[:, 0] + boxes[:, 2]) * 0.5
     cy = (boxes[:, 1] + boxes[:, 3]) * 0.5
-    if cx[0] == 0:  # reference quirk: a first GT centred at x == 0 makes every location negative
-        return torch.zeros((xs.shape[0], boxes.shape[0]), dtype=torch.bool, device=boxes.device)
     r = radii[:, None]
     x0 = torch.maximum(cx[None] - r, boxes[None, :, 0])
     y0 = torch.maximum(cy[None] - r, boxes[None, :, 1])
     x1 = torch.minimum(cx[None] + r, boxes[None, :, 2])
     y1 = torch.minimum(cy[None] + r, boxes[None, :, 3])
     dist = torch.stack([xs - x0, ys - y0, x1 - xs, y1 - ys], dim=2)
-    return dist.min(dim=2).values > 0
+    # reference quirk: a first GT centred at x == 0 makes every location negative (a tensor test: no host read)
+    return (dist.min(dim=2).values > 0) & (cx[0] != 0)
 
 
 @torch.no_grad()
@@ -80,15 +79,11 @@ def _targets_one_image(
     max_reg = reg.max(dim=2).values
     in_level = (max_reg >= lo[:, None]) & (max_reg <= hi[:, None])
     area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))[None].expand(P, -1).clone()
-    area[~(is_in & in_level)] = INF
+    area.masked_fill_(~(is_in & in_level), INF)
     min_area, inds = area.min(dim=1)  # ties: lowest GT index, as torch.min in the reference
     reg_t = reg[torch.arange(P, device=points.device), inds] / strides[:, None]
     neg = min_area == INF
-    lab = labels[inds].clone()
-    lab[neg] = num_classes
-    inds = inds.clone()
-    inds[neg] = -1
-    return lab, reg_t, inds
+    return labels[inds].masked_fill(neg, num_classes), reg_t, inds.masked_fill(neg, -1)
 
 
 @torch.no_grad()

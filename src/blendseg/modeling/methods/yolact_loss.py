@@ -37,23 +37,21 @@ def match(
     decoded = point_form(priors)
     overlaps = pairwise_iou(truths, decoded)  # (G, P)
     best_truth_overlap, best_truth_idx = overlaps.max(0)
-    for _ in range(overlaps.shape[0]):
+    for _ in range(overlaps.shape[0]):  # indices stay on the device (index_fill_, not [i]): no host read a GT
         best_prior_overlap, best_prior_idx = overlaps.max(1)
-        j = best_prior_overlap.max(0)[1]
-        i = best_prior_idx[j]
-        overlaps[:, i] = -1
-        overlaps[j, :] = -1
-        best_truth_overlap[i] = 2
-        best_truth_idx[i] = j
+        j = best_prior_overlap.max(0, keepdim=True)[1]  # (1,)
+        i = best_prior_idx[j]  # (1,)
+        overlaps.index_fill_(1, i, -1).index_fill_(0, j, -1)
+        best_truth_overlap.index_fill_(0, i, 2)
+        best_truth_idx.index_copy_(0, i, j)
     conf = labels[best_truth_idx] + 1
-    conf[best_truth_overlap < pos_iou] = -1
-    conf[best_truth_overlap < neg_iou] = 0
+    conf = conf.masked_fill(best_truth_overlap < pos_iou, -1).masked_fill(best_truth_overlap < neg_iou, 0)
     if crowd_boxes is not None and len(crowd_boxes) and crowd_iof < 1:
         lt = torch.maximum(decoded[:, None, :2], crowd_boxes[None, :, :2])
         rb = torch.minimum(decoded[:, None, 2:], crowd_boxes[None, :, 2:])
         inter = (rb - lt).clamp(min=0).prod(-1)
         iof = inter / ((decoded[:, 2] - decoded[:, 0]) * (decoded[:, 3] - decoded[:, 1]))[:, None]
-        conf[(conf <= 0) & (iof.max(1).values > crowd_iof)] = -1
+        conf = conf.masked_fill((conf <= 0) & (iof.max(1).values > crowd_iof), -1)
     return conf, best_truth_idx
 
 
@@ -65,16 +63,14 @@ def ohem_conf_loss(conf: Tensor, conf_t: Tensor, negpos_ratio: int) -> Tensor:
     with torch.no_grad():
         flat = conf.reshape(-1, conf.shape[-1])
         rank = (torch.logsumexp(flat, 1) - flat[:, 0]).view(conf_t.shape)  # -log p(background)
-        rank[pos] = 0
-        rank[conf_t < 0] = 0
+        rank = rank.masked_fill(pos | (conf_t < 0), 0)
         _, order = rank.sort(1, descending=True)
         _, idx_rank = order.sort(1)
         num_neg = torch.clamp(negpos_ratio * pos.long().sum(1, keepdim=True), max=pos.shape[1] - 1)
-        neg = idx_rank < num_neg
-        neg[pos] = False
-        neg[conf_t < 0] = False
-    sel = pos | neg
-    return cross_entropy(conf[sel], conf_t[sel], reduction="sum")
+        neg = (idx_rank < num_neg) & ~pos & (conf_t >= 0)
+    sel = pos | neg  # a weight, not a boolean index: the selection's size stays on the device
+    ce = cross_entropy(conf.reshape(-1, conf.shape[-1]), conf_t.clamp(min=0).reshape(-1), reduction="none")
+    return torch.where(sel.reshape(-1), ce, 0).sum()
 
 
 def _downsample_masks(masks: Tensor, size: tuple[int, int]) -> Tensor:
@@ -118,12 +114,14 @@ def yolact_losses(out, targets: list[dict[str, Tensor]], c: YolactHeadConfig, ma
     conf_t, loc_t, idx_t = torch.stack(conf_t), torch.stack(loc_t), torch.stack(idx_t)
     pos = conf_t > 0
     total_pos = pos.sum().float().clamp(min=1)  # the official divides by zero here: a batch without positives
-    losses = {"loss_box": F.smooth_l1_loss(out.loc[pos], loc_t[pos], reduction="sum") * c.bbox_alpha}
+    box = F.smooth_l1_loss(out.loc, loc_t, reduction="none").sum(-1)
+    losses = {"loss_box": torch.where(pos, box, 0).sum() * c.bbox_alpha}
     losses["loss_cls"] = ohem_conf_loss(out.conf, conf_t, c.ohem_negpos_ratio) * c.conf_alpha
     loss_m = out.proto.sum() * 0 + out.coef.sum() * 0
-    iou_inputs, iou_targets, iou_labels = [], [], []
-    for i, tg in enumerate(targets):
-        q = pos[i].nonzero()[:, 0]
+    iou_inputs, iou_targets, iou_labels, iou_keep = [], [], [], []
+    pos_per_image = pos.sum(1).tolist()  # with the nonzero below, the mask loss's two host reads a step
+    pos_idx = pos.nonzero()[:, 1].split(pos_per_image)
+    for i, (tg, q) in enumerate(zip(targets, pos_idx)):
         if q.numel() == 0:
             continue
         gt_masks = _downsample_masks(tg["masks"], (h, w))  # (G, h, w)
@@ -141,12 +139,12 @@ def yolact_losses(out, targets: list[dict[str, Tensor]], c: YolactHeadConfig, ma
         area = (boxes[:, 2] - boxes[:, 0]) * w * (boxes[:, 3] - boxes[:, 1]) * h
         per_mask = bce / area * (old_num / coef.shape[0])
         loss_m = loss_m + per_mask.sum()
-        if maskiou_net is not None:
+        if maskiou_net is not None:  # every mask goes in, those of small GT masks weighted 0 (no host read)
             keep = mask_t.sum(dim=(1, 2)) > c.discard_mask_area
-            if keep.any():
-                iou_inputs.append(pred[keep])
-                iou_targets.append(mask_iou((pred[keep] > 0.5).float(), mask_t[keep]))
-                iou_labels.append(tg["labels"][gt_idx][keep])
+            iou_keep.append(keep)
+            iou_inputs.append(pred)
+            iou_targets.append(torch.where(keep, mask_iou((pred > 0.5).float(), mask_t), 0))  # 0 / 0 left out
+            iou_labels.append(tg["labels"][gt_idx])
     losses["loss_mask"] = loss_m * c.mask_alpha
     for k in losses:
         losses[k] = losses[k] / total_pos
@@ -154,7 +152,8 @@ def yolact_losses(out, targets: list[dict[str, Tensor]], c: YolactHeadConfig, ma
         loss_i = sum(p.sum() * 0 for p in maskiou_net.parameters())
         if iou_inputs:
             pred_iou = maskiou_net(torch.cat(iou_inputs)[:, None]).gather(1, torch.cat(iou_labels)[:, None])[:, 0]
-            loss_i = loss_i + F.smooth_l1_loss(pred_iou, torch.cat(iou_targets), reduction="sum") * c.maskiou_alpha
+            per = F.smooth_l1_loss(pred_iou, torch.cat(iou_targets), reduction="none")
+            loss_i = loss_i + torch.where(torch.cat(iou_keep), per, 0).sum() * c.maskiou_alpha
         losses["loss_maskiou"] = loss_i / total_pos
     if out.sem_logits is not None:
         losses["loss_sem"] = semantic_loss(out.sem_logits, targets) * c.semantic_alpha / len(targets)
@@ -175,7 +174,7 @@ def semantic_loss(sem_logits: Tensor, targets: list[dict[str, Tensor]]) -> Tenso
     for i, tg in enumerate(targets):
         masks = _downsample_masks(tg["masks"], (h, w))
         seg_t = torch.zeros((C, h, w), device=sem_logits.device)
-        for m, lab in zip(masks, tg["labels"]):
-            seg_t[lab] = torch.maximum(seg_t[lab], m)
+        index = tg["labels"][:, None, None].expand_as(masks)
+        seg_t.scatter_reduce_(0, index, masks, "amax")  # each class's masks max-merged
         total = total + F.binary_cross_entropy_with_logits(sem_logits[i], seg_t, reduction="sum") / (h * w)
     return total
