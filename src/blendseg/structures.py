@@ -46,14 +46,17 @@ class ImageBatch:
 
 
 def pad_images(images: list[Tensor], size_divisibility: int = 32) -> ImageBatch:
-    """Stack (3, h, w) images into one zero-padded (N, 3, Hp, Wp) batch, Hp and Wp multiples of the divisor."""
+    """Stack (3, h, w) images into one zero-padded (N, 3, Hp, Wp) batch, Hp and Wp multiples of the divisor: uint8
+    when every image is (a quarter of float32's bytes through the loader's shared memory and to the device, which
+    normalises it, :func:`normalize_batch`), float32 otherwise."""
     if not images:
         raise ValueError("pad_images needs at least one image")
     sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
     div = max(size_divisibility, 1)
     hp = int(math.ceil(max(h for h, _ in sizes) / div) * div)
     wp = int(math.ceil(max(w for _, w in sizes) / div) * div)
-    batch = images[0].new_zeros((len(images), images[0].shape[0], hp, wp), dtype=torch.float32)
+    dtype = torch.uint8 if all(im.dtype == torch.uint8 for im in images) else torch.float32
+    batch = images[0].new_zeros((len(images), images[0].shape[0], hp, wp), dtype=dtype)
     for i, im in enumerate(images):
         batch[i, :, : im.shape[-2], : im.shape[-1]] = im
     return ImageBatch(batch, sizes)
@@ -64,7 +67,7 @@ def normalize_batch(batch: ImageBatch, mean: Tensor, std: Tensor, bgr: bool) -> 
 
     Zero padding *after* normalisation is what detectron2 does, so padded pixels carry no signal.
     """
-    x = batch.tensor
+    x = batch.tensor.float()  # uint8 batches become float here, on the device
     if bgr:
         x = x.flip(1)
     x = (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)

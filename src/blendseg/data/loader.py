@@ -22,9 +22,10 @@ from .check import DataError
 
 
 def collate(batch: list[tuple[Tensor, dict]], size_divisibility: int = 32) -> tuple[ImageBatch, list[dict]]:
-    """Pad the images of a batch to one (N, 3, Hp, Wp) float tensor, Hp and Wp multiples of ``size_divisibility``."""
-    images = [im.float() for im, _ in batch]
-    return pad_images(images, size_divisibility), [t for _, t in batch]
+    """Pad the images of a batch to one (N, 3, Hp, Wp) tensor, Hp and Wp multiples of ``size_divisibility``: uint8
+    when the images are (the model normalises on its device), float32 when an augmentation made them float
+    (YOLACT's photometric distortion)."""
+    return pad_images([im for im, _ in batch], size_divisibility), [t for _, t in batch]
 
 
 class _Wrapped(Dataset):

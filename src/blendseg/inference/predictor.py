@@ -61,7 +61,7 @@ class Predictor:
         """Detections of all scores at the image's size, and the timings (ms) of the three stages."""
         t0 = time.perf_counter()
         resized = resize_for_test(self.cfg, image, self.transform)
-        batch = pad_images([resized.float()], self.cfg.model.size_divisibility).to(self.device)
+        batch = pad_images([resized], self.cfg.model.size_divisibility).to(self.device)  # uint8 to the device
         t1 = self._clock()
         with autocast(self.precision, self.device):
             out = self.model(batch)

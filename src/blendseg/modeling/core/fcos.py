@@ -244,7 +244,7 @@ class FCOS(nn.Module):
 
     def preprocess(self, images: ImageBatch | list[Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:
         if not isinstance(images, ImageBatch):
-            images = pad_images([im.float() for im in images], self.cfg.size_divisibility)
+            images = pad_images(list(images), self.cfg.size_divisibility)
         images = images.to(self.pixel_mean.device)
         x = normalize_batch(images, self.pixel_mean, self.pixel_std, self.cfg.input_format == "BGR")
         return x, images.image_sizes

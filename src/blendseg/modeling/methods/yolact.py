@@ -196,7 +196,7 @@ class Yolact(nn.Module):
 
     def forward(self, images: ImageBatch | list[Tensor], targets: list[dict[str, Tensor]] | None = None):
         if not isinstance(images, ImageBatch):
-            images = pad_images([im.float() for im in images], self.cfg.size_divisibility)
+            images = pad_images(list(images), self.cfg.size_divisibility)
         images = images.to(self.pixel_mean.device)
         x = normalize_batch(images, self.pixel_mean, self.pixel_std, self.cfg.input_format == "BGR")
         feats = self.backbone(x)
