@@ -45,7 +45,7 @@ def census(preset: str, data_yaml: Path, steps: int = 2, stacks: bool = False, b
     counted.skip_optimizer(optimizer)
     for i, (images, targets) in enumerate(batches):
         with counted if i else _nothing():
-            train_step(model, optimizer, scaler, images, targets, cfg.solver, device, i)
+            train_step(model, optimizer, scaler, [(images, targets)], cfg.solver, device, i)
     return counted, steps
 
 

@@ -19,6 +19,7 @@ Variants are ``SolverConfig`` / ``DataConfig`` overrides (``--variants`` names b
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import statistics
@@ -90,7 +91,10 @@ def measure(preset: str, overrides: list[str], data: Path, batches: int, warmup:
     for i in range(warmup + steps):
         images, targets = fixed[i % len(fixed)]
         tic = time.perf_counter()
-        losses = train_step(model, optimizer, scaler, images, targets, cfg.solver, device, i)
+        if "batches" in inspect.signature(train_step).parameters:
+            losses = train_step(model, optimizer, scaler, [(images, targets)], cfg.solver, device, i)
+        else:  # the code before gradient accumulation (--before)
+            losses = train_step(model, optimizer, scaler, images, targets, cfg.solver, device, i)
         if i >= warmup:
             times.append(time.perf_counter() - tic)
         if first is None:

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from blendseg.ops.masks import crop_masks, paste_masks_in_image
-from blendseg.structures import BoxMasks, GridMasks
+from blendseg.structures import BoxMasks, GridMasks, normalize_batch, pad_images
 
 
 def test_box_masks_equal_the_dense_paste_and_index_like_a_tensor():
@@ -39,3 +39,16 @@ def test_grid_masks_equal_the_dense_upsampling_of_cropped_prototypes():
     assert not masks[3].any()
     y0, x0, win = masks.window(2)
     assert win.numel() < 0.3 * 120 * 97 and dense[2].sum() == win.sum()
+
+
+def test_uint8_images_stay_uint8_in_the_batch_and_normalise_as_float_ones():
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8) for h, w in ((40, 50), (33, 64))]
+    small = pad_images(images, 32)
+    assert small.tensor.dtype == torch.uint8 and small.tensor.shape == (2, 3, 64, 64)
+    wide = pad_images([im.float() for im in images], 32)
+    assert wide.tensor.dtype == torch.float32
+    assert pad_images([images[0], images[1].float()], 32).tensor.dtype == torch.float32  # mixed: float
+    mean, std = torch.tensor([103.5, 116.3, 123.7]), torch.tensor([57.4, 57.1, 58.4])
+    for bgr in (False, True):
+        torch.testing.assert_close(normalize_batch(small, mean, std, bgr), normalize_batch(wide, mean, std, bgr))

@@ -298,6 +298,11 @@ class SolverConfig:
     ims_per_batch: int = 16
     # > 0: each process's batch instead (the step's batch is then ims_per_process x P)
     ims_per_process: int = 0
+    # gradient accumulation: each process's share of the step goes through the model in this many micro-batches
+    # (it must divide the share), their gradients added before one optimiser step; for a share that does not fit
+    # the GPU's memory (the estimate printed at the start on CUDA). The loss normalisers (FCOS's positives, YOLACT's)
+    # are then per micro-batch, not per step
+    accumulate: int = 1
     # the step batch base_lr and the iteration schedule are meant for (the presets set their own ims_per_batch;
     # 0 = off): another batch scales base_lr (linear for SGD, square root for AdamW) and, without epochs, max_iter,
     # steps, warmup and the periods inversely (detectron2's REFERENCE_WORLD_SIZE, counted in images)

@@ -106,3 +106,61 @@ def test_a_strided_1x1_conv_on_channels_last_input_subsamples_first():
         runs.append((y.detach(), xi.grad, m.weight.grad))
     for a, b in zip(*runs):  # fp32 sums in another order (the weight gradient: 2048 terms through BN's backward)
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
+
+
+def test_accumulated_micro_batches_give_the_mean_of_their_gradients(synth_data):
+    """``solver.accumulate``: one step over two micro-batches adds half of each one's gradient (the optimiser moves
+    once, with lr 0 here so the gradients stay to be read) and logs the mean of their losses."""
+    import copy
+
+    from blendseg.engine.train import build_optimizer, train_step
+
+    cfg, model, (images, targets) = setup("meinst_tiny_test", synth_data, channels_last=False, amp=False, base_lr=0.0,
+                                          optimizer="sgd", accumulate=2)  # fmt: skip
+    halves = [(type(images)(images.tensor[i : i + 2], images.image_sizes[i : i + 2]), targets[i : i + 2])
+              for i in (0, 2)]  # fmt: skip
+    want, losses = {}, []
+    manual = copy.deepcopy(model)  # buffers updated by a training forward (FCOS's moving positive count) as they were
+    torch.manual_seed(1)  # MEInst jitters its targets (the reference's inverse sigmoid)
+    for part in halves:
+        manual.zero_grad()
+        out = manual(*part).losses
+        losses.append(float(sum(out.values()).detach()))
+        sum(out.values()).backward()
+        for k, p in manual.named_parameters():
+            if p.grad is not None:
+                want[k] = want.get(k, 0) + p.grad / 2
+    optimizer = build_optimizer(model, cfg.solver)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    torch.manual_seed(1)
+    values = train_step(model, optimizer, scaler, halves, cfg.solver, torch.device("cpu"), 0)
+    assert values["loss"] == pytest.approx(sum(losses) / 2, rel=1e-5)
+    got = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
+    assert set(got) == set(want) and len(got) > 20
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-7)
+
+
+def test_accumulation_splits_each_processes_share_into_micro_batches():
+    from blendseg.config import ConfigError, SolverConfig
+    from blendseg.engine.train import micro_batch
+
+    assert micro_batch(SolverConfig(ims_per_batch=16, accumulate=4), 2) == 2  # 8 a process, in 4 passes of 2
+    assert micro_batch(SolverConfig(ims_per_batch=16), 8) == 2
+    with pytest.raises(ConfigError, match="solver.accumulate=3 must be >= 1 and divide each process's 8 images"):
+        micro_batch(SolverConfig(ims_per_batch=16, accumulate=3), 2)
+
+
+def test_a_run_with_accumulation_takes_its_micro_batches_from_the_loader(tmp_path, synth_data):
+    """``solver.accumulate=2`` at 4 images a step: the loader gives batches of 2, an iteration takes two of them,
+    the epoch's position advances by two and the schedule counts optimiser steps."""
+    from blendseg.config import apply_overrides
+    from blendseg.engine.checkpoint import load_checkpoint
+    from blendseg.engine.runner import train
+
+    cfg = apply_overrides(get_preset("fcos_tiny_test"), ["solver.ims_per_batch=4", "solver.accumulate=2",
+                          "solver.max_iter=3", "solver.checkpoint_period=0", "data.num_workers=0",
+                          "data.aspect_ratio_grouping=false"])  # fmt: skip
+    train(cfg, str(synth_data), tmp_path, evaluate=False)
+    ckpt = load_checkpoint(tmp_path / "weights" / "last.pt")
+    assert ckpt["iteration"] == 3 and ckpt["epoch_batch"] == 6  # 6 micro-batches of 2 from the epoch's 12

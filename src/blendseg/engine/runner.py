@@ -37,7 +37,7 @@ from ..zoo import build_model
 from .checkpoint import load_checkpoint
 from .evaluate import run_evaluation
 from .runlog import Tee
-from .train import fit, step_batch
+from .train import fit, micro_batch, step_batch
 
 
 def make_deterministic(device: torch.device) -> None:
@@ -305,7 +305,7 @@ def _train_in(
     group = cfg.data.aspect_ratio_grouping and cfg.data.square_size <= 0  # a squash leaves nothing to group
     workers = loader_workers(cfg.data.num_workers, device)
     loader = build_loader(
-        ds, step_batch(cfg.solver, get_world_size())[1], True, workers, cfg.model.size_divisibility, cfg.seed, group,
+        ds, micro_batch(cfg.solver, get_world_size()), True, workers, cfg.model.size_divisibility, cfg.seed, group,
         cfg.data.strict, pin_memory=device.type == "cuda",  # pinned batches: the copies to the GPU run async
         repeat_threshold=cfg.data.repeat_threshold,
     )  # fmt: skip

@@ -34,6 +34,7 @@ from ..dist import (
 from ..errors import DataError
 from ..inference.precision import missing_instructions
 from .checkpoint import load_checkpoint, save_checkpoint
+from .memory import estimate_memory
 from .runlog import RunLog, save_train_batch
 from .watch import LearningWatch
 
@@ -171,19 +172,27 @@ def prepare_model(model: nn.Module, solver: SolverConfig, device: torch.device) 
 
 
 def train_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, images, targets: list[dict],
-    solver: SolverConfig, device: torch.device, it: int,
+    model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+    batches: list[tuple[object, list[dict]]], solver: SolverConfig, device: torch.device, it: int,
 ) -> dict[str, float]:  # fmt: skip
-    """One optimisation step of ``model`` (possibly DDP-wrapped); returns the losses, the mean over processes, read
-    on the host once (:func:`step_values`) after the backward pass is queued. A non-finite loss raises
-    :class:`NonFiniteLoss` before the optimiser moves (every process sees it: the values are reduced)."""
+    """One optimisation step of ``model`` (possibly DDP-wrapped) over ``batches``: one (images, targets) batch, or
+    ``solver.accumulate`` micro-batches whose gradients add up (each loss divided by their number; DDP all-reduces
+    once, after the last). Returns the losses (their mean over micro-batches and processes), read on the host once
+    (:func:`step_values`) after the backward passes are queued. A non-finite loss raises :class:`NonFiniteLoss`
+    before the optimiser moves (every process sees it: the values are reduced)."""
     fmt = torch.channels_last if solver.channels_last else torch.preserve_format
-    with amp_context(solver, device):
-        out = model(images.to(device, memory_format=fmt), targets)
-    loss = sum(out.losses.values())
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    values = step_values({"loss": loss, **out.losses})
+    total: dict[str, Tensor] = {}
+    for k, (images, targets) in enumerate(batches):
+        last = k == len(batches) - 1
+        with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
+            with amp_context(solver, device):
+                out = model(images.to(device, memory_format=fmt), targets)
+            loss = sum(out.losses.values())
+            scaler.scale(loss / len(batches)).backward()
+        for name, v in {"loss": loss, **out.losses}.items():  # the mean over micro-batches
+            total[name] = total.get(name, 0) + v.detach() / len(batches)
+    values = step_values(total)
     if not all(math.isfinite(v) for v in values.values()):
         raise NonFiniteLoss(it, values)
     if solver.clip_grad_norm > 0:
@@ -272,6 +281,18 @@ def step_batch(solver: SolverConfig, world_size: int) -> tuple[int, int]:
     return solver.ims_per_batch, solver.ims_per_batch // world_size
 
 
+def micro_batch(solver: SolverConfig, world_size: int) -> int:
+    """Images a process puts through the model at once: its share of the step (:func:`step_batch`) over
+    ``solver.accumulate`` micro-batches."""
+    share = step_batch(solver, world_size)[1]
+    if solver.accumulate < 1 or share % solver.accumulate:
+        raise ConfigError(
+            f"solver.accumulate={solver.accumulate} must be >= 1 and divide each process's {share} images a step "
+            f"(solver.ims_per_batch={solver.ims_per_batch} over {world_size} process(es))"
+        )
+    return share // solver.accumulate
+
+
 def _resolve_schedule(solver: SolverConfig, iters_per_epoch: int) -> SolverConfig:
     """With ``epochs`` > 0, max_iter = epochs x loader length; steps and warmup keep their fractions of it (a
     fine-tuning run of 150 iterations warms up for 5% of them, as the 3000-iteration recipe does, not for 100)."""
@@ -329,10 +350,14 @@ def fit(
     good ``last.pt`` (``solver.skip_nonfinite`` = N skips up to N such steps instead, with a warning each); any
     other exception (a data error, a bug) saves ``last.pt`` before propagating.
     """
-    out_dir, solver = Path(out_dir), resolve_solver(cfg.solver, len(train_loader), get_world_size())
+    steps_per_epoch = len(train_loader) // max(cfg.solver.accumulate, 1)  # the loader's batches are micro-batches
+    out_dir, solver = Path(out_dir), resolve_solver(cfg.solver, steps_per_epoch, get_world_size())
     if is_main_process():
         out_dir.mkdir(parents=True, exist_ok=True)
     model = prepare_model(model, solver, device)
+    estimate = estimate_memory(model, cfg, device, lambda: amp_context(solver, device))  # CUDA only
+    if estimate is not None and is_main_process():
+        print(estimate.message(step_batch(solver, get_world_size())[1], solver.accumulate), flush=True)
     optimizer = build_optimizer(model, solver)
     state = {"it": 0, "spent": 0.0, "best": -1.0, "skipped": [], "nonfinite": 0, "epoch": 0, "batch": 0,
              "best_metric": "", "best_it": 0, "stale": 0}  # fmt: skip
@@ -433,9 +458,13 @@ def fit(
                 progress = elapsed / budget * solver.max_iter
             for g in optimizer.param_groups:
                 g["lr"] = solver.base_lr * lr_factor(it, progress, solver)
-            state["epoch"], state["batch"], (images, targets) = next(data)
+            batches = []
+            for _ in range(solver.accumulate):
+                state["epoch"], state["batch"], batch = next(data)
+                batches.append(batch)
+            images, targets = batches[0][0], [t for _, tg in batches for t in tg]
             if it < 3 and is_main_process() and class_names is not None:  # what the model is trained on
-                save_train_batch(images, targets, class_names, out_dir / f"train_batch{it}.jpg")
+                save_train_batch(images, batches[0][1], class_names, out_dir / f"train_batch{it}.jpg")
                 log.image(f"train_batch/{it}", out_dir / f"train_batch{it}.jpg", it)
             for t in targets:
                 for msg in t.pop("skipped", ()):
@@ -444,7 +473,7 @@ def fit(
                         log.warn(f"warning: skipped an unreadable training image: {msg}")
             tic = time.perf_counter()
             try:
-                losses = train_step(ddp, optimizer, scaler, images, targets, solver, device, it)
+                losses = train_step(ddp, optimizer, scaler, batches, solver, device, it)
             except NonFiniteLoss as e:
                 if state["nonfinite"] >= solver.skip_nonfinite:
                     raise
@@ -457,7 +486,7 @@ def fit(
             if is_main_process():
                 for msg in watch.step(it, sum(len(t["boxes"]) for t in targets), losses["loss"]):
                     log.warn(msg)
-            ips = len(images) * get_world_size() / max(time.perf_counter() - tic, 1e-9)
+            ips = len(targets) * get_world_size() / max(time.perf_counter() - tic, 1e-9)
             log.step(state["it"], time.perf_counter() - t0, optimizer.param_groups[0]["lr"], losses, ips)
             if solver.checkpoint_period and state["it"] % solver.checkpoint_period == 0:
                 save(last, every_rank=True)
