@@ -20,7 +20,6 @@ from torch import Tensor, nn
 
 from ...config import YolactHeadConfig
 from ...ops.anchors import encode_boxes, point_form
-from ...ops.losses import cross_entropy
 from ...ops.masks import crop_masks
 from ...ops.nms import pairwise_iou
 
@@ -58,19 +57,21 @@ def match(
 def ohem_conf_loss(conf: Tensor, conf_t: Tensor, negpos_ratio: int) -> Tensor:
     """Summed softmax CE over positives and, per image, the 3 x #positives negatives of highest -log p(bg).
 
-    conf (N, P, C+1) logits, conf_t (N, P) targets (-1 neutral, 0 background)."""
+    conf (N, P, C+1) logits, conf_t (N, P) targets (-1 neutral, 0 background). The CE of every prior is
+    logsumexp - the target's logit (one logsumexp, which also ranks the negatives), summed under the selection as
+    a weight: the selection's size never leaves the device."""
+    flat = conf.reshape(-1, conf.shape[-1])
+    lse = torch.logsumexp(flat, 1)
     pos = conf_t > 0
     with torch.no_grad():
-        flat = conf.reshape(-1, conf.shape[-1])
-        rank = (torch.logsumexp(flat, 1) - flat[:, 0]).view(conf_t.shape)  # -log p(background)
+        rank = (lse - flat[:, 0]).view(conf_t.shape)  # -log p(background)
         rank = rank.masked_fill(pos | (conf_t < 0), 0)
         _, order = rank.sort(1, descending=True)
         _, idx_rank = order.sort(1)
         num_neg = torch.clamp(negpos_ratio * pos.long().sum(1, keepdim=True), max=pos.shape[1] - 1)
         neg = (idx_rank < num_neg) & ~pos & (conf_t >= 0)
-    sel = pos | neg  # a weight, not a boolean index: the selection's size stays on the device
-    ce = cross_entropy(conf.reshape(-1, conf.shape[-1]), conf_t.clamp(min=0).reshape(-1), reduction="none")
-    return torch.where(sel.reshape(-1), ce, 0).sum()
+    ce = lse - flat.gather(1, conf_t.clamp(min=0).reshape(-1, 1))[:, 0]
+    return torch.where((pos | neg).reshape(-1), ce, 0).sum()
 
 
 def _downsample_masks(masks: Tensor, size: tuple[int, int]) -> Tensor:
