@@ -116,3 +116,13 @@ def test_train_fine_tunes_from_weights_with_overrides(checkpoint, synth_data, tm
     assert "base_lr 0.002 -> 0.004" in out  # ims_per_batch 8 against the preset's 2: sqrt(4) for AdamW
     assert "segm" in metrics and (run / "weights" / "last.pt").is_file()
     assert json.loads((run / "metrics.json").read_text())["segm"] == metrics["segm"]
+
+
+def test_a_model_keeps_its_predictor_until_the_settings_change():
+    model = blendseg.load("fcos_tiny_test", device="cpu")
+    first = model.predictor(conf=0.3)
+    model.predict(_photo(seed=1), conf=0.3)
+    assert model.predictor(conf=0.3) is first
+    assert model.predictor(conf=0.5) is not first  # conf, max_det, device and precision each make a new one
+    again = model.predictor(conf=0.5)
+    assert model.predictor(conf=0.5, max_det=10) is not again

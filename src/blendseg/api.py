@@ -33,6 +33,7 @@ class Model:
         self, model: torch.nn.Module, cfg: TrainConfig, categories: Categories, checkpoint: str | None
     ) -> None:
         self.model, self.cfg, self.categories, self.checkpoint = model.eval(), cfg, categories, checkpoint
+        self._predictor: tuple[tuple, object] | None = None  # (settings, predictor), kept between calls
 
     @property
     def names(self) -> dict[int, str]:
@@ -77,9 +78,18 @@ class Model:
     __call__ = predict
 
     def predictor(self, conf: float = 0.3, max_det: int = 100, device: str | None = None, precision: str = "fp32"):
-        """The one-image callable behind :meth:`predict`: ``predictor(image (3, H, W) uint8) -> Result``."""
+        """The one-image callable behind :meth:`predict`: ``predictor(image (3, H, W) uint8) -> Result``. Kept
+        between calls and made again only when ``conf``, ``max_det``, the device or ``precision`` change (for an
+        exported model a predictor is an onnxruntime session or an OpenVINO compilation: a loop of one-image
+        ``predict`` calls pays for it once)."""
         if device is not None:
             self.to(device)
+        settings = (conf, max_det, str(self.device), precision)
+        if self._predictor is None or self._predictor[0] != settings:
+            self._predictor = (settings, self._new_predictor(conf, max_det, precision))
+        return self._predictor[1]
+
+    def _new_predictor(self, conf: float, max_det: int, precision: str):
         return Predictor(self.model, self.cfg, self.categories, conf, max_det, None, precision)
 
     def export(
@@ -146,6 +156,7 @@ class OnnxModel(Model):
         self.model, self.cfg, self.checkpoint = None, None, str(path)
         self.categories, self.metadata = Categories(meta["class_names"], meta["category_ids"]), meta
         self._device = device
+        self._predictor = None
 
     @property
     def device(self) -> torch.device:
@@ -159,10 +170,10 @@ class OnnxModel(Model):
         """Nothing to do: onnxruntime folds batch norms when it opens the graph."""
         return self
 
-    def predictor(self, conf: float = 0.3, max_det: int = 100, device: str | None = None, precision: str = "fp32"):
+    def _new_predictor(self, conf: float, max_det: int, precision: str):
         from .inference.onnx_runtime import exported_predictor
 
-        return exported_predictor(self.checkpoint, conf, max_det, device or self._device, precision)
+        return exported_predictor(self.checkpoint, conf, max_det, self._device, precision)
 
     def val(
         self, data: str | os.PathLike, split: str = "val", out_dir: str | os.PathLike | None = None,

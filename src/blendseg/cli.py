@@ -424,7 +424,7 @@ def _one_line(message, category, filename, lineno, line=None) -> str:
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
-    from .data.check import DataError
+    from .errors import DataError
 
     warnings.formatwarning = _one_line
     parser = build_parser()

@@ -7,10 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from blendseg.data.check import DataError, check_file
+from blendseg.data.check import check_file
 from blendseg.data.coco import CocoInstances
 from blendseg.data.sources import load_data
 from blendseg.data.transforms import build_transforms, shortest_edge_size
+from blendseg.errors import DataError
 from blendseg.ops.rle import encode
 
 

@@ -7,9 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from blendseg.data.check import DataError, check_file
+from blendseg.data.check import check_file
 from blendseg.data.coco import CocoInstances
 from blendseg.data.images import image_size, read_image
+from blendseg.errors import DataError
 
 
 def _scene(h=40, w=60):

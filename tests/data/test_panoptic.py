@@ -10,7 +10,6 @@ import torch
 from PIL import Image
 
 from blendseg.cli import main
-from blendseg.data.check import DataError
 from blendseg.data.panoptic import (
     IGNORE,
     CocoPanoptic,
@@ -24,6 +23,7 @@ from blendseg.data.panoptic import (
 from blendseg.data.sources import load_data
 from blendseg.data.synth import STUFF, render_image, synthesize
 from blendseg.data.transforms import build_transforms
+from blendseg.errors import DataError
 from blendseg.ops.rle import decode
 
 

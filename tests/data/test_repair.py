@@ -10,8 +10,9 @@ import random
 import numpy as np
 import pytest
 
-from blendseg.data.check import DataError, check_coco
+from blendseg.data.check import check_coco
 from blendseg.data.coco import CocoInstances
+from blendseg.errors import DataError
 
 from .test_coco import _good, _write
 

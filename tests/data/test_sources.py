@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from blendseg.cli import main
-from blendseg.data.check import DataError
 from blendseg.data.sources import group_key, holdout, load_data, read_split
+from blendseg.errors import DataError
 
 
 def _coco(names: list[str], cats: list[tuple[int, str]], per_image: int = 1) -> dict:

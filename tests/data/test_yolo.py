@@ -10,11 +10,11 @@ import pytest
 import yaml
 from PIL import Image
 
-from blendseg.data.check import DataError
 from blendseg.data.coco import open_instances
 from blendseg.data.convert import convert_dataset
 from blendseg.data.sources import load_data
 from blendseg.data.yolo import mask_outline, merge_rings, yolo_to_coco
+from blendseg.errors import DataError
 from blendseg.ops.rle import decode
 
 

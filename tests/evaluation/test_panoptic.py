@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from blendseg.cli import main
-from blendseg.data.check import DataError
 from blendseg.data.panoptic import id2rgb
+from blendseg.errors import DataError
 from blendseg.evaluation.panoptic import PQStat, pq_image, summarize
 
 CATS = {1: {"id": 1, "name": "cat", "isthing": 1}, 2: {"id": 2, "name": "dog", "isthing": 1},

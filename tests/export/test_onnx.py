@@ -227,6 +227,9 @@ def test_load_predict_and_cli_on_an_onnx_file(exported, tmp_path, capsys):
     middle = float(everything.scores[len(everything) // 2])
     r = onnx_model.predict(image, conf=middle, max_det=2)[0]
     assert len(r) == 2 and r.scores.min() >= middle
+    session = onnx_model.predictor(conf=middle, max_det=2)  # a loop of calls opens the graph once
+    onnx_model.predict(image, conf=middle, max_det=2)
+    assert onnx_model.predictor(conf=middle, max_det=2) is session
     assert r.plot().shape == (120, 100, 3) and r.to_coco(3)[0]["image_id"] == 3
     with pytest.warns(UserWarning, match="exported with conf=0.3: detections scoring below"):
         onnx_model.predict(image, conf=0.1)

@@ -82,10 +82,10 @@ def test_variants_train_and_predict(head):
 
 
 def test_fitting_on_too_few_masks_is_a_clear_error(synth_data):
-    from blendseg.data.check import DataError
     from blendseg.data.coco import CocoInstances
     from blendseg.data.encoding import fit_encoding
     from blendseg.data.sources import load_data
+    from blendseg.errors import DataError
 
     split = load_data(synth_data).splits["val"]
     ds = CocoInstances(split.annotations, split.images)

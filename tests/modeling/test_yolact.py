@@ -73,6 +73,9 @@ def test_ohem_takes_three_negatives_per_positive_per_image():
         sel = torch.cat([(conf_t[i] > 0).nonzero()[:, 0], neg])
         expected = expected + F.cross_entropy(conf[i, sel], conf_t[i, sel], reduction="sum")
     torch.testing.assert_close(loss, expected)
+    low = conf.bfloat16()  # logits of a bf16 autocast: the loss in float32 all the same (as F.cross_entropy's)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.testing.assert_close(ohem_conf_loss(low, conf_t, 3), ohem_conf_loss(low.float(), conf_t, 3))
 
 
 @pytest.mark.parametrize("masks_to_train", [100, 2])

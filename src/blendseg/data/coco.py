@@ -11,8 +11,9 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from ..errors import DataError
 from ..ops.rle import decode
-from .check import DataError, check_coco, load_json
+from .check import check_coco, load_json
 from .images import read_image
 from .sources import DataSpec, load_data, read_split, report, require_split
 

@@ -44,7 +44,7 @@ def fit_encoding(dataset, dim: int = 60, mask_size: int = 28, sigmoid: bool = Tr
     for batch in box_masks(dataset, mask_size):
         pca.update(inverse_sigmoid_targets(batch, g) if sigmoid else batch)
     if pca.n <= dim:
-        from .check import DataError
+        from ..errors import DataError
 
         where = getattr(dataset, "ann_file", "the dataset")
         raise DataError(

@@ -17,8 +17,8 @@ from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler
 
 from ..dist import get_rank, get_world_size
+from ..errors import DataError
 from ..structures import ImageBatch, pad_images
-from .check import DataError
 
 
 def collate(batch: list[tuple[Tensor, dict]], size_divisibility: int = 32) -> tuple[ImageBatch, list[dict]]:

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import DataError
 from ..ops.rle import encode
-from .check import DataError, Problem, check_coco, raise_on_errors
+from .check import Problem, check_coco, raise_on_errors
 from .coco import CocoInstances
 
 IGNORE = 255

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig, dump_yaml, from_dict
-from ..data.check import DataError
 from ..data.coco import CocoInstances, open_instances, open_split
 from ..data.loader import build_loader
 from ..data.panoptic import CocoPanoptic
@@ -30,6 +29,7 @@ from ..dist import (
     process_device,
     resolve_device,
 )
+from ..errors import DataError
 from ..evaluation.coco import COCOEvaluator
 from ..evaluation.panoptic import PanopticEvaluator
 from ..evaluation.plots import enabled as plots_enabled

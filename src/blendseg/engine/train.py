@@ -143,24 +143,19 @@ def rng_state(device: torch.device) -> dict:
 def set_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
-    cuda = state.get("cuda")
-    if cuda is not None and device.type == "cuda":
-        if isinstance(cuda, (list, tuple)):  # checkpoints before per-rank states: every GPU's state
-            cuda = cuda[device.index or 0] if (device.index or 0) < len(cuda) else None
-        if cuda is not None:
-            torch.cuda.set_rng_state(cuda, device)
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def restore_rng(saved: dict | list[dict], device: torch.device) -> None:
-    """Each rank takes back its own generators from a checkpoint's ``rng`` (one state per rank, in rank order; a
-    single dict in older checkpoints). A rank without one (the process count changed, or the checkpoint was
-    written by rank 0 alone when an error stopped training) keeps its fresh seed (seed + rank) and says so."""
-    states = [saved] if isinstance(saved, dict) else list(saved)
+def restore_rng(saved: list[dict], device: torch.device) -> None:
+    """Each rank takes back its own generators from a checkpoint's ``rng`` (one state per rank, in rank order). A
+    rank without one (the process count changed, or the checkpoint was written by rank 0 alone when an error stopped
+    training) keeps its fresh seed (seed + rank) and says so."""
     rank = get_rank()
-    if rank < len(states):
-        set_rng_state(states[rank], device)
+    if rank < len(saved):
+        set_rng_state(saved[rank], device)
     else:
-        print(f"warning: rank {rank}: the checkpoint holds {len(states)} RNG state(s); this rank keeps its seed")
+        print(f"warning: rank {rank}: the checkpoint holds {len(saved)} RNG state(s); this rank keeps its seed")
 
 
 def prepare_model(model: nn.Module, solver: SolverConfig, device: torch.device) -> nn.Module:
@@ -380,7 +375,7 @@ def fit(
         optimizer.load_state_dict(ckpt["optimizer"])
         state.update(it=int(ckpt["iteration"]), spent=float(ckpt["elapsed_s"]), best=float(ckpt["best"]))
         state.update(skipped=list(ckpt.get("skipped_images", [])), nonfinite=int(ckpt.get("nonfinite_steps", 0)))
-        places = ckpt.get("data_places") or [[ckpt.get("epoch", 0), ckpt.get("epoch_batch", 0)]]
+        places = ckpt["data_places"]
         epoch, batch = places[get_rank()] if get_rank() < len(places) else places[0]  # each rank its own place
         state.update(epoch=int(epoch), batch=int(batch))
         state.update(best_metric=str(ckpt.get("best_metric", "")), best_it=int(ckpt.get("best_iteration", 0)))

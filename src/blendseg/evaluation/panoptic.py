@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.check import DataError
 from ..data.panoptic import read_panoptic_png, save_panoptic_png
 from ..dist import gather_objects, is_main_process
+from ..errors import DataError
 
 OFFSET = 256 * 256 * 256
 VOID = 0

@@ -140,8 +140,8 @@ def calibration_images(data_yaml: str, count: int, split: str = "train") -> list
     """``count`` images of a data.yaml split, spread evenly over it, as (3, H, W) uint8 RGB arrays at their own size
     (the graph resizes them); unreadable files are skipped with a warning, none readable is an error naming the
     split."""
-    from ..data.check import DataError
     from ..data.coco import open_split
+    from ..errors import DataError
 
     ds = open_split(data_yaml, split, " for int8 calibration")
     infos = ds.images

@@ -21,9 +21,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ..data.check import DataError
 from ..data.images import is_image_file, read_image
-from ..errors import MissingExtra
+from ..errors import DataError, MissingExtra
 
 Source = Union[str, os.PathLike, Image.Image, np.ndarray, list, tuple, Iterable]
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")

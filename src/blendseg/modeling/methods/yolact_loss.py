@@ -60,7 +60,7 @@ def ohem_conf_loss(conf: Tensor, conf_t: Tensor, negpos_ratio: int) -> Tensor:
     conf (N, P, C+1) logits, conf_t (N, P) targets (-1 neutral, 0 background). The CE of every prior is
     logsumexp - the target's logit (one logsumexp, which also ranks the negatives), summed under the selection as
     a weight: the selection's size never leaves the device."""
-    flat = conf.reshape(-1, conf.shape[-1])
+    flat = conf.reshape(-1, conf.shape[-1]).float()  # float32 under autocast too, as F.cross_entropy is
     lse = torch.logsumexp(flat, 1)
     pos = conf_t > 0
     with torch.no_grad():
