@@ -26,7 +26,7 @@ def test_overrides_are_type_checked():
 
 
 def test_dict_round_trip_and_unknown_keys():
-    cfg = get_preset("fcos_rt_ms_r50_4x_bn")
+    cfg = get_preset("fcos_rt_ms_r50_4x_syncbn_bn_head")
     assert from_dict(TrainConfig, to_dict(cfg)) == cfg
     d = to_dict(cfg)
     d["model"]["fcos"]["bogus"] = 1
@@ -35,7 +35,7 @@ def test_dict_round_trip_and_unknown_keys():
 
 
 def test_presets_build():
-    assert {"fcos_r50_1x", "fcos_ms_r50_2x", "fcos_tiny", "fcos_tiny_test"} <= set(list_presets())
+    assert {"fcos_r50_1x", "fcos_ms_r50_2x", "fcos_tiny", "fcos_tiny_test"} <= set(list_presets(all=True))
     for name in ("fcos_tiny", "fcos_tiny_test"):
         assert build_model(get_preset(name).model) is not None
     with pytest.raises(KeyError, match="unknown preset 'nope'; `blendseg presets` lists all") as e:

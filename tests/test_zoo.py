@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from blendseg.convert.adelaidet import map_key
-from blendseg.zoo import ALIASES, PRESETS, build_model, get_preset, list_presets
+from blendseg.zoo import PRESETS, build_model, get_preset, list_presets
 
 from .conftest import reference_dir
 
@@ -20,7 +20,7 @@ def _build(name: str) -> torch.nn.Module:
         return build_model(cfg)
 
 
-@pytest.mark.parametrize("name", list_presets())
+@pytest.mark.parametrize("name", list_presets(all=True))
 def test_every_preset_builds_and_names_its_source(name):
     model = _build(name)
     assert sum(p.numel() for p in model.parameters()) > 0
@@ -30,9 +30,18 @@ def test_every_preset_builds_and_names_its_source(name):
         assert info.source.startswith(("AdelaiDet configs/", "dbolya/yolact ")), name
 
 
-def test_former_names_still_resolve():
-    for old, new in ALIASES.items():
-        assert old not in PRESETS and get_preset(old) == get_preset(new)
+def test_test_presets_are_listed_with_all_only(capsys):
+    import blendseg
+    from blendseg.cli import main
+
+    assert blendseg.list_presets is list_presets and blendseg.get_preset is get_preset
+    shown = list_presets()
+    assert "blendmask_r50_1x" in shown and not any(n.endswith("_test") for n in shown)
+    assert set(list_presets(all=True)) == set(PRESETS) > set(shown)
+    main(["presets"])
+    assert "blendmask_tiny_test" not in capsys.readouterr().out
+    main(["presets", "--all"])
+    assert "blendmask_tiny_test" in capsys.readouterr().out
 
 
 def _released_layouts() -> dict[str, dict]:

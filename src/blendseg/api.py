@@ -195,12 +195,12 @@ def load(source: str | os.PathLike, device: str = "auto") -> Model:
     CPU), "cpu", "cuda", "cuda:N". The one place that chooses: predict, val and export then keep the model there."""
     from .dist import resolve_device
     from .engine.runner import load_model
-    from .zoo import ALIASES, PRESETS, build_model, get_preset
+    from .zoo import PRESETS, build_model, get_preset
 
     if Path(source).suffix.lower() in (".onnx", ".xml") and Path(source).is_file():
         return OnnxModel(source, _onnx_device(device))
     device = resolve_device(device)
-    if str(source) in PRESETS or str(source) in ALIASES:
+    if str(source) in PRESETS:
         cfg = get_preset(str(source))
         model = build_model(cfg.model).to(device)
         return Model(model, cfg, Categories.from_checkpoint({}, cfg), None)

@@ -241,9 +241,10 @@ def _cmd_fit_encoding(a: argparse.Namespace) -> int:
 
 
 def _cmd_presets(a: argparse.Namespace) -> int:
-    from .zoo import PRESETS
+    from .zoo import PRESETS, list_presets
 
-    for name, info in sorted(PRESETS.items()):
+    for name in list_presets(all=a.all):
+        info = PRESETS[name]
         print(f"{name}\n    source:   {info.source or 'blendseg (CPU recipe)'}")
         if info.reported:
             print(f"    reported: {info.reported}")
@@ -407,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     fe.set_defaults(fn=_cmd_fit_encoding)
     pr = sub.add_parser("presets", help="list presets: the reference config each follows and its published AP")
     pr.add_argument("-v", "--verbose", action="store_true", help="also each preset's description")
+    pr.add_argument("--all", action="store_true", help="also the test suite's tiny presets (*_test)")
     pr.set_defaults(fn=_cmd_presets)
     g = sub.add_parser("cfg", help="print the resolved config of a preset")
     g.add_argument("preset")

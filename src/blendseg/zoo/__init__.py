@@ -16,7 +16,7 @@ from ..modeling.methods.meinst import build_meinst
 from ..modeling.methods.yolact import build_yolact
 from . import blendmask, fcos, meinst, yolact  # noqa: F401  (registers the presets)
 from .blendmask import blendmask_ablation_r50_1x
-from .registry import ALIASES, PRESETS, PresetInfo, get_preset, list_presets
+from .registry import PRESETS, PresetInfo, get_preset, list_presets
 
 BUILDERS = {"fcos": build_fcos, "blendmask": build_blendmask, "meinst": build_meinst, "yolact": build_yolact}
 
@@ -29,6 +29,6 @@ def build_model(model_cfg: FCOSDetectorConfig) -> nn.Module:
 
 
 __all__ = [
-    "ALIASES", "BUILDERS", "PRESETS", "PresetInfo", "blendmask_ablation_r50_1x", "build_model", "get_preset",
+    "BUILDERS", "PRESETS", "PresetInfo", "blendmask_ablation_r50_1x", "build_model", "get_preset",
     "list_presets",
 ]  # fmt: skip

@@ -126,7 +126,7 @@ def blendmask_rt_r50_syncbn_4x() -> TrainConfig:
     return rt_backbone(real_time(blendmask_r50_1x()))
 
 
-@preset(SRC + "RT_R_50_4x_syncbn_shtw.yaml", aliases=("blendmask_rt_r50_4x_bn_shtw",))
+@preset(SRC + "RT_R_50_4x_syncbn_shtw.yaml")
 def blendmask_rt_r50_4x_syncbn_shtw() -> TrainConfig:
     """BlendMask/RT_R_50_4x_syncbn_shtw: Base-RT with one shared tower of 3 convs and 2 basis convs."""
     c = blendmask_rt_r50_syncbn_4x()
@@ -147,7 +147,7 @@ def blendmask_dla34_syncbn_4x() -> TrainConfig:
     return on_dla34(real_time(blendmask_r50_1x()))
 
 
-@preset(SRC + "Person/R_50_1x.yaml", aliases=("blendmask_person_r50_3x",))
+@preset(SRC + "Person/R_50_1x.yaml")
 def blendmask_person_r50_1x() -> TrainConfig:
     """BlendMask/Person/R_50_1x: one class (FCOS and the basis module's semantic head), the R_50_1x schedule; the
     reference starts from the COCO R_50_3x checkpoint (``--init-weights``)."""

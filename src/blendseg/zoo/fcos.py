@@ -161,7 +161,7 @@ def fcos_rt_ms_r50_4x_syncbn() -> TrainConfig:
     return replace(c, model=replace(c.model, backbone=replace(c.model.backbone, norm="SyncBN")))
 
 
-@preset(RT + "MS_R_50_4x_syncbn_bn_head.yaml", "box AP 39.3", aliases=("fcos_rt_ms_r50_4x_bn",))
+@preset(RT + "MS_R_50_4x_syncbn_bn_head.yaml", "box AP 39.3")
 def fcos_rt_ms_r50_4x_syncbn_bn_head() -> TrainConfig:
     """FCOS_RT/MS_R_50_4x_syncbn_bn_head: SyncBN in the towers too."""
     return with_head_norm(fcos_rt_ms_r50_4x_syncbn(), "SyncBN")

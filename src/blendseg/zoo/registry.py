@@ -25,26 +25,25 @@ class PresetInfo:
 
 
 PRESETS: dict[str, PresetInfo] = {}
-ALIASES: dict[str, str] = {}  # names earlier versions used -> today's
+TEST_SUFFIX = "_test"  # the test suite's presets (tiny models for small images): listed with --all only
 
 
-def preset(source: str = "", reported: str = "", aliases: tuple[str, ...] = ()):
-    """Register the decorated config function as a preset named after it (``aliases``: former names)."""
+def preset(source: str = "", reported: str = ""):
+    """Register the decorated config function as a preset named after it."""
 
     def register(fn: Callable[[], TrainConfig]) -> Callable[[], TrainConfig]:
         if fn.__name__ in PRESETS:
             raise ValueError(f"preset {fn.__name__!r} registered twice")
         PRESETS[fn.__name__] = PresetInfo(fn, source, reported)
-        ALIASES.update({a: fn.__name__ for a in aliases})
         return fn
 
     return register
 
 
 def get_preset(name: str) -> TrainConfig:
-    name = ALIASES.get(name, name)
+    """The config of the preset ``name`` (``blendseg presets`` lists them), its ``reference_batch`` set."""
     if name not in PRESETS:
-        close = difflib.get_close_matches(name, sorted(PRESETS) + sorted(ALIASES), n=3, cutoff=0.6)
+        close = difflib.get_close_matches(name, sorted(PRESETS), n=3, cutoff=0.6)
         hint = f"did you mean {' or '.join(close)}? " if close else ""
         raise KeyError(f"unknown preset {name!r}; {hint}`blendseg presets` lists all {len(PRESETS)}")
     cfg = PRESETS[name].fn()
@@ -53,5 +52,6 @@ def get_preset(name: str) -> TrainConfig:
     return cfg
 
 
-def list_presets() -> list[str]:
-    return sorted(PRESETS)
+def list_presets(all: bool = False) -> list[str]:
+    """The presets' names, sorted; the test suite's (``*_test``) only with ``all``."""
+    return sorted(n for n in PRESETS if all or not n.endswith(TEST_SUFFIX))
