@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import blendseg
+from blendseg.zoo import suite_presets
 
 from .conftest import random_checkpoint
 
@@ -60,8 +61,7 @@ def test_a_model_on_another_device_stays_there_and_results_come_back_on_the_cpu(
     from blendseg.data.synth import synthesize
 
     data = synthesize(tmp_path / "data", train=2, val=2, seed=3, min_size=96, max_size=128, panoptic=True)
-    presets = ["blendmask_tiny_test", "yolact_tiny_test", "meinst_tiny_test", "fcos_tiny_test",
-               "blendmask_panoptic_tiny_test"]  # fmt: skip
+    presets = [*suite_presets(), "blendmask_panoptic_tiny_test"]
     ckpts = {p: str(random_checkpoint(tmp_path / f"{p}.pt", p, data)) for p in presets}  # the data's classes
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     done = subprocess.run(

@@ -11,11 +11,12 @@ import pytest
 from PIL import Image
 
 import blendseg
+from blendseg.zoo import suite_presets
 from tests.matching import PRESENT, mask_iou, twins
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["blendmask_tiny_test", "yolact_tiny_test", "meinst_tiny_test"])
+@pytest.mark.parametrize("preset", suite_presets(masks=True))
 def test_an_image_twice_as_large_gives_boxes_and_masks_twice_as_large(preset, trained, overfit_image):
     small = overfit_image()
     h, w = small.shape[:2]

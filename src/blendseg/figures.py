@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import Tensor
 
+from .zoo.archs import get_arch
+
 TILE, PAD, TEXT = 96, 6, 12
 
 
@@ -189,10 +191,7 @@ def meinst_figure(model, cfg, image: Tensor, names=None, conf: float = 0.3, max_
     return fig.render()
 
 
-FIGURES = {"blendmask": blendmask_figure, "yolact": yolact_figure, "meinst": meinst_figure}
-
-
 def show_bases(model, cfg, image: Tensor, names: list[str] | None = None, conf: float = 0.3) -> Image.Image | None:
     """The figure of ``cfg.model.arch`` for one (3, H, W) uint8 image, or None for box-only models (FCOS)."""
-    fn = FIGURES.get(cfg.model.arch)
+    fn = get_arch(cfg.model.arch).part("figure")
     return fn(model.eval(), cfg, image, names, conf) if fn is not None else None

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from blendseg.zoo import suite_presets
+
 from ..conftest import random_checkpoint, reference_dir
 from ..engine.test_syncs import CEILINGS
 from ..matching import twins
@@ -27,7 +29,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-METHODS = ["blendmask_tiny_test", "yolact_tiny_test", "meinst_tiny_test", "fcos_tiny_test"]
+METHODS = suite_presets()
 DCN = ["model.backbone.depth=50", "model.backbone.width_per_group=4", "model.backbone.res2_out_channels=16",
        "model.backbone.deform_on_per_stage=[false,true,true,true]", "model.backbone.deform_modulated=true"]  # fmt: skip
 

@@ -15,6 +15,7 @@ import torch
 
 from blendseg.cli import main
 from blendseg.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from blendseg.zoo import suite_presets
 
 
 def _truncate(path: Path, fraction: float = 1 / 3) -> None:
@@ -209,7 +210,7 @@ def _weights(path: Path) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["deterministic=true", "deterministic=false"])
-@pytest.mark.parametrize("preset", ["blendmask_tiny_test", "yolact_tiny_test", "meinst_tiny_test"])
+@pytest.mark.parametrize("preset", suite_presets(masks=True))
 def test_same_seed_same_weights_and_exact_resume(preset, mode, tmp_path, synth_data):
     """Two runs with one seed end bitwise equal (2 data workers: their randomness is per sample) and a run stopped
     after 3 iterations and resumed ends bitwise equal to the uninterrupted one: with ``deterministic=true`` (one

@@ -11,10 +11,10 @@ import torch
 
 from blendseg.config import apply_overrides
 from blendseg.engine.memory import GiB, MemoryEstimate, estimate_memory, probe_size
-from blendseg.zoo import build_model, get_preset
+from blendseg.zoo import build_model, get_preset, suite_presets
 
 
-@pytest.mark.parametrize("preset", ["blendmask_tiny_test", "meinst_tiny_test", "yolact_tiny_test", "fcos_tiny_test"])
+@pytest.mark.parametrize("preset", suite_presets())
 def test_the_probe_trains_each_method_on_the_largest_input_and_restores_the_model(preset):
     cfg = apply_overrides(get_preset(preset), ["data.min_size_train=[96,128]", "data.max_size_train=160"])
     torch.manual_seed(0)

@@ -9,6 +9,7 @@ import torch
 
 from benchmarks.host_syncs import census
 from blendseg.engine.syncs import SyncCensus
+from blendseg.zoo import suite_presets
 
 
 def test_the_census_counts_each_kind_of_wait():
@@ -42,6 +43,9 @@ CEILINGS = [
     ("yolact_tiny_test", (), 3),
     ("yolact_tiny_test", ("model.yolact.maskiou=true",), 3),
 ]
+
+
+assert {p for p, _, _ in CEILINGS} == set(suite_presets()), "a ceiling for every arch"
 
 
 @pytest.mark.parametrize("preset,overrides,ceiling", CEILINGS, ids=[f"{p}{'+' if o else ''}" for p, o, _ in CEILINGS])

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow  # each export traces and converts a model: 10-50 
 from blendseg.config import to_dict  # noqa: E402
 from blendseg.engine.checkpoint import save_checkpoint  # noqa: E402
 from blendseg.export.graph import image_graph  # noqa: E402
-from blendseg.zoo import build_model, get_preset  # noqa: E402
+from blendseg.zoo import build_model, get_preset, suite_presets  # noqa: E402
 
 NAMES = ["circle", "rectangle", "triangle", "ellipse", "star", "ring"]
 SIZES = [(150, 90), (333, 500)]  # both resized by the test pipeline, different aspect ratios
@@ -50,7 +50,7 @@ def decisive_model(preset: str) -> torch.nn.Module:
     return model
 
 
-@pytest.fixture(scope="module", params=["blendmask_tiny_test", "meinst_tiny_test", "yolact_tiny_test"])
+@pytest.fixture(scope="module", params=suite_presets(masks=True))
 def exported(request, tmp_path_factory):
     """(checkpoint, onnx file, model, cfg) of a decisive random model of each method."""
     cfg = get_preset(request.param)
@@ -115,7 +115,7 @@ def _result_arrays(r):
     return r.boxes.numpy(), r.scores.numpy(), r.labels.numpy(), r.masks.numpy()
 
 
-@pytest.mark.parametrize("preset", ["blendmask_tiny_test", "meinst_tiny_test", "yolact_tiny_test"])
+@pytest.mark.parametrize("preset", suite_presets(masks=True))
 def test_graph_is_the_predictor_pipeline(preset):
     """The export graph in PyTorch against the Predictor (what predict / val run) on an image that needs no resize:
     the same boxes and scores; masks the same but for pixels on the 0.5 threshold (within 1e-5: the random bases

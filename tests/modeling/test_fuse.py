@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from blendseg.modeling.core.fuse import BN_TYPES, fuse
-from blendseg.zoo import build_model, get_preset
+from blendseg.zoo import build_model, get_preset, suite_presets
 
 
 def _with_statistics(model: nn.Module) -> nn.Module:
@@ -37,7 +37,7 @@ def _tensors(obj) -> list[torch.Tensor]:
     return []
 
 
-@pytest.mark.parametrize("preset", ["blendmask_tiny_test", "yolact_tiny_test", "meinst_tiny_test"])
+@pytest.mark.parametrize("preset", suite_presets(masks=True))
 def test_fused_model_gives_the_same_outputs(preset):
     torch.manual_seed(0)
     model = _with_statistics(build_model(get_preset(preset).model))

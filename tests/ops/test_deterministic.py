@@ -15,6 +15,7 @@ from blendseg.ops import deterministic
 from blendseg.ops.deform import deform_conv2d
 from blendseg.ops.losses import cross_entropy
 from blendseg.ops.resize import bilinear_resize
+from blendseg.zoo import suite_presets
 
 # ops whose CUDA kernels accumulate with atomics or that PyTorch refuses in strict deterministic mode on CUDA
 # (torch.use_deterministic_algorithms' documentation), as dispatcher names
@@ -146,6 +147,7 @@ METHODS = [
     ("meinst_tiny_test", ["model.fcos.use_deformable=true"]),
     ("fcos_tiny_test", []),
 ]
+assert {p for p, _ in METHODS} == set(suite_presets()), "a training step of every arch"
 
 
 @pytest.mark.parametrize(("preset", "overrides"), METHODS)

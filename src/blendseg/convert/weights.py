@@ -69,9 +69,11 @@ def recognise(path: str | os.PathLike, cfg: TrainConfig, model: nn.Module) -> tu
     state = _tensors(obj)
     keys = list(state)
     if any(k.startswith(("backbone.bottom_up.", "proposal_generator.", "basis_module.", "top_layer.")) for k in keys):
+        _official(path, "adelaidet", cfg)
         converted, _ = adelaidet.convert_state_dict(state, cfg.model.arch)
         return converted, f"an AdelaiDet model, mapped to blendseg's {cfg.model.arch} names"
     if any(k.startswith(("proto_net.", "prediction_layers.", "fpn.lat_layers.")) for k in keys):
+        _official(path, "yolact", cfg)
         converted, _ = yolact.convert_state_dict(state, cfg.model.backbone.name)
         return converted, "a dbolya/yolact model, mapped to blendseg's names"
     prefix, backbone = _backbone_prefix(model)
@@ -93,3 +95,16 @@ def recognise(path: str | os.PathLike, cfg: TrainConfig, model: nn.Module) -> tu
         return {prefix + k: v for k, v in state.items() if k in own}, f"a backbone state dict ({layout} layout)"
     examples = ", ".join(repr(k) for k in keys[:3]) or "none"
     raise ValueError(f"{path}: {len(keys)} tensors named like {examples}: not {EXPECTED}")
+
+
+def _official(path, source: str, cfg: TrainConfig) -> None:
+    """Refuse official weights of another code base than the arch's (:data:`~blendseg.zoo.archs.ARCHS`)."""
+    from ..zoo.archs import get_arch
+
+    arch = get_arch(cfg.model.arch)
+    if arch.converter != source:
+        names = {"adelaidet": "an AdelaiDet", "yolact": "a dbolya/yolact"}
+        raise ValueError(
+            f"{path}: {names[source]} model, but the {arch.name} config takes {names[arch.converter]} one's weights "
+            "(choose a preset of that method, or other weights)"
+        )

@@ -180,13 +180,13 @@ def convert_yolact(
     weights_path: str, preset: str | None = None, config_path: str | None = None
 ) -> tuple[TrainConfig, dict[str, Tensor], list[str]]:
     """Weights + (preset | official config JSON | the preset named by the file) -> (config, state, unmapped)."""
-    from ..zoo import get_preset
+    from ..zoo import get_arch, get_preset
 
     if config_path:
         cfg = official_to_train_config(load_official_config(config_path))
     else:
         cfg = get_preset(preset or preset_from_filename(weights_path))
-        if cfg.model.arch != "yolact":
+        if get_arch(cfg.model.arch).converter != "yolact":
             raise ValueError(f"preset {preset!r} is not a YOLACT preset")
     cfg = dataclasses.replace(
         cfg, model=dataclasses.replace(cfg.model, backbone=dataclasses.replace(cfg.model.backbone, weights=""))

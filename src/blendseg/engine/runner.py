@@ -33,7 +33,7 @@ from ..errors import DataError
 from ..evaluation.coco import COCOEvaluator
 from ..evaluation.panoptic import PanopticEvaluator
 from ..evaluation.plots import enabled as plots_enabled
-from ..zoo import build_model
+from ..zoo import build_model, get_arch
 from .checkpoint import load_checkpoint
 from .evaluate import run_evaluation
 from .runlog import Tee
@@ -145,7 +145,7 @@ class Evaluation:
             strict=cfg.data.strict, pin_memory=device.type == "cuda",
         )  # fmt: skip
         ds = self.dataset
-        iou_types = ("bbox",) if cfg.model.arch == "fcos" else ("bbox", "segm")
+        iou_types = ("bbox", "segm") if get_arch(cfg.model.arch).masks else ("bbox",)
         self.coco = COCOEvaluator(ds.coco, ds.contiguous_to_cat_id, ds.class_names, iou_types)
         self.evaluators: list = [self.coco]
         if isinstance(ds, CocoPanoptic) and cfg.data.with_panoptic:

@@ -25,12 +25,11 @@ from ..config import TrainConfig
 from ..modeling.core.fcos import FCOS
 from ..modeling.core.fcos_inference import rescale_and_clip
 from ..modeling.core.fcos_loss import compute_locations
-from ..modeling.methods.blendmask import BlendMask
-from ..modeling.methods.meinst import MEInst
 from ..modeling.methods.yolact import Yolact, to_pixels
 from ..ops.anchors import decode_boxes
 from ..ops.masks import crop_masks
 from ..ops.nms import fast_nms
+from ..zoo.archs import get_arch
 
 
 class Preprocess(nn.Module):
@@ -232,15 +231,14 @@ class YolactGraph(nn.Module):
         return pixels, s, labels, (full_masks > 0.5).to(torch.uint8)
 
 
-GRAPHS: dict[type, type] = {FCOS: FCOSGraph, BlendMask: BlendMaskGraph, MEInst: MEInstGraph, Yolact: YolactGraph}
-
-
 def image_graph(
     model: nn.Module, cfg: TrainConfig, conf: float = 0.3, max_det: int = 100, dense: bool = True
 ) -> nn.Module:
     """The export graph of a blendseg model (eval mode, float32, CPU). ``dense=False``: masks stay compact (the
     per-box (D, S, S) probabilities and their paste boxes, or YOLACT's cropped (D, h', w') prototype masks), for
     memory that does not grow with the image; the runner pastes them per instance as the PyTorch path does."""
-    if type(model) not in GRAPHS:
-        raise TypeError(f"no export graph for {type(model).__name__}; supported: {[t.__name__ for t in GRAPHS]}")
-    return GRAPHS[type(model)](model.eval(), cfg, conf, max_det, dense).eval()
+    arch = get_arch(cfg.model.arch)
+    graph = arch.part("export_graph")
+    if graph is None:
+        raise TypeError(f"no export graph for {arch.name}: {arch.opt_out['export_graph']}")
+    return graph(model.eval(), cfg, conf, max_det, dense).eval()
