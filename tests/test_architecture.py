@@ -144,3 +144,18 @@ def test_the_checks_find_what_they_look_for():
     assert "blendseg.modeling.core.fcos_types" in graph["blendseg.modeling.core.fcos_loss"]  # relative imports resolve
     assert "blendseg.modeling.core.fcos" in graph["blendseg.modeling.methods.blendmask"]  # ... across packages
     assert "blendseg.data.check" in graph["blendseg.data.coco"]
+
+
+def test_the_readmes_layout_names_every_module_and_no_missing_one():
+    """The README's Layout block: every module of the package (and every benchmark) is named there, and every
+    ``name.py`` it names exists."""
+    import re
+
+    root = SRC.parents[1]
+    text = (root / "README.md").read_text().split("## Layout", 1)[1].split("```")[1]
+    named = set(re.findall(r"[\w]+\.py", text))
+    files = {f.name for f in SRC.rglob("*.py") if f.name != "__init__.py"}
+    files |= {f.name for f in (root / "benchmarks").glob("*.py") if f.name != "__init__.py"}
+    assert not files - named, f"modules the README's layout does not name: {sorted(files - named)}"
+    others = {f.name for d in ("tools",) for f in (root / d).glob("*.py")}
+    assert not named - files - others, f"named in the layout but not in the tree: {sorted(named - files - others)}"
