@@ -126,3 +126,18 @@ def test_a_model_keeps_its_predictor_until_the_settings_change():
     assert model.predictor(conf=0.5) is not first  # conf, max_det, device and precision each make a new one
     again = model.predictor(conf=0.5)
     assert model.predictor(conf=0.5, max_det=10) is not again
+
+
+def test_a_loaded_model_trains_on_new_data_and_becomes_the_trained_one(checkpoint, synth_data, tmp_path, capsys):
+    """ultralytics' ``YOLO("best.pt").train(data=...)``: the loaded model's config and weights, overrides, and the
+    model is the run's afterwards."""
+    model = blendseg.load(checkpoint, device="cpu")
+    before = {k: v.clone() for k, v in model.model.state_dict().items()}
+    metrics = model.train(synth_data, tmp_path / "run", overrides={"solver.max_iter": 2, "data.num_workers": 0})
+    assert f"from {checkpoint} (a blendseg checkpoint)" in capsys.readouterr().out
+    assert "segm" in metrics and model.checkpoint in {
+        str(tmp_path / "run" / "weights" / n) for n in ("best.pt", "last.pt")
+    }
+    after = model.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if after[k].is_floating_point())
+    assert len(model.predict(_photo(seed=2), conf=0.0)[0]) > 0

@@ -27,7 +27,7 @@ from .inference.sources import Source, iter_source
 
 class Model:
     """A blendseg model (BlendMask, panoptic BlendMask, YOLACT / YOLACT++, MEInst or FCOS) with its run config
-    and class names: :meth:`predict`, :meth:`val`, :meth:`export`."""
+    and class names: :meth:`predict`, :meth:`val`, :meth:`train`, :meth:`export`."""
 
     def __init__(
         self, model: torch.nn.Module, cfg: TrainConfig, categories: Categories, checkpoint: str | None
@@ -134,14 +134,27 @@ class Model:
         model is (``device``: moved there first); returns the metrics dict (percent) that ``blendseg val``
         writes. ``out_dir``: also the curves, confusion matrices, TIDE errors and results JSON there (with the
         ``save_worst`` images with the most errors), as ``blendseg val --out``."""
-        from .engine.runner import Evaluation
+        from .engine.runner import validate
 
         if device is not None:
             self.to(device)
-        evaluate = Evaluation(self.cfg, str(data), self.device, split, out_dir, precision)
-        metrics = evaluate(self.model)
-        if out_dir is not None:
-            evaluate.save(metrics, out_dir, save_worst)
+        return validate(self.model, str(data), split, out_dir, precision, self.device, save_worst, cfg=self.cfg)
+
+    def train(
+        self, data: str | os.PathLike, out: str | os.PathLike | None = None, *,
+        overrides: Sequence[str] | Mapping[str, object] = (), resume: bool = False, evaluate: bool = True,
+    ) -> dict:  # fmt: skip
+        """Train this model on ``data`` (a data.yaml or an export's folder) into ``out`` (default runs/train): its
+        config with ``overrides`` (``{"solver.epochs": 12}``), starting from its checkpoint's weights (keys whose
+        shapes differ, such as a classifier for other classes, start fresh), as ``blendseg train --weights``.
+        Afterwards this model is the trained one (``best.pt``, else ``last.pt``). Returns the final metrics."""
+        metrics = train(self.cfg, data, out if out is not None else Path("runs") / "train", weights=self.checkpoint,
+                        overrides=overrides, resume=resume, evaluate=evaluate)  # fmt: skip
+        folder = Path(out if out is not None else Path("runs") / "train") / "weights"
+        trained = load(next(p for p in (folder / "best.pt", folder / "last.pt") if p.is_file()), str(self.device))
+        self.model, self.cfg, self.categories, self.checkpoint = trained.model, trained.cfg, trained.categories, \
+            trained.checkpoint  # fmt: skip
+        self._predictor = None
         return metrics
 
 
@@ -187,6 +200,9 @@ class OnnxModel(Model):
 
     def export(self, *args, **kwargs) -> Path:
         raise NotImplementedError("this is already an exported model: export from the .pt checkpoint")
+
+    def train(self, *args, **kwargs) -> dict:
+        raise NotImplementedError("an exported model does not train: train from the .pt checkpoint")
 
 
 def load(source: str | os.PathLike, device: str = "auto") -> Model:

@@ -374,17 +374,22 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tu
 
 
 def validate(
-    checkpoint: str, data_yaml: str, split: str = "val", out_dir: str | Path | None = None, precision: str = "fp32",
-    device: str = "auto", save_worst: int = 0,
+    checkpoint: str | os.PathLike | nn.Module, data_yaml: str, split: str = "val", out_dir: str | Path | None = None,
+    precision: str = "fp32", device: str | torch.device = "auto", save_worst: int = 0, cfg: TrainConfig | None = None,
 ) -> dict:  # fmt: skip
-    """COCO evaluation of a checkpoint on a split of a data.yaml (the network in ``precision``, on ``device``);
-    with ``out_dir`` also :func:`~blendseg.evaluation.report.write_report`'s curves, confusion matrices, results
-    JSON and TIDE errors, ``metrics.json``, and the ``save_worst`` images with the most errors in ``worst/``."""
-    if Path(checkpoint).suffix in (".onnx", ".xml"):  # an exported graph (OpenVINO's: fp32 or bf16)
+    """COCO evaluation of a checkpoint (a file, or a model in memory with its ``cfg``: ``Model.val``) on a split of
+    a data.yaml (the network in ``precision``, on ``device``; a model in memory is evaluated where it is); with
+    ``out_dir`` also :func:`~blendseg.evaluation.report.write_report`'s curves, confusion matrices, results JSON and
+    TIDE errors, ``metrics.json``, and the ``save_worst`` images with the most errors in ``worst/``."""
+    if isinstance(checkpoint, nn.Module):
+        if cfg is None:
+            raise ValueError("validate: a model in memory needs its cfg")
+        model = checkpoint
+        evaluate = Evaluation(cfg, data_yaml, next(model.parameters()).device, split, out_dir, precision)
+    elif Path(checkpoint).suffix in (".onnx", ".xml"):  # an exported graph (OpenVINO's: fp32 or bf16)
         model = None
-        evaluate: Evaluation = ExportedEvaluation(
-            checkpoint, data_yaml, split, "cpu" if device == "auto" else device, precision
-        )
+        where = "cpu" if device == "auto" else str(device)
+        evaluate = ExportedEvaluation(checkpoint, data_yaml, split, where, precision)
     else:
         device = resolve_device(device)
         model, cfg, _ = load_model(checkpoint, device)
