@@ -23,7 +23,7 @@ def test_checkpoint_atomic_and_weights_only(tmp_path):
     assert ck["iteration"] == 5 and ck["format_version"] == 1
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]  # no temp file left
     torch.save({"model": {}, "config": {}, "evil": Evil()}, tmp_path / "bad.pt")
-    with pytest.raises(ValueError, match="not a loadable blendseg checkpoint"):
+    with pytest.raises(ValueError, match="not a checkpoint blendseg can read"):
         load_checkpoint(tmp_path / "bad.pt")
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "none.pt")

@@ -31,6 +31,7 @@ from ..config import (
     SolverConfig,
     TrainConfig,
 )
+from ..weights_io import read_state_dict
 
 
 def load_d2_yaml(path: str | os.PathLike) -> dict[str, Any]:
@@ -295,19 +296,6 @@ def convert_state_dict(d2_state: dict[str, Tensor], arch: str = "fcos") -> tuple
     return rename_state_dict(kept, lambda k: map_key(k, arch))
 
 
-def load_d2_weights(path: str | os.PathLike) -> dict[str, Tensor]:
-    """Read an AdelaiDet checkpoint: ``.safetensors`` or ``.pth`` (a plain dict, ``{"model": ...}``), no unpickling."""
-    path = str(path)
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(path)
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        obj = obj["model"]
-    return {k: torch.as_tensor(v) for k, v in obj.items()}
-
-
 def convert_adelaidet(config_path: str, weights_path: str) -> tuple[TrainConfig, dict[str, Tensor], list[str]]:
     """Config + weights -> (TrainConfig, blendseg state dict, unmapped keys). Backbone weights stay random-free:
     ``backbone.weights`` is cleared since the checkpoint carries them."""
@@ -316,5 +304,5 @@ def convert_adelaidet(config_path: str, weights_path: str) -> tuple[TrainConfig,
         cfg,
         model=dataclasses.replace(cfg.model, backbone=dataclasses.replace(cfg.model.backbone, weights="")),
     )
-    state, unmapped = convert_state_dict(load_d2_weights(weights_path), cfg.model.arch)
+    state, unmapped = convert_state_dict(read_state_dict(weights_path), cfg.model.arch)
     return cfg, state, unmapped

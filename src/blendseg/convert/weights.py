@@ -8,45 +8,19 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from ..config import TORCHVISION_WEIGHT_SETTINGS, TrainConfig, get_value
 from ..modeling.core.resnet import torchvision_to_ours
+from ..weights_io import read_weights, state_dict_of
 from . import adelaidet, yolact
 
 EXPECTED = (
     "a blendseg checkpoint, an AdelaiDet / detectron2 model (FCOS, BlendMask, MEInst), a dbolya/yolact model, or a "
     "backbone state dict in torchvision's or detectron2's layout"
 )
-
-
-def read_file(path: str | os.PathLike) -> dict:
-    """The file's top-level dict (``.safetensors``, or a ``torch.load(weights_only=True)`` dict: no code runs)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: weights file not found")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: not a weights file blendseg can read ({type(e).__name__}: {e})") from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: holds a {type(obj).__name__}, not a dict of tensors; expected {EXPECTED}")
-    return obj
-
-
-def _tensors(obj: dict) -> dict[str, Tensor]:
-    for key in ("model", "state_dict"):  # detectron2 / torchvision training checkpoints wrap the weights
-        if isinstance(obj.get(key), dict):
-            obj = obj[key]
-    state = {k.removeprefix("module."): v for k, v in obj.items() if torch.is_tensor(v)}  # DataParallel's prefix
-    return state
 
 
 def _backbone_prefix(model: nn.Module) -> tuple[str, nn.Module]:
@@ -62,11 +36,14 @@ def recognise(path: str | os.PathLike, cfg: TrainConfig, model: nn.Module) -> tu
     """(state dict in ``model``'s names, what the file is) for the training model ``model`` of ``cfg``. Official
     models are mapped with the converters for the training config's method and backbone; backbone state dicts are
     put under the model's backbone. A file that is none of these is refused, naming what it holds."""
-    obj = read_file(path)
+    try:
+        obj = read_weights(path)
+    except ValueError as e:
+        raise ValueError(f"{e}; expected {EXPECTED}") from None
     if isinstance(obj.get("model"), dict) and "config" in obj:
         state = {k: v for k, v in obj["model"].items() if torch.is_tensor(v)}
         return state, "a blendseg checkpoint"
-    state = _tensors(obj)
+    state = state_dict_of(obj)
     keys = list(state)
     if any(k.startswith(("backbone.bottom_up.", "proposal_generator.", "basis_module.", "top_layer.")) for k in keys):
         _official(path, "adelaidet", cfg)

@@ -17,7 +17,8 @@ from torch import Tensor
 
 from ..config import BackboneConfig, DataConfig, FPNConfig, SolverConfig, TrainConfig, YolactConfig, YolactHeadConfig
 from ..modeling.core.darknet import DARKNET_BLOCKS
-from .adelaidet import load_d2_weights, rename_state_dict
+from ..weights_io import read_state_dict
+from .adelaidet import rename_state_dict
 
 # official BGR constants (yolact.md §1.1), given to the model in RGB order
 MEANS_BGR, STD_BGR = (103.94, 116.78, 123.68), (57.38, 57.12, 58.40)
@@ -191,5 +192,5 @@ def convert_yolact(
     cfg = dataclasses.replace(
         cfg, model=dataclasses.replace(cfg.model, backbone=dataclasses.replace(cfg.model.backbone, weights=""))
     )
-    state, unmapped = convert_state_dict(load_d2_weights(weights_path), cfg.model.backbone.name)
+    state, unmapped = convert_state_dict(read_state_dict(weights_path), cfg.model.backbone.name)
     return cfg, state, unmapped

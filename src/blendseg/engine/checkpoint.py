@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from ..weights_io import read_weights
+
 FORMAT_VERSION = 1
 
 
@@ -53,15 +55,9 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``torch.load(weights_only=True)``: no code is unpickled."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: not a loadable blendseg checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint (:func:`~blendseg.weights_io.read_weights`: no code is unpickled), on the CPU."""
+    ckpt = read_weights(path, "checkpoint")
+    if "model" not in ckpt or "config" not in ckpt:
         raise ValueError(f"{path}: not a blendseg checkpoint (needs 'model' and 'config')")
     return ckpt

@@ -12,7 +12,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ...config import BackboneConfig
-from .layers import get_norm, read_state_file
+from ...weights_io import read_state_dict
+from .layers import get_norm
 
 DARKNET_BLOCKS = {53: (1, 2, 8, 8, 4)}
 WIDTHS = (32, 64, 128, 256, 512)  # a stage's block width; its output has twice as many channels
@@ -75,7 +76,9 @@ def build_darknet(cfg: BackboneConfig) -> DarkNet:
         raise ValueError("freeze_at is not supported for DarkNet (YOLACT trains every stage); set freeze_at=0")
     net = DarkNet(tuple(cfg.blocks_per_stage) or DARKNET_BLOCKS[cfg.depth], cfg.norm)
     if cfg.weights:
-        state = {k.removeprefix("backbone."): v for k, v in read_state_file(cfg.weights).items()}
+        state = {
+            k.removeprefix("backbone."): v for k, v in read_state_dict(cfg.weights, "backbone weights file").items()
+        }
         missing, unexpected = net.load_state_dict(state, strict=False)
         if missing:
             raise ValueError(f"{cfg.weights}: DarkNet weights lack {len(missing)} keys, e.g. {missing[:3]}")

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...config import BackboneConfig
-from .layers import get_norm, read_state_file
+from ...weights_io import read_state_dict
+from .layers import get_norm
 
 DLA_LEVELS = {34: ((1, 1, 1, 2, 2, 1), (16, 32, 64, 128, 256, 512))}  # depth -> (levels, channels); BasicBlock
 DLA34_IMAGENET_URL = "http://dl.yf.io/dla/models/imagenet/dla34-ba72cf86.pth"  # AdelaiDet's MODEL.WEIGHTS
@@ -156,7 +157,7 @@ def build_dla(cfg: BackboneConfig) -> DLA:
         if cfg.weights == "imagenet":
             state = torch.hub.load_state_dict_from_url(DLA34_IMAGENET_URL, map_location="cpu")
         else:
-            state = read_state_file(cfg.weights)
+            state = read_state_dict(cfg.weights, "backbone weights file")
         state = {k.removeprefix("backbone.bottom_up."): v for k, v in state.items() if not k.startswith("fc.")}
         missing, unexpected = net.load_state_dict(state, strict=False)
         if missing or unexpected:

@@ -163,17 +163,3 @@ class DeformConv2dNorm(nn.Module):
         pad = self.dilation
         x = deform_conv2d_fp32(x, offset, self.weight, self.bias, self.stride, pad, self.dilation, mask)
         return self.norm(x) if self.norm is not None else x
-
-
-def read_state_file(path: str) -> dict[str, Tensor]:
-    """A state dict from ``.safetensors`` or a torch file (weights only; a ``model`` / ``state_dict`` entry
-    unwrapped)."""
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(path)
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("model", "state_dict"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            obj = obj[key]
-    return {k: torch.as_tensor(v) for k, v in obj.items()}

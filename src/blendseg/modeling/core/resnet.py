@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...config import BackboneConfig
-from .layers import Conv2dNorm, DeformConv2dNorm, FrozenBN, get_norm, read_state_file
+from ...weights_io import read_state_dict
+from .layers import Conv2dNorm, DeformConv2dNorm, FrozenBN, get_norm
 
 DEPTH_TO_BLOCKS = {
     18: (2, 2, 2, 2),
@@ -245,7 +246,7 @@ def load_imagenet_weights(net: ResNet, cfg: BackboneConfig) -> None:
         builder = getattr(torchvision.models, f"resnet{cfg.depth}")
         state = builder(weights=enum_name).state_dict()
     else:
-        state = read_state_file(cfg.weights)
+        state = read_state_dict(cfg.weights, "backbone weights file")
     if any(k.startswith("layer1.") for k in state):
         state = torchvision_to_ours(state)
     state = {k.removeprefix("backbone.bottom_up."): v for k, v in state.items()}

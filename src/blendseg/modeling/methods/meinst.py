@@ -18,6 +18,7 @@ from ...config import MEInstConfig, MEInstHeadConfig
 from ...ops.mask_encoding import PCACodec
 from ...ops.masks import instance_mask_targets
 from ...structures import ImageBatch, targets_to
+from ...weights_io import read_weights
 from ..core.fcos import FCOS, build_fcos, make_tower, run_tower
 from ..core.fcos_inference import Detections, finalize_with_masks
 from ..core.fcos_loss import flatten_levels
@@ -183,7 +184,7 @@ def load_encoding_file(path: str) -> tuple[Tensor, Tensor, Tensor]:
             torch.from_numpy(z["explained_variance_c"][0]).float(),
             torch.from_numpy(z["mean_c"][0]).float(),
         )
-    d = torch.load(path, map_location="cpu", weights_only=True)
+    d = read_weights(path, "PCA encoding file")
     return d["components"].float(), d["explained_variance"].float(), d["mean"].float()
 
 
