@@ -141,3 +141,13 @@ def test_a_loaded_model_trains_on_new_data_and_becomes_the_trained_one(checkpoin
     after = model.model.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before if after[k].is_floating_point())
     assert len(model.predict(_photo(seed=2), conf=0.0)[0]) > 0
+
+
+def test_one_table_of_exported_formats():
+    from blendseg.inference.onnx_runtime import FORMATS, OnnxPredictor, OpenVinoPredictor, exported_format, format_named
+
+    assert exported_format("runs/x/model.int8.onnx").runner is OnnxPredictor
+    assert exported_format("m.XML").runner is OpenVinoPredictor and exported_format("best.pt") is None
+    assert [f.name for f in FORMATS.values()] == ["onnx", "openvino"] and format_named("openvino").suffix == ".xml"
+    with pytest.raises(ValueError, match="export format 'tflite': 'onnx' or 'openvino'"):
+        blendseg.load("fcos_tiny_test", device="cpu").export(format="tflite")

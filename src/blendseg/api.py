@@ -105,14 +105,15 @@ class Model:
         ``int8_images``: (3, H, W) uint8 arrays (:func:`~.export.quantize.calibration_images`) that calibrate the
         int8 form of the graph (:func:`~.export.quantize.quantize_int8`, ``calib_method``; ``keep_float``: modules
         left in float, by name); default path ``.int8.onnx`` / ``.int8.xml``."""
-        if format not in ("onnx", "openvino"):
-            raise ValueError(f"export format {format!r}: 'onnx' or 'openvino'")
+        from .inference.onnx_runtime import format_named
+
+        target = format_named(format)
         import tempfile
 
         from .export.onnx import export_onnx, to_openvino
         from .export.quantize import quantize_int8
 
-        suffix = (".int8" if int8_images is not None else "") + (".onnx" if format == "onnx" else ".xml")
+        suffix = (".int8" if int8_images is not None else "") + target.suffix
         default = Path(self.checkpoint).with_suffix(suffix) if self.checkpoint else Path("model" + suffix)
         out = Path(out) if out else default
         if format == "onnx" and int8_images is None:
@@ -211,9 +212,10 @@ def load(source: str | os.PathLike, device: str = "auto") -> Model:
     CPU), "cpu", "cuda", "cuda:N". The one place that chooses: predict, val and export then keep the model there."""
     from .dist import resolve_device
     from .engine.runner import load_model
+    from .inference.onnx_runtime import exported_format
     from .zoo import PRESETS, build_model, get_preset
 
-    if Path(source).suffix.lower() in (".onnx", ".xml") and Path(source).is_file():
+    if exported_format(source) is not None and Path(source).is_file():
         return OnnxModel(source, _onnx_device(device))
     device = resolve_device(device)
     if str(source) in PRESETS:

@@ -261,6 +261,8 @@ def _cmd_cfg(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .inference.onnx_runtime import FORMATS
+
     p = argparse.ArgumentParser(prog="blendseg", description=DESCRIPTION)
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train a preset on a data.yaml")
@@ -377,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(fn=_cmd_predict)
     ex = sub.add_parser("export", help="export a checkpoint as one ONNX graph (resize, network, NMS, masks)")
     ex.add_argument("checkpoint", help="blendseg .pt checkpoint (or a preset name: random weights)")
-    ex.add_argument("--format", default="onnx", choices=["onnx", "openvino"],
+    ex.add_argument("--format", default="onnx", choices=[f.name for f in FORMATS.values()],
                     help="onnx (onnxruntime), or openvino: the same graph as an OpenVINO IR (.xml + .bin)")  # fmt: skip
     ex.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18; 19 with deformable convs)")
     ex.add_argument("--out", default=None, help="output file (default: the checkpoint's path with .onnx)")

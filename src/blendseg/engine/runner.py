@@ -33,6 +33,7 @@ from ..errors import DataError
 from ..evaluation.coco import COCOEvaluator
 from ..evaluation.panoptic import PanopticEvaluator
 from ..evaluation.plots import enabled as plots_enabled
+from ..inference.onnx_runtime import exported_format
 from ..zoo import build_model, get_arch
 from .checkpoint import load_checkpoint
 from .evaluate import run_evaluation
@@ -386,7 +387,7 @@ def validate(
             raise ValueError("validate: a model in memory needs its cfg")
         model = checkpoint
         evaluate = Evaluation(cfg, data_yaml, next(model.parameters()).device, split, out_dir, precision)
-    elif Path(checkpoint).suffix in (".onnx", ".xml"):  # an exported graph (OpenVINO's: fp32 or bf16)
+    elif exported_format(checkpoint) is not None:  # an exported graph (OpenVINO's: fp32 or bf16)
         model = None
         where = "cpu" if device == "auto" else str(device)
         evaluate = ExportedEvaluation(checkpoint, data_yaml, split, where, precision)

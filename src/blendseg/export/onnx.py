@@ -129,7 +129,9 @@ def to_openvino(onnx_path: str | os.PathLike, out: str | os.PathLike) -> Path:
 
 def read_metadata(path: str | os.PathLike) -> dict:
     """The blendseg metadata of an exported file, ONNX or OpenVINO IR (without loading its weights)."""
-    if str(path).endswith(".xml"):
+    from ..inference.onnx_runtime import exported_format
+
+    if exported_format(path) is not None and exported_format(path).name == "openvino":
         from ..inference.onnx_runtime import openvino_metadata, require_openvino
 
         return openvino_metadata(require_openvino().Core().read_model(str(path)), path)

@@ -179,11 +179,40 @@ class OpenVinoPredictor(OnnxPredictor):
         return [np.asarray(result[o]) for o in self.request.model_outputs]
 
 
+@dataclass(frozen=True)
+class ExportFormat:
+    """A format ``blendseg export --format NAME`` writes: its file ``suffix`` and the ``runner`` that predicts
+    with it (onnxruntime: fp32 only, an ONNX graph runs in the precision it was exported in; OpenVINO: fp32 or
+    bf16)."""
+
+    name: str
+    suffix: str
+    runner: type[OnnxPredictor]
+
+
+# the one table of exported formats: load, predict, val, export and read_metadata dispatch on it
+FORMATS = {f.suffix: f for f in (ExportFormat("onnx", ".onnx", OnnxPredictor),
+                                   ExportFormat("openvino", ".xml", OpenVinoPredictor))}  # fmt: skip
+
+
+def exported_format(path: str | os.PathLike) -> ExportFormat | None:
+    """The format of an exported file by its suffix, or None for anything else (a ``.pt`` checkpoint)."""
+    return FORMATS.get(os.path.splitext(str(path))[1].lower())
+
+
+def format_named(name: str) -> ExportFormat:
+    for f in FORMATS.values():
+        if f.name == name:
+            return f
+    raise ValueError(f"export format {name!r}: {' or '.join(repr(f.name) for f in FORMATS.values())}")
+
+
 def exported_predictor(
     path: str | os.PathLike, conf: float | None = 0.3, max_det: int = 100, device: str = "cpu",
     precision: str = "fp32",
 ) -> OnnxPredictor:  # fmt: skip
-    """The runner of an exported file by its suffix: ``.xml`` OpenVINO, otherwise onnxruntime (fp32 only: an
-    ONNX graph runs in the precision it was exported in)."""
-    runner = OpenVinoPredictor if str(path).endswith(".xml") else OnnxPredictor
-    return runner(path, conf, max_det, device, precision=precision)
+    """The runner of an exported file (:data:`FORMATS`, by its suffix)."""
+    fmt = exported_format(path)
+    if fmt is None:
+        raise ValueError(f"{path}: not an exported model ({', '.join(FORMATS)})")
+    return fmt.runner(path, conf, max_det, device, precision=precision)
