@@ -26,6 +26,7 @@ from benchmarks.maskrcnn import TorchvisionMaskRCNN
 from blendseg.data.loader import build_loader
 from blendseg.data.sources import load_data
 from blendseg.data.synth import synthesize
+from blendseg.engine.fit import fit
 from blendseg.engine.runner import (
     Evaluation,
     build_dataset,
@@ -33,7 +34,6 @@ from blendseg.engine.runner import (
     train,
     with_num_classes,
 )
-from blendseg.engine.train import fit
 from blendseg.predict import predict_image
 from blendseg.zoo import get_preset
 

@@ -122,7 +122,7 @@ def test_time_budget_ends_the_run_not_max_iter(tmp_path, synth_data, monkeypatch
     ends the run, after the same number of iterations on any machine."""
     import time
 
-    import blendseg.engine.train as train_module
+    import blendseg.engine.fit as fit_module
 
     class FakeClock:
         now = 0.0
@@ -132,7 +132,7 @@ def test_time_budget_ends_the_run_not_max_iter(tmp_path, synth_data, monkeypatch
             return self.now
 
     clock = FakeClock()
-    monkeypatch.setattr(train_module, "time", type("T", (), {"perf_counter": clock.perf_counter, "time": time.time}))
+    monkeypatch.setattr(fit_module, "time", type("T", (), {"perf_counter": clock.perf_counter, "time": time.time}))
     counts = []
     for name in ("a", "b"):
         out = tmp_path / name

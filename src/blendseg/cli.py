@@ -439,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = list(args.overrides) + rest
     from .engine.checkpoint import CheckpointError
     from .engine.compare import RunFolderError
-    from .engine.train import TrainingStopped
+    from .engine.fit import TrainingStopped
     from .errors import MissingExtra
 
     try:

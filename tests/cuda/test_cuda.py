@@ -215,16 +215,16 @@ def test_torchvisions_cuda_deform_conv_is_the_cpu_form():
 def test_the_runner_trains_on_pinned_batches(data, tmp_path, monkeypatch):
     """``blendseg train ... device=cuda``: the batches reaching the training step are in page-locked memory (the
     runner asks its loader for them), so their copies to the GPU do not wait."""
-    from blendseg.engine import train as btrain
+    from blendseg.engine import fit as bfit
 
     pinned = []
-    real = btrain.train_step
+    real = bfit.train_step
 
     def step(model, optimizer, scaler, batches, *args, **kwargs):
         pinned.extend(images.tensor.is_pinned() and targets[0]["boxes"].is_pinned() for images, targets in batches)
         return real(model, optimizer, scaler, batches, *args, **kwargs)
 
-    monkeypatch.setattr(btrain, "train_step", step)
+    monkeypatch.setattr(bfit, "train_step", step)
     _train("blendmask_tiny_test", data, tmp_path / "run", ["data.num_workers=1"])
     assert len(pinned) == 3 and all(pinned)
 

@@ -30,6 +30,7 @@ torch._lazy.ts_backend.init()
 
 from blendseg import dist as bdist  # noqa: E402
 from blendseg.cli import main  # noqa: E402
+from blendseg.engine import fit as bfit  # noqa: E402
 from blendseg.engine import train as btrain  # noqa: E402
 
 STANDIN = torch.device("lazy", 0)
@@ -101,7 +102,7 @@ def _hide_run(folder: str) -> None:
             raise FileNotFoundError(f"{path} (hidden from rank 1 by the stand-in)")
         return real_load(path, *args, **kwargs)
 
-    checkpoint.load_checkpoint = btrain.load_checkpoint = load
+    checkpoint.load_checkpoint = bfit.load_checkpoint = load
 
 
 def install() -> None:

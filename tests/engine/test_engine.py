@@ -64,7 +64,7 @@ class _FailingLoader:
 
 
 def test_exception_during_training_saves_last(tmp_path):
-    from blendseg.engine.train import fit
+    from blendseg.engine.fit import fit
     from blendseg.structures import pad_images
     from blendseg.zoo import build_model, get_preset
 
@@ -129,7 +129,7 @@ def test_image_batches_pin(monkeypatch):
 
 
 def test_selection_metric_prefers_pq_then_mask_then_box_ap():
-    from blendseg.engine.train import selection_metric
+    from blendseg.engine.fit import selection_metric
 
     assert selection_metric({"bbox": {"AP": 3.0}}) == ("bbox/AP", 3.0)
     assert selection_metric({"bbox": {"AP": 3.0}, "segm": {"AP": 2.0}}) == ("segm/AP", 2.0)

@@ -79,8 +79,8 @@ def _nan_after(model, it: int):
 def _fit_tiny(tmp_path, synth_data, model_hook, **solver):
     import dataclasses
 
+    from blendseg.engine.fit import fit
     from blendseg.engine.runner import build_dataset
-    from blendseg.engine.train import fit
     from blendseg.zoo import build_model, get_preset
 
     cfg = get_preset("fcos_tiny_test")
@@ -95,7 +95,7 @@ def _fit_tiny(tmp_path, synth_data, model_hook, **solver):
 
 
 def test_nonfinite_loss_stops_in_one_line_keeping_the_last_good_checkpoint(tmp_path, synth_data):
-    from blendseg.engine.train import TrainingStopped
+    from blendseg.engine.fit import TrainingStopped
 
     with pytest.raises(TrainingStopped) as info:
         _fit_tiny(tmp_path, synth_data, lambda m: _nan_after(m, 3))

@@ -37,8 +37,9 @@ from ..inference.onnx_runtime import exported_format
 from ..zoo import build_model, get_arch
 from .checkpoint import load_checkpoint
 from .evaluate import run_evaluation
+from .fit import fit
 from .runlog import Tee
-from .train import fit, micro_batch, step_batch
+from .train import micro_batch, step_batch
 
 
 def make_deterministic(device: torch.device) -> None:
