@@ -43,8 +43,8 @@ def checkpoint(preset: str, path: Path, legacy: bool = False, full: bool = False
     without the config keys versions before panoptic BlendMask do not know. ``full``: also FCOS boxes 4 strides wide
     (random box regression is ~0: empty boxes, dropped) and one dominant YOLACT class (spread over 80 COCO classes
     no score clears 0.05), so that the R-50 COCO presets keep 100 detections too."""
-    from blendseg.config import to_dict
     from blendseg.engine.checkpoint import save_checkpoint
+    from blendseg.overrides import to_dict
     from blendseg.zoo import build_model, get_preset
 
     torch.manual_seed(0)

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from blendseg.config import apply_overrides
 from blendseg.data.convert import convert_dataset
 from blendseg.data.synth import synthesize
 from blendseg.engine.checkpoint import load_checkpoint
 from blendseg.engine.runner import train
+from blendseg.overrides import apply_overrides
 from blendseg.zoo import get_preset
 
 METHODS = ["blendmask_tiny", "yolact_tiny", "meinst_tiny"]

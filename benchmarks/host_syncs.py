@@ -21,11 +21,11 @@ import torch
 def census(preset: str, data_yaml: Path, steps: int = 2, stacks: bool = False, batch: int = 4, overrides=()):
     """(the census, the number of steps it covers) of ``preset``'s training step (with ``overrides``) on the data
     of ``data_yaml``, batches of ``batch`` images; the first step is left out (optimiser state, caches)."""
-    from blendseg.config import apply_overrides
     from blendseg.data.loader import build_loader
     from blendseg.engine.runner import build_dataset, with_num_classes
     from blendseg.engine.syncs import SyncCensus
     from blendseg.engine.train import build_optimizer, prepare_model, train_step
+    from blendseg.overrides import apply_overrides
     from blendseg.zoo import build_model, get_preset
 
     cfg = apply_overrides(get_preset(preset), list(overrides))

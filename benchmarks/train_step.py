@@ -45,8 +45,8 @@ def measure_loop(preset: str, overrides: list[str], data: Path, steps: int) -> d
     """ms per iteration of ``preset``'s whole training loop, from iteration 20 to 20 + ``steps``."""
     import tempfile
 
-    from blendseg.config import apply_overrides
     from blendseg.engine.runner import train
+    from blendseg.overrides import apply_overrides
     from blendseg.zoo import get_preset
 
     schedule = [f"solver.max_iter={20 + steps}", "solver.checkpoint_period=0"]
@@ -61,10 +61,10 @@ def measure_loop(preset: str, overrides: list[str], data: Path, steps: int) -> d
 
 def measure(preset: str, overrides: list[str], data: Path, batches: int, warmup: int, steps: int) -> dict:
     """ms per step of ``preset`` with ``overrides`` on ``batches`` fixed batches of the demo data."""
-    from blendseg.config import apply_overrides
     from blendseg.data.loader import build_loader
     from blendseg.engine.runner import build_dataset, with_num_classes
     from blendseg.engine.train import build_optimizer, train_step
+    from blendseg.overrides import apply_overrides
     from blendseg.zoo import build_model, get_preset
 
     data_yaml = data / "data.yaml"

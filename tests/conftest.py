@@ -58,9 +58,9 @@ def synth_data(tmp_path_factory) -> Path:
 def random_checkpoint(path: Path, preset: str, data_yaml: Path | None = None, **extra) -> Path:
     """A checkpoint of ``preset`` with random weights (seed 0; the data's class counts when ``data_yaml`` is
     given), its FCOS classifier (FCOS, BlendMask, MEInst) biased so that it detects plenty above any threshold."""
-    from blendseg.config import to_dict
     from blendseg.engine.checkpoint import save_checkpoint
     from blendseg.engine.runner import build_dataset, with_num_classes
+    from blendseg.overrides import to_dict
     from blendseg.zoo import build_model, get_preset
 
     torch.manual_seed(0)
@@ -117,8 +117,8 @@ def trained(tmp_path_factory, overfit_data, pytestconfig):
     Which model comes out depends on the machine (its kernels round differently, and 400 steps amplify that) and on
     ``--train-seed``: tests that use it compare confident detections with a score margin, never a count at a
     threshold or an exact value."""
-    from blendseg.config import apply_overrides
     from blendseg.engine.runner import train
+    from blendseg.overrides import apply_overrides
     from blendseg.zoo import get_preset
 
     runs: dict[str, Path] = {}

@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "blendseg"
 
 # lowest first: a module may import its own layer and the layers below it
 LAYERS = [
-    {"errors", "config", "dist", "weights_io"},
+    {"errors", "config", "overrides", "dist", "weights_io"},
     {"ops"},
     {"structures"},
     {"data"},

@@ -1,6 +1,7 @@
 import pytest
 
-from blendseg.config import ConfigError, TrainConfig, apply_overrides, from_dict, to_dict
+from blendseg.config import ConfigError, TrainConfig
+from blendseg.overrides import apply_overrides, from_dict, to_dict
 from blendseg.zoo import build_model, get_preset, list_presets
 
 

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import torch
 
-from blendseg.config import SolverConfig, apply_overrides
+from blendseg.config import SolverConfig
 from blendseg.data.coco import CocoInstances
 from blendseg.data.sources import load_data
 from blendseg.data.synth import synthesize
 from blendseg.engine.runner import load_model, train
 from blendseg.figures import show_bases
+from blendseg.overrides import apply_overrides
 from blendseg.predict import draw_split
 from blendseg.zoo import get_preset
 

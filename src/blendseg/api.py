@@ -239,8 +239,8 @@ def train(
     dbolya/yolact file, or torchvision / detectron2 backbone weights, recognised by content (``--weights``).
     ``overrides``: ``["solver.epochs=12"]`` or ``{"solver.epochs": 12}``, applied to the config as on the command
     line."""
-    from .config import apply_overrides
     from .engine.runner import train as run
+    from .overrides import apply_overrides
     from .zoo import get_preset
 
     if isinstance(overrides, Mapping):

@@ -8,7 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from .config import ConfigError, apply_overrides, dump_yaml
+from .config import ConfigError
+from .overrides import apply_overrides, dump_yaml
 
 DESCRIPTION = (
     "Train, evaluate, predict with and export BlendMask, YOLACT / YOLACT++ and MEInst models (pure PyTorch + "
@@ -128,10 +129,10 @@ def _cmd_eval_panoptic(a: argparse.Namespace) -> int:
 
 
 def _cmd_convert(a: argparse.Namespace) -> int:
-    from .config import to_dict
     from .convert.adelaidet import convert_adelaidet
     from .convert.yolact import convert_yolact
     from .engine.checkpoint import save_checkpoint
+    from .overrides import to_dict
 
     if a.source == "adelaidet":
         if not a.config:

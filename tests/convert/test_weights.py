@@ -8,11 +8,11 @@ import pytest
 import torch
 import torchvision
 
-from blendseg.config import apply_overrides
 from blendseg.convert.adelaidet import convert_adelaidet
 from blendseg.convert.weights import recognise
 from blendseg.convert.yolact import convert_yolact
 from blendseg.engine.runner import load_matching
+from blendseg.overrides import apply_overrides
 from blendseg.zoo import build_model, get_preset
 
 from ..conftest import reference_dir
@@ -105,7 +105,7 @@ def test_train_weights_reports_what_it_loaded(tmp_path, synth_data, capsys):
 
 
 def test_torchvision_weights_bring_their_settings_and_overrides_win(capsys):
-    from blendseg.config import TORCHVISION_WEIGHT_SETTINGS
+    from blendseg.overrides import TORCHVISION_WEIGHT_SETTINGS
 
     cfg = apply_overrides(get_preset("blendmask_r50_1x"), ["model.backbone.weights=torchvision"])
     assert cfg.model.backbone.stride_in_1x1 is False and cfg.model.input_format == "RGB"

@@ -50,8 +50,8 @@ def panoptic_data(tmp_path_factory) -> Path:
 
 
 def _train(preset: str, data_yaml: Path, out: Path, overrides: list[str]) -> dict:
-    from blendseg.config import apply_overrides
     from blendseg.engine.runner import train
+    from blendseg.overrides import apply_overrides
     from blendseg.zoo import get_preset
 
     base = ["device=cuda", "data.num_workers=0", "solver.ims_per_batch=2", "solver.max_iter=3",
@@ -78,10 +78,10 @@ def _steps(preset: str, data_yaml: Path, overrides: list[str], steps: int = 3):
     """(the weights that moved, the losses of each step, the dtypes the convolutions returned, the scaler) of
     ``steps`` real training steps on the GPU (:func:`~blendseg.engine.train.train_step`, its autocast and
     scaler), the preset's loader batches of 2."""
-    from blendseg.config import apply_overrides
     from blendseg.data.loader import build_loader
     from blendseg.engine.runner import build_dataset, with_num_classes
     from blendseg.engine.train import amp_dtype, build_optimizer, prepare_model, train_step
+    from blendseg.overrides import apply_overrides
     from blendseg.zoo import build_model, get_preset
 
     device = torch.device("cuda")
@@ -232,8 +232,8 @@ def test_the_runner_trains_on_pinned_batches(data, tmp_path, monkeypatch):
 def test_the_memory_estimate_bounds_a_real_step(data):
     """The estimate printed before training on CUDA (engine/memory.py) against the measured peak of a real
     training step of 2 images of the probe's size."""
-    from blendseg.config import apply_overrides
     from blendseg.engine.memory import estimate_memory
+    from blendseg.overrides import apply_overrides
     from blendseg.zoo import build_model, get_preset
 
     device = torch.device("cuda")

@@ -142,8 +142,8 @@ def test_patience_stops_early_and_best_pt_names_its_metric(tmp_path, synth_data)
     third ends the run (no final re-evaluation); metrics.json says which metric chose best.pt and when."""
     import json
 
-    from blendseg.config import apply_overrides
     from blendseg.engine.runner import train
+    from blendseg.overrides import apply_overrides
     from blendseg.zoo import get_preset
 
     cfg = apply_overrides(get_preset("blendmask_tiny_test"), [

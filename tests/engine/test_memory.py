@@ -9,8 +9,8 @@ import dataclasses
 import pytest
 import torch
 
-from blendseg.config import apply_overrides
 from blendseg.engine.memory import GiB, MemoryEstimate, estimate_memory, probe_size
+from blendseg.overrides import apply_overrides
 from blendseg.zoo import build_model, get_preset, suite_presets
 
 

@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from blendseg.config import ConfigError, SolverConfig, apply_overrides
+from blendseg.config import ConfigError, SolverConfig
 from blendseg.engine.train import resolve_solver, scale_to_batch, step_batch
+from blendseg.overrides import apply_overrides
 from blendseg.zoo import get_preset
 
 TINY = SolverConfig(optimizer="adamw", base_lr=2e-3, ims_per_batch=8, max_iter=3000, steps=(2250, 2760),

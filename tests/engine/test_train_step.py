@@ -154,9 +154,9 @@ def test_accumulation_splits_each_processes_share_into_micro_batches():
 def test_a_run_with_accumulation_takes_its_micro_batches_from_the_loader(tmp_path, synth_data):
     """``solver.accumulate=2`` at 4 images a step: the loader gives batches of 2, an iteration takes two of them,
     the epoch's position advances by two and the schedule counts optimiser steps."""
-    from blendseg.config import apply_overrides
     from blendseg.engine.checkpoint import load_checkpoint
     from blendseg.engine.runner import train
+    from blendseg.overrides import apply_overrides
 
     cfg = apply_overrides(get_preset("fcos_tiny_test"), ["solver.ims_per_batch=4", "solver.accumulate=2",
                           "solver.max_iter=3", "solver.checkpoint_period=0", "data.num_workers=0",

@@ -14,12 +14,12 @@ pytestmark = pytest.mark.slow  # exports and calibrates graphs: 30 s before the 
 
 import blendseg  # noqa: E402
 from blendseg.cli import main  # noqa: E402
-from blendseg.config import to_dict  # noqa: E402
 from blendseg.data.coco import CocoInstances  # noqa: E402
 from blendseg.data.sources import load_data  # noqa: E402
 from blendseg.engine.checkpoint import save_checkpoint  # noqa: E402
 from blendseg.export.quantize import calibration_images, network_nodes, quantize_int8  # noqa: E402
 from blendseg.inference.onnx_runtime import OnnxPredictor  # noqa: E402
+from blendseg.overrides import to_dict  # noqa: E402
 from blendseg.zoo import get_preset  # noqa: E402
 
 from .test_onnx import NAMES, decisive_model  # noqa: E402

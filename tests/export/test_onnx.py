@@ -11,9 +11,9 @@ pytest.importorskip("onnxruntime", reason="ONNX tests need the onnx extra (pip i
 pytest.importorskip("onnxscript", reason="ONNX export needs onnxscript (pip install 'blendseg[onnx]')")
 pytestmark = pytest.mark.slow  # each export traces and converts a model: 10-50 s
 
-from blendseg.config import to_dict  # noqa: E402
 from blendseg.engine.checkpoint import save_checkpoint  # noqa: E402
 from blendseg.export.graph import image_graph  # noqa: E402
+from blendseg.overrides import to_dict  # noqa: E402
 from blendseg.zoo import build_model, get_preset, suite_presets  # noqa: E402
 
 NAMES = ["circle", "rectangle", "triangle", "ellipse", "star", "ring"]

@@ -116,9 +116,9 @@ class _Ops(TorchDispatchMode):
 
 
 def _train_step_ops(preset: str, data_yaml, overrides: list[str]) -> set[str]:
-    from blendseg.config import apply_overrides
     from blendseg.data.loader import build_loader
     from blendseg.engine.runner import build_dataset, with_num_classes
+    from blendseg.overrides import apply_overrides
     from blendseg.zoo import build_model, get_preset
 
     cfg = apply_overrides(get_preset(preset), ["data.num_workers=0", *overrides])

@@ -12,8 +12,9 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-from ..config import TORCHVISION_WEIGHT_SETTINGS, TrainConfig, get_value
+from ..config import TrainConfig
 from ..modeling.core.resnet import torchvision_to_ours
+from ..overrides import TORCHVISION_WEIGHT_SETTINGS, get_value
 from ..weights_io import read_weights, state_dict_of
 from . import adelaidet, yolact
 

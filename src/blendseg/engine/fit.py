@@ -18,10 +18,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import TrainConfig, to_dict
+from ..config import TrainConfig
 from ..dist import agree, broadcast_object, gather_objects, get_rank, get_world_size, is_dist, is_main_process
 from ..errors import DataError
 from ..inference.precision import missing_instructions
+from ..overrides import to_dict
 from .checkpoint import load_checkpoint, save_checkpoint
 from .memory import estimate_memory
 from .runlog import RunLog, save_train_batch

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import TrainConfig, dump_yaml, from_dict
+from ..config import TrainConfig
 from ..data.coco import CocoInstances, open_instances, open_split
 from ..data.loader import build_loader
 from ..data.panoptic import CocoPanoptic
@@ -34,6 +34,7 @@ from ..evaluation.coco import COCOEvaluator
 from ..evaluation.panoptic import PanopticEvaluator
 from ..evaluation.plots import enabled as plots_enabled
 from ..inference.onnx_runtime import exported_format
+from ..overrides import dump_yaml, from_dict
 from ..zoo import build_model, get_arch
 from .checkpoint import load_checkpoint
 from .evaluate import run_evaluation
