@@ -262,10 +262,26 @@ def _cmd_cfg(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .inference.onnx_runtime import FORMATS
-
     p = argparse.ArgumentParser(prog="blendseg", description=DESCRIPTION)
     sub = p.add_subparsers(dest="cmd", required=True)
+    for add in (
+        _add_train,
+        _add_val,
+        _add_compare,
+        _add_data,
+        _add_eval_panoptic,
+        _add_convert,
+        _add_predict,
+        _add_export,
+        _add_fit_encoding,
+        _add_presets,
+        _add_cfg,
+    ):
+        add(sub)
+    return p
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train a preset on a data.yaml")
     t.add_argument("preset")
     t.add_argument("data", help="data.yaml")
@@ -280,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--no-eval", action="store_true", help="skip the final COCO evaluation")
     t.set_defaults(fn=_cmd_train)
+
+
+def _add_val(sub: argparse._SubParsersAction) -> None:
     v = sub.add_parser("val", help="COCO evaluation of a checkpoint")
     v.add_argument("checkpoint")
     v.add_argument("data")
@@ -298,10 +317,16 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="network precision")
     v.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda, cuda:N")
     v.set_defaults(fn=_cmd_val)
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("compare", help="final metrics and curves of two or more runs side by side")
     c.add_argument("runs", nargs="+", help="run folders (what `blendseg train --out` wrote)")
     c.add_argument("--out", default="runs/compare", help="folder for compare.md and compare.png")
     c.set_defaults(fn=_cmd_compare)
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_cmd", required=True)
     s = d.add_parser("synth", help="write the synthetic COCO-format shapes dataset")
     s.add_argument("out")
@@ -332,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("--attribute", help="--from via: the region attribute that holds the class")
     dc.add_argument("--out", required=True, help="folder for the labels / JSON and the new data.yaml")
     dc.set_defaults(fn=_cmd_convert_data)
+
+
+def _add_eval_panoptic(sub: argparse._SubParsersAction) -> None:
     ep = sub.add_parser("eval-panoptic", help="PQ / SQ / RQ of predictions in the COCO panoptic format")
     ep.add_argument("gt_json")
     ep.add_argument("gt_dir", help="ground-truth PNG folder")
@@ -339,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     ep.add_argument("pred_dir", help="predicted PNG folder")
     ep.add_argument("--out", help="metrics.json to write ({'panoptic': {...}}, percent)")
     ep.set_defaults(fn=_cmd_eval_panoptic)
+
+
+def _add_convert(sub: argparse._SubParsersAction) -> None:
     cv = sub.add_parser("convert", help="convert a reference checkpoint")
     cv.add_argument("--from", dest="source", required=True, choices=("adelaidet", "yolact"))
     cv.add_argument(
@@ -348,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--weights", required=True, help=".pth or .safetensors")
     cv.add_argument("--out", required=True, help="output folder or .pt file")
     cv.set_defaults(fn=_cmd_convert)
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
     pr = sub.add_parser("predict", help="predict on images / folders / globs: drawings, --save-json, --save-panoptic")
     pr.add_argument("checkpoint")
     pr.add_argument("source", nargs="+", help="image or video files, folders or globs (quoted)")
@@ -378,6 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--save-panoptic", action="store_true", help="panoptic models: also panoptic/*.png + panoptic.json (COCO)"
     )
     pr.set_defaults(fn=_cmd_predict)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    from .inference.onnx_runtime import FORMATS
+
     ex = sub.add_parser("export", help="export a checkpoint as one ONNX graph (resize, network, NMS, masks)")
     ex.add_argument("checkpoint", help="blendseg .pt checkpoint (or a preset name: random weights)")
     ex.add_argument("--format", default="onnx", choices=[f.name for f in FORMATS.values()],
@@ -401,6 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--keep-float", nargs="+", default=[], metavar="MODULE",
                     help="--int8: modules left in float (parts of their dotted names, e.g. cls_logits)")  # fmt: skip
     ex.set_defaults(fn=_cmd_export)
+
+
+def _add_fit_encoding(sub: argparse._SubParsersAction) -> None:
     fe = sub.add_parser("fit-encoding", help="fit MEInst's PCA mask encoding on a dataset's masks")
     fe.add_argument("data", help="data.yaml")
     fe.add_argument("--dim", type=int, default=60)
@@ -409,15 +451,20 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--seed", type=int, default=0)
     fe.add_argument("--out", required=True, help="output .pt (load with model.meinst.encoding_file=...)")
     fe.set_defaults(fn=_cmd_fit_encoding)
+
+
+def _add_presets(sub: argparse._SubParsersAction) -> None:
     pr = sub.add_parser("presets", help="list presets: the reference config each follows and its published AP")
     pr.add_argument("-v", "--verbose", action="store_true", help="also each preset's description")
     pr.add_argument("--all", action="store_true", help="also the test suite's tiny presets (*_test)")
     pr.set_defaults(fn=_cmd_presets)
+
+
+def _add_cfg(sub: argparse._SubParsersAction) -> None:
     g = sub.add_parser("cfg", help="print the resolved config of a preset")
     g.add_argument("preset")
     g.add_argument("overrides", nargs="*")
     g.set_defaults(fn=_cmd_cfg)
-    return p
 
 
 def _one_line(message, category, filename, lineno, line=None) -> str:
