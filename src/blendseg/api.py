@@ -61,9 +61,14 @@ class Model:
         return self
 
     def predict(
-        self, source: Source, conf: float = 0.3, max_det: int = 100, device: str | None = None, stream: bool = False,
+        self,
+        source: Source,
+        conf: float = 0.3,
+        max_det: int = 100,
+        device: str | None = None,
+        stream: bool = False,
         precision: str = "fp32",
-    ) -> list[Result] | Iterator[Result]:  # fmt: skip
+    ) -> list[Result] | Iterator[Result]:
         """Predict on a path, folder, glob, video file, PIL image, numpy (H, W, 3) RGB array, or a list or iterator
         (e.g. a generator of camera frames) of these: a list of :class:`~blendseg.inference.result.Result` (a
         generator with ``stream=True``, for videos and long inputs: memory does not grow with their length; an
@@ -93,10 +98,17 @@ class Model:
         return Predictor(self.model, self.cfg, self.categories, conf, max_det, None, precision)
 
     def export(
-        self, format: str = "onnx", out: str | os.PathLike | None = None, opset: int | None = None,
-        conf: float = 0.3, max_det: int = 100, dense_masks: bool = True, int8_images: list | None = None,
-        calib_method: str = "MinMax", keep_float: Sequence[str] = (),
-    ) -> Path:  # fmt: skip
+        self,
+        format: str = "onnx",
+        out: str | os.PathLike | None = None,
+        opset: int | None = None,
+        conf: float = 0.3,
+        max_det: int = 100,
+        dense_masks: bool = True,
+        int8_images: list | None = None,
+        calib_method: str = "MinMax",
+        keep_float: Sequence[str] = (),
+    ) -> Path:
         """Write the whole pipeline (resize, network, NMS, masks at the image size) as an ONNX file
         (:func:`~blendseg.export.onnx.export_onnx`, from a float32 CPU copy: this model stays where and as it is;
         ``dense_masks=False``: compact mask outputs); default path: the checkpoint's with ``.onnx``. ``format``
@@ -120,17 +132,36 @@ class Model:
             return export_onnx(self.model, self.cfg, self.categories, out, opset, conf, max_det, dense_masks)
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=out.parent) as tmp:  # nothing half-written is left at ``out``
-            graph = export_onnx(self.model, self.cfg, self.categories, Path(tmp) / "fp32.onnx", opset, conf,
-                                max_det, dense_masks, deform_conv_op=format == "onnx")  # fmt: skip
+            graph = export_onnx(
+                self.model,
+                self.cfg,
+                self.categories,
+                Path(tmp) / "fp32.onnx",
+                opset,
+                conf,
+                max_det,
+                dense_masks,
+                deform_conv_op=format == "onnx",
+            )
             if int8_images is not None:  # OpenVINO runs the quantised (QDQ) graph as int8
-                graph = quantize_int8(graph, out if format == "onnx" else Path(tmp) / "int8.onnx", int8_images,
-                                      calib_method, keep_float=keep_float)  # fmt: skip
+                graph = quantize_int8(
+                    graph,
+                    out if format == "onnx" else Path(tmp) / "int8.onnx",
+                    int8_images,
+                    calib_method,
+                    keep_float=keep_float,
+                )
             return graph if format == "onnx" else to_openvino(graph, out)
 
     def val(
-        self, data: str | os.PathLike, split: str = "val", out_dir: str | os.PathLike | None = None,
-        precision: str = "fp32", device: str | None = None, save_worst: int = 0,
-    ) -> dict:  # fmt: skip
+        self,
+        data: str | os.PathLike,
+        split: str = "val",
+        out_dir: str | os.PathLike | None = None,
+        precision: str = "fp32",
+        device: str | None = None,
+        save_worst: int = 0,
+    ) -> dict:
         """COCO box / mask AP (and PQ for panoptic models on panoptic data) on a split of a data.yaml, where the
         model is (``device``: moved there first); returns the metrics dict (percent) that ``blendseg val``
         writes. ``out_dir``: also the curves, confusion matrices, TIDE errors and results JSON there (with the
@@ -142,19 +173,35 @@ class Model:
         return validate(self.model, str(data), split, out_dir, precision, self.device, save_worst, cfg=self.cfg)
 
     def train(
-        self, data: str | os.PathLike, out: str | os.PathLike | None = None, *,
-        overrides: Sequence[str] | Mapping[str, object] = (), resume: bool = False, evaluate: bool = True,
-    ) -> dict:  # fmt: skip
+        self,
+        data: str | os.PathLike,
+        out: str | os.PathLike | None = None,
+        *,
+        overrides: Sequence[str] | Mapping[str, object] = (),
+        resume: bool = False,
+        evaluate: bool = True,
+    ) -> dict:
         """Train this model on ``data`` (a data.yaml or an export's folder) into ``out`` (default runs/train): its
         config with ``overrides`` (``{"solver.epochs": 12}``), starting from its checkpoint's weights (keys whose
         shapes differ, such as a classifier for other classes, start fresh), as ``blendseg train --weights``.
         Afterwards this model is the trained one (``best.pt``, else ``last.pt``). Returns the final metrics."""
-        metrics = train(self.cfg, data, out if out is not None else Path("runs") / "train", weights=self.checkpoint,
-                        overrides=overrides, resume=resume, evaluate=evaluate)  # fmt: skip
+        metrics = train(
+            self.cfg,
+            data,
+            out if out is not None else Path("runs") / "train",
+            weights=self.checkpoint,
+            overrides=overrides,
+            resume=resume,
+            evaluate=evaluate,
+        )
         folder = Path(out if out is not None else Path("runs") / "train") / "weights"
         trained = load(next(p for p in (folder / "best.pt", folder / "last.pt") if p.is_file()), str(self.device))
-        self.model, self.cfg, self.categories, self.checkpoint = trained.model, trained.cfg, trained.categories, \
-            trained.checkpoint  # fmt: skip
+        self.model, self.cfg, self.categories, self.checkpoint = (
+            trained.model,
+            trained.cfg,
+            trained.categories,
+            trained.checkpoint,
+        )
         self._predictor = None
         return metrics
 
@@ -190,9 +237,13 @@ class OnnxModel(Model):
         return exported_predictor(self.checkpoint, conf, max_det, self._device, precision)
 
     def val(
-        self, data: str | os.PathLike, split: str = "val", out_dir: str | os.PathLike | None = None,
-        precision: str = "fp32", save_worst: int = 0,
-    ) -> dict:  # fmt: skip
+        self,
+        data: str | os.PathLike,
+        split: str = "val",
+        out_dir: str | os.PathLike | None = None,
+        precision: str = "fp32",
+        save_worst: int = 0,
+    ) -> dict:
         """COCO box / mask AP of the graph on a split, as ``blendseg val model.onnx`` (export with ``--conf 0.05``
         to score it as the PyTorch model is scored; ``precision`` "bf16" for an OpenVINO model)."""
         from .engine.runner import validate
@@ -229,10 +280,15 @@ def load(source: str | os.PathLike, device: str = "auto") -> Model:
 
 
 def train(
-    preset: str | TrainConfig, data: str | os.PathLike, out: str | os.PathLike | None = None, *,
-    weights: str | os.PathLike | None = None, overrides: Sequence[str] | Mapping[str, object] = (),
-    resume: bool = False, evaluate: bool = True,
-) -> dict:  # fmt: skip
+    preset: str | TrainConfig,
+    data: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    weights: str | os.PathLike | None = None,
+    overrides: Sequence[str] | Mapping[str, object] = (),
+    resume: bool = False,
+    evaluate: bool = True,
+) -> dict:
     """Train ``preset`` (a name from ``blendseg presets`` or a :class:`TrainConfig`) on ``data`` (a data.yaml: COCO
     JSON or ultralytics YOLO layout) into ``out`` (default runs/PRESET), as ``blendseg train`` does; returns the
     final metrics (metrics.json). ``weights``: start from a blendseg checkpoint, an official AdelaiDet or

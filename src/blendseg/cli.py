@@ -390,24 +390,30 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--max-det", type=int, default=100, help="keep at most this many per image")
     pr.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda, cuda:N")
     pr.add_argument(
-        "--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16"],
         help="bf16: the network ~2x faster on CPUs with bf16 units (decoding and masks stay float32); fp16: CUDA",
-    )  # fmt: skip
+    )
     pr.add_argument(
-        "--fuse", action="store_true", help="batch norms folded into their convolutions (faster on a CPU; same results "
-        "up to float rounding)",
-    )  # fmt: skip
+        "--fuse",
+        action="store_true",
+        help="batch norms folded into their convolutions (faster on a CPU; same results up to float rounding)",
+    )
     pr.add_argument("--save-json", action="store_true", help="write predictions.json (boxes, scores, RLE masks)")
     pr.add_argument(
-        "--save-coco", action="store_true", help="pre-labels: a COCO dataset (coco/images + coco/annotations/"
+        "--save-coco",
+        action="store_true",
+        help="pre-labels: a COCO dataset (coco/images + coco/annotations/"
         "instances_default.json, polygons) that CVAT, Roboflow and Label Studio import",
-    )  # fmt: skip
+    )
     pr.add_argument("--save-txt", action="store_true", help="pre-labels: YOLO-seg labels/<name>.txt (ultralytics)")
     pr.add_argument("--no-draw", action="store_true", help="do not write <name>_pred.png drawings")
     pr.add_argument(
-        "--show-bases", action="store_true",
+        "--show-bases",
+        action="store_true",
         help="also <name>_bases.png: BlendMask bases and attentions, YOLACT prototypes and coefficients, MEInst codes",
-    )  # fmt: skip
+    )
     pr.add_argument(
         "--save-panoptic", action="store_true", help="panoptic models: also panoptic/*.png + panoptic.json (COCO)"
     )
@@ -419,26 +425,42 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
     ex = sub.add_parser("export", help="export a checkpoint as one ONNX graph (resize, network, NMS, masks)")
     ex.add_argument("checkpoint", help="blendseg .pt checkpoint (or a preset name: random weights)")
-    ex.add_argument("--format", default="onnx", choices=[f.name for f in FORMATS.values()],
-                    help="onnx (onnxruntime), or openvino: the same graph as an OpenVINO IR (.xml + .bin)")  # fmt: skip
+    ex.add_argument(
+        "--format",
+        default="onnx",
+        choices=[f.name for f in FORMATS.values()],
+        help="onnx (onnxruntime), or openvino: the same graph as an OpenVINO IR (.xml + .bin)",
+    )
     ex.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18; 19 with deformable convs)")
     ex.add_argument("--out", default=None, help="output file (default: the checkpoint's path with .onnx)")
     ex.add_argument("--conf", type=float, default=0.3, help="score threshold applied inside the graph")
     ex.add_argument("--max-det", type=int, default=100, help="at most this many detections per image")
     ex.add_argument(
-        "--compact-masks", action="store_true",
+        "--compact-masks",
+        action="store_true",
         help="output per-box mask probabilities (+ boxes) instead of (N, H, W) masks: memory follows the detections",
-    )  # fmt: skip
+    )
     ex.add_argument(
-        "--int8", action="store_true", help="static int8 quantisation of the network's convolutions, adds and ReLUs "
+        "--int8",
+        action="store_true",
+        help="static int8 quantisation of the network's convolutions, adds and ReLUs "
         "(onnxruntime), calibrated on --data's train split; decoding, NMS and masks stay float",
-    )  # fmt: skip
+    )
     ex.add_argument("--data", help="data.yaml whose train split calibrates --int8")
     ex.add_argument("--calib-images", type=int, default=64, help="calibration images for --int8")
-    ex.add_argument("--calib-method", default="MinMax", choices=["MinMax", "Entropy", "Percentile"],
-                    help="onnxruntime's activation range calibration for --int8")  # fmt: skip
-    ex.add_argument("--keep-float", nargs="+", default=[], metavar="MODULE",
-                    help="--int8: modules left in float (parts of their dotted names, e.g. cls_logits)")  # fmt: skip
+    ex.add_argument(
+        "--calib-method",
+        default="MinMax",
+        choices=["MinMax", "Entropy", "Percentile"],
+        help="onnxruntime's activation range calibration for --int8",
+    )
+    ex.add_argument(
+        "--keep-float",
+        nargs="+",
+        default=[],
+        metavar="MODULE",
+        help="--int8: modules left in float (parts of their dotted names, e.g. cls_logits)",
+    )
     ex.set_defaults(fn=_cmd_export)
 
 

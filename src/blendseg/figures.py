@@ -42,8 +42,10 @@ def bars_tile(values: Tensor) -> Image.Image:
     width = TILE / max(len(v), 1)
     for i, b in enumerate(v.tolist()):
         y = TILE // 2 - b * (TILE // 2 - 2)
-        d.rectangle([i * width, min(y, TILE // 2), (i + 1) * width - 1, max(y, TILE // 2)],
-                    fill=(200, 40, 40) if b > 0 else (40, 70, 200))  # fmt: skip
+        d.rectangle(
+            [i * width, min(y, TILE // 2), (i + 1) * width - 1, max(y, TILE // 2)],
+            fill=(200, 40, 40) if b > 0 else (40, 70, 200),
+        )
     return img
 
 
@@ -116,10 +118,12 @@ def blendmask_figure(model, cfg, image: Tensor, names=None, conf: float = 0.3, m
     k = out.bases.shape[1]
     fig = Figure(
         f"BlendMask: {k} bases (stride {b.bases_stride}), {len(dets)} instance(s) scoring >= {conf}",
-        ["bases, RoI bases: blue < 0 < red, each tile scaled to its own max |value|",
-         "attention k: softmax over the K bases at each pixel (black 0 .. white 1), resized M x M -> R x R",
-         "mask: sigmoid(sum_k attention_k * RoI basis_k), black 0 .. white 1 (>= 0.5 is the instance)"],
-    )  # fmt: skip
+        [
+            "bases, RoI bases: blue < 0 < red, each tile scaled to its own max |value|",
+            "attention k: softmax over the K bases at each pixel (black 0 .. white 1), resized M x M -> R x R",
+            "mask: sigmoid(sum_k attention_k * RoI basis_k), black 0 .. white 1 (>= 0.5 is the instance)",
+        ],
+    )
     fig.row(
         "input and bases", [("input", image_tile(x))] + [(f"basis {i}", signed_tile(out.bases[0, i])) for i in range(k)]
     )
@@ -150,14 +154,18 @@ def yolact_figure(model, cfg, image: Tensor, names=None, conf: float = 0.3, max_
     k = proto.shape[-1]
     fig = Figure(
         f"YOLACT: {k} prototypes, {len(dets)} instance(s) scoring >= {conf}",
-        ["prototypes (after ReLU): black 0 .. white max, each tile scaled to its own max",
-         "coefficients: one bar per prototype (tanh, red > 0, blue < 0), scaled to the max |value|",
-         "mask: sigmoid(prototypes @ coefficients) cropped to the box, black 0 .. white 1"],
-    )  # fmt: skip
+        [
+            "prototypes (after ReLU): black 0 .. white max, each tile scaled to its own max",
+            "coefficients: one bar per prototype (tanh, red > 0, blue < 0), scaled to the max |value|",
+            "mask: sigmoid(prototypes @ coefficients) cropped to the box, black 0 .. white 1",
+        ],
+    )
     per_row = 12
     for start in range(0, k, per_row):
-        tiles = [(f"proto {i}", prob_tile(proto[..., i] / proto[..., i].max().clamp(min=1e-6)))
-                 for i in range(start, min(k, start + per_row))]  # fmt: skip
+        tiles = [
+            (f"proto {i}", prob_tile(proto[..., i] / proto[..., i].max().clamp(min=1e-6)))
+            for i in range(start, min(k, start + per_row))
+        ]
         fig.row("prototypes" if start == 0 else "", ([("input", image_tile(x))] if start == 0 else []) + tiles)
     h, w = out.input_size
     for j in range(len(dets)):
@@ -179,9 +187,11 @@ def meinst_figure(model, cfg, image: Tensor, names=None, conf: float = 0.3, max_
     s = cfg.model.meinst.mask_size
     fig = Figure(
         f"MEInst: {cfg.model.meinst.dim_mask}-d mask codes decoded to {s} x {s}, {len(dets)} instance(s) >= {conf}",
-        ["code: the regressed vector, one bar per dimension (red > 0, blue < 0), scaled to the max |value|",
-         f"decoded mask: the code through the PCA decoder, {s} x {s} probabilities, black 0 .. white 1"],
-    )  # fmt: skip
+        [
+            "code: the regressed vector, one bar per dimension (red > 0, blue < 0), scaled to the max |value|",
+            f"decoded mask: the code through the PCA decoder, {s} x {s} probabilities, black 0 .. white 1",
+        ],
+    )
     fig.row("input", [("input", image_tile(x))])
     probs = model.mask_probs([dets])[0] if len(dets) else None
     for j in range(len(dets)):

@@ -149,8 +149,11 @@ def _torchvision_settings(cfg: Any, given: set[str]) -> Any:
             cfg = _replace_path(cfg, key.split("."), value, key)
             changed.append(f"{key}={value}")
     if changed:
-        print(f"model.backbone.weights=torchvision: set {', '.join(changed)} (what those weights were trained "
-              "with; an override of any of them wins)", file=sys.stderr)  # fmt: skip
+        print(
+            f"model.backbone.weights=torchvision: set {', '.join(changed)} (what those weights were trained "
+            "with; an override of any of them wins)",
+            file=sys.stderr,
+        )
     return cfg
 
 

@@ -56,9 +56,15 @@ class PredictionWriter:
     dataset; ``save_txt``, YOLO labels)."""
 
     def __init__(
-        self, out_dir: str | Path, categories: Categories, draw: bool = True, save_json: bool = True,
-        save_panoptic: bool = False, save_coco: bool = False, save_txt: bool = False,
-    ) -> None:  # fmt: skip
+        self,
+        out_dir: str | Path,
+        categories: Categories,
+        draw: bool = True,
+        save_json: bool = True,
+        save_panoptic: bool = False,
+        save_coco: bool = False,
+        save_txt: bool = False,
+    ) -> None:
         self.out_dir, self.categories = Path(out_dir), categories
         self.draw, self.save_panoptic = draw, save_panoptic
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -166,8 +172,9 @@ class PreLabels:
             lines, _ = coco_to_yolo_lines([a for a in anns if "segmentation" in a], image, index)
             for a in (a for a in anns if "segmentation" not in a):  # a box model: YOLO's box lines
                 x, y, bw, bh = a["bbox"]
-                lines.append(f"{index[a['category_id']]} {(x + bw / 2) / w:.6f} {(y + bh / 2) / h:.6f} "
-                             f"{bw / w:.6f} {bh / h:.6f}")  # fmt: skip
+                lines.append(
+                    f"{index[a['category_id']]} {(x + bw / 2) / w:.6f} {(y + bh / 2) / h:.6f} {bw / w:.6f} {bh / h:.6f}"
+                )
             label = self.out_dir / "labels" / f"{Path(name).stem}.txt"
             label.parent.mkdir(parents=True, exist_ok=True)
             label.write_text("".join(f"{line}\n" for line in lines))
@@ -192,8 +199,12 @@ def instance_annotations(result: Result, image_id: int, cat_ids: list[int], firs
     out = []
     masks = result.masks
     for i in range(len(result)):
-        ann = {"image_id": image_id, "category_id": cat_ids[int(result.labels[i])], "iscrowd": 0,
-               "score": round(float(result.scores[i]), 4)}  # fmt: skip
+        ann = {
+            "image_id": image_id,
+            "category_id": cat_ids[int(result.labels[i])],
+            "iscrowd": 0,
+            "score": round(float(result.scores[i]), 4),
+        }
         if masks is None:
             x0, y0, x1, y1 = (float(v) for v in result.boxes[i])
             ann.update(bbox=[x0, y0, x1 - x0, y1 - y0], area=(x1 - x0) * (y1 - y0))

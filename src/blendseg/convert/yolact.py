@@ -53,11 +53,16 @@ def _backbone(bb: dict[str, Any]) -> BackboneConfig:
     if bb.get("selected_layers", [1, 2, 3]) != [1, 2, 3]:
         raise ValueError(f"backbone.selected_layers {bb['selected_layers']}: only C3-C5 are supported")
     return BackboneConfig(
-        depth=DEPTHS.get(blocks, 50), norm="BN", freeze_at=0, stride_in_1x1=False,
+        depth=DEPTHS.get(blocks, 50),
+        norm="BN",
+        freeze_at=0,
+        stride_in_1x1=False,
         blocks_per_stage=() if blocks in DEPTHS else blocks,
-        deform_on_per_stage=tuple(d > 0 for d in dcn), deform_modulated=True, deform_interval=interval,
+        deform_on_per_stage=tuple(d > 0 for d in dcn),
+        deform_modulated=True,
+        deform_interval=interval,
         deform_bias=True,
-    )  # fmt: skip
+    )
 
 
 def _normalisation(transform: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -80,10 +85,12 @@ def official_to_train_config(c: dict[str, Any]) -> TrainConfig:
     if not f.get("use_conv_downsample", True) or f.get("relu_downsample_layers", False):
         raise ValueError("fpn: only use_conv_downsample=True with relu_downsample_layers=False is supported")
     fpn = FPNConfig(
-        out_channels=int(f["num_features"]), top_levels=int(f["num_downsample"]),
-        upsample=str(f.get("interpolation_mode", "bilinear")), relu_outputs=bool(f.get("relu_pred_layers", True)),
+        out_channels=int(f["num_features"]),
+        top_levels=int(f["num_downsample"]),
+        upsample=str(f.get("interpolation_mode", "bilinear")),
+        relu_outputs=bool(f.get("relu_pred_layers", True)),
         relu_before_p7=False,
-    )  # fmt: skip
+    )
     proto = c["mask_proto_net"]
     up = next(i for i, layer in enumerate(proto) if layer[0] is None)
     if proto[up][1] != -2 or len(proto) != up + 3 or proto[-1][1] != 1:
@@ -121,16 +128,27 @@ def official_to_train_config(c: dict[str, Any]) -> TrainConfig:
     model = YolactConfig(backbone=backbone, fpn=fpn, yolact=head, pixel_mean=mean, pixel_std=std)
     size = int(c["max_size"])
     data = DataConfig(
-        square_size=size, augment="ssd", with_masks=True, min_size_train=(size,), max_size_train=size,
-        min_size_test=size, max_size_test=size,
-    )  # fmt: skip
+        square_size=size,
+        augment="ssd",
+        with_masks=True,
+        min_size_train=(size,),
+        max_size_train=size,
+        min_size_test=size,
+        max_size_test=size,
+    )
     lr = float(c["lr"])
     solver = SolverConfig(
-        base_lr=lr, momentum=float(c["momentum"]), weight_decay=float(c["decay"]), weight_decay_norm=float(c["decay"]),
-        ims_per_batch=8, max_iter=int(c["max_iter"]), steps=tuple(int(s) for s in c["lr_steps"]),
-        gamma=float(c["gamma"]), warmup_iters=int(c.get("lr_warmup_until", 500)),
+        base_lr=lr,
+        momentum=float(c["momentum"]),
+        weight_decay=float(c["decay"]),
+        weight_decay_norm=float(c["decay"]),
+        ims_per_batch=8,
+        max_iter=int(c["max_iter"]),
+        steps=tuple(int(s) for s in c["lr_steps"]),
+        gamma=float(c["gamma"]),
+        warmup_iters=int(c.get("lr_warmup_until", 500)),
         warmup_factor=float(c.get("lr_warmup_init", lr)) / lr,
-    )  # fmt: skip
+    )
     return TrainConfig(model=model, data=data, solver=solver)
 
 

@@ -62,9 +62,12 @@ def convert_dataset(data_yaml: str | os.PathLike, to: str, out: str | os.PathLik
 
 
 def convert_from(
-    source: str | os.PathLike, fmt: str, out: str | os.PathLike, images: str | None = None,
+    source: str | os.PathLike,
+    fmt: str,
+    out: str | os.PathLike,
+    images: str | None = None,
     attribute: str | None = None,
-) -> tuple[Path, list[str]]:  # fmt: skip
+) -> tuple[Path, list[str]]:
     """A LabelMe folder or a VIA JSON (``fmt``: "labelme" or "via"; :mod:`.labelme_via`) written as a COCO dataset
     in CVAT's layout under ``out``: ``annotations/instances_default.json`` (checked: the fixes training makes are
     made and said) and ``images``, a link to the images' folder. ``blendseg train PRESET OUT`` reads it (a val

@@ -56,6 +56,10 @@ def fit_encoding(dataset, dim: int = 60, mask_size: int = 28, sigmoid: bool = Tr
     codec.load_fit(comps, ev, mean)
     ious = torch.cat([reconstruction_iou(codec, b, g) for b in box_masks(dataset, mask_size)])
     return {
-        "components": comps, "explained_variance": ev, "mean": mean, "explained_variance_ratio": ratio,
-        "num_masks": pca.n, "reconstruction_miou": float(ious.mean()),
-    }  # fmt: skip
+        "components": comps,
+        "explained_variance": ev,
+        "mean": mean,
+        "explained_variance_ratio": ratio,
+        "num_masks": pca.n,
+        "reconstruction_miou": float(ious.mean()),
+    }

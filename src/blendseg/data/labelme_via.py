@@ -63,11 +63,17 @@ class _Builder:
             self.coco["categories"].append({"id": self.cat_ids[label], "name": label})
         im = self.coco["images"][image_id - 1]
         usable = [r for r in rings if len(r) >= 6]
-        self.coco["annotations"].append({
-            "id": len(self.coco["annotations"]) + 1, "image_id": image_id, "category_id": self.cat_ids[label],
-            "segmentation": rings, "bbox": _polygon_box(rings), "iscrowd": 0,
-            "area": area(segm_to_rle(usable, im["height"], im["width"])) if usable else 0.0,
-        })  # fmt: skip
+        self.coco["annotations"].append(
+            {
+                "id": len(self.coco["annotations"]) + 1,
+                "image_id": image_id,
+                "category_id": self.cat_ids[label],
+                "segmentation": rings,
+                "bbox": _polygon_box(rings),
+                "iscrowd": 0,
+                "area": area(segm_to_rle(usable, im["height"], im["width"])) if usable else 0.0,
+            }
+        )
 
 
 def read_labelme(folder: str | os.PathLike) -> tuple[dict, Path, list[Problem]]:
@@ -124,8 +130,12 @@ def read_labelme(folder: str | os.PathLike) -> tuple[dict, Path, list[Problem]]:
     return out.coco, folder, probs
 
 
-def read_via(path: str | os.PathLike, images_dir: str | os.PathLike | None = None, attribute: str | None = None,
-             default_class: str = "object") -> tuple[dict, Path, list[Problem]]:  # fmt: skip
+def read_via(
+    path: str | os.PathLike,
+    images_dir: str | os.PathLike | None = None,
+    attribute: str | None = None,
+    default_class: str = "object",
+) -> tuple[dict, Path, list[Problem]]:
     """A COCO dict of a VIA JSON export or project file (images looked up in ``images_dir``, default: the JSON's
     folder), the images folder, and the problems."""
     path = Path(path)
@@ -137,8 +147,11 @@ def read_via(path: str | os.PathLike, images_dir: str | os.PathLike | None = Non
         return {"images": [], "annotations": [], "categories": []}, root, [Problem("error", str(path), f"{e}")]
     doc = doc.get("_via_img_metadata", doc) if isinstance(doc, dict) else doc
     if not isinstance(doc, dict) or not all(isinstance(v, dict) and "filename" in v for v in doc.values()):
-        return {"images": [], "annotations": [], "categories": []}, root, [
-            Problem("error", str(path), "not a VIA export ({key: {filename, regions}})")]  # fmt: skip
+        return (
+            {"images": [], "annotations": [], "categories": []},
+            root,
+            [Problem("error", str(path), "not a VIA export ({key: {filename, regions}})")],
+        )
     out, skipped = _Builder(), {}
     for entry in doc.values():
         name = str(entry["filename"])

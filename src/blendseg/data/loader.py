@@ -204,9 +204,14 @@ def build_loader(
     if not train:
         sampler = list(range(get_rank(), len(dataset), world)) if world > 1 else SequentialSampler(dataset)
         return DataLoader(
-            EvalSamples(dataset, strict), batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-            collate_fn=collate_fn, pin_memory=pin_memory, persistent_workers=num_workers > 0,  # across evaluations
-        )  # fmt: skip
+            EvalSamples(dataset, strict),
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=num_workers,
+            collate_fn=collate_fn,
+            pin_memory=pin_memory,
+            persistent_workers=num_workers > 0,  # across evaluations
+        )
     if repeat_threshold > 0:  # rare classes' images repeated (the dataset needs COCO ``images`` / ``anns``)
         sampler = RepeatFactorSampler(dataset, repeat_factors(dataset, repeat_threshold), world, get_rank(), seed)
     else:
@@ -217,7 +222,11 @@ def build_loader(
     else:
         batches = BatchSampler(sampler, batch_size, drop_last=True)
     return DataLoader(
-        TrainSamples(dataset, seed, strict), batch_sampler=EpochBatches(batches), num_workers=num_workers,
-        collate_fn=collate_fn, persistent_workers=num_workers > 0, pin_memory=pin_memory,
+        TrainSamples(dataset, seed, strict),
+        batch_sampler=EpochBatches(batches),
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+        persistent_workers=num_workers > 0,
+        pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(seed),  # the workers' base seed: not drawn from the global RNG
-    )  # fmt: skip
+    )

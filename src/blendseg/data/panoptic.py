@@ -178,11 +178,17 @@ def panoptic_to_instances(data: dict, masks_dir: str | os.PathLike) -> dict:
             if len(ys) == 0:
                 continue
             bbox = s.get("bbox") or [int(xs.min()), int(ys.min()), int(xs.ptp()) + 1, int(ys.ptp()) + 1]
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": ann["image_id"], "category_id": s["category_id"],
-                "segmentation": encode(mask), "area": float(len(ys)), "bbox": [float(v) for v in bbox],
-                "iscrowd": int(s.get("iscrowd", 0)),
-            })  # fmt: skip
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": ann["image_id"],
+                    "category_id": s["category_id"],
+                    "segmentation": encode(mask),
+                    "area": float(len(ys)),
+                    "bbox": [float(v) for v in bbox],
+                    "iscrowd": int(s.get("iscrowd", 0)),
+                }
+            )
     return {"images": data["images"], "annotations": annotations, "categories": things}
 
 
@@ -201,10 +207,15 @@ class CocoPanoptic(CocoInstances):
     """
 
     def __init__(
-        self, panoptic_json: str | os.PathLike, panoptic_dir: str | os.PathLike, images_dir: str | os.PathLike,
-        ann_file: str | os.PathLike | None = None, with_panoptic_sem: bool = False, check_files: bool = False,
+        self,
+        panoptic_json: str | os.PathLike,
+        panoptic_dir: str | os.PathLike,
+        images_dir: str | os.PathLike,
+        ann_file: str | os.PathLike | None = None,
+        with_panoptic_sem: bool = False,
+        check_files: bool = False,
         **kwargs,
-    ) -> None:  # fmt: skip
+    ) -> None:
         pan = load_panoptic_json(panoptic_json)
         raise_on_errors(check_panoptic(pan, str(panoptic_json)))
         data = None
@@ -215,8 +226,10 @@ class CocoPanoptic(CocoInstances):
             raise_on_errors(probs)
             ann_file = panoptic_json
             if time.perf_counter() - t0 > 30:
-                print(f"{panoptic_json}: instances derived from the PNGs in {time.perf_counter() - t0:.0f} s "
-                      "(name an instances JSON as 'annotations' in data.yaml to skip this)")  # fmt: skip
+                print(
+                    f"{panoptic_json}: instances derived from the PNGs in {time.perf_counter() - t0:.0f} s "
+                    "(name an instances JSON as 'annotations' in data.yaml to skip this)"
+                )
         kwargs["decode_min_side"] = 0  # the panoptic PNGs are read at the image's full size
         super().__init__(ann_file, images_dir, data=data, check_files=check_files, **kwargs)
         thing_ids = sorted(c["id"] for c in pan["categories"] if c.get("isthing"))

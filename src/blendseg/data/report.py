@@ -32,21 +32,27 @@ def summarize(data: dict, class_names: list[str], cfg: TrainConfig | None = None
         return ["no images"]
     sizes = sorted((im["width"] * im["height"], im["width"], im["height"]) for im in images)
     med = sizes[len(sizes) // 2]
-    lines = [f"{len(images)} images, {len(anns)} instances, {len(class_names)} classes; image sizes "
-             f"{sizes[0][1]}x{sizes[0][2]} to {sizes[-1][1]}x{sizes[-1][2]} (median {med[1]}x{med[2]})"]  # fmt: skip
+    lines = [
+        f"{len(images)} images, {len(anns)} instances, {len(class_names)} classes; image sizes "
+        f"{sizes[0][1]}x{sizes[0][2]} to {sizes[-1][1]}x{sizes[-1][2]} (median {med[1]}x{med[2]})"
+    ]
     per_image: dict[int, int] = {}
     for a in anns:
         per_image[a["image_id"]] = per_image.get(a["image_id"], 0) + 1
     counts = [per_image.get(im["id"], 0) for im in images]
-    line = (f"instances per image: median {statistics.median(counts):g}, max {max(counts)}; "
-            f"{counts.count(0)} image(s) without any")  # fmt: skip
+    line = (
+        f"instances per image: median {statistics.median(counts):g}, max {max(counts)}; "
+        f"{counts.count(0)} image(s) without any"
+    )
     head = getattr(cfg.model, cfg.model.classes_field) if cfg is not None else None
     max_det = getattr(head, "post_nms_topk", None) or getattr(head, "max_num_detections", None)
     if max_det and max(counts) > 0.8 * max_det:
         crowded = sum(c > 0.8 * max_det for c in counts)
         key = "post_nms_topk" if hasattr(head, "post_nms_topk") else "max_num_detections"
-        line += (f"; {crowded} image(s) come near or past the model's {max_det} detections an image: raise it "
-                 f"(model.{cfg.model.classes_field}.{key})")  # fmt: skip
+        line += (
+            f"; {crowded} image(s) come near or past the model's {max_det} detections an image: raise it "
+            f"(model.{cfg.model.classes_field}.{key})"
+        )
     lines.append(line)
     lines += _sizes(data, anns, cfg, head) if cfg is not None else []
     lines += _balance(images, anns, data, class_names, train)
@@ -68,25 +74,33 @@ def _sizes(data: dict, anns: list[dict], cfg: TrainConfig, head) -> list[str]:
     q = lambda f: sides[min(len(sides) - 1, int(f * len(sides)))]  # noqa: E731
     d = cfg.data
     at = f"{d.square_size}x{d.square_size}" if d.square_size > 0 else f"{d.min_size_test} (max {d.max_size_test})"
-    lines = [f"object size after the resize to {at}: longer side {q(0.05):.0f} / {q(0.5):.0f} / {q(0.95):.0f} px "
-             "(5th / 50th / 95th percentile)"]  # fmt: skip
+    lines = [
+        f"object size after the resize to {at}: longer side {q(0.05):.0f} / {q(0.5):.0f} / {q(0.95):.0f} px "
+        "(5th / 50th / 95th percentile)"
+    ]
     ranges = getattr(head, "sizes_of_interest", None)
     strides = getattr(head, "strides", None)
     if ranges and strides:
         edges = [0, *ranges, math.inf]
         levels = [sum(lo <= s / 2 < hi for s in sides) for lo, hi in zip(edges, edges[1:])]  # FCOS: max distance
         names = [f"P{int(math.log2(s))}" for s in strides]
-        lines.append("by FCOS level (its size ranges " + ", ".join(map(str, ranges)) + "): "
-                     + ", ".join(f"{n} {k}" for n, k in zip(names, levels)))  # fmt: skip
+        lines.append(
+            "by FCOS level (its size ranges "
+            + ", ".join(map(str, ranges))
+            + "): "
+            + ", ".join(f"{n} {k}" for n, k in zip(names, levels))
+        )
     finest = strides[0] if strides else None
     if finest:
         small = sum(s < finest for s in sides)
         if small > 0.05 * len(sides):
             grow = finest / max(q(0.05), 1e-3)
             size = int(math.ceil(min(d.min_size_test * grow, 4 * d.min_size_test) / 32) * 32)
-            lines.append(f"{small} of {len(sides)} objects are smaller than the finest stride ({finest} px) after "
-                         "the resize: the network hardly sees them; a larger input helps, e.g. "
-                         f"data.min_size_train=[{size}] data.min_size_test={size} (max sizes to match)")  # fmt: skip
+            lines.append(
+                f"{small} of {len(sides)} objects are smaller than the finest stride ({finest} px) after "
+                "the resize: the network hardly sees them; a larger input helps, e.g. "
+                f"data.min_size_train=[{size}] data.min_size_test={size} (max sizes to match)"
+            )
     return lines
 
 
@@ -105,8 +119,10 @@ def _balance(images: list[dict], anns: list[dict], data: dict, class_names: list
     fractions = sorted(len(img[c]) / len(images) for c in cat_ids)
     if train and len(fractions) > 1 and fractions[0] * 10 < fractions[-1]:
         t = statistics.median(fractions)
-        lines.append(f"class balance: the rarest class is in {fractions[0]:.1%} of the images, the commonest in "
-                     f"{fractions[-1]:.1%}; repeat the rare ones: data.repeat_threshold={t:.3g}")  # fmt: skip
+        lines.append(
+            f"class balance: the rarest class is in {fractions[0]:.1%} of the images, the commonest in "
+            f"{fractions[-1]:.1%}; repeat the rare ones: data.repeat_threshold={t:.3g}"
+        )
     return lines
 
 
@@ -135,8 +151,7 @@ def plot_labels(data: dict, class_names: list[str], path: str | Path) -> Path:
     bw = [a["bbox"][2] / im["width"] for a, im in rel]
     bh = [a["bbox"][3] / im["height"] for a, im in rel]
     ax[2].scatter(bw, bh, s=2, alpha=0.3, color="tab:orange")
-    ax[2].set(title="box sizes", xlabel="width / image width", ylabel="height / image height", xlim=(0, 1),
-              ylim=(0, 1))  # fmt: skip
+    ax[2].set(title="box sizes", xlabel="width / image width", ylabel="height / image height", xlim=(0, 1), ylim=(0, 1))
     per_image: dict[int, int] = {im_id: 0 for im_id in by_id}
     for a in anns:
         per_image[a["image_id"]] += 1

@@ -187,8 +187,10 @@ def group_key(file_name: str) -> str:
 def holdout(data: dict, part: str, seed: int = 0) -> dict:
     """The ``part`` ("train" or "val") of a COCO dict split by image group (:func:`group_key`): val is the
     :data:`HOLDOUT` fraction of groups (at least one) first in the order of a seeded hash of their keys."""
-    groups = sorted({group_key(im["file_name"]) for im in data["images"]},
-                    key=lambda g: hashlib.sha1(f"{seed}/{g}".encode()).hexdigest())  # fmt: skip
+    groups = sorted(
+        {group_key(im["file_name"]) for im in data["images"]},
+        key=lambda g: hashlib.sha1(f"{seed}/{g}".encode()).hexdigest(),
+    )
     val = set(groups[: max(1, round(HOLDOUT * len(groups)))]) if len(groups) > 1 else set()
     images = [im for im in data["images"] if (group_key(im["file_name"]) in val) == (part == "val")]
     ids = {im["id"] for im in images}

@@ -290,10 +290,15 @@ def render_image(
             and all(0 <= x <= w and 0 <= y <= h for p in polys for x, y in p)
         )
         segm = [[round(float(c), 2) for xy in p for c in xy] for p in polys] if exact else rle
-        anns.append({
-            "category_id": 1 + (cat if cat >= 0 else 0), "segmentation": segm, "area": float(visible.sum()),
-            "bbox": [round(v, 2) for v in to_bbox(rle)], "iscrowd": int(cat < 0),
-        })  # fmt: skip
+        anns.append(
+            {
+                "category_id": 1 + (cat if cat >= 0 else 0),
+                "segmentation": segm,
+                "area": float(visible.sum()),
+                "bbox": [round(v, 2) for v in to_bbox(rle)],
+                "iscrowd": int(cat < 0),
+            }
+        )
     img = img + rng.normal(0, 2.5, img.shape)
     img = np.clip(img, 0, 255).astype(np.uint8)
     if not panoptic:
@@ -326,7 +331,7 @@ def _panoptic_segments(
 
 def write_split(
     out: Path, split: str, num: int, seed: int, min_size: int, max_size: int, difficulty: str, panoptic: bool = False
-) -> Path:  # fmt: skip
+) -> Path:
     img_dir = out / split / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
     images, annotations, pan_annotations = [], [], []
@@ -366,9 +371,15 @@ def write_split(
 
 
 def synthesize(
-    out: str | Path, train: int, val: int, seed: int = 0, min_size: int = 256, max_size: int = 320,
-    difficulty: str = "normal", panoptic: bool = False,
-) -> Path:  # fmt: skip
+    out: str | Path,
+    train: int,
+    val: int,
+    seed: int = 0,
+    min_size: int = 256,
+    max_size: int = 320,
+    difficulty: str = "normal",
+    panoptic: bool = False,
+) -> Path:
     """Write ``OUT/data.yaml`` and the train / val splits (with ``panoptic`` also their COCO panoptic PNGs and
     JSON, named in data.yaml); returns the data.yaml path."""
     if difficulty not in DIFFICULTY:

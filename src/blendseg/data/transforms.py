@@ -147,9 +147,14 @@ def _flip_rings(rings, w: int):
 
 
 def build_transforms(
-    train: bool, min_size_train: tuple[int, ...], min_size_train_sampling: str, max_size_train: int,
-    min_size_test: int, max_size_test: int, hflip: bool,
-) -> Compose:  # fmt: skip
+    train: bool,
+    min_size_train: tuple[int, ...],
+    min_size_train_sampling: str,
+    max_size_train: int,
+    min_size_test: int,
+    max_size_test: int,
+    hflip: bool,
+) -> Compose:
     """The reference pipeline: shortest-edge resize (+ flip in training), then clip / filter boxes."""
     if train:
         ts = [ToTvTensors(), ResizeShortestEdge(min_size_train, max_size_train, min_size_train_sampling)]
@@ -170,9 +175,14 @@ def transforms_for(d, train: bool, fill: tuple[float, float, float] = (0.0, 0.0,
         if d.augment == "ssd":
             raise ValueError("data.augment='ssd' needs data.square_size > 0 (the YOLACT input)")
         return build_transforms(
-            train, d.min_size_train, d.min_size_train_sampling, d.max_size_train, d.min_size_test, d.max_size_test,
+            train,
+            d.min_size_train,
+            d.min_size_train_sampling,
+            d.max_size_train,
+            d.min_size_test,
+            d.max_size_test,
             d.hflip_train,
-        )  # fmt: skip
+        )
     from .ssd_augment import Mirror, SquareResize, SSDAugmentation
 
     ts: list = []

@@ -117,10 +117,17 @@ def yolo_to_coco(source: str | os.PathLike, names: list[str], root: str | os.Pat
             cls, poly = parsed
             xs, ys = poly[0::2], poly[1::2]
             box = [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
-            coco["annotations"].append({
-                "id": len(coco["annotations"]) + 1, "image_id": image_id, "category_id": cls + 1, "bbox": box,
-                "segmentation": [poly], "area": _area(poly, width, height), "iscrowd": 0,
-            })  # fmt: skip
+            coco["annotations"].append(
+                {
+                    "id": len(coco["annotations"]) + 1,
+                    "image_id": image_id,
+                    "category_id": cls + 1,
+                    "bbox": box,
+                    "segmentation": [poly],
+                    "area": _area(poly, width, height),
+                    "iscrowd": 0,
+                }
+            )
     if background:
         probs.append(Problem("warning", str(source), f"{background} image(s) without a label file: background"))
     orphans = _orphan_labels(images, labelled)

@@ -14,8 +14,13 @@ class RunFolderError(ValueError):
     """A folder that cannot be compared, named in the message."""
 
 
-COLUMNS = (("box AP", "bbox", "AP"), ("box AP50", "bbox", "AP50"), ("mask AP", "segm", "AP"),
-           ("mask AP50", "segm", "AP50"), ("PQ", "panoptic", "PQ"))  # fmt: skip
+COLUMNS = (
+    ("box AP", "bbox", "AP"),
+    ("box AP50", "bbox", "AP50"),
+    ("mask AP", "segm", "AP"),
+    ("mask AP50", "segm", "AP50"),
+    ("PQ", "panoptic", "PQ"),
+)
 
 
 def read_run(path: str | Path) -> dict:
@@ -29,10 +34,17 @@ def read_run(path: str | Path) -> dict:
         raise RunFolderError(f"{folder}: the run has no evaluation (results.csv / metrics.json)")
     log = _records(folder / "train_log.jsonl")
     steps = [r for r in log if "loss" in r]
-    classes = sorted({k[3:] for section in metrics.values() if isinstance(section, dict) for k in section
-                      if k.startswith("AP-")})  # fmt: skip
-    return {"name": folder.name if folder.name not in ("", ".") else str(folder), "path": folder, "rows": rows,
-            "metrics": metrics, "steps": steps, "classes": classes}  # fmt: skip
+    classes = sorted(
+        {k[3:] for section in metrics.values() if isinstance(section, dict) for k in section if k.startswith("AP-")}
+    )
+    return {
+        "name": folder.name if folder.name not in ("", ".") else str(folder),
+        "path": folder,
+        "rows": rows,
+        "metrics": metrics,
+        "steps": steps,
+        "classes": classes,
+    }
 
 
 def compare(paths: list[str | Path], out_dir: str | Path) -> tuple[str, Path]:
@@ -45,8 +57,11 @@ def compare(paths: list[str | Path], out_dir: str | Path) -> tuple[str, Path]:
         for r in runs:
             r["name"] = str(r["path"])
     if len({tuple(r["classes"]) for r in runs if r["classes"]}) > 1:
-        print("warning: the runs were evaluated on different classes (different datasets?): " +
-              "; ".join(f"{r['name']}: {', '.join(r['classes'])}" for r in runs), file=sys.stderr)  # fmt: skip
+        print(
+            "warning: the runs were evaluated on different classes (different datasets?): "
+            + "; ".join(f"{r['name']}: {', '.join(r['classes'])}" for r in runs),
+            file=sys.stderr,
+        )
     cols = [c for c in COLUMNS if any(c[1] in r["metrics"] for r in runs)]
     head = ["run", "iterations", "minutes", *[c[0] for c in cols], "best.pt"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

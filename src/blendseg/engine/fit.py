@@ -73,9 +73,17 @@ class TrainState:
 
     # field -> its key in a checkpoint (the names a user reads in last.pt; elapsed_s and the per-rank places are
     # written by fit, which knows the clock and the other ranks)
-    SAVED_AS = {"it": "iteration", "best": "best", "best_metric": "best_metric", "best_it": "best_iteration",
-                "stale": "stale_evaluations", "nonfinite": "nonfinite_steps", "skipped": "skipped_images",
-                "epoch": "epoch", "batch": "epoch_batch"}  # fmt: skip
+    SAVED_AS = {
+        "it": "iteration",
+        "best": "best",
+        "best_metric": "best_metric",
+        "best_it": "best_iteration",
+        "stale": "stale_evaluations",
+        "nonfinite": "nonfinite_steps",
+        "skipped": "skipped_images",
+        "epoch": "epoch",
+        "batch": "epoch_batch",
+    }
 
     def saved(self) -> dict:
         return {key: getattr(self, name) for name, key in self.SAVED_AS.items()}
@@ -211,12 +219,20 @@ def fit(
         mine = (rng_state(device), [state.epoch, state.batch])
         ranks = gather_objects(mine) if every_rank else [mine]
         if is_main_process():
-            save_checkpoint(path, {
-                "model": {k: v.contiguous() for k, v in model.state_dict().items()},
-                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "config": to_dict(cfg),
-                "elapsed_s": time.perf_counter() - t0, "rng": [r for r, _ in ranks],
-                "data_places": [p for _, p in ranks], **state.saved(), **(extra_state or {}),
-            })  # fmt: skip
+            save_checkpoint(
+                path,
+                {
+                    "model": {k: v.contiguous() for k, v in model.state_dict().items()},
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "config": to_dict(cfg),
+                    "elapsed_s": time.perf_counter() - t0,
+                    "rng": [r for r, _ in ranks],
+                    "data_places": [p for _, p in ranks],
+                    **state.saved(),
+                    **(extra_state or {}),
+                },
+            )
 
     def evaluate() -> dict:
         """Evaluate; on the main process keep best.pt by :func:`selection_metric` and count the evaluations since
@@ -308,9 +324,17 @@ def fit(
 
 
 def _step(
-    model: nn.Module, optimizer, scaler, data: Iterator, state: TrainState, solver, device: torch.device,
-    log: RunLog, out_dir: Path, class_names: list[str] | None,
-) -> tuple[dict[str, float] | None, float]:  # fmt: skip
+    model: nn.Module,
+    optimizer,
+    scaler,
+    data: Iterator,
+    state: TrainState,
+    solver,
+    device: torch.device,
+    log: RunLog,
+    out_dir: Path,
+    class_names: list[str] | None,
+) -> tuple[dict[str, float] | None, float]:
     """One iteration: ``solver.accumulate`` micro-batches drawn (the first steps' drawn to train_batch*.jpg),
     unreadable images reported once each, the training step; ``state`` advanced. Returns (the losses with the
     batch's instance count under ``instances``, images per second), or (None, 0) for a non-finite step skipped under

@@ -99,9 +99,12 @@ def probe_targets(n: int, size: tuple[int, int], device: torch.device) -> list[d
 
 
 def estimate_memory(
-    model: nn.Module, cfg: TrainConfig, device: torch.device, autocast: Callable = contextlib.nullcontext,
+    model: nn.Module,
+    cfg: TrainConfig,
+    device: torch.device,
+    autocast: Callable = contextlib.nullcontext,
     peak: Callable[[Callable[[], None]], float] | None = None,
-) -> MemoryEstimate | None:  # fmt: skip
+) -> MemoryEstimate | None:
     """The estimate for ``model`` (on ``device``, in training mode) under ``cfg``, its forward in ``autocast()``
     (the training's); None off CUDA (``peak``: the peak bytes of running a function, CUDA's allocator statistics by
     default; given, it runs anywhere)."""

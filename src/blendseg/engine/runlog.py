@@ -25,10 +25,15 @@ class RunLog:
     """Progress, ``train_log.jsonl``, ``results.csv`` / ``results.png`` on the main process (no-ops elsewhere)."""
 
     def __init__(
-        self, out_dir: Path, budget: float, max_iter: int, start_it: int = 0, spent: float = 0.0,
+        self,
+        out_dir: Path,
+        budget: float,
+        max_iter: int,
+        start_it: int = 0,
+        spent: float = 0.0,
         line_every_s: float = 30.0,
         tensorboard: bool = False,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.main, self.out_dir, self.budget, self.max_iter = is_main_process(), out_dir, budget, max_iter
         self.tb = tensorboard_writer(out_dir) if tensorboard and self.main else None
         self.file = open(out_dir / "train_log.jsonl", "a") if self.main else None  # noqa: SIM115
@@ -36,9 +41,13 @@ class RunLog:
         self.line_every_s, self.last_line = line_every_s, 0.0
         total, start = (int(budget), int(spent)) if budget > 0 else (max_iter, start_it)
         self.bar = tqdm(
-            total=total, initial=start, unit="s" if budget > 0 else "it", disable=not self.main or self.lines,
-            dynamic_ncols=True, mininterval=2,
-        )  # fmt: skip
+            total=total,
+            initial=start,
+            unit="s" if budget > 0 else "it",
+            disable=not self.main or self.lines,
+            dynamic_ncols=True,
+            mininterval=2,
+        )
         self.sums: dict[str, float] = {}
         self.count = 0
 

@@ -132,9 +132,14 @@ class Evaluation:
     model for the metrics; :meth:`save` then writes the report of that call beside ``metrics.json``."""
 
     def __init__(
-        self, cfg: TrainConfig, data_yaml: str, device: torch.device, split: str = "val",
-        out_dir: str | Path | None = None, precision: str = "fp32",
-    ) -> None:  # fmt: skip
+        self,
+        cfg: TrainConfig,
+        data_yaml: str,
+        device: torch.device,
+        split: str = "val",
+        out_dir: str | Path | None = None,
+        precision: str = "fp32",
+    ) -> None:
         self.dataset = build_dataset(cfg, data_yaml, split, train=False)
         num = getattr(cfg.model, cfg.model.classes_field).num_classes
         if num != len(self.dataset.class_names):  # labels past the data's categories: nothing to score them by
@@ -143,10 +148,14 @@ class Evaluation:
                 f"({', '.join(self.dataset.class_names)}): evaluate on data with the model's classes"
             )
         self.loader = build_loader(
-            self.dataset, max(1, step_batch(cfg.solver, get_world_size())[1]), False, cfg.data.num_workers,
+            self.dataset,
+            max(1, step_batch(cfg.solver, get_world_size())[1]),
+            False,
+            cfg.data.num_workers,
             cfg.model.size_divisibility,
-            strict=cfg.data.strict, pin_memory=device.type == "cuda",
-        )  # fmt: skip
+            strict=cfg.data.strict,
+            pin_memory=device.type == "cuda",
+        )
         ds = self.dataset
         iou_types = ("bbox", "segm") if get_arch(cfg.model.arch).masks else ("bbox",)
         self.coco = COCOEvaluator(ds.coco, ds.contiguous_to_cat_id, ds.class_names, iou_types)
@@ -185,8 +194,13 @@ class ExportedEvaluation(Evaluation):
     does), box and mask AP by the same evaluator and report."""
 
     def __init__(
-        self, path: str | Path, data_yaml: str, split: str = "val", device: str = "cpu", precision: str = "fp32",
-    ) -> None:  # fmt: skip
+        self,
+        path: str | Path,
+        data_yaml: str,
+        split: str = "val",
+        device: str = "cpu",
+        precision: str = "fp32",
+    ) -> None:
         from ..inference.onnx_runtime import exported_predictor
 
         self.predictor = exported_predictor(path, None, 10**6, device, precision)  # everything the graph outputs
@@ -267,9 +281,13 @@ def loader_workers(num_workers: int, device: torch.device, cores: int | None = N
 
 
 def train(
-    cfg: TrainConfig, data_yaml: str, out_dir: str | Path, resume: bool = False, evaluate: bool = True,
+    cfg: TrainConfig,
+    data_yaml: str,
+    out_dir: str | Path,
+    resume: bool = False,
+    evaluate: bool = True,
     init_weights: str | None = None,
-) -> dict:  # fmt: skip
+) -> dict:
     """Train on the ``train`` split, evaluate on ``val`` (if present); returns the final metrics. ``init_weights``:
     a blendseg checkpoint (e.g. a converted official model) to start from, shape-mismatched keys skipped."""
     device = resolve_device(cfg.device)
@@ -294,9 +312,15 @@ def train(
 
 
 def _train_in(
-    cfg: TrainConfig, ds: CocoInstances, data_yaml: str, out_dir: Path, device: torch.device, resume: bool,
-    evaluate: bool, init_weights: str | None,
-) -> dict:  # fmt: skip
+    cfg: TrainConfig,
+    ds: CocoInstances,
+    data_yaml: str,
+    out_dir: Path,
+    device: torch.device,
+    resume: bool,
+    evaluate: bool,
+    init_weights: str | None,
+) -> dict:
     """The body of :func:`train` once the run folder and its log.txt exist."""
     if is_main_process():
         (out_dir / "config.yaml").write_text(dump_yaml(cfg))
@@ -308,10 +332,17 @@ def _train_in(
     group = cfg.data.aspect_ratio_grouping and cfg.data.square_size <= 0  # a squash leaves nothing to group
     workers = loader_workers(cfg.data.num_workers, device)
     loader = build_loader(
-        ds, micro_batch(cfg.solver, get_world_size()), True, workers, cfg.model.size_divisibility, cfg.seed, group,
-        cfg.data.strict, pin_memory=device.type == "cuda",  # pinned batches: the copies to the GPU run async
+        ds,
+        micro_batch(cfg.solver, get_world_size()),
+        True,
+        workers,
+        cfg.model.size_divisibility,
+        cfg.seed,
+        group,
+        cfg.data.strict,
+        pin_memory=device.type == "cuda",  # pinned batches: the copies to the GPU run async
         repeat_threshold=cfg.data.repeat_threshold,
-    )  # fmt: skip
+    )
     model = build_model(cfg.model)
     last = out_dir / "weights" / "last.pt"
     resuming = resume and bool(broadcast_object(is_main_process() and last.is_file()))  # rank 0's disk decides
@@ -322,8 +353,10 @@ def _train_in(
         loaded, skipped = load_matching(model, state)
         if is_main_process():
             own = model.state_dict()
-            print(f"initialised {len(loaded)} of the model's {len(own)} tensors from {init_weights} "
-                  f"({what}); {_skipped_report(own, state, skipped)}")  # fmt: skip
+            print(
+                f"initialised {len(loaded)} of the model's {len(own)} tensors from {init_weights} "
+                f"({what}); {_skipped_report(own, state, skipped)}"
+            )
     log = print if is_main_process() else (lambda *_: None)
     if hasattr(model, "prepare") and not resuming:  # data-dependent state (MEInst's mask encoding)
         model.prepare(ds, log=log)
@@ -336,9 +369,16 @@ def _train_in(
         extra.update(stuff_names=ds.stuff_names, stuff_cat_ids=ds.stuff_cat_ids)
     try:
         metrics = fit(
-            model, loader, cfg, out_dir, device, eval_fn, resume=resume, extra_state=extra,
+            model,
+            loader,
+            cfg,
+            out_dir,
+            device,
+            eval_fn,
+            resume=resume,
+            extra_state=extra,
             class_names=ds.class_names,
-        )  # fmt: skip
+        )
     finally:
         del loader  # worker processes end before the process group does
     if is_main_process() and metrics:
@@ -351,8 +391,10 @@ def _train_in(
         from ..predict import draw_split
 
         val = build_dataset(cfg, data_yaml, "val", train=False)
-        paths = [p.replace(out_dir / f"val_pred{i}.png")
-                 for i, p in enumerate(draw_split(model, cfg, val, out_dir / "val_pred", num=3))]  # fmt: skip
+        paths = [
+            p.replace(out_dir / f"val_pred{i}.png")
+            for i, p in enumerate(draw_split(model, cfg, val, out_dir / "val_pred", num=3))
+        ]
         if cfg.log.tensorboard:
             from .runlog import add_image, tensorboard_writer
 
@@ -377,9 +419,15 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tu
 
 
 def validate(
-    checkpoint: str | os.PathLike | nn.Module, data_yaml: str, split: str = "val", out_dir: str | Path | None = None,
-    precision: str = "fp32", device: str | torch.device = "auto", save_worst: int = 0, cfg: TrainConfig | None = None,
-) -> dict:  # fmt: skip
+    checkpoint: str | os.PathLike | nn.Module,
+    data_yaml: str,
+    split: str = "val",
+    out_dir: str | Path | None = None,
+    precision: str = "fp32",
+    device: str | torch.device = "auto",
+    save_worst: int = 0,
+    cfg: TrainConfig | None = None,
+) -> dict:
     """COCO evaluation of a checkpoint (a file, or a model in memory with its ``cfg``: ``Model.val``) on a split of
     a data.yaml (the network in ``precision``, on ``device``; a model in memory is evaluated where it is); with
     ``out_dir`` also :func:`~blendseg.evaluation.report.write_report`'s curves, confusion matrices, results JSON and

@@ -110,9 +110,14 @@ def prepare_model(model: nn.Module, solver: SolverConfig, device: torch.device) 
 
 
 def train_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-    batches: list[tuple[object, list[dict]]], solver: SolverConfig, device: torch.device, it: int,
-) -> dict[str, float]:  # fmt: skip
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    batches: list[tuple[object, list[dict]]],
+    solver: SolverConfig,
+    device: torch.device,
+    it: int,
+) -> dict[str, float]:
     """One optimisation step of ``model`` (possibly DDP-wrapped) over ``batches``: one (images, targets) batch, or
     ``solver.accumulate`` micro-batches whose gradients add up (each loss divided by their number; DDP all-reduces
     once, after the last). Returns the losses (their mean over micro-batches and processes), read on the host once
@@ -149,9 +154,7 @@ def step_values(losses: dict[str, Tensor]) -> dict[str, float]:
     return dict(zip(losses, reduce_host(host, "mean")))
 
 
-def amp_dtype(
-    solver: SolverConfig, device: torch.device, flags: frozenset[str] | None = None
-) -> torch.dtype | None:  # fmt: skip
+def amp_dtype(solver: SolverConfig, device: torch.device, flags: frozenset[str] | None = None) -> torch.dtype | None:
     """The autocast dtype of ``solver.amp`` on ``device`` (None: no autocast): ``amp_dtype`` auto is fp16 on CUDA
     and bf16 elsewhere; fp16 needs CUDA. bf16 on a CPU without the instructions for it (``flags``: this CPU's,
     :func:`~blendseg.inference.precision.cpu_flags`) is None: emulated bf16 trains slower than fp32 (:func:`fit`
@@ -190,9 +193,13 @@ def scale_to_batch(solver: SolverConfig, batch: int) -> SolverConfig:
     scaled: dict = {"reference_batch": batch, "base_lr": lr}
     if solver.epochs <= 0:
         n = lambda x: max(1, round(x / k)) if x > 0 else x  # noqa: E731
-        scaled.update(max_iter=n(solver.max_iter), steps=tuple(n(s) for s in solver.steps),
-                      warmup_iters=n(solver.warmup_iters), checkpoint_period=n(solver.checkpoint_period),
-                      eval_period=n(solver.eval_period))  # fmt: skip
+        scaled.update(
+            max_iter=n(solver.max_iter),
+            steps=tuple(n(s) for s in solver.steps),
+            warmup_iters=n(solver.warmup_iters),
+            checkpoint_period=n(solver.checkpoint_period),
+            eval_period=n(solver.eval_period),
+        )
     return dataclasses.replace(solver, **{key: v for key, v in scaled.items() if key not in keep})
 
 
@@ -229,8 +236,9 @@ def _resolve_schedule(solver: SolverConfig, iters_per_epoch: int) -> SolverConfi
     max_iter = solver.epochs * iters_per_epoch
     frac = lambda x: round(x / solver.max_iter * max_iter)  # noqa: E731
     warmup = max(1, frac(solver.warmup_iters)) if solver.warmup_iters > 0 else 0
-    return dataclasses.replace(solver, steps=tuple(frac(s) for s in solver.steps), max_iter=max_iter,
-                               warmup_iters=warmup)  # fmt: skip
+    return dataclasses.replace(
+        solver, steps=tuple(frac(s) for s in solver.steps), max_iter=max_iter, warmup_iters=warmup
+    )
 
 
 def resolve_solver(solver: SolverConfig, iters_per_epoch: int, world_size: int) -> SolverConfig:

@@ -127,9 +127,10 @@ class COCOEvaluator:
                 ev.accumulate()
                 ev.summarize()
             self.arrays[iou_type] = {
-                "precision": np.asarray(ev.eval["precision"]), "scores": np.asarray(ev.eval["scores"]),
+                "precision": np.asarray(ev.eval["precision"]),
+                "scores": np.asarray(ev.eval["scores"]),
                 "rec_thrs": np.asarray(ev.params.recThrs),
-            }  # fmt: skip
+            }
             stats = [float(s) * 100 for s in ev.stats[:12]]
             if verbose:
                 print(f"COCO {iou_type} ({name}, {len(image_ids)} images):")

@@ -99,9 +99,13 @@ def mean_ap(points: dict[int, dict[int, tuple[float, bool]]], num_gt: dict[int, 
 
 
 def tide(
-    coco_gt: dict, results: list[dict], iou_type: str = "bbox", pos_thresh: float = 0.5, bg_thresh: float = 0.1,
+    coco_gt: dict,
+    results: list[dict],
+    iou_type: str = "bbox",
+    pos_thresh: float = 0.5,
+    bg_thresh: float = 0.1,
     max_dets: int = 100,
-) -> TideErrors:  # fmt: skip
+) -> TideErrors:
     """TIDE's breakdown of ``results`` against ``coco_gt`` for "bbox" or "segm" (module docstring)."""
     gts, dts, geom = geometry(coco_gt, results, iou_type)
     points: dict[int, dict[int, tuple[float, bool]]] = defaultdict(dict)  # class -> prediction -> (score, tp)
@@ -198,9 +202,13 @@ def tide(
 
 
 def confusion_matrix(
-    coco_gt: dict, results: list[dict], cat_ids: list[int], iou_type: str = "bbox", conf: float = 0.25,
+    coco_gt: dict,
+    results: list[dict],
+    cat_ids: list[int],
+    iou_type: str = "bbox",
+    conf: float = 0.25,
     iou_thresh: float = 0.5,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """(K + 1, K + 1) counts, rows the predicted class, columns the true class, index K background (as ultralytics):
     predictions scoring >= ``conf`` are paired one-to-one with ground truth of any class at IoU >= ``iou_thresh``,
     highest IoU first; a ground truth left alone is a miss (row K), a prediction left alone a background false

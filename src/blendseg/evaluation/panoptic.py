@@ -67,9 +67,13 @@ class PQStat:
 
 
 def pq_image(
-    gt_ids: np.ndarray, gt_segments: list[dict], pred_ids: np.ndarray, pred_segments: list[dict],
-    categories: dict[int, dict], where: str = "",
-) -> PQStat:  # fmt: skip
+    gt_ids: np.ndarray,
+    gt_segments: list[dict],
+    pred_ids: np.ndarray,
+    pred_segments: list[dict],
+    categories: dict[int, dict],
+    where: str = "",
+) -> PQStat:
     """PQ statistics of one image (panopticapi's ``pq_compute_single_core`` body).
 
     Args:
@@ -173,9 +177,13 @@ def pq_compute(
             raise DataError(f"{pred_json}: no prediction for image id {g['image_id']}")
         where = f"{Path(pred_dir) / p['file_name']} (image id {g['image_id']})"
         stat = stat + pq_image(
-            read_panoptic_png(Path(gt_dir) / g["file_name"]), g["segments_info"],
-            read_panoptic_png(Path(pred_dir) / p["file_name"]), p["segments_info"], categories, where,
-        )  # fmt: skip
+            read_panoptic_png(Path(gt_dir) / g["file_name"]),
+            g["segments_info"],
+            read_panoptic_png(Path(pred_dir) / p["file_name"]),
+            p["segments_info"],
+            categories,
+            where,
+        )
     return summarize(stat, categories)
 
 
@@ -205,9 +213,13 @@ class PanopticEvaluator:
     """
 
     def __init__(
-        self, panoptic_gt: dict, gt_dir: str | os.PathLike, thing_cat_ids: list[int], stuff_cat_ids: list[int],
+        self,
+        panoptic_gt: dict,
+        gt_dir: str | os.PathLike,
+        thing_cat_ids: list[int],
+        stuff_cat_ids: list[int],
         out_dir: str | os.PathLike | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.categories = {c["id"]: c for c in panoptic_gt["categories"]}
         self.gt_of_image = {a["image_id"]: a for a in panoptic_gt["annotations"]}
         self.gt_dir = Path(gt_dir)

@@ -44,8 +44,13 @@ def plot_pr(curves: dict, ap: dict, title: str, path: Path) -> Path:
         _class_lines(ax, curves["recall"], per_class, ap_of)
         if cls["all"] is not None:
             value = ap.get(key)
-            ax.plot(curves["recall"], cls["all"], color="black", linewidth=3,
-                    label=f"all classes, {key} {value:.1f}" if value is not None else "all classes")  # fmt: skip
+            ax.plot(
+                curves["recall"],
+                cls["all"],
+                color="black",
+                linewidth=3,
+                label=f"all classes, {key} {value:.1f}" if value is not None else "all classes",
+            )
         ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision", title=f"{title}: {name}")
         ax.grid(alpha=0.3)
         ax.legend(**OUTSIDE)
@@ -56,14 +61,25 @@ def plot_pr(curves: dict, ap: dict, title: str, path: Path) -> Path:
 def plot_f1(f1: dict, title: str, path: Path) -> Path:
     """F1 against the confidence threshold (from :func:`~.curves.f1_confidence`), the best mean F1 marked."""
     fig, (ax,) = _figure(1, 8.5)
-    _class_lines(ax, f1["conf"], {n: v for n, v in f1.items() if n not in ("conf", "all", "best_conf", "best_f1")},
-                 lambda n: n)  # fmt: skip
+    _class_lines(
+        ax, f1["conf"], {n: v for n, v in f1.items() if n not in ("conf", "all", "best_conf", "best_f1")}, lambda n: n
+    )
     if f1["all"] is not None:
-        ax.plot(f1["conf"], f1["all"], color="black", linewidth=3,
-                label=f"all classes: best F1 {f1['best_f1']:.2f} at conf {f1['best_conf']:.2f}")  # fmt: skip
+        ax.plot(
+            f1["conf"],
+            f1["all"],
+            color="black",
+            linewidth=3,
+            label=f"all classes: best F1 {f1['best_f1']:.2f} at conf {f1['best_conf']:.2f}",
+        )
         ax.axvline(f1["best_conf"], color="black", linestyle="--", linewidth=1)
-    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence threshold (--conf)", ylabel="F1 at IoU 0.50",
-           title=f"{title}: F1 against confidence")  # fmt: skip
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        xlabel="confidence threshold (--conf)",
+        ylabel="F1 at IoU 0.50",
+        title=f"{title}: F1 against confidence",
+    )
     ax.grid(alpha=0.3)
     ax.legend(**OUTSIDE)
     fig.savefig(path, dpi=100)
@@ -86,8 +102,15 @@ def plot_confusion(matrix: np.ndarray, names: list[str], title: str, conf: float
                     v = values[i, j]
                     if v:
                         text = f"{v:d}" if values.dtype.kind == "i" else f"{v:.2f}"
-                        ax.text(j, i, text, ha="center", va="center", fontsize="small",
-                                color="white" if v > 0.6 * values.max() else "black")  # fmt: skip
+                        ax.text(
+                            j,
+                            i,
+                            text,
+                            ha="center",
+                            va="center",
+                            fontsize="small",
+                            color="white" if v > 0.6 * values.max() else "black",
+                        )
         ax.set_xticks(range(n), labels, rotation=90 if n > 8 else 45, ha="right" if n <= 8 else "center")
         ax.set_yticks(range(n), labels)
         ax.set(xlabel="true class", ylabel="predicted class", title=kind)
@@ -141,8 +164,14 @@ def plot_training(log: list[dict], evaluations: list[dict], path: Path) -> Path:
     for m in metrics:
         pts = [(int(r["iteration"]), float(r[m])) for r in evaluations if r.get(m) not in (None, "")]
         line = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", linewidth=2, label=m.replace("_", " "))
-        ax.annotate(f"{pts[-1][1]:.1f}", pts[-1], textcoords="offset points", xytext=(-6, 6), ha="right",
-                    color=line[0].get_color())  # fmt: skip
+        ax.annotate(
+            f"{pts[-1][1]:.1f}",
+            pts[-1],
+            textcoords="offset points",
+            xytext=(-6, 6),
+            ha="right",
+            color=line[0].get_color(),
+        )
     ax.set(title="validation", xlabel="iteration", ylabel="AP / PQ (%)")
     if steps:
         ax.set_xlim(0, max(r["iteration"] for r in steps) * 1.03)
@@ -150,8 +179,15 @@ def plot_training(log: list[dict], evaluations: list[dict], path: Path) -> Path:
     if metrics:
         ax.legend(fontsize="small")
         if len(evaluations) == 1:
-            ax.text(0.5, 0.06, "one evaluation, at the end of training", ha="center", transform=ax.transAxes,
-                    fontsize="small", color="0.4")  # fmt: skip
+            ax.text(
+                0.5,
+                0.06,
+                "one evaluation, at the end of training",
+                ha="center",
+                transform=ax.transAxes,
+                fontsize="small",
+                color="0.4",
+            )
     else:
         ax.text(0.5, 0.5, "no evaluation yet", ha="center", va="center", transform=ax.transAxes)
     fig.savefig(path, dpi=90)
@@ -161,8 +197,9 @@ def plot_training(log: list[dict], evaluations: list[dict], path: Path) -> Path:
 def plot_compare(runs: list[dict], path: Path) -> Path:
     """Two or more runs (:func:`~blendseg.engine.compare.read_run`): the total loss (smoothed) and box / mask AP
     (PQ) against iterations, one colour per run."""
-    metrics = [m for m in ("box_AP", "mask_AP", "PQ") if any(r2.get(m) not in (None, "") for r in runs
-               for r2 in r["rows"])]  # fmt: skip
+    metrics = [
+        m for m in ("box_AP", "mask_AP", "PQ") if any(r2.get(m) not in (None, "") for r in runs for r2 in r["rows"])
+    ]
     fig, axes = _figure(1 + max(len(metrics), 1), 5.0, 4.0)
     for k, r in enumerate(runs):
         color = f"C{k % 10}"
@@ -172,8 +209,14 @@ def plot_compare(runs: list[dict], path: Path) -> Path:
         for ax, m in zip(axes[1:], metrics):
             vals = [(int(row["iteration"]), float(row[m])) for row in r["rows"] if row.get(m) not in (None, "")]
             if vals:
-                ax.plot([v[0] for v in vals], [v[1] for v in vals], color=color, marker="o", linewidth=2,
-                        label=f"{r['name']} {vals[-1][1]:.1f}")  # fmt: skip
+                ax.plot(
+                    [v[0] for v in vals],
+                    [v[1] for v in vals],
+                    color=color,
+                    marker="o",
+                    linewidth=2,
+                    label=f"{r['name']} {vals[-1][1]:.1f}",
+                )
     axes[0].set(title="total loss (smoothed)", xlabel="iteration", ylabel="loss")
     for ax, m in zip(axes[1:], metrics):
         ax.set(title=m.replace("_", " "), xlabel="iteration", ylabel=f"{m.replace('_', ' ')} (%)")

@@ -20,8 +20,14 @@ from .curves import f1_confidence, pr_curves
 from .errors import ERROR_TYPES, SPECIAL_TYPES, TideErrors, confusion_matrix, tide
 
 KINDS = {"bbox": "Box", "segm": "Mask"}
-ERROR_COLORS = {"Cls": (230, 25, 75), "Loc": (245, 130, 48), "Both": (145, 30, 180), "Dupe": (0, 130, 200),
-                "Bkg": (240, 50, 230), "Miss": (255, 225, 25)}  # fmt: skip
+ERROR_COLORS = {
+    "Cls": (230, 25, 75),
+    "Loc": (245, 130, 48),
+    "Both": (145, 30, 180),
+    "Dupe": (0, 130, 200),
+    "Bkg": (240, 50, 230),
+    "Miss": (255, 225, 25),
+}
 
 
 def write_report(
@@ -73,8 +79,10 @@ def format_report(metrics: dict, class_names: list[str]) -> str:
         lines.append(f"{n:<{width}}  " + "  ".join(cells))
     for t in types:
         if metrics[t].get("F1_conf") is not None:
-            lines.append(f"{KINDS[t].lower()}: best F1 {metrics[t]['F1']:.3f} at conf {metrics[t]['F1_conf']:.2f}"
-                         f" (suggested --conf {metrics[t]['F1_conf']:.2f})")  # fmt: skip
+            lines.append(
+                f"{KINDS[t].lower()}: best F1 {metrics[t]['F1']:.3f} at conf {metrics[t]['F1_conf']:.2f}"
+                f" (suggested --conf {metrics[t]['F1_conf']:.2f})"
+            )
     if metrics.get("errors"):
         lines.append("TIDE: AP50 gained by fixing each error type (counts in brackets)")
         head = f"{'':<6}{'AP50':>6}" + "".join(f"{k:>13}" for k in ERROR_TYPES)
@@ -88,9 +96,13 @@ def format_report(metrics: dict, class_names: list[str]) -> str:
 
 
 def save_worst(
-    evaluator: COCOEvaluator, errors: TideErrors, read_image: Callable[[int], np.ndarray], out_dir: str | Path,
-    k: int, conf: float = 0.3,
-) -> list[Path]:  # fmt: skip
+    evaluator: COCOEvaluator,
+    errors: TideErrors,
+    read_image: Callable[[int], np.ndarray],
+    out_dir: str | Path,
+    k: int,
+    conf: float = 0.3,
+) -> list[Path]:
     """The ``k`` images with the most errors among predictions scoring >= ``conf`` (and misses): ground truth (left,
     misses marked) beside those predictions (right: true positives grey, each error in its type's colour and
     named), as PNGs in ``out_dir``."""
@@ -99,8 +111,10 @@ def save_worst(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     res = evaluator.gathered
-    shown = {iid: [e for e in errs if e["dt"] is None or res[e["dt"]]["score"] >= conf]
-             for iid, errs in errors.per_image.items()}  # fmt: skip
+    shown = {
+        iid: [e for e in errs if e["dt"] is None or res[e["dt"]]["score"] >= conf]
+        for iid, errs in errors.per_image.items()
+    }
     worst = sorted(((iid, e) for iid, e in shown.items() if e), key=lambda kv: (-len(kv[1]), kv[0]))[:k]
     by_image: dict[int, list[int]] = {}
     for i, r in enumerate(res):

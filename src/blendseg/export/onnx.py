@@ -42,10 +42,17 @@ def require_onnx() -> None:
 
 
 def export_onnx(
-    model: nn.Module, cfg: TrainConfig, categories: Categories, out: str | os.PathLike, opset: int | None = None,
-    conf: float = 0.3, max_det: int = 100, dense_masks: bool = True, example_size: tuple[int, int] = (480, 640),
+    model: nn.Module,
+    cfg: TrainConfig,
+    categories: Categories,
+    out: str | os.PathLike,
+    opset: int | None = None,
+    conf: float = 0.3,
+    max_det: int = 100,
+    dense_masks: bool = True,
+    example_size: tuple[int, int] = (480, 640),
     deform_conv_op: bool = True,
-) -> Path:  # fmt: skip
+) -> Path:
     """Write ``model`` (a float32 CPU copy in eval mode: ``model`` itself stays where and as it is) as an ONNX graph
     taking any (3, H, W) uint8 image; ``conf`` and ``max_det`` are applied inside the graph (masks are made only for
     what is kept). ``opset``: default 18, 19 for models with deformable convolutions (ONNX DeformConv;
@@ -75,9 +82,15 @@ def export_onnx(
     with warnings.catch_warnings(), torch.no_grad(), decomposed:
         warnings.simplefilter("ignore")  # the exporter's own deprecation / tracing chatter
         program = torch.onnx.export(
-            graph, (example,), dynamo=True, opset_version=opset, input_names=["image"],
-            output_names=names, dynamic_shapes={"image": {1: height, 2: width}}, verbose=False,
-        )  # fmt: skip
+            graph,
+            (example,),
+            dynamo=True,
+            opset_version=opset,
+            input_names=["image"],
+            output_names=names,
+            dynamic_shapes={"image": {1: height, 2: width}},
+            verbose=False,
+        )
     proto = program.model_proto
     meta = {
         "format_version": 1,

@@ -34,15 +34,14 @@ METHODS = ("MinMax", "Entropy", "Percentile")
 OP_TYPES = ("Conv", "Add", "Relu", "MaxPool")
 
 
-def network_nodes(
-    proto, op_types: Sequence[str] = ("Conv",), keep_float: Sequence[str] = ()
-) -> list[str]:  # fmt: skip
+def network_nodes(proto, op_types: Sequence[str] = ("Conv",), keep_float: Sequence[str] = ()) -> list[str]:
     """Names of the nodes of ``op_types`` inside a submodule of the exported graph (module docstring), less those
     inside a module whose dotted name contains one of ``keep_float``."""
     names = []
     for node in proto.graph.node:
-        scopes = next((ast.literal_eval(p.value) for p in node.metadata_props
-                       if p.key == "pkg.torch.onnx.name_scopes"), [])  # fmt: skip
+        scopes = next(
+            (ast.literal_eval(p.value) for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), []
+        )
         kept_float = any(k in scope for k in keep_float for scope in scopes[1:-1])
         if node.op_type in op_types and len(scopes) > 2 and not kept_float:  # ['', 'module.path', ..., 'op']
             names.append(node.name)
@@ -50,9 +49,14 @@ def network_nodes(
 
 
 def quantize_int8(
-    fp32_path: str | os.PathLike, out: str | os.PathLike, images: Iterable[np.ndarray], method: str = "MinMax",
-    op_types: Sequence[str] = OP_TYPES, keep_float: Sequence[str] = (), reduce_range: bool | None = None,
-) -> Path:  # fmt: skip
+    fp32_path: str | os.PathLike,
+    out: str | os.PathLike,
+    images: Iterable[np.ndarray],
+    method: str = "MinMax",
+    op_types: Sequence[str] = OP_TYPES,
+    keep_float: Sequence[str] = (),
+    reduce_range: bool | None = None,
+) -> Path:
     """Write the int8 form of the exported graph ``fp32_path`` to ``out`` (atomically), calibrated on ``images``
     ((3, H, W) uint8 arrays); the blendseg metadata is kept, with ``precision: int8`` and the calibration added.
 
@@ -77,8 +81,11 @@ def quantize_int8(
     if reduce_range is None:
         reason = missing_instructions("int8")
         if reason:
-            warnings.warn(f"int8 export: {reason}; weights are quantised to 7 bits (reduce_range) so that "
-                          "onnxruntime's convolutions cannot saturate on it", stacklevel=2)  # fmt: skip
+            warnings.warn(
+                f"int8 export: {reason}; weights are quantised to 7 bits (reduce_range) so that "
+                "onnxruntime's convolutions cannot saturate on it",
+                stacklevel=2,
+            )
         reduce_range = reason is not None
     out = Path(out)
     images = list(images)
@@ -108,13 +115,21 @@ def quantize_int8(
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)  # the image size is dynamic
         staged = Path(tmp) / "int8.onnx"
         quantize_static(
-            str(pre), str(staged), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=list(op_types),
-            nodes_to_quantize=nodes, per_channel=True, activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, method), reduce_range=reduce_range,
+            str(pre),
+            str(staged),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(op_types),
+            nodes_to_quantize=nodes,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=getattr(CalibrationMethod, method),
+            reduce_range=reduce_range,
             # one image a call: the histogram methods (Entropy, Percentile) stack one call's activations into one
             # array, which fails on images of different sizes (and holds all of them at once)
             extra_options={"CalibTensorRangeSymmetric": False, "CalibStridedMinMax": 1},
-        )  # fmt: skip
+        )
         q = onnx.load(str(staged))
         meta = json.loads(next(p.value for p in source.metadata_props if p.key == METADATA_KEY))
         meta.update(

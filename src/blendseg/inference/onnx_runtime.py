@@ -55,9 +55,14 @@ class OnnxPredictor:
     when it is installed."""
 
     def __init__(
-        self, path: str | os.PathLike, conf: float | None = 0.3, max_det: int = 100, device: str = "cpu",
-        threads: int | None = None, precision: str = "fp32",
-    ) -> None:  # fmt: skip
+        self,
+        path: str | os.PathLike,
+        conf: float | None = 0.3,
+        max_det: int = 100,
+        device: str = "cpu",
+        threads: int | None = None,
+        precision: str = "fp32",
+    ) -> None:
         self.metadata = self._open(path, device, threads, precision)
         self.categories = Categories(self.metadata["class_names"], self.metadata["category_ids"])
         conf = self.metadata["conf"] if conf is None else conf
@@ -99,8 +104,11 @@ class OnnxPredictor:
         meta = json.loads(meta)
         reason = missing_instructions("int8") if meta.get("precision") == "int8" else None
         if reason and not meta.get("calibration", {}).get("reduce_range") and "CPU" in self.session.get_providers()[0]:
-            warnings.warn(f"{path}: {reason}: onnxruntime's int8 convolutions can saturate on it; export again "
-                          "with --int8 on this machine (7-bit weights)", stacklevel=3)  # fmt: skip
+            warnings.warn(
+                f"{path}: {reason}: onnxruntime's int8 convolutions can saturate on it; export again "
+                "with --int8 on this machine (7-bit weights)",
+                stacklevel=3,
+            )
         return meta
 
     def _run(self, array: np.ndarray) -> list[np.ndarray]:
@@ -191,8 +199,10 @@ class ExportFormat:
 
 
 # the one table of exported formats: load, predict, val, export and read_metadata dispatch on it
-FORMATS = {f.suffix: f for f in (ExportFormat("onnx", ".onnx", OnnxPredictor),
-                                   ExportFormat("openvino", ".xml", OpenVinoPredictor))}  # fmt: skip
+FORMATS = {
+    f.suffix: f
+    for f in (ExportFormat("onnx", ".onnx", OnnxPredictor), ExportFormat("openvino", ".xml", OpenVinoPredictor))
+}
 
 
 def exported_format(path: str | os.PathLike) -> ExportFormat | None:
@@ -208,9 +218,12 @@ def format_named(name: str) -> ExportFormat:
 
 
 def exported_predictor(
-    path: str | os.PathLike, conf: float | None = 0.3, max_det: int = 100, device: str = "cpu",
+    path: str | os.PathLike,
+    conf: float | None = 0.3,
+    max_det: int = 100,
+    device: str = "cpu",
     precision: str = "fp32",
-) -> OnnxPredictor:  # fmt: skip
+) -> OnnxPredictor:
     """The runner of an exported file (:data:`FORMATS`, by its suffix)."""
     fmt = exported_format(path)
     if fmt is None:

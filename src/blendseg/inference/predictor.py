@@ -45,9 +45,15 @@ class Predictor:
     """
 
     def __init__(
-        self, model: nn.Module, cfg: TrainConfig, categories: Categories, conf: float = 0.3, max_det: int = 100,
-        device: str | torch.device | None = None, precision: str = "fp32",
-    ) -> None:  # fmt: skip
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        categories: Categories,
+        conf: float = 0.3,
+        max_det: int = 100,
+        device: str | torch.device | None = None,
+        precision: str = "fp32",
+    ) -> None:
         self.device = model_device(model) if device is None else torch.device(device)
         autocast(precision, self.device)  # validates the name for this device
         warn_if_slow_on_cpu(precision, self.device, f"precision {precision}")

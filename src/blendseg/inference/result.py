@@ -60,9 +60,14 @@ class Result:
     """
 
     def __init__(
-        self, image: Tensor, detections, categories: Categories, path: str | None, speed: dict,
+        self,
+        image: Tensor,
+        detections,
+        categories: Categories,
+        path: str | None,
+        speed: dict,
         frame: int | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.image, self.path, self.speed, self.categories, self.frame = image, path, speed, categories, frame
         self.detections = detections
         self.boxes = detections.boxes.detach().float().cpu()
@@ -151,6 +156,9 @@ class Result:
             raise MissingExtra("Result.to_supervision needs supervision: pip install supervision") from None
         masks = self.masks.numpy() if self.masks is not None else None
         return sv.Detections(
-            xyxy=self.boxes.numpy(), mask=masks, confidence=self.scores.numpy(), class_id=self.labels.numpy(),
+            xyxy=self.boxes.numpy(),
+            mask=masks,
+            confidence=self.scores.numpy(),
+            class_id=self.labels.numpy(),
             data={"class_name": np.array([self.names.get(int(c), str(int(c))) for c in self.labels])},
-        )  # fmt: skip
+        )

@@ -16,9 +16,12 @@ VARIANCES = (0.1, 0.2)
 
 
 def make_priors(
-    grid_sizes: list[tuple[int, int]], scales: list[tuple[float, ...]], aspect_ratios: tuple[float, ...],
-    input_size: tuple[int, int], square: bool = False,
-) -> Tensor:  # fmt: skip
+    grid_sizes: list[tuple[int, int]],
+    scales: list[tuple[float, ...]],
+    aspect_ratios: tuple[float, ...],
+    input_size: tuple[int, int],
+    square: bool = False,
+) -> Tensor:
     """(P, 4) priors, levels concatenated, inside a level row-major over (y, x), then for scale, for ratio.
 
     ``scales`` are pixels per level; a ratio r (w/h) gives w = s*sqrt(r)/W, h = s/sqrt(r)/H. ``square`` is the
@@ -34,9 +37,10 @@ def make_priors(
                 sizes.append((w_px / W, (w_px if square else h_px) / H))
         wh = torch.tensor(sizes, dtype=torch.float32)  # (A, 2)
         ys, xs = torch.meshgrid(
-            (torch.arange(gh, dtype=torch.float32) + 0.5) / gh, (torch.arange(gw, dtype=torch.float32) + 0.5) / gw,
+            (torch.arange(gh, dtype=torch.float32) + 0.5) / gh,
+            (torch.arange(gw, dtype=torch.float32) + 0.5) / gw,
             indexing="ij",
-        )  # fmt: skip
+        )
         ctr = torch.stack([xs, ys], -1).reshape(-1, 1, 2).expand(-1, len(sizes), -1)
         out.append(torch.cat([ctr, wh[None].expand(ctr.shape[0], -1, -1)], -1).reshape(-1, 4))
     return torch.cat(out)

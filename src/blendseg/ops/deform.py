@@ -44,9 +44,15 @@ def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
 
 
 def deform_conv2d(
-    x: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0, dilation: int | tuple[int, int] = 1, mask: Tensor | None = None,
-) -> Tensor:  # fmt: skip
+    x: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    mask: Tensor | None = None,
+) -> Tensor:
     """``torchvision.ops.deform_conv2d`` with one offset group: x (N, C, H, W), offset (N, 2K, Ho, Wo) as (dy, dx)
     per tap, weight (O, C/G, kh, kw), mask (N, K, Ho, Wo) or None (DCNv1). Tap k of output (i, j) reads x
     bilinearly at (i*sh - ph + ki*dh + dy, j*sw - pw + kj*dw + dx), zero outside the image."""

@@ -20,9 +20,13 @@ def pairwise_iou(a: Tensor, b: Tensor) -> Tensor:
 
 
 def fast_nms(
-    boxes: Tensor, scores: Tensor, iou_threshold: float = 0.5, top_k: int = 200, max_det: int = 100,
+    boxes: Tensor,
+    scores: Tensor,
+    iou_threshold: float = 0.5,
+    top_k: int = 200,
+    max_det: int = 100,
     second_threshold: float | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+) -> tuple[Tensor, Tensor, Tensor]:
     """Fast NMS per class: each class's top-k by score, a box is dropped when any higher-scoring box of its class
     overlaps it by more than ``iou_threshold`` (suppressed boxes still suppress), then the top ``max_det`` overall.
 

@@ -99,9 +99,12 @@ def semantic_logits_rows(
 
 
 def semantic_argmax(
-    logits: Tensor, image_size: tuple[int, int], output_size: tuple[int, int], stride: int = 4,
+    logits: Tensor,
+    image_size: tuple[int, int],
+    output_size: tuple[int, int],
+    stride: int = 4,
     chunk_bytes: int = 64 << 20,
-) -> Tensor:  # fmt: skip
+) -> Tensor:
     """(H, W) int32 argmax over the S classes of the postprocessed semantic logits (:func:`semantic_logits_rows`),
     computed in row chunks of about ``chunk_bytes`` so that memory does not grow with S x H x W."""
     H, W = output_size

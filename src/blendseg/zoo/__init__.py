@@ -22,6 +22,14 @@ def build_model(model_cfg: FCOSDetectorConfig) -> nn.Module:
 
 
 __all__ = [
-    "ARCHS", "Arch", "PRESETS", "PresetInfo", "blendmask_ablation_r50_1x", "build_model", "get_arch", "get_preset",
-    "list_presets", "suite_presets",
-]  # fmt: skip
+    "ARCHS",
+    "Arch",
+    "PRESETS",
+    "PresetInfo",
+    "blendmask_ablation_r50_1x",
+    "build_model",
+    "get_arch",
+    "get_preset",
+    "list_presets",
+    "suite_presets",
+]

@@ -52,24 +52,43 @@ ARCHS: dict[str, Arch] = {
     a.name: a
     for a in (
         Arch(
-            "fcos", build_fcos, masks=False, converter="adelaidet", test_preset="fcos_tiny_test",
+            "fcos",
+            build_fcos,
+            masks=False,
+            converter="adelaidet",
+            test_preset="fcos_tiny_test",
             export_graph="blendseg.export.graph:FCOSGraph",
             opt_out={"figure": "boxes only: no bases, coefficients or codes to draw"},
         ),
         Arch(
-            "blendmask", build_blendmask, masks=True, converter="adelaidet", test_preset="blendmask_tiny_test",
-            export_graph="blendseg.export.graph:BlendMaskGraph", figure="blendseg.figures:blendmask_figure",
+            "blendmask",
+            build_blendmask,
+            masks=True,
+            converter="adelaidet",
+            test_preset="blendmask_tiny_test",
+            export_graph="blendseg.export.graph:BlendMaskGraph",
+            figure="blendseg.figures:blendmask_figure",
         ),
         Arch(
-            "meinst", build_meinst, masks=True, converter="adelaidet", test_preset="meinst_tiny_test",
-            export_graph="blendseg.export.graph:MEInstGraph", figure="blendseg.figures:meinst_figure",
+            "meinst",
+            build_meinst,
+            masks=True,
+            converter="adelaidet",
+            test_preset="meinst_tiny_test",
+            export_graph="blendseg.export.graph:MEInstGraph",
+            figure="blendseg.figures:meinst_figure",
         ),
         Arch(
-            "yolact", build_yolact, masks=True, converter="yolact", test_preset="yolact_tiny_test",
-            export_graph="blendseg.export.graph:YolactGraph", figure="blendseg.figures:yolact_figure",
+            "yolact",
+            build_yolact,
+            masks=True,
+            converter="yolact",
+            test_preset="yolact_tiny_test",
+            export_graph="blendseg.export.graph:YolactGraph",
+            figure="blendseg.figures:yolact_figure",
         ),
     )
-}  # fmt: skip
+}
 
 
 def get_arch(name: str) -> Arch:

@@ -73,12 +73,19 @@ def blendmask_550_r50_3x() -> TrainConfig:
     model = replace(
         c.model,
         fpn=replace(c.model.fpn, top_levels=1),
-        fcos=replace(c.model.fcos, strides=(8, 16, 32, 64), sizes_of_interest=(64, 128, 256), num_share_convs=3,
-                     num_cls_convs=0, num_box_convs=0),
+        fcos=replace(
+            c.model.fcos,
+            strides=(8, 16, 32, 64),
+            sizes_of_interest=(64, 128, 256),
+            num_share_convs=3,
+            num_cls_convs=0,
+            num_box_convs=0,
+        ),
         blendmask=replace(c.model.blendmask, basis_num_convs=2),
-    )  # fmt: skip
-    data = replace(c.data, min_size_train=tuple(range(440, 551, 22)), max_size_train=916, min_size_test=550,
-                   max_size_test=916)  # fmt: skip
+    )
+    data = replace(
+        c.data, min_size_train=tuple(range(440, 551, 22)), max_size_train=916, min_size_test=550, max_size_test=916
+    )
     return replace(c, model=model, data=data)
 
 
@@ -157,10 +164,17 @@ def blendmask_person_r50_1x() -> TrainConfig:
 
 @preset("the BlendMask paper, Tables 1-7")
 def blendmask_ablation_r50_1x(
-    R: int = 28, K: int = 4, M: int = 4, top_interp: str = "nearest", bottom_in: tuple[str, ...] = ("res3", "res5"),
-    bottom_module: str = "deeplab", blender: str = "blend", bottom_sampling: str = "bilinear", width: int = 128,
+    R: int = 28,
+    K: int = 4,
+    M: int = 4,
+    top_interp: str = "nearest",
+    bottom_in: tuple[str, ...] = ("res3", "res5"),
+    bottom_module: str = "deeplab",
+    blender: str = "blend",
+    bottom_sampling: str = "bilinear",
+    width: int = 128,
     semantic: bool = False,
-) -> TrainConfig:  # fmt: skip
+) -> TrainConfig:
     """The paper's ablation model (Tables 1-7) as parameters; the defaults are Table 1's "28 4 4": DeepLabV3+ of
     width 128 on C3, C5 (bases stride 8), nearest top interpolation, RoIAlign bottom sampling, no semantic loss,
     R-50 1x schedule at short side 800. Rows: ``M=1`` weighted-sum, ``blender="assembler", K=16`` FCIS analogue,
@@ -170,11 +184,18 @@ def blendmask_ablation_r50_1x(
     first = bottom_in[0]
     level = int(first[3:] if first.startswith("res") else first[1:])
     head = BlendMaskHeadConfig(
-        num_bases=K, attn_size=M, bottom_resolution=R, top_interp=top_interp, bottom_sampling=bottom_sampling,
-        blender=blender, bottom_module=bottom_module, bottom_in_features=tuple(bottom_in),
-        bases_stride=2**level // (2 if bottom_module == "protonet" else 1), basis_convs_dim=width,
+        num_bases=K,
+        attn_size=M,
+        bottom_resolution=R,
+        top_interp=top_interp,
+        bottom_sampling=bottom_sampling,
+        blender=blender,
+        bottom_module=bottom_module,
+        bottom_in_features=tuple(bottom_in),
+        bases_stride=2**level // (2 if bottom_module == "protonet" else 1),
+        basis_convs_dim=width,
         basis_loss_on=semantic,
-    )  # fmt: skip
+    )
     c = with_blendmask(fcos_r50_1x(), head)
     if "p2" in bottom_in:
         c = replace(c, model=replace(c.model, fpn=replace(c.model.fpn, in_features=("res2", "res3", "res4", "res5"))))

@@ -213,7 +213,7 @@ def fcos_tiny() -> TrainConfig:
             norm="BN",
             num_cls_convs=2,
             num_box_convs=2,
-        ),  # fmt: skip
+        ),
         input_format="RGB",
         pixel_mean=(123.675, 116.28, 103.53),
         pixel_std=(58.395, 57.12, 57.375),
@@ -226,10 +226,20 @@ def fcos_tiny() -> TrainConfig:
         num_workers=1,
     )
     solver = SolverConfig(
-        optimizer="adamw", base_lr=2e-3, weight_decay=0.05, ims_per_batch=8, max_iter=3000, steps=(2250, 2760),
-        warmup_iters=100, warmup_factor=0.01, clip_grad_norm=10.0, checkpoint_period=500, eval_period=0,
-        channels_last=True, amp=True,
-    )  # fmt: skip
+        optimizer="adamw",
+        base_lr=2e-3,
+        weight_decay=0.05,
+        ims_per_batch=8,
+        max_iter=3000,
+        steps=(2250, 2760),
+        warmup_iters=100,
+        warmup_factor=0.01,
+        clip_grad_norm=10.0,
+        checkpoint_period=500,
+        eval_period=0,
+        channels_last=True,
+        amp=True,
+    )
     return TrainConfig(model=model, data=data, solver=solver)
 
 

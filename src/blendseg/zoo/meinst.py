@@ -37,9 +37,13 @@ def meinst_r50_3x() -> TrainConfig:
     """MEInst_R_50_3x: DCNv1, 640-800 px step 32, 270k iterations (180k, 240k), linear warmup 1000 it."""
     c = meinst_r50_1x()
     solver = replace(
-        c.solver, max_iter=270000, steps=(180000, 240000), warmup_method="linear", warmup_factor=0.001,
+        c.solver,
+        max_iter=270000,
+        steps=(180000, 240000),
+        warmup_method="linear",
+        warmup_factor=0.001,
         warmup_iters=1000,
-    )  # fmt: skip
+    )
     return replace(c, data=replace(c.data, min_size_train=MS_TRAIN), solver=solver)
 
 

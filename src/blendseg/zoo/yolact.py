@@ -24,13 +24,26 @@ def yolact_base() -> TrainConfig:
     ImageNet weights: torchvision's ResNet-101 (the official uses its own resnet101_reducedfc.pth)."""
     model = YolactConfig(backbone=replace(YolactConfig().backbone, weights="torchvision"))
     data = DataConfig(
-        square_size=550, augment="ssd", with_masks=True, with_crowd_boxes=True, min_size_train=(550,),
-        max_size_train=550, min_size_test=550, max_size_test=550,
-    )  # fmt: skip
+        square_size=550,
+        augment="ssd",
+        with_masks=True,
+        with_crowd_boxes=True,
+        min_size_train=(550,),
+        max_size_train=550,
+        min_size_test=550,
+        max_size_test=550,
+    )
     solver = SolverConfig(
-        base_lr=1e-3, momentum=0.9, weight_decay=5e-4, weight_decay_norm=5e-4, ims_per_batch=8, max_iter=800000,
-        steps=(280000, 600000, 700000, 750000), warmup_iters=500, warmup_factor=0.1,
-    )  # fmt: skip
+        base_lr=1e-3,
+        momentum=0.9,
+        weight_decay=5e-4,
+        weight_decay_norm=5e-4,
+        ims_per_batch=8,
+        max_iter=800000,
+        steps=(280000, 600000, 700000, 750000),
+        warmup_iters=500,
+        warmup_factor=0.1,
+    )
     return TrainConfig(model=model, data=data, solver=solver)
 
 
@@ -48,9 +61,11 @@ def yolact_darknet53() -> TrainConfig:
     give a local copy as ``model.backbone.weights``."""
     c = yolact_base()
     model = replace(
-        c.model, backbone=BackboneConfig(name="darknet", depth=53, norm="BN", freeze_at=0),
-        pixel_mean=(0.0, 0.0, 0.0), pixel_std=(255.0, 255.0, 255.0),
-    )  # fmt: skip
+        c.model,
+        backbone=BackboneConfig(name="darknet", depth=53, norm="BN", freeze_at=0),
+        pixel_mean=(0.0, 0.0, 0.0),
+        pixel_std=(255.0, 255.0, 255.0),
+    )
     return replace(c, model=model)
 
 
@@ -79,9 +94,12 @@ def yolact_plus_base() -> TrainConfig:
     ratios of true rectangles, fast mask re-scoring (loss x 25, <= 25-pixel masks skipped)."""
     c = yolact_base()
     bb = replace(
-        c.model.backbone, deform_on_per_stage=(False, True, True, True), deform_modulated=True, deform_interval=3,
+        c.model.backbone,
+        deform_on_per_stage=(False, True, True, True),
+        deform_modulated=True,
+        deform_interval=3,
         deform_bias=True,
-    )  # fmt: skip
+    )
     head = replace(c.model.yolact, scales=_octave_scales((24, 48, 96, 192, 384)), square_anchors=False, maskiou=True)
     return replace(c, model=replace(c.model, backbone=bb, yolact=head))
 
@@ -107,9 +125,16 @@ def yolact_tiny() -> TrainConfig:
         ),
     )
     data = replace(
-        t.data, square_size=256, augment="flip", with_masks=True, with_crowd_boxes=True, min_size_train=(256,),
-        max_size_train=256, min_size_test=256, max_size_test=256,
-    )  # fmt: skip
+        t.data,
+        square_size=256,
+        augment="flip",
+        with_masks=True,
+        with_crowd_boxes=True,
+        min_size_train=(256,),
+        max_size_train=256,
+        min_size_test=256,
+        max_size_test=256,
+    )
     return TrainConfig(model=model, data=data, solver=t.solver)
 
 

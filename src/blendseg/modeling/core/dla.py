@@ -67,9 +67,17 @@ class Tree(nn.Module):
     and, with ``level_root``, the tree's (downsampled) input and the earlier subtrees' outputs."""
 
     def __init__(
-        self, levels: int, in_ch: int, out_ch: int, norm: str, stride: int = 1, level_root: bool = False,
-        root_dim: int = 0, root_kernel_size: int = 1, root_residual: bool = False,
-    ) -> None:  # fmt: skip
+        self,
+        levels: int,
+        in_ch: int,
+        out_ch: int,
+        norm: str,
+        stride: int = 1,
+        level_root: bool = False,
+        root_dim: int = 0,
+        root_kernel_size: int = 1,
+        root_residual: bool = False,
+    ) -> None:
         super().__init__()
         root_dim = (root_dim or 2 * out_ch) + (in_ch if level_root else 0)
         if levels == 1:

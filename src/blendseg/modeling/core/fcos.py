@@ -284,9 +284,18 @@ class FCOS(nn.Module):
         """Detections in input-image pixels (unclipped boxes), with locations, levels and embeddings."""
         c = self.cfg.fcos
         dets = fcos_decode(
-            out.logits, out.box_reg, out.quality, out.embeds, out.locations, self.strides,
-            c.inference_th, c.pre_nms_topk, c.nms_th, c.post_nms_topk, c.thresh_with_ctr,
-        )  # fmt: skip
+            out.logits,
+            out.box_reg,
+            out.quality,
+            out.embeds,
+            out.locations,
+            self.strides,
+            c.inference_th,
+            c.pre_nms_topk,
+            c.nms_th,
+            c.post_nms_topk,
+            c.thresh_with_ctr,
+        )
         if out.embed_inputs is not None:
             for i, d in enumerate(dets):
                 d.embeds = self.head.embeds_at([x[i] for x in out.embed_inputs], d.loc_inds)
@@ -317,7 +326,18 @@ def build_fcos(cfg: FCOSDetectorConfig, embed_head: nn.Module | None = None, emb
     )
     c = cfg.fcos
     head = FCOSHead(
-        fpn.out_channels, c.num_classes, len(c.strides), c.num_cls_convs, c.num_box_convs, c.num_share_convs,
-        c.norm, c.prior_prob, c.use_scale, c.use_deformable, embed_head, embed_from, c.deform_v1,
-    )  # fmt: skip
+        fpn.out_channels,
+        c.num_classes,
+        len(c.strides),
+        c.num_cls_convs,
+        c.num_box_convs,
+        c.num_share_convs,
+        c.norm,
+        c.prior_prob,
+        c.use_scale,
+        c.use_deformable,
+        embed_head,
+        embed_from,
+        c.deform_v1,
+    )
     return FCOS(backbone, fpn, head, cfg)

@@ -55,9 +55,18 @@ class Detections:
 
 
 def _decode_level(
-    logits: Tensor, box_reg: Tensor, quality: Tensor, embeds: Tensor | None, locations: Tensor, stride: int,
-    level: int, loc_offset: int, score_th: float, pre_nms_topk: int, thresh_with_ctr: bool,
-) -> list[Detections]:  # fmt: skip
+    logits: Tensor,
+    box_reg: Tensor,
+    quality: Tensor,
+    embeds: Tensor | None,
+    locations: Tensor,
+    stride: int,
+    level: int,
+    loc_offset: int,
+    score_th: float,
+    pre_nms_topk: int,
+    thresh_with_ctr: bool,
+) -> list[Detections]:
     N, C = logits.shape[:2]
     cls = logits.permute(0, 2, 3, 1).reshape(N, -1, C).sigmoid()
     reg = box_reg.permute(0, 2, 3, 1).reshape(N, -1, 4) * stride
@@ -137,7 +146,7 @@ def fcos_candidates(
             score_th,
             pre_nms_topk,
             thresh_with_ctr,
-        )  # fmt: skip
+        )
         for lvl in range(len(logits))
     ]
     return [_cat([lvl_dets[i] for lvl_dets in per_level]) for i in range(logits[0].shape[0])]
@@ -200,9 +209,12 @@ def detector_postprocess(dets: Detections, input_size: tuple[int, int], output_s
 
 
 def finalize_with_masks(
-    dets: Detections, mask_probs: Tensor, input_size: tuple[int, int], output_size: tuple[int, int],
+    dets: Detections,
+    mask_probs: Tensor,
+    input_size: tuple[int, int],
+    output_size: tuple[int, int],
     paste_in_clipped_box: bool = True,
-) -> Detections:  # fmt: skip
+) -> Detections:
     """detector_postprocess plus masks: per-box probabilities (D, S, S) to be pasted at 0.5 into the *clipped*
     boxes (the reference quirk: the mask was made for the unclipped box) or the unclipped ones, kept compact
     (:class:`~blendseg.structures.BoxMasks`: pixels are made per instance when asked for)."""

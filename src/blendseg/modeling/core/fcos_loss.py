@@ -60,9 +60,16 @@ def _sample_region(boxes: Tensor, radii: Tensor, xs: Tensor, ys: Tensor) -> Tens
 
 @torch.no_grad()
 def _targets_one_image(
-    points: Tensor, strides: Tensor, lo: Tensor, hi: Tensor, boxes: Tensor, labels: Tensor,
-    num_classes: int, center_sample: bool, radius: float,
-) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    points: Tensor,
+    strides: Tensor,
+    lo: Tensor,
+    hi: Tensor,
+    boxes: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    center_sample: bool,
+    radius: float,
+) -> tuple[Tensor, Tensor, Tensor]:
     P = points.shape[0]
     if boxes.numel() == 0:
         return (

@@ -31,9 +31,15 @@ class FPN(nn.Module):
     """
 
     def __init__(
-        self, in_channels: list[int], in_strides: list[int], out_channels: int = 256, top_levels: int = 2,
-        upsample: str = "nearest", relu_outputs: bool = False, relu_before_p7: bool = True,
-    ) -> None:  # fmt: skip
+        self,
+        in_channels: list[int],
+        in_strides: list[int],
+        out_channels: int = 256,
+        top_levels: int = 2,
+        upsample: str = "nearest",
+        relu_outputs: bool = False,
+        relu_before_p7: bool = True,
+    ) -> None:
         super().__init__()
         if upsample not in ("nearest", "bilinear"):
             raise ValueError(f"upsample must be 'nearest' or 'bilinear', got {upsample!r}")

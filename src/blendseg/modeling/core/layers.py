@@ -118,9 +118,15 @@ class Conv2dNorm(nn.Conv2d):
 
 
 def deform_conv2d_fp32(
-    x: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 1, padding: int = 1,
-    dilation: int = 1, mask: Tensor | None = None,
-) -> Tensor:  # fmt: skip
+    x: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: int = 1,
+    padding: int = 1,
+    dilation: int = 1,
+    mask: Tensor | None = None,
+) -> Tensor:
     """Deformable conv in float32 whatever autocast made of its inputs (the offsets need the precision): on the CPU
     :func:`~blendseg.ops.deform.deform_conv2d` (torchvision's function built from ``grid_sample`` + ``matmul``,
     several times faster than torchvision's CPU kernel); on CUDA torchvision's kernel, which keeps no sampled maps
@@ -149,9 +155,15 @@ class DeformConv2dNorm(nn.Module):
     """
 
     def __init__(
-        self, in_ch: int, out_ch: int, stride: int, dilation: int, groups: int, norm: nn.Module | None,
+        self,
+        in_ch: int,
+        out_ch: int,
+        stride: int,
+        dilation: int,
+        groups: int,
+        norm: nn.Module | None,
         bias: bool = False,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(out_ch, in_ch // groups, 3, 3))
         nn.init.kaiming_uniform_(self.weight, a=1)

@@ -148,9 +148,17 @@ class ResNet(nn.Module):
                 stride = 2 if (b == 0 and idx > 0) else 1
                 deform = deform_on_per_stage[idx] and b % deform_interval == 0
                 blk = (BasicBlock if basic else Bottleneck)(
-                    in_ch, out_ch, stride, norm, bottleneck_ch=bottleneck_ch, groups=num_groups,
-                    stride_in_1x1=stride_in_1x1, deform=deform, modulated=deform_modulated, deform_bias=deform_bias,
-                )  # fmt: skip
+                    in_ch,
+                    out_ch,
+                    stride,
+                    norm,
+                    bottleneck_ch=bottleneck_ch,
+                    groups=num_groups,
+                    stride_in_1x1=stride_in_1x1,
+                    deform=deform,
+                    modulated=deform_modulated,
+                    deform_bias=deform_bias,
+                )
                 blocks.append(blk)
                 in_ch = out_ch
             self.add_module(name, nn.Sequential(*blocks))

@@ -141,13 +141,18 @@ class BlendMask(nn.Module):
             return
         self.panoptic_module.requires_grad_(False)
         c = self.cfg
-        alone = [n for n in c.panoptic.in_features if n not in c.blendmask.bottom_in_features
-                 and 2 ** int(n[1:]) not in c.fcos.strides]  # fmt: skip
+        alone = [
+            n
+            for n in c.panoptic.in_features
+            if n not in c.blendmask.bottom_in_features and 2 ** int(n[1:]) not in c.fcos.strides
+        ]
         for name in alone:
             for part in ("fpn_lateral", "fpn_output"):
                 getattr(self.fcos.fpn, f"{part}{name[1:]}").requires_grad_(False)
-        log(f"panoptic head{' and FPN ' + ', '.join(alone) if alone else ''} frozen: the training data gives them "
-            "no loss (data.with_panoptic=false)")  # fmt: skip
+        log(
+            f"panoptic head{' and FPN ' + ', '.join(alone) if alone else ''} frozen: the training data gives them "
+            "no loss (data.with_panoptic=false)"
+        )
 
     @torch.no_grad()
     def mask_logits(self, bases: Tensor, dets: list[Detections]) -> list[Tensor]:
@@ -179,9 +184,17 @@ class BlendMask(nn.Module):
             p = self.cfg.panoptic
             for i, (d, in_size, orig) in enumerate(zip(results, fout.image_sizes, original_sizes)):
                 d.panoptic = panoptic_postprocess(
-                    out.panoptic_logits[i], in_size, orig, d.masks, d.scores, d.labels, p.common_stride,
-                    p.instances_confidence_thresh, p.overlap_thresh, p.stuff_area_limit,
-                )  # fmt: skip
+                    out.panoptic_logits[i],
+                    in_size,
+                    orig,
+                    d.masks,
+                    d.scores,
+                    d.labels,
+                    p.common_stride,
+                    p.instances_confidence_thresh,
+                    p.overlap_thresh,
+                    p.stuff_area_limit,
+                )
         return results
 
 
@@ -212,9 +225,14 @@ def build_blendmask(cfg: BlendMaskConfig) -> BlendMask:
         )
     extra = {"num_convs": c.basis_num_convs} if kind is ProtoNet else {"aspp_rates": c.aspp_rates}
     basis = kind(
-        [channels[n] for n in c.bottom_in_features], num_bases=c.num_bases, convs_dim=c.basis_convs_dim,
-        norm=c.basis_norm, num_classes=cfg.fcos.num_classes, semantic=c.basis_loss_on, **extra,
-    )  # fmt: skip
+        [channels[n] for n in c.bottom_in_features],
+        num_bases=c.num_bases,
+        convs_dim=c.basis_convs_dim,
+        norm=c.basis_norm,
+        num_classes=cfg.fcos.num_classes,
+        semantic=c.basis_loss_on,
+        **extra,
+    )
     return BlendMask(fcos, basis, cfg, build_panoptic_module(cfg, channels, strides))
 
 
@@ -232,6 +250,11 @@ def build_panoptic_module(
             f"available: {sorted(channels)}"
         )
     return SemSegFPNHead(
-        list(p.in_features), [channels[n] for n in p.in_features], [strides[n] for n in p.in_features],
-        p.num_classes, p.convs_dim, p.common_stride, p.norm,
-    )  # fmt: skip
+        list(p.in_features),
+        [channels[n] for n in p.in_features],
+        [strides[n] for n in p.in_features],
+        p.num_classes,
+        p.convs_dim,
+        p.common_stride,
+        p.norm,
+    )

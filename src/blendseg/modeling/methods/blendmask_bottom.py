@@ -31,10 +31,14 @@ def conv_block(cin: int, cout: int, norm: str, kernel: int = 3, dilation: int = 
 def semantic_head(cin: int, width: int, num_classes: int) -> nn.Sequential:
     """The reference's ``seg_head``: two 3x3 conv-BN(plain)-ReLU, then 1x1 to C + 1 (background 0)."""
     return nn.Sequential(
-        nn.Conv2d(cin, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
-        nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+        nn.Conv2d(cin, width, 3, padding=1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(),
+        nn.Conv2d(width, width, 3, padding=1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(),
         nn.Conv2d(width, num_classes + 1, 1),
-    )  # fmt: skip
+    )
 
 
 class ProtoNet(nn.Module):
@@ -49,9 +53,15 @@ class ProtoNet(nn.Module):
     upsample = 2  # bases stride = first input stride / 2
 
     def __init__(
-        self, in_channels: list[int], num_bases: int = 4, convs_dim: int = 128, num_convs: int = 3,
-        norm: str = "SyncBN", num_classes: int = 80, semantic: bool = True,
-    ) -> None:  # fmt: skip
+        self,
+        in_channels: list[int],
+        num_bases: int = 4,
+        convs_dim: int = 128,
+        num_convs: int = 3,
+        norm: str = "SyncBN",
+        num_classes: int = 80,
+        semantic: bool = True,
+    ) -> None:
         super().__init__()
         self.refine = nn.ModuleList([conv_block(c, convs_dim, norm) for c in in_channels])
         layers: list[nn.Module] = [conv_block(convs_dim, convs_dim, norm) for _ in range(num_convs)]
@@ -99,10 +109,16 @@ class DeepLabV3Plus(nn.Module):
     upsample = 1  # bases stride = fine input stride
 
     def __init__(
-        self, in_channels: list[int], num_bases: int = 4, convs_dim: int = 128, norm: str = "BN",
-        num_classes: int = 80, semantic: bool = True, aspp_rates: tuple[int, ...] = (6, 12, 18),
+        self,
+        in_channels: list[int],
+        num_bases: int = 4,
+        convs_dim: int = 128,
+        norm: str = "BN",
+        num_classes: int = 80,
+        semantic: bool = True,
+        aspp_rates: tuple[int, ...] = (6, 12, 18),
         low_level_channels: int = 48,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__()
         if len(in_channels) != 2:
             raise ValueError(f"DeepLabV3+ takes two inputs (fine, coarse), got {len(in_channels)}")

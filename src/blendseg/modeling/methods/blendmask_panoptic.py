@@ -31,9 +31,15 @@ class SemSegFPNHead(nn.Module):
     """
 
     def __init__(
-        self, in_names: list[str], in_channels: list[int], in_strides: list[int], num_classes: int,
-        convs_dim: int = 128, common_stride: int = 4, norm: str = "GN",
-    ) -> None:  # fmt: skip
+        self,
+        in_names: list[str],
+        in_channels: list[int],
+        in_strides: list[int],
+        num_classes: int,
+        convs_dim: int = 128,
+        common_stride: int = 4,
+        norm: str = "GN",
+    ) -> None:
         super().__init__()
         self.in_names, self.common_stride = list(in_names), common_stride
         for name, cin, stride in zip(in_names, in_channels, in_strides):
@@ -42,9 +48,14 @@ class SemSegFPNHead(nn.Module):
             layers: list[nn.Module] = []
             for k in range(max(1, int(math.log2(stride) - math.log2(common_stride)))):
                 conv = Conv2dNorm(
-                    cin if k == 0 else convs_dim, convs_dim, 3, padding=1, bias=norm in ("", "none"),
-                    norm=get_norm(norm, convs_dim), activation=F.relu,
-                )  # fmt: skip
+                    cin if k == 0 else convs_dim,
+                    convs_dim,
+                    3,
+                    padding=1,
+                    bias=norm in ("", "none"),
+                    norm=get_norm(norm, convs_dim),
+                    activation=F.relu,
+                )
                 nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")  # c2_msra_fill
                 if conv.bias is not None:
                     nn.init.zeros_(conv.bias)
@@ -81,10 +92,17 @@ def semantic_seg_loss(logits: Tensor, targets: list[Tensor], common_stride: int 
 
 @torch.no_grad()
 def panoptic_postprocess(
-    logits: Tensor, input_size: tuple[int, int], output_size: tuple[int, int], masks: Tensor, scores: Tensor,
-    labels: Tensor, common_stride: int = 4, instances_confidence_thresh: float = 0.45, overlap_thresh: float = 0.4,
+    logits: Tensor,
+    input_size: tuple[int, int],
+    output_size: tuple[int, int],
+    masks: Tensor,
+    scores: Tensor,
+    labels: Tensor,
+    common_stride: int = 4,
+    instances_confidence_thresh: float = 0.45,
+    overlap_thresh: float = 0.4,
     stuff_area_limit: int = 4096,
-) -> PanopticResult:  # fmt: skip
+) -> PanopticResult:
     """One image's panoptic result as panoptic BlendMask makes it: the semantic argmax of the postprocessed logits
     (S, Hp / stride, Wp / stride) at ``output_size``, then the combine heuristic with the final (pasted) instance
     masks (D, H, W), their scores and labels."""

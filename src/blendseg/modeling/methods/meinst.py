@@ -45,9 +45,16 @@ class MaskBranch(nn.Module):
     core calls it at every level on the shared feature."""
 
     def __init__(
-        self, channels: int, out_dim: int, num_convs: int, norm: str, num_levels: int, deform_last: bool,
-        dcn_v1: bool, large_kernel: int = 0,
-    ) -> None:  # fmt: skip
+        self,
+        channels: int,
+        out_dim: int,
+        num_convs: int,
+        norm: str,
+        num_levels: int,
+        deform_last: bool,
+        dcn_v1: bool,
+        large_kernel: int = 0,
+    ) -> None:
         super().__init__()
         self.mask_tower = make_tower(num_convs, channels, norm, num_levels, deform_last, dcn_v1)
         self.mask_pred = (
@@ -196,8 +203,14 @@ def build_meinst(cfg: MEInstConfig) -> MEInst:
         raise ValueError(f"meinst.mask_loss must be mse, l1, smooth_l1 or cosine, got {c.mask_loss!r}")
     out_dim = c.mask_size * c.mask_size if c.encoding == "none" else c.dim_mask
     branch = MaskBranch(
-        cfg.fpn.out_channels, out_dim, c.num_mask_convs, f.norm, len(f.strides), f.use_deformable, f.deform_v1,
+        cfg.fpn.out_channels,
+        out_dim,
+        c.num_mask_convs,
+        f.norm,
+        len(f.strides),
+        f.use_deformable,
+        f.deform_v1,
         c.large_kernel_size if c.mask_pred == "large_kernel" else 0,
-    )  # fmt: skip
+    )
     fcos = build_fcos(cfg, embed_head=branch, embed_from="share_tower")
     return MEInst(fcos, PCACodec(c.dim_mask, c.mask_size, c.whiten, c.sigmoid), cfg)

@@ -279,10 +279,15 @@ def to_pixels(boxes: Tensor, sx: float, sy: float, w: int, h: int) -> Tensor:
     """Relative boxes -> pixels (x * sx), x1 <= x2, clamped to the image, truncated (official sanitize + long)."""
     x1, x2 = boxes[:, 0] * sx, boxes[:, 2] * sx
     y1, y2 = boxes[:, 1] * sy, boxes[:, 3] * sy
-    out = torch.stack([
-        torch.minimum(x1, x2).clamp(min=0), torch.minimum(y1, y2).clamp(min=0),
-        torch.maximum(x1, x2).clamp(max=w), torch.maximum(y1, y2).clamp(max=h),
-    ], 1)  # fmt: skip
+    out = torch.stack(
+        [
+            torch.minimum(x1, x2).clamp(min=0),
+            torch.minimum(y1, y2).clamp(min=0),
+            torch.maximum(x1, x2).clamp(max=w),
+            torch.maximum(y1, y2).clamp(max=h),
+        ],
+        1,
+    )
     return out.long().float()
 
 
@@ -291,8 +296,12 @@ def build_yolact(cfg: YolactConfig) -> Yolact:
     fpn = FPN(
         [backbone.out_channels[n] for n in cfg.fpn.in_features],
         [backbone.strides[n] for n in cfg.fpn.in_features],
-        cfg.fpn.out_channels, cfg.fpn.top_levels, cfg.fpn.upsample, cfg.fpn.relu_outputs, cfg.fpn.relu_before_p7,
-    )  # fmt: skip
+        cfg.fpn.out_channels,
+        cfg.fpn.top_levels,
+        cfg.fpn.upsample,
+        cfg.fpn.relu_outputs,
+        cfg.fpn.relu_before_p7,
+    )
     c = cfg.yolact
     if len(c.scales) != len(fpn.strides):
         raise ValueError(f"yolact.scales has {len(c.scales)} levels, the FPN {len(fpn.strides)}")

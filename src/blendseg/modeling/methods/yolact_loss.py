@@ -25,9 +25,14 @@ from ...ops.nms import pairwise_iou
 
 
 def match(
-    truths: Tensor, labels: Tensor, priors: Tensor, pos_iou: float, neg_iou: float,
-    crowd_boxes: Tensor | None = None, crowd_iof: float = 0.7,
-) -> tuple[Tensor, Tensor]:  # fmt: skip
+    truths: Tensor,
+    labels: Tensor,
+    priors: Tensor,
+    pos_iou: float,
+    neg_iou: float,
+    crowd_boxes: Tensor | None = None,
+    crowd_iof: float = 0.7,
+) -> tuple[Tensor, Tensor]:
     """Per prior (P,) class target (label + 1, 0 background, -1 neutral) and (P,) matched GT index.
 
     truths (G, 4) relative xyxy, labels (G,) 0-based, priors (P, 4) (cx, cy, w, h). Every GT first takes, greedily
@@ -94,8 +99,10 @@ def yolact_losses(out, targets: list[dict[str, Tensor]], c: YolactHeadConfig, ma
     optionally ``crowd_boxes``."""
     H, W = out.input_size
     scale = torch.tensor([W, H, W, H], dtype=torch.float32, device=out.loc.device)
-    targets = [{**tg, "masks": F.pad(tg["masks"], (0, W - tg["masks"].shape[-1], 0, H - tg["masks"].shape[-2]))}
-               for tg in targets]  # fmt: skip
+    targets = [
+        {**tg, "masks": F.pad(tg["masks"], (0, W - tg["masks"].shape[-1], 0, H - tg["masks"].shape[-2]))}
+        for tg in targets
+    ]
     if c.discard_box_px > 0:
         targets = [_drop_small(tg, c.discard_box_px) for tg in targets]
     h, w = out.proto.shape[1:3]
