@@ -47,6 +47,12 @@ def _cmd_compare(a: argparse.Namespace) -> int:
 
 
 def _cmd_synth(a: argparse.Namespace) -> int:
+    if a.video:
+        from .data.synth_video import synthesize_video
+
+        folder = synthesize_video(a.out, a.frames, tuple(a.size), a.objects, a.seed)
+        print(f"wrote {folder}: {a.frames} frames in img1/, ground-truth tracks in gt/gt.txt (MOTS)")
+        return 0
     from .data.synth import synthesize
 
     path = synthesize(a.out, a.train, a.val, a.seed, a.min_size, a.max_size, a.difficulty, a.panoptic)
@@ -337,6 +343,12 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--max-size", type=int, default=320)
     s.add_argument("--difficulty", choices=("easy", "normal", "hard"), default="normal")
     s.add_argument("--panoptic", action="store_true", help="stuff backgrounds + COCO panoptic PNGs and JSON")
+    s.add_argument(
+        "--video", action="store_true", help="a video instead: moving shapes with ground-truth track ids (MOTS)"
+    )
+    s.add_argument("--size", type=int, nargs=2, default=[192, 256], metavar=("H", "W"), help="--video: frame size")
+    s.add_argument("--frames", type=int, default=60, help="--video: the number of frames")
+    s.add_argument("--objects", type=int, default=8, help="--video: the number of shapes")
     s.set_defaults(fn=_cmd_synth)
     c = d.add_parser("check", help="validate COCO annotations or every split of a dataset (exit 1 on errors)")
     c.add_argument(
