@@ -1,0 +1,183 @@
+"""Tracking by detection: ByteTrack's association (Zhang et al. 2022) on boxes *and masks*, with a constant-velocity
+Kalman filter as its motion model.
+
+Per frame: the tracks' boxes are predicted; detections scoring at least ``high`` are matched to every track (tracked
+or lost) by IoU, then those between ``low`` and ``high`` to the tracks still unmatched that were seen last frame
+(ByteTrack's second stage: weak detections keep tracks alive through occlusion and blur); a high detection left over
+and scoring at least ``new`` starts a track; a track unseen for ``buffer`` frames ends. The IoU counts only between
+the same class: the mean of the box IoU and the mask IoU where both have masks (the track's last mask moved by the
+predicted displacement), the box IoU alone otherwise. Masks separate objects whose boxes overlap; boxes keep thin
+shapes matched when a few pixels of camera shake halve their mask IoU. Every detection keeps its mask; those no
+track takes get id -1.
+
+Why our own: the maintained ByteTrack implementations (Roboflow's ``trackers``, ``boxmot``, ultralytics') associate
+by boxes only, and supervision no longer ships one. The assignment is scipy's (``linear_sum_assignment``).
+
+Shape legend: N detections, T tracks, H x W frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import MissingExtra
+
+
+class KalmanBox:
+    """Constant-velocity Kalman filter on (cx, cy, aspect w/h, h) and their velocities, noise scaled by the box
+    height (ByteTrack's / DeepSORT's weights: 1/20 position, 1/160 velocity)."""
+
+    POS, VEL = 1 / 20, 1 / 160
+
+    def __init__(self, box: np.ndarray) -> None:
+        z = _xyah(box)
+        self.x = np.r_[z, np.zeros(4)]
+        h = z[3]
+        std = [2 * self.POS * h, 2 * self.POS * h, 1e-2, 2 * self.POS * h,
+               10 * self.VEL * h, 10 * self.VEL * h, 1e-5, 10 * self.VEL * h]  # fmt: skip
+        self.P = np.diag(np.square(std))
+        self.F = np.eye(8)
+        self.F[:4, 4:] = np.eye(4)
+        self.H = np.eye(4, 8)
+
+    def predict(self) -> None:
+        h = self.x[3]
+        q = [self.POS * h, self.POS * h, 1e-2, self.POS * h, self.VEL * h, self.VEL * h, 1e-5, self.VEL * h]
+        self.x = self.F @ self.x
+        self.P = self.F @ self.P @ self.F.T + np.diag(np.square(q))
+
+    def update(self, box: np.ndarray) -> None:
+        h = self.x[3]
+        R = np.diag(np.square([self.POS * h, self.POS * h, 1e-1, self.POS * h]))
+        S = self.H @ self.P @ self.H.T + R
+        K = self.P @ self.H.T @ np.linalg.inv(S)
+        self.x = self.x + K @ (_xyah(box) - self.H @ self.x)
+        self.P = (np.eye(8) - K @ self.H) @ self.P
+
+    def box(self) -> np.ndarray:
+        cx, cy, a, h = self.x[:4]
+        w = a * h
+        return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+
+
+def _xyah(box: np.ndarray) -> np.ndarray:
+    w, h = max(box[2] - box[0], 1e-3), max(box[3] - box[1], 1e-3)
+    return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2, w / h, h])
+
+
+@dataclass
+class Track:
+    """A tracked object: its id, class, Kalman filter, last box and mask, and the frame it was last seen in."""
+
+    id: int
+    label: int
+    kf: KalmanBox
+    box: np.ndarray
+    mask: np.ndarray | None
+    seen: int
+    history: list[int] = field(default_factory=list)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) IoU of xyxy boxes."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter / np.maximum(area(a)[:, None] + area(b)[None] - inter, 1e-9)
+
+
+def shifted(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``mask`` moved by (dy, dx) pixels, what leaves the frame dropped."""
+    out = np.zeros_like(mask)
+    h, w = mask.shape
+    ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
+    xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+    if abs(dy) < h and abs(dx) < w:
+        out[yd, xd] = mask[ys, xs]
+    return out
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 0.0
+
+
+class ByteTracker:
+    """``update(boxes, scores, labels, masks=None) -> ids``: one frame's detections (xyxy (N, 4), (N,), (N,), and
+    optionally (N, H, W) bool masks) in, each one's track id out (-1: not tracked). ``high`` / ``low``: the two
+    stages' score thresholds; ``new``: the score that starts a track; ``match`` / ``match_low``: the IoU each stage
+    needs; ``buffer``: frames a lost track waits. ``use_masks=False``: boxes only, as the common trackers."""
+
+    def __init__(
+        self, high: float = 0.5, low: float = 0.1, new: float = 0.6, match: float = 0.2, match_low: float = 0.5,
+        buffer: int = 30, use_masks: bool = True,
+    ) -> None:  # fmt: skip
+        self.high, self.low, self.new, self.match, self.match_low = high, low, new, match, match_low
+        self.buffer, self.use_masks = buffer, use_masks
+        self.tracks: list[Track] = []
+        self.frame, self.next_id = 0, 1
+
+    def update(
+        self, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, masks: np.ndarray | None = None
+    ) -> np.ndarray:  # fmt: skip
+        self.frame += 1
+        boxes, scores, labels = np.asarray(boxes, float).reshape(-1, 4), np.asarray(scores), np.asarray(labels)
+        masks = masks if (masks is not None and self.use_masks and len(masks) == len(boxes)) else None
+        ids = np.full(len(boxes), -1, dtype=np.int64)
+        for t in self.tracks:
+            t.kf.predict()
+        high = np.flatnonzero(scores >= self.high)
+        low = np.flatnonzero((scores >= self.low) & (scores < self.high))
+        pool = list(range(len(self.tracks)))
+        pairs, pool, left = self._match(pool, high, boxes, labels, masks, self.match)
+        recent = [k for k in pool if self.tracks[k].seen == self.frame - 1]  # seen last frame: not lost
+        pairs2, _, _ = self._match(recent, low, boxes, labels, masks, self.match_low)
+        for k, d in pairs + pairs2:
+            t = self.tracks[k]
+            t.kf.update(boxes[d])
+            t.box, t.seen = boxes[d], self.frame
+            t.mask = masks[d] if masks is not None else None
+            t.history.append(self.frame)
+            ids[d] = t.id
+        for d in left:
+            if scores[d] >= self.new:
+                mask = masks[d] if masks is not None else None
+                self.tracks.append(Track(self.next_id, int(labels[d]), KalmanBox(boxes[d]), boxes[d], mask, self.frame,
+                                         [self.frame]))  # fmt: skip
+                ids[d] = self.next_id
+                self.next_id += 1
+        self.tracks = [t for t in self.tracks if self.frame - t.seen <= self.buffer]
+        return ids
+
+    def _match(self, tracks: list[int], dets: np.ndarray, boxes, labels, masks, threshold: float):
+        """(matched (track, detection) pairs, tracks left, detections left) by the highest total IoU, each pair
+        needing ``threshold``."""
+        if not len(tracks) or not len(dets):
+            return [], list(tracks), list(dets)
+        iou = self._iou([self.tracks[k] for k in tracks], dets, boxes, labels, masks)
+        try:
+            from scipy.optimize import linear_sum_assignment
+        except ImportError:
+            raise MissingExtra("tracking needs scipy: pip install 'blendseg[track]'") from None
+        rows, cols = linear_sum_assignment(-iou)
+        pairs = [(tracks[r], int(dets[c])) for r, c in zip(rows, cols) if iou[r, c] >= threshold]
+        taken_t, taken_d = {p[0] for p in pairs}, {p[1] for p in pairs}
+        return pairs, [k for k in tracks if k not in taken_t], [int(d) for d in dets if int(d) not in taken_d]
+
+    def _iou(self, tracks: list[Track], dets: np.ndarray, boxes, labels, masks) -> np.ndarray:
+        predicted = np.stack([t.kf.box() for t in tracks])
+        iou = box_iou(predicted, boxes[dets])
+        if masks is not None:
+            for i, t in enumerate(tracks):
+                if t.mask is None:
+                    continue
+                (dx, dy) = np.round(((predicted[i, :2] + predicted[i, 2:]) - (t.box[:2] + t.box[2:])) / 2).astype(int)
+                moved = shifted(t.mask, int(dy), int(dx))
+                for j, d in enumerate(dets):
+                    if iou[i, j] > 0:  # where the boxes meet, the mean of the box and the mask IoU
+                        iou[i, j] = (iou[i, j] + mask_iou(moved, masks[d])) / 2
+        same = np.array([t.label for t in tracks])[:, None] == labels[dets][None, :]
+        return np.where(same, iou, 0.0)
