@@ -86,3 +86,24 @@ def test_shifted_masks():
     m = np.zeros((5, 6), bool)
     m[1, 1] = True
     assert shifted(m, 2, 3)[3, 4] and shifted(m, -1, -1)[0, 0] and not shifted(m, 9, 0).any()
+
+
+def test_model_track_gives_each_result_its_ids_and_a_repeated_frame_the_same_ones(checkpoint):
+    """``Model.track``: a still scene (one frame four times) keeps every tracked detection's id, detections below
+    the tracker's ``new`` score (set between this random model's scores) start no track, the ids travel with
+    indexing and into ``to_dict``."""
+    import blendseg
+
+    model = blendseg.load(checkpoint, device="cpu")
+    frame = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    scores = np.unique(model.predict(frame, conf=0.1, max_det=30)[0].scores.numpy())
+    assert len(scores) > 3, "the test needs detections"
+    cut = float(scores[len(scores) // 2 - 1] + scores[len(scores) // 2]) / 2  # between two of this model's scores
+    results = model.track([frame] * 4, tracker=ByteTracker(high=0.3, new=cut), max_det=30)
+    assert len(results) == 4 and all(r.track_ids is not None and len(r.track_ids) == len(r) for r in results)
+    first = results[0]
+    assert np.array_equal((first.track_ids >= 0).numpy(), (first.scores >= cut).numpy())  # weak ones start none
+    for r in results[1:]:
+        assert np.array_equal(r.track_ids.numpy(), first.track_ids.numpy())
+    assert first[0:2].track_ids.tolist() == first.track_ids[:2].tolist()
+    assert first.to_dict()["instances"][0]["track_id"] == int(first.track_ids[0])

@@ -82,6 +82,36 @@ class Model:
 
     __call__ = predict
 
+    def track(
+        self,
+        source: Source,
+        tracker=None,
+        conf: float = 0.1,
+        max_det: int = 100,
+        device: str | None = None,
+        stream: bool = False,
+        precision: str = "fp32",
+    ) -> list[Result] | Iterator[Result]:
+        """:meth:`predict` over the frames of a video, a folder of frames in order or an iterator, each Result with
+        ``track_ids`` (-1 for a detection no track took) from ``tracker`` (a fresh
+        :class:`~blendseg.inference.tracker.ByteTracker` by default: ByteTrack's association on boxes and masks).
+        Detections are kept down to ``conf`` (at most the tracker's ``low``: its second stage needs the weak ones),
+        and every one keeps its mask. ``stream=True`` for long videos: memory does not grow with their length."""
+        from .inference.tracker import ByteTracker
+
+        tracker = tracker if tracker is not None else ByteTracker()
+        predictor = self.predictor(min(conf, tracker.low), max_det, device, precision)
+
+        def results() -> Iterator[Result]:
+            for it in iter_source(source):
+                r = predictor(it.image, it.path, it.frame)
+                masks = r.compact_masks.to_tensor().cpu().numpy() if r.compact_masks is not None else None  # not kept
+                ids = tracker.update(r.boxes.numpy(), r.scores.numpy(), r.labels.numpy(), masks)
+                r.track_ids = torch.as_tensor(ids)
+                yield r
+
+        return results() if stream else list(results())
+
     def predictor(self, conf: float = 0.3, max_det: int = 100, device: str | None = None, precision: str = "fp32"):
         """The one-image callable behind :meth:`predict`: ``predictor(image (3, H, W) uint8) -> Result``. Kept
         between calls and made again only when ``conf``, ``max_det``, the device or ``precision`` change (for an

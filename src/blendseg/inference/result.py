@@ -57,6 +57,8 @@ class Result:
         image: (3, H, W) uint8 RGB as read (EXIF applied); ``image_size`` (H, W); ``path`` or None; ``frame``: the
             frame index for videos, else None.
         speed: milliseconds of ``preprocess``, ``inference`` and ``postprocess``.
+        track_ids: (N,) int64 track ids from :meth:`~blendseg.api.Model.track` (-1: a detection no track took),
+            else None.
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class Result:
         self.panoptic = getattr(detections, "panoptic", None)
         self.names = dict(enumerate(categories.thing_names))
         self._masks: Tensor | None = None
+        self.track_ids: Tensor | None = None
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -94,7 +97,9 @@ class Result:
     def __getitem__(self, idx) -> Result:
         if isinstance(idx, (int, slice)):
             idx = torch.arange(len(self))[idx].reshape(-1)
-        return Result(self.image, self.detections[idx], self.categories, self.path, self.speed, self.frame)
+        out = Result(self.image, self.detections[idx], self.categories, self.path, self.speed, self.frame)
+        out.track_ids = self.track_ids[idx] if self.track_ids is not None else None
+        return out
 
     def __repr__(self) -> str:
         where = (f" {self.path}" if self.path else "") + (f" frame {self.frame}" if self.frame is not None else "")
@@ -141,6 +146,8 @@ class Result:
             }
             if self.compact_masks is not None:
                 rec["segmentation"] = encode(self.compact_masks[i].cpu().numpy())
+            if self.track_ids is not None:
+                rec["track_id"] = int(self.track_ids[i])
             instances.append(rec)
         rec = {"path": self.path, "image_size": list(self.image_size), "instances": instances}
         return rec if self.frame is None else {**rec, "frame": self.frame}
