@@ -107,3 +107,8 @@ def test_model_track_gives_each_result_its_ids_and_a_repeated_frame_the_same_one
         assert np.array_equal(r.track_ids.numpy(), first.track_ids.numpy())
     assert first[0:2].track_ids.tolist() == first.track_ids[:2].tolist()
     assert first.to_dict()["instances"][0]["track_id"] == int(first.track_ids[0])
+    plain, drawn = first.plot(), results[1].plot()
+    assert np.array_equal(drawn, first.plot())  # the same ids, the same colours, frame after frame
+    untracked = first[0 : len(first)]
+    untracked.track_ids = None
+    assert not np.array_equal(untracked.plot(), plain)  # ids change the drawing (colours and "#id" labels)

@@ -19,12 +19,17 @@ PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 13
 STUFF_PALETTE = [(110, 160, 220), (90, 150, 80), (40, 90, 160), (170, 130, 90), (150, 150, 150), (200, 180, 120)]
 
 
-def render_detections(image: Tensor, dets, class_names: list[str], score_th: float = 0.3) -> Image.Image:
+def render_detections(
+    image: Tensor, dets, class_names: list[str], score_th: float = 0.3, track_ids: Tensor | None = None
+) -> Image.Image:
     """The (3, H, W) uint8 image with the masks, boxes and labels of detections scoring >= ``score_th``, as a PIL
-    image (scores of 1 or more, e.g. ground truth, are not printed)."""
+    image (scores of 1 or more, e.g. ground truth, are not printed). With ``track_ids`` each tracked detection is
+    drawn in its track's colour (the same in every frame) and labelled "#id class score"; untracked ones (-1) in
+    their class's."""
     keep = (dets.scores >= score_th).nonzero()[:, 0]
     boxes, labels, scores = dets.boxes[keep].cpu(), dets.labels[keep].cpu(), dets.scores[keep].cpu()
-    colors = [PALETTE[int(c) % len(PALETTE)] for c in labels]
+    ids = track_ids[keep].tolist() if track_ids is not None else [-1] * len(keep)
+    colors = [PALETTE[(t if t >= 0 else int(c)) % len(PALETTE)] for c, t in zip(labels.tolist(), ids)]
     canvas = np.array(image.to(torch.uint8).cpu().permute(1, 2, 0).numpy())  # the one HWC copy
     masks = getattr(dets, "masks", None)
     if masks is not None and len(keep):
@@ -35,9 +40,10 @@ def render_detections(image: Tensor, dets, class_names: list[str], score_th: flo
     pil = Image.fromarray(canvas)
     del canvas
     draw, font, width = _pen(pil)
-    for box, c, s, color in zip(boxes.tolist(), labels.tolist(), scores.tolist(), colors):
+    for box, c, s, color, t in zip(boxes.tolist(), labels.tolist(), scores.tolist(), colors, ids):
         draw.rectangle(box, outline=color, width=width)
         text = f"{_name(class_names, c)} {s:.2f}" if s < 1 else _name(class_names, c)
+        text = f"#{t} {text}" if t >= 0 else text
         _label(draw, (box[0], box[1]), text, font, color, anchor="lb")
     return pil
 

@@ -106,13 +106,14 @@ class Result:
         return f"Result({len(self)} instances, {self.image_size[1]}x{self.image_size[0]}{where})"
 
     def render(self):
-        """The drawing as a PIL image: masks, boxes and "name score" labels; panoptic models draw every segment."""
+        """The drawing as a PIL image: masks, boxes and "name score" labels (tracked: "#id name score" in the
+        track's colour); panoptic models draw every segment."""
         from ..vis import render_detections, render_panoptic
 
         c = self.categories
         if self.panoptic is not None:
             return render_panoptic(self.image, self.panoptic, c.thing_names, c.stuff_names)
-        return render_detections(self.image, self.detections, c.thing_names, float("-inf"))
+        return render_detections(self.image, self.detections, c.thing_names, float("-inf"), self.track_ids)
 
     def plot(self) -> np.ndarray:
         """(H, W, 3) uint8 RGB drawing (:meth:`render` as an array)."""
