@@ -147,13 +147,13 @@ class Model:
         ``int8_images``: (3, H, W) uint8 arrays (:func:`~.export.quantize.calibration_images`) that calibrate the
         int8 form of the graph (:func:`~.export.quantize.quantize_int8`, ``calib_method``; ``keep_float``: modules
         left in float, by name); default path ``.int8.onnx`` / ``.int8.xml``."""
-        from .inference.onnx_runtime import format_named
-
-        target = format_named(format)
         import tempfile
 
         from .export.onnx import export_onnx, to_openvino
         from .export.quantize import quantize_int8
+        from .inference.onnx_runtime import format_named
+
+        target = format_named(format)
 
         suffix = (".int8" if int8_images is not None else "") + target.suffix
         default = Path(self.checkpoint).with_suffix(suffix) if self.checkpoint else Path("model" + suffix)
@@ -215,17 +215,18 @@ class Model:
         config with ``overrides`` (``{"solver.epochs": 12}``), starting from its checkpoint's weights (keys whose
         shapes differ, such as a classifier for other classes, start fresh), as ``blendseg train --weights``.
         Afterwards this model is the trained one (``best.pt``, else ``last.pt``). Returns the final metrics."""
+        out = Path(out) if out is not None else Path("runs") / "train"
         metrics = train(
             self.cfg,
             data,
-            out if out is not None else Path("runs") / "train",
+            out,
             weights=self.checkpoint,
             overrides=overrides,
             resume=resume,
             evaluate=evaluate,
         )
-        folder = Path(out if out is not None else Path("runs") / "train") / "weights"
-        trained = load(next(p for p in (folder / "best.pt", folder / "last.pt") if p.is_file()), str(self.device))
+        weights = out / "weights"
+        trained = load(next(p for p in (weights / "best.pt", weights / "last.pt") if p.is_file()), str(self.device))
         self.model, self.cfg, self.categories, self.checkpoint = (
             trained.model,
             trained.cfg,

@@ -68,8 +68,15 @@ def write_seqinfo(folder: str | os.PathLike, name: str, frames: int, size: tuple
     """MOTChallenge's ``seqinfo.ini`` for a sequence of ``frames`` PNG frames of ``size`` (h, w) in ``img1/``."""
     info = configparser.ConfigParser()
     info.optionxform = str  # keys as MOTChallenge writes them
-    info["Sequence"] = {"name": name, "imDir": "img1", "frameRate": f"{fps:g}", "seqLength": str(frames),
-                        "imWidth": str(size[1]), "imHeight": str(size[0]), "imExt": ".png"}  # fmt: skip
+    info["Sequence"] = {
+        "name": name,
+        "imDir": "img1",
+        "frameRate": f"{fps:g}",
+        "seqLength": str(frames),
+        "imWidth": str(size[1]),
+        "imHeight": str(size[0]),
+        "imExt": ".png",
+    }
     path = Path(folder) / "seqinfo.ini"
     with open(path, "w") as f:
         info.write(f, space_around_delimiters=False)

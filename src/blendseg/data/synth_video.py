@@ -71,9 +71,14 @@ def movers(rng: np.random.Generator, n: int, h: int, w: int, still: float = 0.25
 
 
 def render_frame(
-    objects: list[Mover], t: int, background: np.ndarray, margin: int, shift: tuple[int, int], noise_seed: int,
+    objects: list[Mover],
+    t: int,
+    background: np.ndarray,
+    margin: int,
+    shift: tuple[int, int],
+    noise_seed: int,
     min_pixels: int = 20,
-) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:  # fmt: skip
+) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
     """Frame ``t``: the (H, W, 3) uint8 image (the camera moved by ``shift`` (dx, dy) over a background ``margin``
     pixels larger on each side) and each shown object's (index, visible mask)."""
     h, w = background.shape[0] - 2 * margin, background.shape[1] - 2 * margin
@@ -92,9 +97,16 @@ def render_frame(
 
 
 def synthesize_video(
-    out: str | os.PathLike, frames: int = 60, size: tuple[int, int] = (192, 256), objects: int = 8, seed: int = 0,
-    still: float = 0.25, jitter: float = 1.5, fps: float = 10.0, name: str = "synth-01",
-) -> Path:  # fmt: skip
+    out: str | os.PathLike,
+    frames: int = 60,
+    size: tuple[int, int] = (192, 256),
+    objects: int = 8,
+    seed: int = 0,
+    still: float = 0.25,
+    jitter: float = 1.5,
+    fps: float = 10.0,
+    name: str = "synth-01",
+) -> Path:
     """Write one sequence under ``out/name`` (see the module's docstring): ``frames`` frames of ``size`` (h, w),
     ``objects`` shapes, camera jitter of ``jitter`` pixels (standard deviation). Returns the sequence folder."""
     h, w = size

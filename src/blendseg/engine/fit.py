@@ -94,7 +94,8 @@ class TrainState:
         aspect-ratio grouping each rank's epochs have their own length; a rank beyond them takes rank 0's)."""
         places = ckpt["data_places"]
         epoch, batch = places[rank] if rank < len(places) else places[0]
-        state = cls(**{name: type(getattr(cls(), name))(ckpt[key]) for name, key in cls.SAVED_AS.items()})
+        defaults = cls()  # each field's type, from its default
+        state = cls(**{name: type(getattr(defaults, name))(ckpt[key]) for name, key in cls.SAVED_AS.items()})
         return dataclasses.replace(state, spent=float(ckpt["elapsed_s"]), epoch=int(epoch), batch=int(batch))
 
 
@@ -268,10 +269,12 @@ def fit(
                 progress = elapsed / budget * solver.max_iter
             for g in optimizer.param_groups:
                 g["lr"] = solver.base_lr * lr_factor(state.it, progress, solver)
-            losses, ips = _step(ddp, optimizer, scaler, data, state, solver, device, log, out_dir, class_names)
+            losses, instances, ips = _step(
+                ddp, optimizer, scaler, data, state, solver, device, log, out_dir, class_names
+            )
             if losses is not None:
                 if is_main_process():
-                    for msg in watch.step(state.it - 1, losses.pop("instances"), losses["loss"]):
+                    for msg in watch.step(state.it - 1, instances, losses["loss"]):
                         log.warn(msg)
                 log.step(state.it, time.perf_counter() - t0, optimizer.param_groups[0]["lr"], losses, ips)
             if solver.checkpoint_period and state.it % solver.checkpoint_period == 0:
@@ -334,10 +337,10 @@ def _step(
     log: RunLog,
     out_dir: Path,
     class_names: list[str] | None,
-) -> tuple[dict[str, float] | None, float]:
+) -> tuple[dict[str, float] | None, int, float]:
     """One iteration: ``solver.accumulate`` micro-batches drawn (the first steps' drawn to train_batch*.jpg),
-    unreadable images reported once each, the training step; ``state`` advanced. Returns (the losses with the
-    batch's instance count under ``instances``, images per second), or (None, 0) for a non-finite step skipped under
+    unreadable images reported once each, the training step; ``state`` advanced. Returns (the losses, the batch's
+    instance count, images per second), with no losses for a non-finite step skipped under
     ``solver.skip_nonfinite`` (a warning; beyond that count the :class:`NonFiniteLoss` propagates)."""
     it = state.it
     batches = []
@@ -353,19 +356,19 @@ def _step(
             if msg not in state.skipped:  # once per file, however often it comes round
                 state.skipped.append(msg)
                 log.warn(f"warning: skipped an unreadable training image: {msg}")
+    instances = sum(len(t["boxes"]) for t in targets)
     tic = time.perf_counter()
-    state.it = it + 1
     try:
         losses = train_step(model, optimizer, scaler, batches, solver, device, it)
     except NonFiniteLoss as e:
         if state.nonfinite >= solver.skip_nonfinite:
-            state.it = it
             raise
         state.nonfinite += 1
+        state.it = it + 1
         log.warn(f"warning: {e}; step skipped ({state.nonfinite} of solver.skip_nonfinite={solver.skip_nonfinite})")
-        return None, 0.0
-    ips = len(targets) * get_world_size() / max(time.perf_counter() - tic, 1e-9)
-    return {**losses, "instances": sum(len(t["boxes"]) for t in targets)}, ips
+        return None, instances, 0.0
+    state.it = it + 1
+    return losses, instances, len(targets) * get_world_size() / max(time.perf_counter() - tic, 1e-9)
 
 
 class _StopSignals:

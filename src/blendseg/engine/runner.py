@@ -34,6 +34,7 @@ from ..evaluation.coco import COCOEvaluator
 from ..evaluation.panoptic import PanopticEvaluator
 from ..evaluation.plots import enabled as plots_enabled
 from ..inference.onnx_runtime import exported_format
+from ..inference.predictor import model_device
 from ..overrides import dump_yaml, from_dict
 from ..zoo import build_model, get_arch
 from .checkpoint import load_checkpoint
@@ -436,7 +437,7 @@ def validate(
         if cfg is None:
             raise ValueError("validate: a model in memory needs its cfg")
         model = checkpoint
-        evaluate = Evaluation(cfg, data_yaml, next(model.parameters()).device, split, out_dir, precision)
+        evaluate = Evaluation(cfg, data_yaml, model_device(model), split, out_dir, precision)
     elif exported_format(checkpoint) is not None:  # an exported graph (OpenVINO's: fp32 or bf16)
         model = None
         where = "cpu" if device == "auto" else str(device)

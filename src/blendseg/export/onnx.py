@@ -144,7 +144,7 @@ def read_metadata(path: str | os.PathLike) -> dict:
     """The blendseg metadata of an exported file, ONNX or OpenVINO IR (without loading its weights)."""
     from ..inference.onnx_runtime import exported_format
 
-    if exported_format(path) is not None and exported_format(path).name == "openvino":
+    if getattr(exported_format(path), "name", None) == "openvino":
         from ..inference.onnx_runtime import openvino_metadata, require_openvino
 
         return openvino_metadata(require_openvino().Core().read_model(str(path)), path)

@@ -35,8 +35,16 @@ class KalmanBox:
         z = _xyah(box)
         self.x = np.r_[z, np.zeros(4)]
         h = z[3]
-        std = [2 * self.POS * h, 2 * self.POS * h, 1e-2, 2 * self.POS * h,
-               10 * self.VEL * h, 10 * self.VEL * h, 1e-5, 10 * self.VEL * h]  # fmt: skip
+        std = [
+            2 * self.POS * h,
+            2 * self.POS * h,
+            1e-2,
+            2 * self.POS * h,
+            10 * self.VEL * h,
+            10 * self.VEL * h,
+            1e-5,
+            10 * self.VEL * h,
+        ]
         self.P = np.diag(np.square(std))
         self.F = np.eye(8)
         self.F[:4, 4:] = np.eye(4)
@@ -112,9 +120,15 @@ class ByteTracker:
     needs; ``buffer``: frames a lost track waits. ``use_masks=False``: boxes only, as the common trackers."""
 
     def __init__(
-        self, high: float = 0.5, low: float = 0.1, new: float = 0.6, match: float = 0.2, match_low: float = 0.5,
-        buffer: int = 30, use_masks: bool = True,
-    ) -> None:  # fmt: skip
+        self,
+        high: float = 0.5,
+        low: float = 0.1,
+        new: float = 0.6,
+        match: float = 0.2,
+        match_low: float = 0.5,
+        buffer: int = 30,
+        use_masks: bool = True,
+    ) -> None:
         self.high, self.low, self.new, self.match, self.match_low = high, low, new, match, match_low
         self.buffer, self.use_masks = buffer, use_masks
         self.tracks: list[Track] = []
@@ -122,7 +136,7 @@ class ByteTracker:
 
     def update(
         self, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, masks: np.ndarray | None = None
-    ) -> np.ndarray:  # fmt: skip
+    ) -> np.ndarray:
         self.frame += 1
         boxes, scores, labels = np.asarray(boxes, float).reshape(-1, 4), np.asarray(scores), np.asarray(labels)
         masks = masks if (masks is not None and self.use_masks and len(masks) == len(boxes)) else None
@@ -145,8 +159,9 @@ class ByteTracker:
         for d in left:
             if scores[d] >= self.new:
                 mask = masks[d] if masks is not None else None
-                self.tracks.append(Track(self.next_id, int(labels[d]), KalmanBox(boxes[d]), boxes[d], mask, self.frame,
-                                         [self.frame]))  # fmt: skip
+                self.tracks.append(
+                    Track(self.next_id, int(labels[d]), KalmanBox(boxes[d]), boxes[d], mask, self.frame, [self.frame])
+                )
                 ids[d] = self.next_id
                 self.next_id += 1
         self.tracks = [t for t in self.tracks if self.frame - t.seen <= self.buffer]
