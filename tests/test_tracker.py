@@ -10,7 +10,7 @@ import pytest
 
 from blendseg.data.mots import read_mots
 from blendseg.data.synth_video import synthesize_video
-from blendseg.inference.tracker import ByteTracker, shifted
+from blendseg.inference.tracker import ByteTracker, window_iou, windows
 
 pytest.importorskip("scipy", reason="the tracker's assignment is scipy's (blendseg[track])")
 
@@ -82,10 +82,25 @@ def test_a_lost_track_ends_after_its_buffer():
     assert t.update(box, np.array([0.9]), np.array([0]))[0] != first
 
 
-def test_shifted_masks():
-    m = np.zeros((5, 6), bool)
-    m[1, 1] = True
-    assert shifted(m, 2, 3)[3, 4] and shifted(m, -1, -1)[0, 0] and not shifted(m, 9, 0).any()
+def test_windowed_mask_iou_matches_the_full_frame_one():
+    """Masks cut to their boxes (how the tracker keeps them) give the full-frame IoU, moved or not, and the same
+    windows come from dense masks and from a model's compact ones."""
+    from blendseg.structures import DenseMasks
+
+    rng = np.random.default_rng(0)
+    a, b = np.zeros((2, 40, 50), bool)
+    a[5:20, 8:30] = rng.random((15, 22)) > 0.3
+    b[9:31, 12:40] = rng.random((22, 28)) > 0.3
+    full = lambda x, y: (x & y).sum() / (x | y).sum()  # noqa: E731
+    wa, wb = windows(np.stack([a, b]))
+    assert window_iou(wa, wb) == pytest.approx(full(a, b))
+    moved = np.roll(np.roll(a, 4, 0), 3, 1)  # nothing crosses the border
+    assert window_iou(wa, wb, 4, 3) == pytest.approx(full(moved, b))
+    assert window_iou(wa, wa, 100, 0) == 0.0
+    import torch
+
+    lazy = windows(DenseMasks(torch.from_numpy(np.stack([a, b]))))
+    assert all(x[:2] == y[:2] and np.array_equal(x[2], y[2]) for x, y in zip(lazy, [wa, wb]))
 
 
 def test_model_track_gives_each_result_its_ids_and_a_repeated_frame_the_same_ones(checkpoint):
@@ -112,3 +127,34 @@ def test_model_track_gives_each_result_its_ids_and_a_repeated_frame_the_same_one
     untracked = first[0 : len(first)]
     untracked.track_ids = None
     assert not np.array_equal(untracked.plot(), plain)  # ids change the drawing (colours and "#id" labels)
+
+
+@pytest.mark.slow
+def test_track_and_val_track_from_the_command_line(trained, tmp_path, capsys):
+    """``data synth --video`` two sequences; ``track`` (a model trained on the synthetic shapes) on one's frames
+    writes the drawn video, MOTS tracks whose ids and classes are the JSON's tracked detections, and ``val-track``
+    scores both sequences with TrackEval into metrics.json."""
+    pytest.importorskip("trackeval", reason="the tracking metrics are TrackEval's (blendseg[track])")
+    pytest.importorskip("cv2", reason="the drawn video is written with OpenCV")
+    import json
+
+    from blendseg.cli import main
+
+    checkpoint = trained("blendmask_tiny_test") / "weights" / "last.pt"
+    seqs = tmp_path / "seqs"
+    assert main(["data", "synth", str(seqs), "--video", "--sequences", "2", "--frames", "6", "--size", "96", "128"]) == 0
+    assert sorted(p.name for p in seqs.iterdir()) == ["synth-01", "synth-02"]
+    out = tmp_path / "track"
+    args = ["track", str(checkpoint), str(seqs / "synth-01" / "img1"), "--out", str(out), "--save-mots", "--save-json"]
+    assert main([*args, "--conf", "0.05", "--low", "0.05", "--new", "0.2", "--high", "0.2"]) == 0
+    assert (out / "img1_pred.mp4").stat().st_size > 0
+    frames = json.loads((out / "img1.json").read_text())
+    mots = read_mots(out / "mots" / "img1.txt")
+    assert len(frames) == 6 and mots, "the trained model finds the shapes"
+    for o in mots:  # every MOTS object is a tracked detection of that frame, its class the dataset's id
+        ids = {(i["track_id"], 1 + i["label"]) for i in frames[o.frame - 1]["instances"]}
+        assert (o.track_id, o.class_id) in ids
+    assert main(["val-track", str(checkpoint), str(seqs), "--out", str(tmp_path / "vt")]) == 0
+    metrics = json.loads((tmp_path / "vt" / "metrics.json").read_text())
+    assert metrics["sequences"] == ["synth-01", "synth-02"] and {"HOTA", "IDF1", "MOTA"} <= set(metrics["all"])
+    assert (tmp_path / "vt" / "synth-02.txt").is_file() and "HOTA" in capsys.readouterr().out

@@ -105,12 +105,56 @@ class Model:
         def results() -> Iterator[Result]:
             for it in iter_source(source):
                 r = predictor(it.image, it.path, it.frame)
-                masks = r.compact_masks.to_tensor().cpu().numpy() if r.compact_masks is not None else None  # not kept
-                ids = tracker.update(r.boxes.numpy(), r.scores.numpy(), r.labels.numpy(), masks)
+                ids = tracker.update(r.boxes.numpy(), r.scores.numpy(), r.labels.numpy(), r.compact_masks)
                 r.track_ids = torch.as_tensor(ids)
                 yield r
 
         return results() if stream else list(results())
+
+    def val_track(
+        self,
+        sequences: str | os.PathLike | Sequence[str | os.PathLike],
+        out_dir: str | os.PathLike | None = None,
+        conf: float = 0.1,
+        max_det: int = 100,
+        tracker: Mapping[str, object] | None = None,
+        device: str | None = None,
+        precision: str = "fp32",
+    ) -> dict:
+        """Track every MOTChallenge sequence (``img1/`` frames, ``gt/gt.txt`` MOTS ground truth; or a folder of
+        them, as ``blendseg data synth --video`` writes) with a fresh ByteTracker (``tracker``: its keyword
+        arguments) and score the tracks on masks: ``{"all", "class_averaged", "classes"}`` rows of HOTA / DetA /
+        AssA / IDF1 / MOTA / IDSW / MT / ML by TrackEval, and ``"stability"``
+        (:func:`~blendseg.evaluation.tracking.temporal_stability` of the tracked masks). ``out_dir``: also each
+        sequence's tracks as ``<sequence>.txt`` (MOTS, TrackEval's tracker layout) and ``metrics.json``."""
+        import dataclasses
+        import tempfile
+
+        from .data.mots import find_sequences, read_mots
+        from .evaluation.tracking import evaluate_mots, temporal_stability
+        from .inference.tracker import ByteTracker
+        from .predict import MotsWriter
+
+        paths = [sequences] if isinstance(sequences, (str, os.PathLike)) else list(sequences)
+        seqs = [s for p in paths for s in find_sequences(p)]
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(out_dir) if out_dir is not None else Path(tmp)
+            pairs = {}
+            for seq in seqs:
+                writer = MotsWriter(folder / f"{seq.name}.txt", self.categories.thing_ids, keep=True)
+                frames = self.track(
+                    seq / "img1", ByteTracker(**(tracker or {})), conf, max_det, device, True, precision
+                )
+                for r in frames:
+                    writer.write(r)
+                writer.close()
+                pairs[seq.name] = (read_mots(seq / "gt" / "gt.txt"), writer.objects)
+        metrics = evaluate_mots(pairs)
+        metrics["stability"] = dataclasses.asdict(temporal_stability(pairs))
+        metrics["sequences"] = [s.name for s in seqs]
+        if out_dir is not None:
+            (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        return metrics
 
     def predictor(self, conf: float = 0.3, max_det: int = 100, device: str | None = None, precision: str = "fp32"):
         """The one-image callable behind :meth:`predict`: ``predictor(image (3, H, W) uint8) -> Result``. Kept

@@ -50,8 +50,10 @@ def _cmd_synth(a: argparse.Namespace) -> int:
     if a.video:
         from .data.synth_video import synthesize_video
 
-        folder = synthesize_video(a.out, a.frames, tuple(a.size), a.objects, a.seed)
-        print(f"wrote {folder}: {a.frames} frames in img1/, ground-truth tracks in gt/gt.txt (MOTS)")
+        for k in range(a.sequences):
+            name = f"synth-{k + 1:02d}"
+            folder = synthesize_video(a.out, a.frames, tuple(a.size), a.objects, a.seed + k, jitter=a.jitter, name=name)
+            print(f"wrote {folder}: {a.frames} frames in img1/, ground-truth tracks in gt/gt.txt (MOTS)")
         return 0
     from .data.synth import synthesize
 
@@ -194,6 +196,62 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     return 0
 
 
+def _tracker_kwargs(a: argparse.Namespace) -> dict:
+    return {"high": a.high, "low": a.low, "new": a.new, "buffer": a.buffer, "use_masks": not a.boxes_only}
+
+
+def _cmd_track(a: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .api import load
+    from .inference.sources import is_video_file, video_fps
+    from .inference.tracker import ByteTracker
+    from .predict import MotsWriter, PredictionWriter
+
+    model = load(a.checkpoint, a.device)
+    out, written = Path(a.out), []
+    for source in a.source:  # each one sequence, with its own tracker
+        video = is_video_file(source)
+        name = Path(source).stem if video else Path(source.rstrip("/*")).name or "frames"
+        sequence = None if video else name
+        writer = PredictionWriter(out, model.categories, not a.no_draw, a.save_json, sequence=sequence, json_name=name)
+        mots = MotsWriter(out / "mots" / f"{name}.txt", model.categories.thing_ids) if a.save_mots else None
+        fps = video_fps(source) if video else a.fps
+        tracker = ByteTracker(**_tracker_kwargs(a))
+        try:
+            results = model.track(source, tracker, a.conf, a.max_det, None, True, a.precision)
+            for r in tqdm(results, desc=name, unit="frame", dynamic_ncols=True, mininterval=1):
+                writer.write(r, fps)
+                if mots is not None:
+                    mots.write(r)
+        finally:
+            writer.close()
+            written += [mots.close()] if mots is not None else []
+        print(f"{name}: {writer.count} frame(s), {tracker.next_id - 1} track(s)")
+    print(f"-> {out}" + "".join(f", {p.relative_to(out)}" for p in written))
+    return 0
+
+
+def _cmd_val_track(a: argparse.Namespace) -> int:
+    from .api import load
+    from .evaluation.tracking import format_rows
+
+    model = load(a.checkpoint, a.device)
+    m = model.val_track(a.sequences, a.out, a.conf, a.max_det, _tracker_kwargs(a), None, a.precision)
+    rows = {"all (by detection)": m["all"], "all (by class)": m["class_averaged"]}
+    names = dict(zip(model.categories.thing_ids, model.categories.thing_names))
+    rows.update({names.get(c, str(c)): r for c, r in m["classes"].items()})
+    print(f"{len(m['sequences'])} sequence(s), masks scored by TrackEval:\n{format_rows(rows)}")
+    st = m["stability"]
+    print(
+        f"stability: still objects' predicted mask IoU frame to frame {st['still']:.3f} ({st['still_pairs']} pairs); "
+        f"moving ones' |predicted - true change| {st['change_error']:.3f} ({st['moving_pairs']} pairs)"
+    )
+    if a.out:
+        print(f"tracks and metrics.json -> {a.out}")
+    return 0
+
+
 def _cmd_export(a: argparse.Namespace) -> int:
     import time
 
@@ -278,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_eval_panoptic,
         _add_convert,
         _add_predict,
+        _add_track,
+        _add_val_track,
         _add_export,
         _add_fit_encoding,
         _add_presets,
@@ -349,6 +409,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--size", type=int, nargs=2, default=[192, 256], metavar=("H", "W"), help="--video: frame size")
     s.add_argument("--frames", type=int, default=60, help="--video: the number of frames")
     s.add_argument("--objects", type=int, default=8, help="--video: the number of shapes")
+    s.add_argument("--sequences", type=int, default=1, help="--video: synth-01, synth-02, ... (seeds seed, seed+1...)")
+    s.add_argument("--jitter", type=float, default=1.5, help="--video: camera shake, pixels (standard deviation)")
     s.set_defaults(fn=_cmd_synth)
     c = d.add_parser("check", help="validate COCO annotations or every split of a dataset (exit 1 on errors)")
     c.add_argument(
@@ -430,6 +492,42 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "--save-panoptic", action="store_true", help="panoptic models: also panoptic/*.png + panoptic.json (COCO)"
     )
     pr.set_defaults(fn=_cmd_predict)
+
+
+def _add_tracker_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--conf", type=float, default=0.1, help="keep detections down to this score (the tracker's --low)")
+    p.add_argument("--max-det", type=int, default=100)
+    p.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda, cuda:N")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--high", type=float, default=0.5, help="ByteTrack's first stage: detections scoring at least this")
+    p.add_argument("--low", type=float, default=0.1, help="its second stage: weak ones that keep tracks alive")
+    p.add_argument("--new", type=float, default=0.6, help="the score a detection needs to start a track")
+    p.add_argument("--buffer", type=int, default=30, help="frames a lost track waits before it ends")
+    p.add_argument("--boxes-only", action="store_true", help="associate by box IoU alone (as the common trackers)")
+
+
+def _add_track(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser("track", help="predict over videos / folders of frames with ids kept across frames")
+    t.add_argument("checkpoint")
+    t.add_argument("source", nargs="+", help="video files or folders / globs of frames in order; each is a sequence")
+    t.add_argument("--out", default="runs/track")
+    _add_tracker_args(t)
+    t.add_argument("--fps", type=float, default=25.0, help="frame rate of the drawn video of a folder of frames")
+    t.add_argument("--save-mots", action="store_true", help="mots/<sequence>.txt: the tracks in the MOTS format")
+    t.add_argument("--save-json", action="store_true", help="<sequence>.json: per frame boxes, RLE masks and track ids")
+    t.add_argument("--no-draw", action="store_true", help="do not write the drawn video (or frames)")
+    t.set_defaults(fn=_cmd_track)
+
+
+def _add_val_track(sub: argparse._SubParsersAction) -> None:
+    v = sub.add_parser("val-track", help="HOTA / IDF1 / MOTA on masks (TrackEval) and mask stability on sequences")
+    v.add_argument("checkpoint")
+    v.add_argument(
+        "sequences", nargs="+", help="MOTChallenge sequence folders (img1/, gt/gt.txt in MOTS) or folders of them"
+    )
+    v.add_argument("--out", help="also write each sequence's tracks (<sequence>.txt, MOTS) and metrics.json here")
+    _add_tracker_args(v)
+    v.set_defaults(fn=_cmd_val_track)
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:

@@ -1,5 +1,6 @@
-"""What the demo and ``blendseg predict`` write: drawings of a dataset split beside its ground truth, and the
-prediction files (drawings, streamed JSON, COCO panoptic, pre-labels for annotation tools) of any source."""
+"""What the demo, ``blendseg predict`` and ``blendseg track`` write: drawings of a dataset split beside its ground
+truth, the prediction files (drawings, streamed JSON, COCO panoptic, pre-labels for annotation tools) of any source,
+and tracks as MOTS files."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from torch import nn
 
 from .config import TrainConfig
 from .data.coco import CocoInstances
+from .data.mots import MotsObject, mots_line, mots_object
 from .data.yolo import coco_to_yolo_lines, mask_outline
 from .inference.predictor import Predictor
 from .inference.result import Categories, Result
@@ -53,7 +55,8 @@ class PredictionWriter:
     by frame), ``predictions.json`` (per image its path, size, frame for videos, and instances with box, score,
     class and RLE mask), for panoptic models the COCO panoptic format (``panoptic/<name>.png`` +
     ``panoptic.json``), and pre-labels an annotation tool imports (:class:`PreLabels`: ``save_coco``, a COCO
-    dataset; ``save_txt``, YOLO labels)."""
+    dataset; ``save_txt``, YOLO labels). ``sequence``: images are the frames of one video (``blendseg track`` on a
+    folder of frames), drawn into ``<sequence>_pred.mp4``; ``json_name``: the JSON file's name (without .json)."""
 
     def __init__(
         self,
@@ -64,20 +67,25 @@ class PredictionWriter:
         save_panoptic: bool = False,
         save_coco: bool = False,
         save_txt: bool = False,
+        sequence: str | None = None,
+        json_name: str = "predictions",
     ) -> None:
-        self.out_dir, self.categories = Path(out_dir), categories
+        self.out_dir, self.categories, self.sequence = Path(out_dir), categories, sequence
         self.draw, self.save_panoptic = draw, save_panoptic
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.prelabels = PreLabels(self.out_dir, categories, save_coco, save_txt) if save_coco or save_txt else None
-        self.json = open(self.out_dir / "predictions.json", "w") if save_json else None  # noqa: SIM115
+        self.json_path = self.out_dir / f"{json_name}.json"
+        self.json = open(self.json_path, "w") if save_json else None  # noqa: SIM115
         self.count, self.pan_images, self.pan_annotations = 0, [], []
         self.video, self.video_path = None, None
 
     def write(self, result: Result, fps: float | None = None) -> None:
         stem = Path(result.path).stem if result.path else f"image{self.count:06d}"
         if result.frame is not None:
-            self._write_frame(result, stem, fps or 25.0)
+            self._write_frame(result, stem, result.path, fps or 25.0)
             stem = f"{stem}_{result.frame:06d}"
+        elif self.sequence is not None:
+            self._write_frame(result, self.sequence, self.sequence, fps or 25.0)
         elif self.draw:
             result.save(self.out_dir / f"{stem}_pred.png")
         if self.json is not None:
@@ -97,18 +105,18 @@ class PredictionWriter:
             self.prelabels.add(result, stem)
         self.count += 1
 
-    def _write_frame(self, result: Result, stem: str, fps: float) -> None:
+    def _write_frame(self, result: Result, stem: str, video: str | None, fps: float) -> None:
         if not self.draw:
             return
         from .inference.sources import require_cv2
 
         cv2 = require_cv2()
-        if self.video_path != result.path:
+        if self.video_path != video:
             self._close_video()
             h, w = result.image_size
             path = self.out_dir / f"{stem}_pred.mp4"
             self.video = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-            self.video_path = result.path
+            self.video_path = video
         self.video.write(np.ascontiguousarray(result.plot()[..., ::-1]))
 
     def _close_video(self) -> None:
@@ -123,7 +131,7 @@ class PredictionWriter:
         if self.json is not None:
             self.json.write("[]" if self.count == 0 else "\n]\n")
             self.json.close()
-            written.append(self.out_dir / "predictions.json")
+            written.append(self.json_path)
         if self.pan_images:
             pan = {"images": self.pan_images, "annotations": self.pan_annotations}
             pan["categories"] = self.categories.coco_panoptic()
@@ -218,3 +226,48 @@ def instance_annotations(result: Result, image_id: int, cat_ids: list[int], firs
             ann.update(segmentation=rings, bbox=box, area=float(mask.sum()))
         out.append({"id": first_id + len(out), **ann})
     return out
+
+
+def mots_objects(result: Result, frame: int, cat_ids: list[int]) -> list[MotsObject]:
+    """A tracked Result's objects for a MOTS file: its detections with a track (id >= 0), class = the dataset's
+    category id, the track id as the object id, and masks made disjoint as MOTS requires (where two overlap, the
+    higher score keeps the pixel). A box model has no MOTS output."""
+    if result.compact_masks is None or result.track_ids is None:
+        return []
+    tracked = [i for i in np.argsort(result.scores.numpy(), kind="stable") if int(result.track_ids[i]) >= 0]
+    owner = np.full(result.image_size, -1, dtype=np.int32)
+    for i in tracked:  # ascending score: the higher paints last
+        y0, x0, win = result.compact_masks.window(int(i))
+        win = win.cpu().numpy()
+        owner[y0 : y0 + win.shape[0], x0 : x0 + win.shape[1]][win] = i
+    out = []
+    for i in tracked:
+        mask = owner == i
+        if mask.any():
+            out.append(mots_object(frame, int(result.track_ids[i]), cat_ids[int(result.labels[i])], mask))
+    return out
+
+
+class MotsWriter:
+    """A sequence's tracks as a MOTS txt file (:mod:`~blendseg.data.mots`), written frame by frame as results
+    stream in; frames are numbered from 1 in the order written. ``objects`` keeps what was written (RLE text, a few
+    hundred bytes an object) when ``keep=True``, for evaluation."""
+
+    def __init__(self, path: str | Path, cat_ids: list[int], keep: bool = False) -> None:
+        self.path, self.cat_ids, self.keep = Path(path), cat_ids, keep
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "w")  # noqa: SIM115
+        self.frames, self.objects = 0, []
+
+    def write(self, result: Result) -> list[MotsObject]:
+        self.frames += 1
+        objects = sorted(mots_objects(result, self.frames, self.cat_ids), key=lambda o: o.track_id)
+        self.file.write("".join(mots_line(o) for o in objects))
+        self.file.flush()
+        if self.keep:
+            self.objects += objects
+        return objects
+
+    def close(self) -> Path:
+        self.file.close()
+        return self.path

@@ -42,12 +42,13 @@ def write_mots(path: str | os.PathLike, objects: list[MotsObject]) -> Path:
     """``objects`` as a MOTS txt file, in frame then id order."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [
-        f"{o.frame} {o.track_id} {o.class_id} {o.rle['size'][0]} {o.rle['size'][1]} {o.rle['counts']}"
-        for o in sorted(objects, key=lambda o: (o.frame, o.track_id))
-    ]
-    path.write_text("".join(line + "\n" for line in lines))
+    path.write_text("".join(mots_line(o) for o in sorted(objects, key=lambda o: (o.frame, o.track_id))))
     return path
+
+
+def mots_line(o: MotsObject) -> str:
+    """One object's line of a MOTS file, with its newline."""
+    return f"{o.frame} {o.track_id} {o.class_id} {o.rle['size'][0]} {o.rle['size'][1]} {o.rle['counts']}\n"
 
 
 def read_mots(path: str | os.PathLike) -> list[MotsObject]:
@@ -81,3 +82,19 @@ def write_seqinfo(folder: str | os.PathLike, name: str, frames: int, size: tuple
     with open(path, "w") as f:
         info.write(f, space_around_delimiters=False)
     return path
+
+
+def find_sequences(path: str | os.PathLike) -> list[Path]:
+    """The MOTChallenge sequence folders (``img1/`` and ``gt/gt.txt``) at ``path``: the folder itself, or the
+    ones directly inside it (``blendseg data synth --video`` writes such a parent)."""
+    path = Path(path)
+    is_seq = lambda p: (p / "img1").is_dir() and (p / "gt" / "gt.txt").is_file()  # noqa: E731
+    if is_seq(path):
+        return [path]
+    found = sorted(p for p in path.iterdir() if is_seq(p)) if path.is_dir() else []
+    if not found:
+        raise FileNotFoundError(
+            f"{path}: not a MOTChallenge sequence (img1/ with the frames and gt/gt.txt in the MOTS format) "
+            "nor a folder of them"
+        )
+    return found

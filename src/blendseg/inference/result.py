@@ -157,7 +157,8 @@ class Result:
         return json.dumps(self.to_dict())
 
     def to_supervision(self):
-        """A ``supervision.Detections`` (xyxy, mask, confidence, class_id, class names in ``data``)."""
+        """A ``supervision.Detections`` (xyxy, mask, confidence, class_id, tracker_id after
+        :meth:`~blendseg.api.Model.track`, class names in ``data``)."""
         try:
             import supervision as sv
         except ImportError:
@@ -168,5 +169,6 @@ class Result:
             mask=masks,
             confidence=self.scores.numpy(),
             class_id=self.labels.numpy(),
+            tracker_id=self.track_ids.numpy() if self.track_ids is not None else None,
             data={"class_name": np.array([self.names.get(int(c), str(int(c))) for c in self.labels])},
         )

@@ -86,7 +86,7 @@ def iter_video(path: str | os.PathLike) -> Iterator[Item]:
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise DataError(f"{path}: cannot open video")
-    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) or 25.0
+    fps = _fps(cv2, cap)
     count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) or None
     try:
         index = 0
@@ -99,6 +99,20 @@ def iter_video(path: str | os.PathLike) -> Iterator[Item]:
             index += 1
     finally:
         cap.release()
+
+
+def video_fps(path: str | os.PathLike) -> float:
+    """A video file's frame rate (25 where the file does not say)."""
+    cv2 = require_cv2()
+    cap = cv2.VideoCapture(str(path))
+    try:
+        return _fps(cv2, cap)
+    finally:
+        cap.release()
+
+
+def _fps(cv2, cap) -> float:
+    return float(cap.get(cv2.CAP_PROP_FPS) or 0.0) or 25.0
 
 
 def require_cv2():

@@ -83,7 +83,7 @@ class Track:
     label: int
     kf: KalmanBox
     box: np.ndarray
-    mask: np.ndarray | None
+    mask: Window | None
     seen: int
     history: list[int] = field(default_factory=list)
 
@@ -97,25 +97,47 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area(a)[:, None] + area(b)[None] - inter, 1e-9)
 
 
-def shifted(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """``mask`` moved by (dy, dx) pixels, what leaves the frame dropped."""
-    out = np.zeros_like(mask)
-    h, w = mask.shape
-    ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
-    xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
-    if abs(dy) < h and abs(dx) < w:
-        out[yd, xd] = mask[ys, xs]
+Window = tuple[int, int, np.ndarray]  # (y0, x0, (h, w) bool): a mask's pixels inside the box at (y0, x0)
+
+
+def windows(masks) -> list[Window]:
+    """Each instance's mask as a :data:`Window`: from a model's compact masks (anything with ``window(i)``, e.g.
+    :class:`~blendseg.structures.LazyMasks`, never pasted at full size) or from (N, H, W) bool masks (cut to their
+    bounding boxes). Memory and the IoUs then follow the objects' sizes, not the frame's."""
+    if hasattr(masks, "window"):
+        out = []
+        for i in range(len(masks)):
+            y0, x0, win = masks.window(i)
+            out.append((int(y0), int(x0), win.cpu().numpy().astype(bool, copy=False)))
+        return out
+    out = []
+    for m in np.asarray(masks, dtype=bool):
+        ys, xs = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+        out.append(
+            (int(ys[0]), int(xs[0]), m[ys[0] : ys[-1] + 1, xs[0] : xs[-1] + 1]) if len(ys) else (0, 0, m[:0, :0])
+        )
     return out
 
 
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 0.0
+def window_iou(a: Window, b: Window, dy: int = 0, dx: int = 0) -> float:
+    """IoU of two windowed masks, ``a`` moved by (dy, dx) pixels."""
+    (ay, ax, am), (by, bx, bm) = a, b
+    ay, ax = ay + dy, ax + dx
+    y0, x0 = max(ay, by), max(ax, bx)
+    y1, x1 = min(ay + am.shape[0], by + bm.shape[0]), min(ax + am.shape[1], bx + bm.shape[1])
+    inter = 0
+    if y1 > y0 and x1 > x0:
+        inter = int(
+            np.logical_and(am[y0 - ay : y1 - ay, x0 - ax : x1 - ax], bm[y0 - by : y1 - by, x0 - bx : x1 - bx]).sum()
+        )
+    union = int(am.sum()) + int(bm.sum()) - inter
+    return inter / union if union else 0.0
 
 
 class ByteTracker:
     """``update(boxes, scores, labels, masks=None) -> ids``: one frame's detections (xyxy (N, 4), (N,), (N,), and
-    optionally (N, H, W) bool masks) in, each one's track id out (-1: not tracked). ``high`` / ``low``: the two
+    optionally their masks: (N, H, W) bool, a model's compact masks or a list of :data:`Window`) in, each one's
+    track id out (-1: not tracked). ``high`` / ``low``: the two
     stages' score thresholds; ``new``: the score that starts a track; ``match`` / ``match_low``: the IoU each stage
     needs; ``buffer``: frames a lost track waits. ``use_masks=False``: boxes only, as the common trackers."""
 
@@ -134,12 +156,12 @@ class ByteTracker:
         self.tracks: list[Track] = []
         self.frame, self.next_id = 0, 1
 
-    def update(
-        self, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, masks: np.ndarray | None = None
-    ) -> np.ndarray:
+    def update(self, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, masks=None) -> np.ndarray:
         self.frame += 1
         boxes, scores, labels = np.asarray(boxes, float).reshape(-1, 4), np.asarray(scores), np.asarray(labels)
         masks = masks if (masks is not None and self.use_masks and len(masks) == len(boxes)) else None
+        if masks is not None and not isinstance(masks, list):
+            masks = windows(masks)
         ids = np.full(len(boxes), -1, dtype=np.int64)
         for t in self.tracks:
             t.kf.predict()
@@ -190,9 +212,8 @@ class ByteTracker:
                 if t.mask is None:
                     continue
                 (dx, dy) = np.round(((predicted[i, :2] + predicted[i, 2:]) - (t.box[:2] + t.box[2:])) / 2).astype(int)
-                moved = shifted(t.mask, int(dy), int(dx))
                 for j, d in enumerate(dets):
                     if iou[i, j] > 0:  # where the boxes meet, the mean of the box and the mask IoU
-                        iou[i, j] = (iou[i, j] + mask_iou(moved, masks[d])) / 2
+                        iou[i, j] = (iou[i, j] + window_iou(t.mask, masks[d], int(dy), int(dx))) / 2
         same = np.array([t.label for t in tracks])[:, None] == labels[dets][None, :]
         return np.where(same, iou, 0.0)
