@@ -33,12 +33,13 @@ from blendseg.inference.result import Categories
 from blendseg.inference.tracker import ByteTracker
 from blendseg.overrides import from_dict
 
-ROWS = ["blendmask_tiny", "yolact_tiny", "meinst_tiny", "maskrcnn"]
+ROWS = ["blendmask_tiny_seed0", "yolact_tiny_seed0", "meinst_tiny_seed0", "maskrcnn_seed0"]
 
 
-def load_row(models: Path, row: str, seed: int) -> Model:
-    path = models / f"{row}_seed{seed}" / "weights" / "last.pt"
-    if row != "maskrcnn":
+def load_row(models: Path, row: str) -> Model:
+    """The model of one run folder of benchmarks.accuracy (``<model>_seed<N>``)."""
+    path = models / row / "weights" / "last.pt"
+    if not row.startswith("maskrcnn"):
         return load(path, device="cpu")
     ckpt = load_checkpoint(path)
     cfg = from_dict(TrainConfig, ckpt["config"])
@@ -66,8 +67,7 @@ def overhead(model: Model, frames: Path, conf: float) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", type=Path, default=Path("runs/tracking"))
-    p.add_argument("--rows", nargs="*", default=ROWS)
-    p.add_argument("--seed", type=int, default=0, help="the accuracy run's seed (its folder names)")
+    p.add_argument("--rows", nargs="*", default=ROWS, help="run folders of benchmarks.accuracy in --models")
     p.add_argument("--sequences", type=int, default=4)
     p.add_argument("--frames", type=int, default=60)
     p.add_argument("--size", type=int, nargs=2, default=[256, 320], metavar=("H", "W"))
@@ -84,7 +84,7 @@ def main() -> None:
             synthesize_video(calm, a.frames, tuple(a.size), 8, 200 + k, still=0.6, jitter=0.0, name=f"calm-{k + 1:02d}")
     results = {"sequences": a.sequences, "frames": a.frames, "size": a.size, "rows": []}
     for row in a.rows:
-        model = load_row(a.models, row, a.seed)
+        model = load_row(a.models, row)
         rec = {"model": row}
         for assoc, use_masks in (("masks", True), ("boxes", False)):
             m = model.val_track(videos, conf=a.conf, tracker={"use_masks": use_masks})

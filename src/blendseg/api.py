@@ -22,6 +22,7 @@ import torch
 from .config import TrainConfig
 from .inference.predictor import Predictor, model_device
 from .inference.result import Categories, Result
+from .inference.slicing import SliceSpec, as_spec
 from .inference.sources import Source, iter_source
 
 
@@ -68,6 +69,7 @@ class Model:
         device: str | None = None,
         stream: bool = False,
         precision: str = "fp32",
+        slice: int | SliceSpec | None = None,
     ) -> list[Result] | Iterator[Result]:
         """Predict on a path, folder, glob, video file, PIL image, numpy (H, W, 3) RGB array, or a list or iterator
         (e.g. a generator of camera frames) of these: a list of :class:`~blendseg.inference.result.Result` (a
@@ -75,8 +77,10 @@ class Model:
         iterator is read one image per result asked for). Results hold their tensors on the CPU, so a list of them
         takes no GPU memory. ``device``: None runs where the model is (see :func:`load`); a device moves the model
         there first. ``precision``: "bf16" runs the network about 2x faster on a CPU with bf16 matrix units
-        (decoding and masks stay float32), "fp16" on CUDA."""
-        predictor = self.predictor(conf, max_det, device, precision)
+        (decoding and masks stay float32), "fp16" on CUDA. ``slice``: for large images with small objects, a tile
+        size (or a :class:`~blendseg.inference.slicing.SliceSpec`: overlap, the full-image pass too): each image
+        larger than a tile is predicted tile by tile and the tiles' instances merged by their masks."""
+        predictor = self.predictor(conf, max_det, device, precision, slice)
         results = (predictor(it.image, it.path, it.frame) for it in iter_source(source))
         return results if stream else list(results)
 
@@ -156,20 +160,27 @@ class Model:
             (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
         return metrics
 
-    def predictor(self, conf: float = 0.3, max_det: int = 100, device: str | None = None, precision: str = "fp32"):
+    def predictor(
+        self,
+        conf: float = 0.3,
+        max_det: int = 100,
+        device: str | None = None,
+        precision: str = "fp32",
+        slice: int | SliceSpec | None = None,
+    ):
         """The one-image callable behind :meth:`predict`: ``predictor(image (3, H, W) uint8) -> Result``. Kept
         between calls and made again only when ``conf``, ``max_det``, the device or ``precision`` change (for an
         exported model a predictor is an onnxruntime session or an OpenVINO compilation: a loop of one-image
         ``predict`` calls pays for it once)."""
         if device is not None:
             self.to(device)
-        settings = (conf, max_det, str(self.device), precision)
+        settings = (conf, max_det, str(self.device), precision, as_spec(slice))
         if self._predictor is None or self._predictor[0] != settings:
-            self._predictor = (settings, self._new_predictor(conf, max_det, precision))
+            self._predictor = (settings, self._new_predictor(conf, max_det, precision, as_spec(slice)))
         return self._predictor[1]
 
-    def _new_predictor(self, conf: float, max_det: int, precision: str):
-        return Predictor(self.model, self.cfg, self.categories, conf, max_det, None, precision)
+    def _new_predictor(self, conf: float, max_det: int, precision: str, slice: SliceSpec | None):
+        return Predictor(self.model, self.cfg, self.categories, conf, max_det, None, precision, slice)
 
     def export(
         self,
@@ -235,16 +246,19 @@ class Model:
         precision: str = "fp32",
         device: str | None = None,
         save_worst: int = 0,
+        slice: int | SliceSpec | None = None,
     ) -> dict:
         """COCO box / mask AP (and PQ for panoptic models on panoptic data) on a split of a data.yaml, where the
         model is (``device``: moved there first); returns the metrics dict (percent) that ``blendseg val``
         writes. ``out_dir``: also the curves, confusion matrices, TIDE errors and results JSON there (with the
-        ``save_worst`` images with the most errors), as ``blendseg val --out``."""
+        ``save_worst`` images with the most errors), as ``blendseg val --out``. ``slice``: as :meth:`predict`'s."""
         from .engine.runner import validate
 
         if device is not None:
             self.to(device)
-        return validate(self.model, str(data), split, out_dir, precision, self.device, save_worst, cfg=self.cfg)
+        return validate(
+            self.model, str(data), split, out_dir, precision, self.device, save_worst, cfg=self.cfg, slice=slice
+        )
 
     def train(
         self,
@@ -306,10 +320,10 @@ class OnnxModel(Model):
         """Nothing to do: onnxruntime folds batch norms when it opens the graph."""
         return self
 
-    def _new_predictor(self, conf: float, max_det: int, precision: str):
+    def _new_predictor(self, conf: float, max_det: int, precision: str, slice: SliceSpec | None):
         from .inference.onnx_runtime import exported_predictor
 
-        return exported_predictor(self.checkpoint, conf, max_det, self._device, precision)
+        return exported_predictor(self.checkpoint, conf, max_det, self._device, precision, slice)
 
     def val(
         self,
@@ -318,12 +332,13 @@ class OnnxModel(Model):
         out_dir: str | os.PathLike | None = None,
         precision: str = "fp32",
         save_worst: int = 0,
+        slice: int | SliceSpec | None = None,
     ) -> dict:
         """COCO box / mask AP of the graph on a split, as ``blendseg val model.onnx`` (export with ``--conf 0.05``
         to score it as the PyTorch model is scored; ``precision`` "bf16" for an OpenVINO model)."""
         from .engine.runner import validate
 
-        return validate(self.checkpoint, str(data), split, out_dir, precision, self._device, save_worst)
+        return validate(self.checkpoint, str(data), split, out_dir, precision, self._device, save_worst, slice=slice)
 
     def export(self, *args, **kwargs) -> Path:
         raise NotImplementedError("this is already an exported model: export from the .pt checkpoint")

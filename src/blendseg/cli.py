@@ -26,8 +26,10 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 def _cmd_val(a: argparse.Namespace) -> int:
     from .engine.runner import validate
+    from .inference.slicing import SliceSpec
 
-    metrics = validate(a.checkpoint, a.data, a.split, a.out, a.precision, a.device, a.save_worst)
+    spec = SliceSpec(a.slice, a.overlap, a.slice_full, a.slice_batch) if a.slice else None
+    metrics = validate(a.checkpoint, a.data, a.split, a.out, a.precision, a.device, a.save_worst, slice=spec)
     summary = {
         k: {m: round(v, 2) for m, v in d.items() if isinstance(v, float)}
         for k, d in metrics.items()
@@ -167,6 +169,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
     from .api import load
     from .figures import show_bases
+    from .inference.slicing import SliceSpec
     from .inference.sources import is_video_file, iter_source
     from .predict import PredictionWriter
 
@@ -177,14 +180,22 @@ def _cmd_predict(a: argparse.Namespace) -> int:
         print("warning: --show-bases needs the .pt checkpoint (an ONNX graph has no bases to show)", file=sys.stderr)
         a.show_bases = False
     writer = PredictionWriter(
-        a.out, model.categories, not a.no_draw, a.save_json, a.save_panoptic, a.save_coco, a.save_txt
+        a.out,
+        model.categories,
+        not a.no_draw,
+        a.save_json,
+        a.save_panoptic,
+        a.save_coco,
+        a.save_txt,
+        style=_draw_style(a),
     )
-    predictor = model.predictor(a.conf, a.max_det, None, a.precision)  # where load put it
+    spec = SliceSpec(a.slice, a.overlap, a.slice_full, a.slice_batch) if a.slice else None
+    predictor = model.predictor(a.conf, a.max_det, None, a.precision, spec)  # where load put it
     items = iter_source(a.source, on_skip=lambda msg: tqdm.write(f"warning: {msg}"))
     unit = "frame" if any(is_video_file(s) for s in a.source) else "img"
     try:
         for it in tqdm(items, desc="predict", unit=unit, dynamic_ncols=True, mininterval=1):
-            writer.write(predictor(it.image, it.path, it.frame), it.fps)
+            writer.write(_only(predictor(it.image, it.path, it.frame), a.classes), it.fps)
             if a.show_bases and it.frame is None:
                 fig = show_bases(model.model, model.cfg, it.image, model.categories.thing_names, a.conf)
                 stem = Path(it.path).stem if it.path else f"image{writer.count - 1:06d}"
@@ -214,13 +225,16 @@ def _cmd_track(a: argparse.Namespace) -> int:
         video = is_video_file(source)
         name = Path(source).stem if video else Path(source.rstrip("/*")).name or "frames"
         sequence = None if video else name
-        writer = PredictionWriter(out, model.categories, not a.no_draw, a.save_json, sequence=sequence, json_name=name)
+        writer = PredictionWriter(
+            out, model.categories, not a.no_draw, a.save_json, sequence=sequence, json_name=name, style=_draw_style(a)
+        )
         mots = MotsWriter(out / "mots" / f"{name}.txt", model.categories.thing_ids) if a.save_mots else None
         fps = video_fps(source) if video else a.fps
         tracker = ByteTracker(**_tracker_kwargs(a))
         try:
             results = model.track(source, tracker, a.conf, a.max_det, None, True, a.precision)
             for r in tqdm(results, desc=name, unit="frame", dynamic_ncols=True, mininterval=1):
+                r = _only(r, a.classes)
                 writer.write(r, fps)
                 if mots is not None:
                     mots.write(r)
@@ -250,6 +264,21 @@ def _cmd_val_track(a: argparse.Namespace) -> int:
     if a.out:
         print(f"tracks and metrics.json -> {a.out}")
     return 0
+
+
+def _draw_style(a: argparse.Namespace):
+    from .vis import DrawStyle
+
+    return DrawStyle(not a.hide_labels, not a.hide_conf, a.line_width, not a.hide_boxes)
+
+
+def _only(result, classes: list[int] | None):
+    """``result`` with only the instances of ``classes`` (class indices; None: all), as ultralytics' ``classes``."""
+    if classes is None:
+        return result
+    import torch
+
+    return result[torch.isin(result.labels, torch.tensor(classes))]
 
 
 def _cmd_export(a: argparse.Namespace) -> int:
@@ -382,7 +411,28 @@ def _add_val(sub: argparse._SubParsersAction) -> None:
     )
     v.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="network precision")
     v.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda, cuda:N")
+    _add_slice_args(v)
     v.set_defaults(fn=_cmd_val)
+
+
+def _add_draw_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--classes", type=int, nargs="+", help="keep only these class indices (0-based), as ultralytics")
+    p.add_argument("--hide-labels", action="store_true", help="drawings without the name / score tags")
+    p.add_argument("--hide-conf", action="store_true", help="drawings without the scores in the tags")
+    p.add_argument("--hide-boxes", action="store_true", help="drawings without boxes (masks and outlines only)")
+    p.add_argument("--line-width", type=int, help="box and outline width in pixels (default: scaled to the image)")
+
+
+def _add_slice_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--slice",
+        type=int,
+        metavar="SIZE",
+        help="large images: predict in overlapping SIZE x SIZE tiles and merge their instances by mask",
+    )
+    p.add_argument("--overlap", type=float, default=0.2, help="--slice: the fraction neighbouring tiles share")
+    p.add_argument("--slice-full", action="store_true", help="--slice: also predict the whole image and merge it in")
+    p.add_argument("--slice-batch", type=int, default=4, help="--slice: tiles per network call")
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
@@ -474,6 +524,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="batch norms folded into their convolutions (faster on a CPU; same results up to float rounding)",
     )
+    _add_slice_args(pr)
+    _add_draw_args(pr)
     pr.add_argument("--save-json", action="store_true", help="write predictions.json (boxes, scores, RLE masks)")
     pr.add_argument(
         "--save-coco",
@@ -516,6 +568,7 @@ def _add_track(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--save-mots", action="store_true", help="mots/<sequence>.txt: the tracks in the MOTS format")
     t.add_argument("--save-json", action="store_true", help="<sequence>.json: per frame boxes, RLE masks and track ids")
     t.add_argument("--no-draw", action="store_true", help="do not write the drawn video (or frames)")
+    _add_draw_args(t)
     t.set_defaults(fn=_cmd_track)
 
 

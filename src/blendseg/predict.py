@@ -20,7 +20,7 @@ from .inference.predictor import Predictor
 from .inference.result import Categories, Result
 from .modeling.core.fcos_inference import Detections
 from .structures import to_device
-from .vis import draw_detections, save_image
+from .vis import DrawStyle, draw_detections, save_image
 
 
 def predict_image(model: nn.Module, cfg: TrainConfig, image: torch.Tensor) -> Detections:
@@ -56,7 +56,8 @@ class PredictionWriter:
     class and RLE mask), for panoptic models the COCO panoptic format (``panoptic/<name>.png`` +
     ``panoptic.json``), and pre-labels an annotation tool imports (:class:`PreLabels`: ``save_coco``, a COCO
     dataset; ``save_txt``, YOLO labels). ``sequence``: images are the frames of one video (``blendseg track`` on a
-    folder of frames), drawn into ``<sequence>_pred.mp4``; ``json_name``: the JSON file's name (without .json)."""
+    folder of frames), drawn into ``<sequence>_pred.mp4``; ``json_name``: the JSON file's name (without .json);
+    ``style``: how drawings look (:class:`~blendseg.vis.DrawStyle`)."""
 
     def __init__(
         self,
@@ -69,8 +70,9 @@ class PredictionWriter:
         save_txt: bool = False,
         sequence: str | None = None,
         json_name: str = "predictions",
+        style: DrawStyle | None = None,
     ) -> None:
-        self.out_dir, self.categories, self.sequence = Path(out_dir), categories, sequence
+        self.out_dir, self.categories, self.sequence, self.style = Path(out_dir), categories, sequence, style
         self.draw, self.save_panoptic = draw, save_panoptic
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.prelabels = PreLabels(self.out_dir, categories, save_coco, save_txt) if save_coco or save_txt else None
@@ -87,7 +89,7 @@ class PredictionWriter:
         elif self.sequence is not None:
             self._write_frame(result, self.sequence, self.sequence, fps or 25.0)
         elif self.draw:
-            result.save(self.out_dir / f"{stem}_pred.png")
+            result.save(self.out_dir / f"{stem}_pred.png", self.style)
         if self.json is not None:
             self.json.write(("[\n" if self.count == 0 else ",\n") + result.to_json())
             self.json.flush()
@@ -117,7 +119,7 @@ class PredictionWriter:
             path = self.out_dir / f"{stem}_pred.mp4"
             self.video = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
             self.video_path = video
-        self.video.write(np.ascontiguousarray(result.plot()[..., ::-1]))
+        self.video.write(np.ascontiguousarray(result.plot(self.style)[..., ::-1]))
 
     def _close_video(self) -> None:
         if self.video is not None:

@@ -102,6 +102,25 @@ class PanopticResult:
     semantic: Tensor
 
 
+@dataclass
+class Instances:
+    """One image's instances in its pixels: boxes (D, 4) xyxy, scores (D,), labels (D,) contiguous ids and masks
+    (compact, or None): what an exported graph and sliced prediction give, behind the same interface as the
+    models' detections (indexing with a tensor, ``len``)."""
+
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+    masks: LazyMasks | None = None
+
+    def __len__(self) -> int:
+        return self.boxes.shape[0]
+
+    def __getitem__(self, idx) -> Instances:
+        masks = None if self.masks is None else self.masks[idx]
+        return Instances(self.boxes[idx], self.scores[idx], self.labels[idx], masks)
+
+
 class LazyMasks:
     """(D, H, W) bool instance masks kept compact: an instance's full-image pixels are made when indexed with an
     int (``masks[i]``), all of them by :meth:`to_tensor`; :meth:`window` gives the only area an instance can cover.
@@ -215,6 +234,27 @@ class DenseMasks(LazyMasks):
 
     def to_tensor(self) -> Tensor:
         return self.probs.bool()
+
+
+class WindowMasks(LazyMasks):
+    """Masks as each instance's pixels inside its own window, at any place in the image: what sliced prediction
+    merges its tiles into. ``probs`` (D, 4) holds the windows' (y0, x0, h, w); ``pixels`` every window's pixels,
+    one after another (row-major); memory follows the instances' windows, not the image."""
+
+    def __init__(self, windows: list[tuple[int, int, Tensor]], image_size: tuple[int, int]) -> None:
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.probs = torch.tensor([[y0, x0, *w.shape] for y0, x0, w in windows], dtype=torch.int64).reshape(-1, 4)
+        flat = [w.reshape(-1).bool() for _, _, w in windows]
+        self.pixels = torch.cat(flat) if flat else torch.zeros(0, dtype=torch.bool)
+        self.offsets = torch.tensor([0, *(len(f) for f in flat)], dtype=torch.int64).cumsum(0)
+
+    def window(self, i: int) -> tuple[int, int, Tensor]:
+        y0, x0, h, w = (int(v) for v in self.probs[i])
+        return y0, x0, self.pixels[int(self.offsets[i]) : int(self.offsets[i + 1])].view(h, w)
+
+    def _select(self, idx) -> WindowMasks:
+        picked = torch.arange(len(self))[idx].reshape(-1)
+        return WindowMasks([self.window(int(i)) for i in picked], self.image_size)
 
 
 def map_tensors(obj, fn: Callable[[Tensor], Tensor]):

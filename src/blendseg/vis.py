@@ -6,6 +6,7 @@ segments a band of rows at a time, so memory follows the picture once, not the p
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,36 +17,99 @@ from torch import Tensor
 from .modeling.core.fcos_inference import Detections
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]
+# fills of single instances: Kelly's 20 colours of maximum contrast
+INSTANCE_PALETTE = [
+    (255, 179, 0),
+    (128, 62, 117),
+    (255, 104, 0),
+    (166, 189, 215),
+    (193, 0, 32),
+    (206, 162, 98),
+    (129, 112, 102),
+    (0, 125, 52),
+    (246, 118, 142),
+    (0, 83, 138),
+    (255, 122, 92),
+    (83, 55, 122),
+    (255, 142, 0),
+    (179, 40, 81),
+    (244, 200, 0),
+    (127, 24, 13),
+    (147, 170, 0),
+    (89, 51, 21),
+    (241, 58, 19),
+    (35, 44, 22),
+]
 STUFF_PALETTE = [(110, 160, 220), (90, 150, 80), (40, 90, 160), (170, 130, 90), (150, 150, 150), (200, 180, 120)]
 
 
+@dataclass(frozen=True)
+class DrawStyle:
+    """How instances are drawn (ultralytics' plotting options): ``labels`` / ``conf`` print the "name score" tags,
+    ``line_width`` (None: scaled to the picture) for boxes and outlines, ``boxes`` draws them."""
+
+    labels: bool = True
+    conf: bool = True
+    line_width: int | None = None
+    boxes: bool = True
+
+
 def render_detections(
-    image: Tensor, dets, class_names: list[str], score_th: float = 0.3, track_ids: Tensor | None = None
+    image: Tensor,
+    dets,
+    class_names: list[str],
+    score_th: float = 0.3,
+    track_ids: Tensor | None = None,
+    style: DrawStyle = DrawStyle(),
 ) -> Image.Image:
     """The (3, H, W) uint8 image with the masks, boxes and labels of detections scoring >= ``score_th``, as a PIL
-    image (scores of 1 or more, e.g. ground truth, are not printed). With ``track_ids`` each tracked detection is
-    drawn in its track's colour (the same in every frame) and labelled "#id class score"; untracked ones (-1) in
-    their class's."""
+    image (scores of 1 or more, e.g. ground truth, are not printed). Each instance's mask is filled in its own
+    colour and outlined, with its box, in its class's colour, so neighbours of one class stay apart on dense
+    scenes; a label's size follows its box as well as the picture. With ``track_ids`` the fill is the track's
+    colour (the same in every frame) and the label "#id class score"."""
     keep = (dets.scores >= score_th).nonzero()[:, 0]
     boxes, labels, scores = dets.boxes[keep].cpu(), dets.labels[keep].cpu(), dets.scores[keep].cpu()
     ids = track_ids[keep].tolist() if track_ids is not None else [-1] * len(keep)
-    colors = [PALETTE[(t if t >= 0 else int(c)) % len(PALETTE)] for c, t in zip(labels.tolist(), ids)]
+    classes = [PALETTE[int(c) % len(PALETTE)] for c in labels.tolist()]
+    fills = [INSTANCE_PALETTE[(t if t >= 0 else i) % len(INSTANCE_PALETTE)] for i, t in enumerate(ids)]
     canvas = np.array(image.to(torch.uint8).cpu().permute(1, 2, 0).numpy())  # the one HWC copy
+    draw_scale = max(1, min(canvas.shape[:2]) // 300)
+    width = style.line_width or draw_scale + 1
     masks = getattr(dets, "masks", None)
     if masks is not None and len(keep):
         kept = masks[keep]
-        for i, color in enumerate(colors):
+        for i in range(len(keep)):
             y0, x0, window = kept.window(i)
-            fill_window(canvas, y0, x0, window.cpu().numpy(), color, 0.45)
+            window = window.cpu().numpy()
+            fill_window(canvas, y0, x0, window, fills[i], 0.45)
+            fill_window(canvas, y0, x0, outline(window, max(1, width // 2)), classes[i], 1.0)
     pil = Image.fromarray(canvas)
     del canvas
-    draw, font, width = _pen(pil)
-    for box, c, s, color, t in zip(boxes.tolist(), labels.tolist(), scores.tolist(), colors, ids):
-        draw.rectangle(box, outline=color, width=width)
-        text = f"{_name(class_names, c)} {s:.2f}" if s < 1 else _name(class_names, c)
+    draw, fonts = ImageDraw.Draw(pil), _Fonts(min(pil.size))
+    for box, c, s, color, t in zip(boxes.tolist(), labels.tolist(), scores.tolist(), classes, ids):
+        if style.boxes:
+            draw.rectangle(box, outline=color, width=width)
+        if not style.labels:
+            continue
+        text = f"{_name(class_names, c)} {s:.2f}" if s < 1 and style.conf else _name(class_names, c)
         text = f"#{t} {text}" if t >= 0 else text
-        _label(draw, (box[0], box[1]), text, font, color, anchor="lb")
+        _label(draw, (box[0], box[1]), text, fonts.for_box(box), color, anchor="lb")
     return pil
+
+
+def outline(mask: np.ndarray, width: int = 1) -> np.ndarray:
+    """The pixels of ``mask`` within ``width`` of its edge (a bool map of the same shape)."""
+    inner = mask.copy()
+    for _ in range(width):
+        shrunk = inner.copy()
+        shrunk[1:] &= inner[:-1]
+        shrunk[:-1] &= inner[1:]
+        shrunk[:, 1:] &= inner[:, :-1]
+        shrunk[:, :-1] &= inner[:, 1:]
+        shrunk[[0, -1], :] = False
+        shrunk[:, [0, -1]] = False
+        inner = shrunk
+    return mask & ~inner
 
 
 def draw_detections(image: Tensor, dets: Detections, class_names: list[str], score_th: float = 0.3) -> Tensor:
@@ -116,11 +180,26 @@ def _segment_color(s: dict) -> tuple[int, int, int]:
 def _pen(pil: Image.Image) -> tuple[ImageDraw.ImageDraw, ImageFont.ImageFont, int]:
     """A drawer, a font and a line width that scale with the picture (readable on a phone photo too)."""
     short = min(pil.size)
-    try:
-        font = ImageFont.load_default(size=max(11, short // 45))
-    except TypeError:  # Pillow < 10.1: the fixed bitmap font
-        font = ImageFont.load_default()
-    return ImageDraw.Draw(pil), font, max(2, short // 300)
+    return ImageDraw.Draw(pil), _Fonts(short).get(max(11, short // 45)), max(2, short // 300)
+
+
+class _Fonts:
+    """Fonts by size: labels as large as the picture allows (1/45 of its short side, at least 11 px) and no taller
+    than a third of their box (at least 8 px), so the labels of small, dense instances do not cover them."""
+
+    def __init__(self, short: int) -> None:
+        self.largest, self.cache = max(11, short // 45), {}
+
+    def get(self, size: int) -> ImageFont.ImageFont:
+        if size not in self.cache:
+            try:
+                self.cache[size] = ImageFont.load_default(size=size)
+            except TypeError:  # Pillow < 10.1: the fixed bitmap font
+                self.cache[size] = ImageFont.load_default()
+        return self.cache[size]
+
+    def for_box(self, box: list[float]) -> ImageFont.ImageFont:
+        return self.get(int(min(self.largest, max(8, (box[3] - box[1]) // 3))))
 
 
 def _label(draw: ImageDraw.ImageDraw, xy, text: str, font, background, anchor: str) -> None:

@@ -35,6 +35,8 @@ from ..evaluation.panoptic import PanopticEvaluator
 from ..evaluation.plots import enabled as plots_enabled
 from ..inference.onnx_runtime import exported_format
 from ..inference.predictor import model_device
+from ..inference.result import Categories
+from ..inference.slicing import SliceSpec, as_spec
 from ..overrides import dump_yaml, from_dict
 from ..zoo import build_model, get_arch
 from .checkpoint import load_checkpoint
@@ -189,30 +191,20 @@ def write_metrics(metrics: dict, out_dir: Path) -> Path:
     return out_dir / "metrics.json"
 
 
-class ExportedEvaluation(Evaluation):
-    """:class:`Evaluation` of an exported graph (``blendseg val model.onnx``): the split's original images through
-    the graph (its own resize, thresholds and masks; export with ``--conf 0.05`` to score as the PyTorch model
-    does), box and mask AP by the same evaluator and report."""
+class PredictorEvaluation(Evaluation):
+    """:class:`Evaluation` through a predictor, one original image at a time: an exported graph (``blendseg val
+    model.onnx``: its own resize, thresholds and masks; export with ``--conf 0.05`` to score it as the PyTorch model
+    is scored) or sliced prediction (``val --slice``). Box (and mask) AP by the same evaluator and report."""
 
-    def __init__(
-        self,
-        path: str | Path,
-        data_yaml: str,
-        split: str = "val",
-        device: str = "cpu",
-        precision: str = "fp32",
-    ) -> None:
-        from ..inference.onnx_runtime import exported_predictor
-
-        self.predictor = exported_predictor(path, None, 10**6, device, precision)  # everything the graph outputs
-        meta = self.predictor.metadata
+    def __init__(self, predictor, data_yaml: str, split: str, iou_types: tuple[str, ...], what: str) -> None:
+        self.predictor = predictor
         self.dataset = ds = open_split(data_yaml, split)
-        if list(meta["category_ids"]) != list(ds.contiguous_to_cat_id):
+        cats = predictor.categories
+        if list(cats.thing_ids) != list(ds.contiguous_to_cat_id):
             raise DataError(
-                f"{path} was exported for categories {meta['category_ids']} ({', '.join(meta['class_names'])}); "
+                f"{what} predicts categories {list(cats.thing_ids)} ({', '.join(cats.thing_names)}); "
                 f"{data_yaml}'s '{split}' split has {ds.contiguous_to_cat_id} ({', '.join(ds.class_names)})"
             )
-        iou_types = ("bbox",) if meta.get("masks", "none") == "none" else ("bbox", "segm")
         self.coco = COCOEvaluator(ds.coco, ds.contiguous_to_cat_id, ds.class_names, iou_types)
         self.evaluators = [self.coco]
 
@@ -230,13 +222,41 @@ class ExportedEvaluation(Evaluation):
                 continue
             self.coco.process([info["id"]], [self.predictor(image).detections])
         n = len(self.dataset.images)
-        print(f"inference on {n} images: {time.perf_counter() - t0:.1f} s ({self.predictor.session_kind})")
+        kind = getattr(self.predictor, "session_kind", "sliced" if self.predictor.slice else "PyTorch")
+        print(f"inference on {n} images: {time.perf_counter() - t0:.1f} s ({kind})")
         metrics = self.coco.evaluate()
         if skipped:
             print(f"warning: {len(skipped)} unreadable evaluation image(s) scored with no detections:")
             print("\n".join(f"  {m}" for m in skipped))
             metrics["skipped_eval_images"] = skipped
         return metrics
+
+
+def exported_evaluation(
+    path: str | Path, data_yaml: str, split: str, device: str, precision: str, slice: SliceSpec | None
+) -> PredictorEvaluation:
+    from ..inference.onnx_runtime import exported_predictor
+
+    predictor = exported_predictor(path, None, 10**6, device, precision, slice)  # everything the graph outputs
+    masks = predictor.metadata.get("masks", "none") != "none"
+    return PredictorEvaluation(predictor, data_yaml, split, ("bbox", "segm") if masks else ("bbox",), str(path))
+
+
+def sliced_evaluation(
+    model: nn.Module, cfg: TrainConfig, data_yaml: str, split: str, precision: str, slice: SliceSpec
+) -> PredictorEvaluation:
+    """A model's evaluation with ``slice``: every detection its tiles give (conf 0, COCO's 100 an image)."""
+    from ..inference.predictor import Predictor
+
+    ds = open_split(data_yaml, split)
+    predictor = Predictor(
+        model, cfg, Categories(ds.class_names, ds.contiguous_to_cat_id), 0.0, 100, None, precision, slice
+    )
+    num = getattr(cfg.model, cfg.model.classes_field).num_classes
+    if num != len(ds.class_names):
+        raise DataError(f"the model predicts {num} classes; {data_yaml}'s '{split}' split has {len(ds.class_names)}")
+    iou_types = ("bbox", "segm") if get_arch(cfg.model.arch).masks else ("bbox",)
+    return PredictorEvaluation(predictor, data_yaml, split, iou_types, "the model")
 
 
 def load_matching(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
@@ -428,24 +448,31 @@ def validate(
     device: str | torch.device = "auto",
     save_worst: int = 0,
     cfg: TrainConfig | None = None,
+    slice: int | SliceSpec | None = None,
 ) -> dict:
     """COCO evaluation of a checkpoint (a file, or a model in memory with its ``cfg``: ``Model.val``) on a split of
     a data.yaml (the network in ``precision``, on ``device``; a model in memory is evaluated where it is); with
     ``out_dir`` also :func:`~blendseg.evaluation.report.write_report`'s curves, confusion matrices, results JSON and
-    TIDE errors, ``metrics.json``, and the ``save_worst`` images with the most errors in ``worst/``."""
-    if isinstance(checkpoint, nn.Module):
-        if cfg is None:
-            raise ValueError("validate: a model in memory needs its cfg")
-        model = checkpoint
-        evaluate = Evaluation(cfg, data_yaml, model_device(model), split, out_dir, precision)
-    elif exported_format(checkpoint) is not None:  # an exported graph (OpenVINO's: fp32 or bf16)
+    TIDE errors, ``metrics.json``, and the ``save_worst`` images with the most errors in ``worst/``. ``slice``: each
+    original image predicted in tiles and merged (:mod:`~blendseg.inference.slicing`)."""
+    slice = as_spec(slice)
+    exported = not isinstance(checkpoint, nn.Module) and exported_format(checkpoint) is not None
+    if exported:  # an exported graph (OpenVINO's: fp32 or bf16)
         model = None
         where = "cpu" if device == "auto" else str(device)
-        evaluate = ExportedEvaluation(checkpoint, data_yaml, split, where, precision)
+        evaluate = exported_evaluation(checkpoint, data_yaml, split, where, precision, slice)
     else:
-        device = resolve_device(device)
-        model, cfg, _ = load_model(checkpoint, device)
-        evaluate = Evaluation(cfg, data_yaml, device, split, out_dir, precision)
+        if isinstance(checkpoint, nn.Module):
+            if cfg is None:
+                raise ValueError("validate: a model in memory needs its cfg")
+            model, device = checkpoint, model_device(checkpoint)
+        else:
+            device = resolve_device(device)
+            model, cfg, _ = load_model(checkpoint, device)
+        if slice is not None:
+            evaluate = sliced_evaluation(model, cfg, data_yaml, split, precision, slice)
+        else:
+            evaluate = Evaluation(cfg, data_yaml, device, split, out_dir, precision)
     metrics = evaluate(model)
     if out_dir is not None:
         evaluate.save(metrics, out_dir, save_worst)

@@ -8,16 +8,17 @@ import json
 import os
 import time
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..errors import MissingExtra
-from ..structures import BoxMasks, DenseMasks, GridMasks, LazyMasks
+from ..structures import BoxMasks, DenseMasks, GridMasks, Instances, LazyMasks
 from .precision import missing_instructions
 from .result import Categories, Result
+from .slicing import SliceSpec, as_spec, needs_slicing, sliced_result
 
 
 def require_onnxruntime():
@@ -26,26 +27,6 @@ def require_onnxruntime():
     except ImportError:
         raise MissingExtra("running an ONNX model needs onnxruntime: pip install 'blendseg[onnx]'") from None
     return onnxruntime
-
-
-@dataclass
-class OnnxDetections:
-    """One image's outputs of an exported graph: boxes (D, 4), scores (D,), labels (D,) and masks (D, H, W)."""
-
-    boxes: Tensor
-    scores: Tensor
-    labels: Tensor
-    masks: LazyMasks | None = None
-
-    def __len__(self) -> int:
-        return self.boxes.shape[0]
-
-    def __getitem__(self, idx) -> OnnxDetections:
-        return OnnxDetections(**{f.name: _take(getattr(self, f.name), idx) for f in fields(self)})
-
-
-def _take(v, idx):
-    return None if v is None else v[idx]
 
 
 class OnnxPredictor:
@@ -62,7 +43,9 @@ class OnnxPredictor:
         device: str = "cpu",
         threads: int | None = None,
         precision: str = "fp32",
+        slice: int | SliceSpec | None = None,
     ) -> None:
+        self.slice = as_spec(slice)
         self.metadata = self._open(path, device, threads, precision)
         self.categories = Categories(self.metadata["class_names"], self.metadata["category_ids"])
         conf = self.metadata["conf"] if conf is None else conf
@@ -114,14 +97,14 @@ class OnnxPredictor:
     def _run(self, array: np.ndarray) -> list[np.ndarray]:
         return self.session.run(None, {"image": array})
 
-    def detect(self, image: Tensor) -> tuple[OnnxDetections, dict[str, float]]:
+    def detect(self, image: Tensor) -> tuple[Instances, dict[str, float]]:
         t0 = time.perf_counter()
         array = np.ascontiguousarray(image.numpy())
         t1 = time.perf_counter()
         outs = self._run(array)
         t2 = time.perf_counter()
         boxes, scores, labels, *rest = (torch.from_numpy(o) for o in outs)
-        dets = OnnxDetections(boxes, scores, labels, self._masks(rest, tuple(image.shape[-2:])))
+        dets = Instances(boxes, scores, labels, self._masks(rest, tuple(image.shape[-2:])))
         return dets, {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3}
 
     def _masks(self, outs: list[Tensor], image_size: tuple[int, int]) -> LazyMasks | None:
@@ -135,6 +118,8 @@ class OnnxPredictor:
         return None
 
     def __call__(self, image: Tensor, path: str | None = None, frame: int | None = None) -> Result:
+        if needs_slicing(image, self.slice):  # the graph takes one image: a tile a run
+            return sliced_result(self, lambda tiles: [self.detect(t)[0] for t in tiles], image, path, frame)
         dets, speed = self.detect(image)
         t0 = time.perf_counter()
         keep = (dets.scores >= self.conf).nonzero()[:, 0][: self.max_det]  # the graph's output is score-ordered
@@ -223,9 +208,10 @@ def exported_predictor(
     max_det: int = 100,
     device: str = "cpu",
     precision: str = "fp32",
+    slice: int | SliceSpec | None = None,
 ) -> OnnxPredictor:
     """The runner of an exported file (:data:`FORMATS`, by its suffix)."""
     fmt = exported_format(path)
     if fmt is None:
         raise ValueError(f"{path}: not an exported model ({', '.join(FORMATS)})")
-    return fmt.runner(path, conf, max_det, device, precision=precision)
+    return fmt.runner(path, conf, max_det, device, precision=precision, slice=slice)

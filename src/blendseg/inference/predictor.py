@@ -13,6 +13,7 @@ from ..data.transforms import transforms_for
 from ..structures import pad_images, to_device
 from .precision import autocast, to_float32, warn_if_slow_on_cpu
 from .result import Categories, Result
+from .slicing import SliceSpec, as_spec, needs_slicing, sliced_result
 
 
 def resize_for_test(cfg: TrainConfig, image: Tensor, transform=None) -> Tensor:
@@ -39,6 +40,8 @@ class Predictor:
             is (a device moves the model there).
         precision: "fp32", "bf16" (CPU or CUDA) or "fp16" (CUDA): the network under autocast, decoding and masks
             in float32 (:mod:`~blendseg.inference.precision`).
+        slice: a tile size or :class:`~blendseg.inference.slicing.SliceSpec`: images larger than a tile are
+            predicted tile by tile (batched) and merged by masks (:mod:`~blendseg.inference.slicing`).
 
     The Result holds its detections on the CPU (compact masks and panoptic maps included), so keeping many of them
     costs no GPU memory.
@@ -53,7 +56,12 @@ class Predictor:
         max_det: int = 100,
         device: str | torch.device | None = None,
         precision: str = "fp32",
+        slice: int | SliceSpec | None = None,
     ) -> None:
+        self.slice = as_spec(slice)
+        panoptic = getattr(cfg.model, "panoptic", None)
+        if self.slice is not None and panoptic is not None and panoptic.enabled:
+            raise ValueError("slice: a panoptic model predicts the whole image (its stuff has no tiles to merge by)")
         self.device = model_device(model) if device is None else torch.device(device)
         autocast(precision, self.device)  # validates the name for this device
         warn_if_slow_on_cpu(precision, self.device, f"precision {precision}")
@@ -77,6 +85,15 @@ class Predictor:
         t3 = self._clock()
         return dets, {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3}
 
+    @torch.inference_mode()
+    def detect_tiles(self, tiles: list[Tensor]) -> list:
+        """Detections of all scores for several images (tiles) in one network call, each at its own size."""
+        resized = [resize_for_test(self.cfg, t, self.transform) for t in tiles]
+        batch = pad_images(resized, self.cfg.model.size_divisibility).to(self.device)
+        with autocast(self.precision, self.device):
+            out = self.model(batch)
+        return self.model.postprocess(to_float32(out), [tuple(t.shape[-2:]) for t in tiles])
+
     def _clock(self) -> float:
         """perf_counter once the device's queued work is done (CUDA runs asynchronously: without the wait a stage
         would time its kernel launches)."""
@@ -85,6 +102,8 @@ class Predictor:
         return time.perf_counter()
 
     def __call__(self, image: Tensor, path: str | None = None, frame: int | None = None) -> Result:
+        if needs_slicing(image, self.slice):
+            return sliced_result(self, self.detect_tiles, image, path, frame)
         dets, speed = self.detect(image)
         t0 = time.perf_counter()
         keep = (dets.scores >= self.conf).nonzero()[:, 0]

@@ -105,25 +105,27 @@ class Result:
         where = (f" {self.path}" if self.path else "") + (f" frame {self.frame}" if self.frame is not None else "")
         return f"Result({len(self)} instances, {self.image_size[1]}x{self.image_size[0]}{where})"
 
-    def render(self):
+    def render(self, style=None):
         """The drawing as a PIL image: masks, boxes and "name score" labels (tracked: "#id name score" in the
-        track's colour); panoptic models draw every segment."""
-        from ..vis import render_detections, render_panoptic
+        track's colour); panoptic models draw every segment. ``style``: a :class:`~blendseg.vis.DrawStyle`
+        (labels, scores, line width, boxes)."""
+        from ..vis import DrawStyle, render_detections, render_panoptic
 
         c = self.categories
         if self.panoptic is not None:
             return render_panoptic(self.image, self.panoptic, c.thing_names, c.stuff_names)
-        return render_detections(self.image, self.detections, c.thing_names, float("-inf"), self.track_ids)
+        style = style or DrawStyle()
+        return render_detections(self.image, self.detections, c.thing_names, float("-inf"), self.track_ids, style)
 
-    def plot(self) -> np.ndarray:
+    def plot(self, style=None) -> np.ndarray:
         """(H, W, 3) uint8 RGB drawing (:meth:`render` as an array)."""
-        return np.asarray(self.render())
+        return np.asarray(self.render(style))
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, style=None) -> Path:
         """Write the drawing to an image file."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.render().save(path)
+        self.render(style).save(path)
         return path
 
     def to_coco(self, image_id: int) -> list[dict]:
