@@ -40,12 +40,14 @@ class ResNetFPN(nn.Module):
             cfg.fpn.out_channels, 0, cfg.fpn.upsample, False, False,
         )  # fmt: skip
         self.out_channels = cfg.fpn.out_channels
+        self.amp_dtype: torch.dtype | None = None  # set per call by TorchvisionMaskRCNN: the run's autocast
 
     def forward(self, x: Tensor) -> OrderedDict:
-        feats = self.body(x)
-        pyramid = self.fpn([feats[n] for n in self.in_features])
-        out = OrderedDict((str(i), p) for i, p in enumerate(pyramid))
-        out["pool"] = F.max_pool2d(pyramid[-1], 1, 2)
+        with torch.autocast(x.device.type, self.amp_dtype, enabled=self.amp_dtype is not None):
+            feats = self.body(x)
+            pyramid = self.fpn([feats[n] for n in self.in_features])
+        out = OrderedDict((str(i), p.float()) for i, p in enumerate(pyramid))
+        out["pool"] = F.max_pool2d(out[str(len(pyramid) - 1)], 1, 2)
         return out
 
 
@@ -79,6 +81,16 @@ class TorchvisionMaskRCNN(nn.Module):
         self.net.transform.resize = lambda image, target=None: (image, target)  # our loader resized already
 
     def forward(self, images: ImageBatch | list[Tensor], targets: list[dict[str, Tensor]] | None = None):
+        """Under a run's autocast (the presets train in bf16 on CPUs with bf16 units) only the backbone and FPN
+        run in it; the RPN and RoI heads run in float32, as blendseg's own decoding does (in bf16 torchvision's
+        box regression turned NaN within 200 iterations, twice)."""
+        kind = images.tensor.device.type if isinstance(images, ImageBatch) else images[0].device.type
+        amp = torch.is_autocast_enabled(kind)
+        self.net.backbone.amp_dtype = torch.get_autocast_dtype(kind) if amp else None
+        with torch.autocast(kind, enabled=False):
+            return self._forward(images, targets)
+
+    def _forward(self, images: ImageBatch | list[Tensor], targets: list[dict[str, Tensor]] | None):
         if isinstance(images, ImageBatch):
             sizes = list(images.image_sizes)
             images = [images.tensor[i, :, :h, :w] for i, (h, w) in enumerate(sizes)]

@@ -119,6 +119,23 @@ def windows(masks) -> list[Window]:
     return out
 
 
+class _OnDemand:
+    """A model's compact masks as :data:`Window` s made when first asked for: only detections whose box meets a
+    track's, and those a track keeps, are pasted (most weak detections never are)."""
+
+    def __init__(self, masks) -> None:
+        self.masks, self.made = masks, {}
+
+    def __len__(self) -> int:
+        return len(self.masks)
+
+    def __getitem__(self, i: int) -> Window:
+        if i not in self.made:
+            y0, x0, win = self.masks.window(int(i))
+            self.made[i] = (int(y0), int(x0), win.cpu().numpy().astype(bool, copy=False))
+        return self.made[i]
+
+
 def window_iou(a: Window, b: Window, dy: int = 0, dx: int = 0) -> float:
     """IoU of two windowed masks, ``a`` moved by (dy, dx) pixels."""
     (ay, ax, am), (by, bx, bm) = a, b
@@ -161,7 +178,7 @@ class ByteTracker:
         boxes, scores, labels = np.asarray(boxes, float).reshape(-1, 4), np.asarray(scores), np.asarray(labels)
         masks = masks if (masks is not None and self.use_masks and len(masks) == len(boxes)) else None
         if masks is not None and not isinstance(masks, list):
-            masks = windows(masks)
+            masks = _OnDemand(masks) if hasattr(masks, "window") else windows(masks)
         ids = np.full(len(boxes), -1, dtype=np.int64)
         for t in self.tracks:
             t.kf.predict()
