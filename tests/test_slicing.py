@@ -123,6 +123,7 @@ def test_a_model_gives_plain_predictions_when_the_image_fits_a_tile_and_tiles_ot
         model.predict(frame, slice=16)
 
 
+@pytest.mark.slow  # an export
 def test_the_exported_runner_slices_too(checkpoint, tmp_path):
     pytest.importorskip("onnxruntime", reason="blendseg[onnx]")
     import blendseg

@@ -142,7 +142,8 @@ def test_track_and_val_track_from_the_command_line(trained, tmp_path, capsys):
 
     checkpoint = trained("blendmask_tiny_test") / "weights" / "last.pt"
     seqs = tmp_path / "seqs"
-    assert main(["data", "synth", str(seqs), "--video", "--sequences", "2", "--frames", "6", "--size", "96", "128"]) == 0
+    synth = ["data", "synth", str(seqs), "--video", "--sequences", "2", "--frames", "6", "--size", "96", "128"]
+    assert main(synth) == 0
     assert sorted(p.name for p in seqs.iterdir()) == ["synth-01", "synth-02"]
     out = tmp_path / "track"
     args = ["track", str(checkpoint), str(seqs / "synth-01" / "img1"), "--out", str(out), "--save-mots", "--save-json"]

@@ -64,3 +64,10 @@ def test_classes_filter_keeps_only_those_classes(checkpoint, tmp_path):
     some = json.loads((tmp_path / "some" / "predictions.json").read_text())[0]["instances"]
     assert {i["label"] for i in every} - {0, 2}, "the random head predicts other classes too"
     assert some == [i for i in every if i["label"] in (0, 2)]
+
+
+def test_an_empty_mask_has_no_outline_and_draws_nothing():
+    assert outline(np.zeros((0, 0), bool)).shape == (0, 0)
+    masks = torch.zeros(1, 20, 30, dtype=torch.bool)
+    dets = Instances(torch.tensor([[2.0, 2, 8, 8]]), torch.tensor([0.9]), torch.tensor([0]), DenseMasks(masks))
+    render_detections(torch.zeros(3, 20, 30, dtype=torch.uint8), dets, ["a"], 0.0)

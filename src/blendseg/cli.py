@@ -59,7 +59,7 @@ def _cmd_synth(a: argparse.Namespace) -> int:
         return 0
     from .data.synth import synthesize
 
-    path = synthesize(a.out, a.train, a.val, a.seed, a.min_size, a.max_size, a.difficulty, a.panoptic)
+    path = synthesize(a.out, a.train, a.val, a.seed, a.min_size, a.max_size, a.difficulty, a.panoptic, a.object_scale)
     print(f"wrote {path}")
     return 0
 
@@ -453,6 +453,12 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--max-size", type=int, default=320)
     s.add_argument("--difficulty", choices=("easy", "normal", "hard"), default="normal")
     s.add_argument("--panoptic", action="store_true", help="stuff backgrounds + COCO panoptic PNGs and JSON")
+    s.add_argument(
+        "--object-scale",
+        type=int,
+        metavar="S",
+        help="large images of small objects: shapes sized as in an S-px image, as many per S x S (--min-size 2000)",
+    )
     s.add_argument(
         "--video", action="store_true", help="a video instead: moving shapes with ground-truth track ids (MOTS)"
     )

@@ -99,6 +99,8 @@ def render_detections(
 
 def outline(mask: np.ndarray, width: int = 1) -> np.ndarray:
     """The pixels of ``mask`` within ``width`` of its edge (a bool map of the same shape)."""
+    if mask.size == 0:
+        return mask
     inner = mask.copy()
     for _ in range(width):
         shrunk = inner.copy()

@@ -90,18 +90,21 @@ def test_mots_output_of_tracked_results_is_disjoint_and_reads_back(tmp_path):
 
     masks = torch.from_numpy(np.stack([_rect(5, 5), _rect(8, 10), _rect(25, 40)]))
     n = len(masks)
-    dets = Detections(torch.tensor([[5.0, 5, 17, 15], [10, 8, 22, 18], [40, 25, 52, 35]]),
-                      torch.tensor([0.6, 0.9, 0.3]), torch.tensor([0, 1, 0]), torch.zeros(n, 2),
-                      torch.zeros(n, dtype=torch.int64), torch.zeros(n, dtype=torch.int64), masks=DenseMasks(masks))  # fmt: skip
+    zeros = torch.zeros(n, dtype=torch.int64)
+    boxes = torch.tensor([[5.0, 5, 17, 15], [10, 8, 22, 18], [40, 25, 52, 35]])
+    scores, labels = torch.tensor([0.6, 0.9, 0.3]), torch.tensor([0, 1, 0])
+    dets = Detections(boxes, scores, labels, torch.zeros(n, 2), zeros, zeros, masks=DenseMasks(masks))
     r = Result(torch.zeros(3, H, W, dtype=torch.uint8), dets, Categories(["a", "b"], [3, 7]), None, {})
     r.track_ids = torch.tensor([4, 2, -1])
     writer = MotsWriter(tmp_path / "seq.txt", [3, 7])
     written = writer.write(r)
     writer.close()
     back = read_mots(tmp_path / "seq.txt")
-    assert [(o.frame, o.track_id, o.class_id) for o in back] == [(1, 2, 7), (1, 4, 3)] == [
-        (o.frame, o.track_id, o.class_id) for o in written
-    ]
+    assert (
+        [(o.frame, o.track_id, o.class_id) for o in back]
+        == [(1, 2, 7), (1, 4, 3)]
+        == [(o.frame, o.track_id, o.class_id) for o in written]
+    )
     low, high = back[1].mask(), back[0].mask()
     assert not (low & high).any() and np.array_equal(high, _rect(8, 10))
     assert np.array_equal(low, _rect(5, 5) & ~_rect(8, 10))

@@ -219,8 +219,10 @@ def _distractors(rng: np.random.Generator, img: np.ndarray, n: int) -> np.ndarra
     return np.asarray(pil, dtype=np.float32)
 
 
-def _place(rng: np.random.Generator, h: int, w: int, diff: Difficulty, placed: list) -> tuple[float, float, float, str]:
-    smin = min(h, w)
+def _place(
+    rng: np.random.Generator, h: int, w: int, diff: Difficulty, placed: list, scale: int | None = None
+) -> tuple[float, float, float, str]:
+    smin = min(h, w, scale or h)
     for _ in range(20):
         r = math.exp(rng.uniform(math.log(5), math.log(0.42 * smin)))
         if placed and rng.random() < diff.touch_prob:  # same class, touching / overlapping the previous one
@@ -236,10 +238,19 @@ def _place(rng: np.random.Generator, h: int, w: int, diff: Difficulty, placed: l
 
 
 def render_image(
-    seed: int, split: str, index: int, min_size: int, max_size: int, difficulty: str, panoptic: bool = False
+    seed: int,
+    split: str,
+    index: int,
+    min_size: int,
+    max_size: int,
+    difficulty: str,
+    panoptic: bool = False,
+    object_scale: int | None = None,
 ) -> tuple[np.ndarray, list[dict]] | tuple[np.ndarray, list[dict], np.ndarray, list[dict]]:
     """One (H, W, 3) uint8 RGB image and its annotations (without ids): deterministic in its arguments. With
-    ``panoptic`` also the (H, W) uint32 panoptic segment ids and their ``segments_info`` (COCO panoptic)."""
+    ``panoptic`` also the (H, W) uint32 panoptic segment ids and their ``segments_info`` (COCO panoptic). With
+    ``object_scale`` S, a large image of small objects: shapes sized as in an S-pixel image, and as many as an
+    S x S image holds for every S x S of this one."""
     diff = DIFFICULTY[difficulty]
     rng = np.random.default_rng([seed, {"train": 0, "val": 1}.get(split, 2), index])
     h, w = int(rng.integers(min_size, max_size + 1)), int(rng.integers(min_size, max_size + 1))
@@ -251,6 +262,8 @@ def render_image(
         background = _background(rng, h, w)
     img = _distractors(rng, background, diff.distractors)
     n = 0 if rng.random() < diff.empty_prob else int(rng.integers(diff.min_objects, diff.max_objects + 1))
+    if object_scale:
+        n = int(round(n * h * w / object_scale**2))
     objects, placed = [], []  # objects: (category index or -1 for crowd, full mask, polygons or None)
     if n and rng.random() < diff.crowd_prob:
         ccx, ccy, spread = rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * h, rng.uniform(15, 40)
@@ -262,7 +275,7 @@ def render_image(
             crowd |= _raster(polys, [], h, w)
         objects.append((-1, crowd, None))
     for _ in range(n):
-        cx, cy, r, cls = _place(rng, h, w, diff, placed)
+        cx, cy, r, cls = _place(rng, h, w, diff, placed, object_scale)
         placed.append((cx, cy, r, cls))
         polys, holes = _shape_polygons(rng, cls, cx, cy, r)
         objects.append((CLASSES.index(cls), _raster(polys, holes, h, w), None if holes else polys))
@@ -330,13 +343,21 @@ def _panoptic_segments(
 
 
 def write_split(
-    out: Path, split: str, num: int, seed: int, min_size: int, max_size: int, difficulty: str, panoptic: bool = False
+    out: Path,
+    split: str,
+    num: int,
+    seed: int,
+    min_size: int,
+    max_size: int,
+    difficulty: str,
+    panoptic: bool = False,
+    object_scale: int | None = None,
 ) -> Path:
     img_dir = out / split / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
     images, annotations, pan_annotations = [], [], []
     for i in range(num):
-        rendered = render_image(seed, split, i, min_size, max_size, difficulty, panoptic)
+        rendered = render_image(seed, split, i, min_size, max_size, difficulty, panoptic, object_scale)
         img, anns = rendered[:2]
         name = f"{split}_{i:06d}.jpg"
         Image.fromarray(img).save(img_dir / name, quality=93)
@@ -379,9 +400,10 @@ def synthesize(
     max_size: int = 320,
     difficulty: str = "normal",
     panoptic: bool = False,
+    object_scale: int | None = None,
 ) -> Path:
     """Write ``OUT/data.yaml`` and the train / val splits (with ``panoptic`` also their COCO panoptic PNGs and
-    JSON, named in data.yaml); returns the data.yaml path."""
+    JSON, named in data.yaml); returns the data.yaml path. ``object_scale``: see :func:`render_image`."""
     if difficulty not in DIFFICULTY:
         raise ValueError(f"difficulty must be one of {sorted(DIFFICULTY)}, got {difficulty!r}")
     if min_size > max_size:
@@ -391,7 +413,7 @@ def synthesize(
     splits = {}
     for split, n in (("train", train), ("val", val)):
         if n > 0:
-            write_split(out, split, n, seed, min_size, max_size, difficulty, panoptic)
+            write_split(out, split, n, seed, min_size, max_size, difficulty, panoptic, object_scale)
             splits[split] = {"images": f"{split}/images", "annotations": f"{split}/annotations.json"}
             if panoptic:
                 splits[split].update(panoptic=f"{split}/panoptic.json", panoptic_masks=f"{split}/panoptic")

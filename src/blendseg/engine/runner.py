@@ -197,12 +197,13 @@ class PredictorEvaluation(Evaluation):
     is scored) or sliced prediction (``val --slice``). Box (and mask) AP by the same evaluator and report."""
 
     def __init__(self, predictor, data_yaml: str, split: str, iou_types: tuple[str, ...], what: str) -> None:
+        """``what`` begins the error when the predictor's categories are not the split's ("X was exported for")."""
         self.predictor = predictor
         self.dataset = ds = open_split(data_yaml, split)
         cats = predictor.categories
         if list(cats.thing_ids) != list(ds.contiguous_to_cat_id):
             raise DataError(
-                f"{what} predicts categories {list(cats.thing_ids)} ({', '.join(cats.thing_names)}); "
+                f"{what} categories {list(cats.thing_ids)} ({', '.join(cats.thing_names)}); "
                 f"{data_yaml}'s '{split}' split has {ds.contiguous_to_cat_id} ({', '.join(ds.class_names)})"
             )
         self.coco = COCOEvaluator(ds.coco, ds.contiguous_to_cat_id, ds.class_names, iou_types)
@@ -239,7 +240,8 @@ def exported_evaluation(
 
     predictor = exported_predictor(path, None, 10**6, device, precision, slice)  # everything the graph outputs
     masks = predictor.metadata.get("masks", "none") != "none"
-    return PredictorEvaluation(predictor, data_yaml, split, ("bbox", "segm") if masks else ("bbox",), str(path))
+    iou_types = ("bbox", "segm") if masks else ("bbox",)
+    return PredictorEvaluation(predictor, data_yaml, split, iou_types, f"{path} was exported for")
 
 
 def sliced_evaluation(
@@ -256,7 +258,7 @@ def sliced_evaluation(
     if num != len(ds.class_names):
         raise DataError(f"the model predicts {num} classes; {data_yaml}'s '{split}' split has {len(ds.class_names)}")
     iou_types = ("bbox", "segm") if get_arch(cfg.model.arch).masks else ("bbox",)
-    return PredictorEvaluation(predictor, data_yaml, split, iou_types, "the model")
+    return PredictorEvaluation(predictor, data_yaml, split, iou_types, "the model predicts")
 
 
 def load_matching(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
