@@ -7,8 +7,9 @@ tiles share, their masks overlap by IoU >= ``match`` (both tiles saw that region
 the same pixels there), or the smaller one's pixels there lie inside the larger's (>= ``cover``: a sliver at a
 tile's edge). The relation is closed transitively (an object over a tile corner joins four pieces). A merged object
 takes the union of its pieces' masks (a mask cut at a border is completed from the neighbouring tile), the highest
-score, and the box of that union. The optional full-image pass (SAHI's "standard prediction") is one more tile,
-the whole image, so its instances merge by the same rule inside each tile::
+score, and the union of their boxes. The optional full-image pass (SAHI's "standard prediction") adds what no tile
+found: a full-image instance is dropped where it and a tile's instance of its class overlap by half of the smaller
+mask, since the tile saw that object at a larger scale (merging the two would blur the tile's mask)::
 
     +---------+-----+---------+        tile A = columns 0 .. 9, tile B = columns 6 .. 15, shared band 6 .. 9
     | A    ###|#####|###    B |        the object's pieces in A and in B agree inside the band (IoU >= match):
@@ -101,7 +102,10 @@ def sliced_instances(
                 else:  # a box model: its box as a filled window, for the merging rule
                     win = _box_window(box)
                 pieces.append((first + k, box, float(dets.scores[i]), int(dets.labels[i]), win))
-    groups = _group(pieces, rects, spec.match, spec.cover)
+    whole = len(rects) - 1 if spec.full else -1  # the full-image pass's index among the tiles
+    tiled = [i for i, p in enumerate(pieces) if p[0] != whole]
+    groups = [[tiled[i] for i in g] for g in _group([pieces[i] for i in tiled], rects, spec.match, spec.cover)]
+    groups += [[i] for i, p in enumerate(pieces) if p[0] == whole and not _found(p, [pieces[j] for j in tiled])]
     merged = sorted((_merge([pieces[i] for i in g]) for g in groups), key=lambda m: -m[1])[:max_det]
     boxes = torch.stack([m[0] for m in merged]) if merged else torch.zeros(0, 4)
     scores = torch.tensor([m[1] for m in merged], dtype=torch.float32)
@@ -188,6 +192,20 @@ def _same(a: Window, b: Window, shared: Rect, match: float, cover: float) -> boo
         return False
     inter = int((_inside(a, region) & _inside(b, region)).sum())
     return inter / (na + nb - inter) >= match or inter / min(na, nb) >= cover
+
+
+def _found(piece: tuple, tiled: list) -> bool:
+    """Whether a tile's instance of ``piece``'s class overlaps it by half of the smaller mask."""
+    a = piece[4]
+    for p in tiled:
+        b = p[4]
+        both = _intersect(_extent(a), _extent(b)) if p[3] == piece[3] else None
+        if both is None:
+            continue
+        smaller = min(int(a[2].sum()), int(b[2].sum()))
+        if smaller and int((_inside(a, both) & _inside(b, both)).sum()) >= 0.5 * smaller:
+            return True
+    return False
 
 
 def _merge(group: list) -> tuple[Tensor, float, int, Window]:
