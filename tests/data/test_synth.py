@@ -89,3 +89,16 @@ def test_polygons_match_the_painted_masks():
             assert a["area"] == painted.sum() and seg["bbox"] == [round(v) for v in a["bbox"]]
             checked += 1
     assert checked >= 20
+
+
+def test_object_scale_makes_large_images_of_small_objects():
+    """``object_scale``: a 640 x 640 picture holds about (640 / 160)^2 = 16 times the objects of a 160-px one, sized
+    as a 160-px image's (the same median, the largest below what a 640-px image's can reach); without it the seed's
+    image is unchanged."""
+    small = [a for i in range(6) for a in render_image(3, "val", i, 160, 160, "normal")[1]]
+    large = [a for i in range(6) for a in render_image(3, "val", i, 640, 640, "normal", object_scale=160)[1]]
+    assert len(large) > 8 * len(small)
+    side = lambda anns: np.array([max(a["bbox"][2], a["bbox"][3]) for a in anns])  # noqa: E731
+    assert 0.5 < np.median(side(large)) / np.median(side(small)) < 2 and side(large).max() < 0.42 * 640
+    plain = render_image(3, "val", 0, 160, 160, "normal")
+    assert np.array_equal(plain[0], render_image(3, "val", 0, 160, 160, "normal", False, None)[0])
