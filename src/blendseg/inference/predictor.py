@@ -70,29 +70,28 @@ class Predictor:
         self.cfg, self.categories, self.conf, self.max_det = cfg, categories, conf, max_det
         self.transform = transforms_for(cfg.data, train=False)
 
-    @torch.inference_mode()
     def detect(self, image: Tensor) -> tuple[object, dict[str, float]]:
         """Detections of all scores at the image's size, and the timings (ms) of the three stages."""
+        dets, speed = self._detect([image])
+        return dets[0], speed
+
+    def detect_tiles(self, tiles: list[Tensor]) -> list:
+        """Detections of all scores for several images (tiles) in one network call, each at its own size."""
+        return self._detect(tiles)[0]
+
+    @torch.inference_mode()
+    def _detect(self, images: list[Tensor]) -> tuple[list, dict[str, float]]:
         t0 = time.perf_counter()
-        resized = resize_for_test(self.cfg, image, self.transform)
-        batch = pad_images([resized], self.cfg.model.size_divisibility).to(self.device)  # uint8 to the device
+        resized = [resize_for_test(self.cfg, im, self.transform) for im in images]
+        batch = pad_images(resized, self.cfg.model.size_divisibility).to(self.device)  # uint8 to the device
         t1 = self._clock()
         with autocast(self.precision, self.device):
             out = self.model(batch)
         out = to_float32(out)
         t2 = self._clock()
-        dets = self.model.postprocess(out, [tuple(image.shape[-2:])])[0]
+        dets = self.model.postprocess(out, [tuple(im.shape[-2:]) for im in images])
         t3 = self._clock()
         return dets, {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3}
-
-    @torch.inference_mode()
-    def detect_tiles(self, tiles: list[Tensor]) -> list:
-        """Detections of all scores for several images (tiles) in one network call, each at its own size."""
-        resized = [resize_for_test(self.cfg, t, self.transform) for t in tiles]
-        batch = pad_images(resized, self.cfg.model.size_divisibility).to(self.device)
-        with autocast(self.precision, self.device):
-            out = self.model(batch)
-        return self.model.postprocess(to_float32(out), [tuple(t.shape[-2:]) for t in tiles])
 
     def _clock(self) -> float:
         """perf_counter once the device's queued work is done (CUDA runs asynchronously: without the wait a stage
