@@ -160,3 +160,12 @@ def test_a_24_megapixel_photo_sliced_costs_a_few_copies_of_itself(checkpoint, tm
 
     base, big = peak(tmp_path / "vga.jpg", tmp_path / "a"), peak(tmp_path / "big.jpg", tmp_path / "b")
     assert big - base < 6 * 72, f"24 MP sliced: {big:.0f} MB peak, VGA: {base:.0f} MB"  # 72 MB = one photo
+
+
+def test_val_with_slice_scores_the_merged_tiles(checkpoint, synth_data):
+    """``Model.val(slice=...)``: every val image through the sliced predictor into the same COCO evaluator."""
+    import blendseg
+
+    model = blendseg.load(checkpoint, device="cpu")
+    metrics = model.val(synth_data, slice=SliceSpec(128, 0.25, batch=2))
+    assert {"bbox", "segm"} <= set(metrics) and 0 <= metrics["segm"]["AP"] <= 100

@@ -26,10 +26,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 def _cmd_val(a: argparse.Namespace) -> int:
     from .engine.runner import validate
-    from .inference.slicing import SliceSpec
 
-    spec = SliceSpec(a.slice, a.overlap, a.slice_full, a.slice_batch) if a.slice else None
-    metrics = validate(a.checkpoint, a.data, a.split, a.out, a.precision, a.device, a.save_worst, slice=spec)
+    metrics = validate(a.checkpoint, a.data, a.split, a.out, a.precision, a.device, a.save_worst, slice=_slice_spec(a))
     summary = {
         k: {m: round(v, 2) for m, v in d.items() if isinstance(v, float)}
         for k, d in metrics.items()
@@ -169,7 +167,6 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
     from .api import load
     from .figures import show_bases
-    from .inference.slicing import SliceSpec
     from .inference.sources import is_video_file, iter_source
     from .predict import PredictionWriter
 
@@ -189,8 +186,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
         a.save_txt,
         style=_draw_style(a),
     )
-    spec = SliceSpec(a.slice, a.overlap, a.slice_full, a.slice_batch) if a.slice else None
-    predictor = model.predictor(a.conf, a.max_det, None, a.precision, spec)  # where load put it
+    predictor = model.predictor(a.conf, a.max_det, None, a.precision, _slice_spec(a))  # where load put it
     items = iter_source(a.source, on_skip=lambda msg: tqdm.write(f"warning: {msg}"))
     unit = "frame" if any(is_video_file(s) for s in a.source) else "img"
     try:
@@ -264,6 +260,13 @@ def _cmd_val_track(a: argparse.Namespace) -> int:
     if a.out:
         print(f"tracks and metrics.json -> {a.out}")
     return 0
+
+
+def _slice_spec(a: argparse.Namespace):
+    """The ``--slice`` options as a SliceSpec, or None without ``--slice``."""
+    from .inference.slicing import SliceSpec
+
+    return SliceSpec(a.slice, a.overlap, a.slice_full, a.slice_batch) if a.slice else None
 
 
 def _draw_style(a: argparse.Namespace):

@@ -129,6 +129,21 @@ def with_num_classes(cfg: TrainConfig, dataset: CocoInstances) -> TrainConfig:
     return cfg
 
 
+def check_classes(cfg: TrainConfig, dataset, data_yaml: str, split: str) -> None:
+    """A DataError unless the model predicts as many classes as the split has (labels past the data's categories
+    have nothing to be scored by)."""
+    num = getattr(cfg.model, cfg.model.classes_field).num_classes
+    if num != len(dataset.class_names):
+        raise DataError(
+            f"the model predicts {num} classes; {data_yaml}'s '{split}' split has {len(dataset.class_names)} "
+            f"({', '.join(dataset.class_names)}): evaluate on data with the model's classes"
+        )
+
+
+def iou_types_of(cfg: TrainConfig) -> tuple[str, ...]:
+    return ("bbox", "segm") if get_arch(cfg.model.arch).masks else ("bbox",)
+
+
 class Evaluation:
     """One split's evaluation, built once and run on any model: box (and mask) AP, with panoptic data and a
     panoptic model also PQ (the predictions in COCO panoptic format go to ``out_dir`` when given). Call it with a
@@ -144,12 +159,7 @@ class Evaluation:
         precision: str = "fp32",
     ) -> None:
         self.dataset = build_dataset(cfg, data_yaml, split, train=False)
-        num = getattr(cfg.model, cfg.model.classes_field).num_classes
-        if num != len(self.dataset.class_names):  # labels past the data's categories: nothing to score them by
-            raise DataError(
-                f"the model predicts {num} classes; {data_yaml}'s '{split}' split has {len(self.dataset.class_names)} "
-                f"({', '.join(self.dataset.class_names)}): evaluate on data with the model's classes"
-            )
+        check_classes(cfg, self.dataset, data_yaml, split)
         self.loader = build_loader(
             self.dataset,
             max(1, step_batch(cfg.solver, get_world_size())[1]),
@@ -160,8 +170,7 @@ class Evaluation:
             pin_memory=device.type == "cuda",
         )
         ds = self.dataset
-        iou_types = ("bbox", "segm") if get_arch(cfg.model.arch).masks else ("bbox",)
-        self.coco = COCOEvaluator(ds.coco, ds.contiguous_to_cat_id, ds.class_names, iou_types)
+        self.coco = COCOEvaluator(ds.coco, ds.contiguous_to_cat_id, ds.class_names, iou_types_of(cfg))
         self.evaluators: list = [self.coco]
         if isinstance(ds, CocoPanoptic) and cfg.data.with_panoptic:
             self.evaluators.append(
@@ -196,15 +205,15 @@ class PredictorEvaluation(Evaluation):
     model.onnx``: its own resize, thresholds and masks; export with ``--conf 0.05`` to score it as the PyTorch model
     is scored) or sliced prediction (``val --slice``). Box (and mask) AP by the same evaluator and report."""
 
-    def __init__(self, predictor, data_yaml: str, split: str, iou_types: tuple[str, ...], what: str) -> None:
-        """``what`` begins the error when the predictor's categories are not the split's ("X was exported for")."""
-        self.predictor = predictor
-        self.dataset = ds = open_split(data_yaml, split)
-        cats = predictor.categories
+    def __init__(self, predictor, dataset, where: str, iou_types: tuple[str, ...], what: str) -> None:
+        """``dataset``: the split (``where`` names it in errors); ``what`` begins the error when the predictor's
+        categories are not the split's ("X was exported for")."""
+        self.predictor, self.dataset = predictor, dataset
+        ds, cats = dataset, predictor.categories
         if list(cats.thing_ids) != list(ds.contiguous_to_cat_id):
             raise DataError(
                 f"{what} categories {list(cats.thing_ids)} ({', '.join(cats.thing_names)}); "
-                f"{data_yaml}'s '{split}' split has {ds.contiguous_to_cat_id} ({', '.join(ds.class_names)})"
+                f"{where} has {ds.contiguous_to_cat_id} ({', '.join(ds.class_names)})"
             )
         self.coco = COCOEvaluator(ds.coco, ds.contiguous_to_cat_id, ds.class_names, iou_types)
         self.evaluators = [self.coco]
@@ -241,7 +250,8 @@ def exported_evaluation(
     predictor = exported_predictor(path, None, 10**6, device, precision, slice)  # everything the graph outputs
     masks = predictor.metadata.get("masks", "none") != "none"
     iou_types = ("bbox", "segm") if masks else ("bbox",)
-    return PredictorEvaluation(predictor, data_yaml, split, iou_types, f"{path} was exported for")
+    where = f"{data_yaml}'s '{split}' split"
+    return PredictorEvaluation(predictor, open_split(data_yaml, split), where, iou_types, f"{path} was exported for")
 
 
 def sliced_evaluation(
@@ -251,14 +261,10 @@ def sliced_evaluation(
     from ..inference.predictor import Predictor
 
     ds = open_split(data_yaml, split)
-    predictor = Predictor(
-        model, cfg, Categories(ds.class_names, ds.contiguous_to_cat_id), 0.0, 100, None, precision, slice
-    )
-    num = getattr(cfg.model, cfg.model.classes_field).num_classes
-    if num != len(ds.class_names):
-        raise DataError(f"the model predicts {num} classes; {data_yaml}'s '{split}' split has {len(ds.class_names)}")
-    iou_types = ("bbox", "segm") if get_arch(cfg.model.arch).masks else ("bbox",)
-    return PredictorEvaluation(predictor, data_yaml, split, iou_types, "the model predicts")
+    check_classes(cfg, ds, data_yaml, split)
+    categories = Categories(ds.class_names, ds.contiguous_to_cat_id)
+    predictor = Predictor(model, cfg, categories, 0.0, 100, None, precision, slice)
+    return PredictorEvaluation(predictor, ds, f"{data_yaml}'s '{split}' split", iou_types_of(cfg), "the model predicts")
 
 
 def load_matching(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
