@@ -9,7 +9,7 @@ DEMO_OUT ?= runs/demo
 DEMO_IMAGES ?= 8000
 DEMO_MINUTES ?= 0
 
-.PHONY: venv demo test test-fast lint bench clean
+.PHONY: venv demo test test-fast lint bench docs docs-serve clean
 
 $(BIN)/blendseg: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -35,8 +35,15 @@ test: venv lint
 test-fast: venv lint
 	$(BIN)/python -m pytest tests -m "not slow"
 
+# the docs site (mkdocs-material; the reference pages generated from the code): site/, or served on :8000
+docs: venv
+	$(BIN)/mkdocs build --strict
+
+docs-serve: venv
+	$(BIN)/mkdocs serve
+
 bench: venv
 	$(BIN)/python -m benchmarks.fcos_budget --out runs/bench_fcos
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
+	rm -rf $(VENV) runs build site *.egg-info src/*.egg-info

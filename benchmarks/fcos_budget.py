@@ -5,7 +5,7 @@ synthetic shapes (normal difficulty), plus training throughput side by side with
 
 Each budget is a separate run whose LR schedule is scaled to its budget (steps at 75% / 92% of the time); the
 longest run also evaluates every ``--curve-every`` iterations for the learning curve. Writes results.json and
-results.md (the table pasted into docs/BENCHMARKS.md) into --out.
+results.md (the table pasted into docs/benchmarks/) into --out.
 """
 
 from __future__ import annotations

@@ -146,16 +146,25 @@ def test_the_checks_find_what_they_look_for():
     assert "blendseg.data.check" in graph["blendseg.data.coco"]
 
 
-def test_the_readmes_layout_names_every_module_and_no_missing_one():
-    """The README's Layout block: every module of the package (and every benchmark) is named there, and every
-    ``name.py`` it names exists."""
+def test_the_docs_layout_names_every_module_and_no_missing_one():
+    """The Layout block of docs/develop/architecture.md: every module of the package (and every benchmark) is named
+    there, and every ``name.py`` it names exists."""
     import re
 
     root = SRC.parents[1]
-    text = (root / "README.md").read_text().split("## Layout", 1)[1].split("```")[1]
+    text = (root / "docs" / "develop" / "architecture.md").read_text().split("## Layout", 1)[1].split("```")[1]
     named = set(re.findall(r"[\w]+\.py", text))
     files = {f.name for f in SRC.rglob("*.py") if f.name != "__init__.py"}
     files |= {f.name for f in (root / "benchmarks").glob("*.py") if f.name != "__init__.py"}
     assert not files - named, f"modules the README's layout does not name: {sorted(files - named)}"
     others = {f.name for d in ("tools",) for f in (root / d).glob("*.py")}
     assert not named - files - others, f"named in the layout but not in the tree: {sorted(named - files - others)}"
+
+
+def test_the_docs_layer_table_is_this_one():
+    """docs/develop/architecture.md's table of layers is LAYERS, row for row."""
+    root = SRC.parents[1]
+    text = (root / "docs" / "develop" / "architecture.md").read_text().split("## Layers", 1)[1].split("## ", 1)[0]
+    rows = [line.split("|")[2] for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    documented = [{m.strip().replace("\\", "") for m in row.split(",")} for row in rows]
+    assert documented == LAYERS

@@ -3,7 +3,7 @@ masks made, drawn and streamed to JSON one instance at a time) costs a few copie
 the same command on a VGA photo.
 
 The absolute peak is dominated by importing torch here: the CUDA build of torch 2.14.1 + torchvision alone holds
-853 MB resident on this machine (docs/BENCHMARKS.md), so the test bounds what prediction adds."""
+853 MB resident on this machine (docs/benchmarks/deploy.md), so the test bounds what prediction adds."""
 
 import json
 import os

@@ -5,6 +5,8 @@ follows the tiles on a 24-megapixel photo."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -169,3 +171,25 @@ def test_val_with_slice_scores_the_merged_tiles(checkpoint, synth_data):
     model = blendseg.load(checkpoint, device="cpu")
     metrics = model.val(synth_data, slice=SliceSpec(128, 0.25, batch=2))
     assert {"bbox", "segm"} <= set(metrics) and 0 <= metrics["segm"]["AP"] <= 100
+
+
+@pytest.mark.slow
+def test_training_on_tiles_cuts_large_images_and_evaluates_sliced(tmp_path, capsys):
+    """``data.tile``: the loader's images are tiles of the large training images (at full size: no reduced
+    decode), and the evaluation during training is sliced at the tile size."""
+    import blendseg
+    from blendseg.data.loader import build_loader
+    from blendseg.data.synth import synthesize
+    from blendseg.engine.runner import build_dataset
+    from blendseg.zoo import get_preset
+
+    data = synthesize(tmp_path / "big", train=4, val=2, seed=5, min_size=400, max_size=400, object_scale=128)
+    cfg = get_preset("blendmask_tiny_test")
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, tile=160, min_size_train=(160,)))
+    ds = build_dataset(cfg, str(data), "train", train=True)
+    assert ds.decode_min_side == 0
+    images, targets = next(iter(build_loader(ds, 2, True, num_workers=0)))
+    assert all(max(s) <= 160 for s in images.image_sizes) and all(len(t["boxes"]) for t in targets)
+    overrides = {"solver.max_iter": 2, "data.num_workers": 0, "data.tile": 160, "data.min_size_train": [160]}
+    metrics = blendseg.train("blendmask_tiny_test", data, tmp_path / "run", overrides=overrides)
+    assert "(sliced)" in capsys.readouterr().out and "segm" in metrics

@@ -27,7 +27,7 @@ from blendseg.overrides import apply_overrides
 from blendseg.predict import draw_split
 from blendseg.zoo import get_preset
 
-DEMO_IMAGES = 8000  # images seen (1000 iterations of 8): mask AP >= 30 on the demo data (docs/BENCHMARKS.md)
+DEMO_IMAGES = 8000  # images seen (1000 iterations of 8): mask AP >= 30 on the demo data (docs/benchmarks/training.md)
 
 
 def budgeted(solver: SolverConfig, images: int, minutes: float) -> SolverConfig:

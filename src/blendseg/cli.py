@@ -667,18 +667,24 @@ def _one_line(message, category, filename, lineno, line=None) -> str:
     return (text if text.startswith(("WARNING ", "warning: ")) else f"warning: {text}") + "\n"
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line's arguments; ``key=value`` overrides may come before or after the ``--options``."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest:
+        if not hasattr(args, "overrides") or any("=" not in r or r.startswith("-") for r in rest):
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        args.overrides = list(args.overrides) + rest
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
     from .errors import DataError
 
     warnings.formatwarning = _one_line
-    parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
-    if rest:  # key=value overrides may come before or after --options
-        if not hasattr(args, "overrides") or any("=" not in r or r.startswith("-") for r in rest):
-            parser.error(f"unrecognized arguments: {' '.join(rest)}")
-        args.overrides = list(args.overrides) + rest
+    args = parse_args(argv)
     from .engine.checkpoint import CheckpointError
     from .engine.compare import RunFolderError
     from .engine.fit import TrainingStopped

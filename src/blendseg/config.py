@@ -270,6 +270,17 @@ class DataConfig:
     mask_format: str = "bitmask"
     with_crowd_boxes: bool = False  # training targets carry "crowd_boxes" (YOLACT: crowd IoF -> neutral priors)
     augment: str = "flip"  # flip (detectron2) | ssd (YOLACT: photometric, expand, random crop, mirror)
+    # AdelaiDet's INPUT.CROP (RandomCropWithInstance), before the resize: "" off, or detectron2's RandomCrop type
+    # (relative_range | relative | absolute | absolute_range) with crop_size; the window holds the centre of a
+    # random annotation's box; crop_instance False: it grows until it cuts no box (data/crop.py)
+    crop_type: str = ""
+    crop_size: tuple[float, float] = (0.9, 0.9)  # INPUT.CROP.SIZE: (h, w) fractions or pixels, as crop_type says
+    crop_instance: bool = True  # INPUT.CROP.CROP_INSTANCE: False grows the window until it cuts no instance
+    # > 0: train on tiles of large images, for prediction with --slice of this size: each image larger than
+    # tile x tile is cut, before the resize, to a tile x tile window holding a random annotation's centre, of 16
+    # drawn the one that cuts the fewest instances (those cut keep their part inside, boxes from their masks).
+    # Images are then read at full size (no decode_reduced); evaluation during training is sliced the same way
+    tile: int = 0
     # training JPEGs at least twice the largest min_size_train on their short side are decoded at 1/2, 1/4 or 1/8
     # of their size (libjpeg's DCT scaling), never below it: large photos train at the speed of small ones. Not
     # with square_size or the SSD augmentation (its crops zoom in); images smaller than that are read as they are

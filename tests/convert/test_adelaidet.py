@@ -237,3 +237,15 @@ def test_dla_config_and_weights_convert_with_nothing_left_over():
     assert (bb.name, bb.depth, bb.norm, bb.freeze_at) == ("dla", 34, "SyncBN", 0)
     assert cfg.model.fpn.in_features == ("level3", "level4", "level5") and cfg.model.fcos.strides == (8, 16, 32)
     build_model(cfg.model).load_state_dict(state, strict=True)
+
+
+def test_the_crop_of_the_dcni3_configs_converts_and_is_in_their_presets():
+    """AdelaiDet's INPUT.CROP (RandomCropWithInstance): TYPE / SIZE / CROP_INSTANCE with d2's defaults."""
+    from blendseg.zoo import get_preset
+
+    on = d2_to_train_config({"INPUT": {"CROP": {"ENABLED": True}}}).data
+    assert (on.crop_type, on.crop_size, on.crop_instance) == ("relative_range", (0.9, 0.9), True)
+    assert d2_to_train_config({"INPUT": {"CROP": {"ENABLED": False}}}).data.crop_type == ""
+    for name in ("blendmask_r101_dcni3_5x", "blendmask_550_r50_dcni3_5x", "blendmask_panoptic_r101_dcni3_5x"):
+        assert get_preset(name).data.crop_type == "relative_range", name
+    assert get_preset("blendmask_r50_1x").data.crop_type == ""

@@ -18,6 +18,23 @@ from .images import read_image
 from .sources import DataSpec, load_data, read_split, report, require_split
 
 
+def mask_boxes(masks: Tensor) -> Tensor:
+    """(M, 4) float32 xyxy of (M, H, W) masks, past their last pixel (detectron2's ``BitMasks``); an empty mask
+    gives an empty box (0, 0, 0, 0)."""
+    rows, cols = masks.any(2), masks.any(1)
+    boxes = torch.zeros(len(masks), 4)
+    for i in range(len(masks)):
+        ys, xs = rows[i].nonzero()[:, 0], cols[i].nonzero()[:, 0]
+        if len(ys):
+            boxes[i] = torch.tensor([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1], dtype=torch.float32)
+    return boxes
+
+
+def _meets(boxes: Tensor, w: int, h: int, margin: float = 1.0) -> Tensor:
+    """(M,) bool: the boxes (M, 4) xyxy that reach into [0, w) x [0, h), by ``margin`` pixels of tolerance."""
+    return (boxes[:, 0] < w + margin) & (boxes[:, 2] > -margin) & (boxes[:, 1] < h + margin) & (boxes[:, 3] > -margin)
+
+
 def open_split(data: str | os.PathLike, split: str, purpose: str = "", **kwargs) -> CocoInstances:
     """:func:`open_instances` of a split of the data.yaml or dataset folder ``data``, checked to exist."""
     spec = load_data(data)
@@ -54,6 +71,8 @@ class CocoInstances(torch.utils.data.Dataset):
         decode_min_side: > 0: JPEGs of at least twice that short side decoded at 1/2, 1/4 or 1/8 of their size,
             keeping it on the short side (``data.images.read_image``), their targets scaled to match (training:
             the transforms resize to the training size anyway).
+        crop: a training crop (:class:`~blendseg.data.crop.InstanceCrop`): ``(boxes, h, w) -> window``; the image
+            is cut to the window before the transforms, and its target built inside it.
     """
 
     def __init__(
@@ -69,6 +88,7 @@ class CocoInstances(torch.utils.data.Dataset):
         check_files: bool = False,
         data: dict | None = None,
         decode_min_side: int = 0,
+        crop=None,
     ) -> None:
         if data is None:  # else ``data`` is checked already, ``ann_file`` only names it in messages
             data, probs = load_json(ann_file)
@@ -103,7 +123,7 @@ class CocoInstances(torch.utils.data.Dataset):
         self.with_masks, self.with_sem_seg, self.with_crowd_boxes = with_masks, with_sem_seg, with_crowd_boxes
         self.with_polygons = with_polygons
         self.transforms = transforms
-        self.decode_min_side = decode_min_side
+        self.decode_min_side, self.crop = decode_min_side, crop
 
     def __len__(self) -> int:
         return len(self.images)
@@ -116,45 +136,65 @@ class CocoInstances(torch.utils.data.Dataset):
         except DataError as e:
             raise DataError(f"{e} (image id {info['id']})") from None
 
-    def get_target(self, info: dict, size: tuple[int, int] | None = None) -> dict[str, Tensor]:
+    def boxes(self, info: dict, size: tuple[int, int] | None = None, crowd: bool | None = False) -> Tensor:
+        """(M, 4) float32 xyxy of the image's annotations without crowd ones (``crowd`` True: only those; None:
+        all), in the pixels of ``size`` (h, w) when given."""
+        anns = [a for a in self.anns[info["id"]] if crowd is None or bool(a.get("iscrowd", 0)) == crowd]
+        boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]
+        if size is not None and size != (info["height"], info["width"]):
+            sx, sy = size[1] / info["width"], size[0] / info["height"]
+            boxes *= torch.tensor([sx, sy, sx, sy])
+        return boxes
+
+    def get_target(
+        self, info: dict, size: tuple[int, int] | None = None, window: tuple[int, int, int, int] | None = None
+    ) -> dict[str, Tensor]:
         """The image's target in the pixels of its full size, or of ``size`` (h, w) when it was decoded smaller
         (``decode_min_side``): boxes and polygons scaled, masks rasterised at that size; ``orig_size`` stays the
-        file's."""
+        file's. ``window`` (x0, y0, x1, y1): the target of that crop, masks cut one at a time; with masks, boxes
+        are then their masks' (AdelaiDet's rule for crops), an instance left with no pixel an empty box."""
         h, w = info["height"], info["width"]
         size = size or (h, w)
         sx, sy = size[1] / w, size[0] / h
         anns = [a for a in self.anns[info["id"]] if not a.get("iscrowd", 0)]
-        boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
-        boxes[:, 2:] += boxes[:, :2]
+        x0, y0, x1, y1 = window or (0, 0, size[1], size[0])
+        cut = (slice(y0, y1), slice(x0, x1))
+        shift = torch.tensor([x0, y0, x0, y0], dtype=torch.float32)
+        boxes = self.boxes(info, size) - shift
         labels = torch.tensor([self.cat_id_to_contiguous[a["category_id"]] for a in anns], dtype=torch.int64)
         target = {
-            "boxes": boxes * torch.tensor([sx, sy, sx, sy]) if size != (h, w) else boxes,
+            "boxes": boxes,
             "labels": labels,
             "image_id": torch.tensor(info["id"]),
             "orig_size": torch.tensor([h, w]),
         }
         if self.with_masks:
-            masks = np.zeros((len(anns), *size), np.uint8)
+            masks = np.zeros((len(anns), y1 - y0, x1 - x0), np.uint8)
+            inside = _meets(boxes, x1 - x0, y1 - y0)  # a crop: what lies outside it is left empty, not decoded
             for i, a in enumerate(anns):
-                masks[i] = self._mask(a, h, w, size)
+                if inside[i]:
+                    masks[i] = self._mask(a, h, w, size)[cut]
             target["masks"] = torch.from_numpy(masks)
+            if window is not None:
+                target["boxes"] = mask_boxes(target["masks"])
         if self.with_polygons:  # detectron2 MASK_FORMAT "polygon": per instance its rings, None for RLE masks
-            scale = np.array([sx, sy])
+            scale, offset = np.array([sx, sy]), np.array([x0, y0])
             target["polygons"] = [
-                [(np.asarray(p, dtype=np.float64).reshape(-1, 2) * scale).ravel() for p in a["segmentation"]]
+                [(np.asarray(p, dtype=np.float64).reshape(-1, 2) * scale - offset).ravel() for p in a["segmentation"]]
                 if isinstance(a.get("segmentation"), list)
                 else None
                 for a in anns
             ]
         if self.with_crowd_boxes:
-            crowd = [a["bbox"] for a in self.anns[info["id"]] if a.get("iscrowd", 0)]
-            cb = torch.tensor(crowd, dtype=torch.float32).reshape(-1, 4)
-            target["crowd_boxes"] = torch.cat([cb[:, :2], cb[:, :2] + cb[:, 2:]], 1) * torch.tensor([sx, sy, sx, sy])
+            target["crowd_boxes"] = self.boxes(info, size, crowd=True) - shift
         if self.with_sem_seg:  # AdelaiDet prepare_thing_sem_from_instance: all annotations, JSON order
             sem = np.zeros(size, np.uint8)
-            for a in self.anns[info["id"]]:
-                sem[self._mask(a, h, w, size) > 0] = self.cat_id_to_contiguous[a["category_id"]] + 1
-            target["sem_seg"] = torch.from_numpy(sem)
+            inside = _meets(self.boxes(info, size, crowd=None) - shift, x1 - x0, y1 - y0)
+            for a, meets in zip(self.anns[info["id"]], inside.tolist()):
+                if meets:
+                    sem[self._mask(a, h, w, size) > 0] = self.cat_id_to_contiguous[a["category_id"]] + 1
+            target["sem_seg"] = torch.from_numpy(np.ascontiguousarray(sem[cut]))
         return target
 
     def _mask(self, ann: dict, h: int, w: int, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -177,9 +217,9 @@ class CocoInstances(torch.utils.data.Dataset):
         image = self.read_image(info, self.decode_min_side)
         size, h, w = tuple(image.shape[-2:]), info["height"], info["width"]
         if size in [(-(-h // k), -(-w // k)) for k in (2, 4, 8)] and self.decode_min_side:  # libjpeg's scaled size
-            target = self.get_target(info, size)
+            image, target = self._target_of(info, image, size)
         elif size == (h, w):
-            target = self.get_target(info)
+            image, target = self._target_of(info, image, None)
         else:
             raise DataError(
                 f"{self.images_dir / info['file_name']}: image id {info['id']} is {image.shape[-1]}x{image.shape[-2]}, "
@@ -188,6 +228,15 @@ class CocoInstances(torch.utils.data.Dataset):
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target
+
+    def _target_of(self, info: dict, image: Tensor, size: tuple[int, int] | None) -> tuple[Tensor, dict]:
+        """The image (cut to the training crop's window when there is one: a copy, so a worker does not send
+        the whole image with it) and its target."""
+        if self.crop is None:
+            return image, self.get_target(info, size)
+        h, w = image.shape[-2:]
+        x0, y0, x1, y1 = self.crop(self.boxes(info, size, crowd=None).numpy(), h, w)  # all, as AdelaiDet
+        return image[:, y0:y1, x0:x1].clone(), self.get_target(info, size, (x0, y0, x1, y1))
 
     def aspect_ratios(self) -> list[float]:
         return [im["width"] / im["height"] for im in self.images]

@@ -248,10 +248,13 @@ class CocoPanoptic(CocoInstances):
         self.panoptic_of_image = {a["image_id"]: a for a in pan["annotations"]}
         self.with_panoptic_sem = with_panoptic_sem
 
-    def get_target(self, info: dict) -> dict[str, torch.Tensor]:
-        target = super().get_target(info)
+    def get_target(
+        self, info: dict, size: tuple[int, int] | None = None, window: tuple[int, int, int, int] | None = None
+    ) -> dict[str, torch.Tensor]:
+        target = super().get_target(info, size, window)
         if self.with_panoptic_sem:
-            target["panoptic_sem"] = torch.from_numpy(self.panoptic_semantic(info))
+            x0, y0, x1, y1 = window or (0, 0, info["width"], info["height"])
+            target["panoptic_sem"] = torch.from_numpy(np.ascontiguousarray(self.panoptic_semantic(info)[y0:y1, x0:x1]))
         return target
 
     def panoptic_semantic(self, info: dict) -> np.ndarray:

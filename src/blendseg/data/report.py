@@ -14,8 +14,11 @@ from .transforms import shortest_edge_size
 
 
 def _input_scale(cfg: TrainConfig, h: int, w: int) -> tuple[float, float]:
-    """(sx, sy) of the model's test-time resize of an h x w image."""
+    """(sx, sy) of the model's test-time resize of an h x w image, or of its tiles with ``data.tile`` (they are
+    what the network sees in training and in prediction with ``--slice``)."""
     d = cfg.data
+    if d.tile > 0:
+        h, w = min(h, d.tile), min(w, d.tile)
     if d.square_size > 0:
         return d.square_size / w, d.square_size / h
     nh, nw = shortest_edge_size(h, w, d.min_size_test, d.max_size_test)
@@ -74,6 +77,7 @@ def _sizes(data: dict, anns: list[dict], cfg: TrainConfig, head) -> list[str]:
     q = lambda f: sides[min(len(sides) - 1, int(f * len(sides)))]  # noqa: E731
     d = cfg.data
     at = f"{d.square_size}x{d.square_size}" if d.square_size > 0 else f"{d.min_size_test} (max {d.max_size_test})"
+    at += f" of {d.tile}-px tiles" if d.tile > 0 else ""
     lines = [
         f"object size after the resize to {at}: longer side {q(0.05):.0f} / {q(0.5):.0f} / {q(0.95):.0f} px "
         "(5th / 50th / 95th percentile)"
@@ -96,11 +100,16 @@ def _sizes(data: dict, anns: list[dict], cfg: TrainConfig, head) -> list[str]:
         if small > 0.05 * len(sides):
             grow = finest / max(q(0.05), 1e-3)
             size = int(math.ceil(min(d.min_size_test * grow, 4 * d.min_size_test) / 32) * 32)
-            lines.append(
+            line = (
                 f"{small} of {len(sides)} objects are smaller than the finest stride ({finest} px) after "
                 "the resize: the network hardly sees them; a larger input helps, e.g. "
                 f"data.min_size_train=[{size}] data.min_size_test={size} (max sizes to match)"
             )
+            side = statistics.median(min(im["height"], im["width"]) for im in data["images"])
+            if d.tile <= 0 and d.square_size <= 0 and side >= 2 * d.min_size_test:  # large images: tiles
+                tile = int(math.ceil(d.min_size_test / 32) * 32)
+                line += f", or tiles: data.tile={tile} to train, predict and val with --slice {tile}"
+            lines.append(line)
     return lines
 
 

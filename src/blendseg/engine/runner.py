@@ -15,6 +15,7 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..data.coco import CocoInstances, open_instances, open_split
+from ..data.crop import crop_of
 from ..data.loader import build_loader
 from ..data.panoptic import CocoPanoptic
 from ..data.report import plot_labels, summarize
@@ -23,6 +24,7 @@ from ..data.transforms import transforms_for
 from ..dist import (
     broadcast_object,
     cleanup,
+    get_rank,
     get_world_size,
     init_from_env,
     is_main_process,
@@ -76,7 +78,8 @@ def build_dataset(cfg: TrainConfig, data_yaml: str, split: str, train: bool) -> 
         raise ValueError(f"data.mask_format must be 'bitmask' or 'polygon', got {d.mask_format!r}")
     mean = tuple(cfg.model.pixel_mean)
     tf = transforms_for(d, train, mean if cfg.model.input_format == "RGB" else mean[::-1])  # expand's canvas
-    reduced = train and d.decode_reduced and d.square_size <= 0 and d.augment == "flip"  # large JPEGs decoded small
+    # large JPEGs decoded small, unless training tiles are cut from them at full size
+    reduced = train and d.decode_reduced and d.square_size <= 0 and d.augment == "flip" and d.tile <= 0
     kwargs = dict(
         filter_empty=train and d.filter_empty,
         with_masks=d.with_masks,
@@ -86,6 +89,7 @@ def build_dataset(cfg: TrainConfig, data_yaml: str, split: str, train: bool) -> 
         transforms=tf,
         check_files=True,
         decode_min_side=max(d.min_size_train) if reduced else 0,
+        crop=crop_of(d) if train else None,
     )
     if s.panoptic is not None and (d.with_panoptic or s.annotations is None):  # instances from the PNGs if need be
         with_sem = train and d.with_panoptic
@@ -223,7 +227,7 @@ class PredictorEvaluation(Evaluation):
 
         self.coco.reset()
         t0, skipped = time.perf_counter(), []
-        for info in self.dataset.images:
+        for info in self.dataset.images[get_rank() :: get_world_size()]:  # each process a share, gathered after
             try:
                 image = self.dataset.read_image(info)
             except DataError as e:  # scored with no detections: its ground truth counts as missed
@@ -255,15 +259,22 @@ def exported_evaluation(
 
 
 def sliced_evaluation(
-    model: nn.Module, cfg: TrainConfig, data_yaml: str, split: str, precision: str, slice: SliceSpec
+    model: nn.Module,
+    cfg: TrainConfig,
+    data_yaml: str,
+    split: str,
+    precision: str,
+    slice: SliceSpec,
+    device: torch.device | None = None,
 ) -> PredictorEvaluation:
-    """A model's evaluation with ``slice``: every detection its tiles give (conf 0, COCO's 100 an image)."""
+    """A model's evaluation with ``slice``: every detection its tiles give (conf 0, COCO's 100 an image), on
+    ``device`` (None: where the model is)."""
     from ..inference.predictor import Predictor
 
     ds = open_split(data_yaml, split)
     check_classes(cfg, ds, data_yaml, split)
     categories = Categories(ds.class_names, ds.contiguous_to_cat_id)
-    predictor = Predictor(model, cfg, categories, 0.0, 100, None, precision, slice)
+    predictor = Predictor(model, cfg, categories, 0.0, 100, device, precision, slice)
     return PredictorEvaluation(predictor, ds, f"{data_yaml}'s '{split}' split", iou_types_of(cfg), "the model predicts")
 
 
@@ -294,7 +305,8 @@ def loader_workers(num_workers: int, device: torch.device, cores: int | None = N
     """``data.num_workers`` for training on ``device``: on a CPU, only as many loader processes as there are cores
     beside the training's own threads (``cores``: this machine's, shared by the processes torchrun started on it),
     printed when fewer. A worker that shares a core with the compute threads slows the step by more than it saves:
-    blendmask_tiny on 2 cores and 2 threads trains 15 % faster with 0 workers than with 1 (docs/BENCHMARKS.md)."""
+    blendmask_tiny on 2 cores and 2 threads trains 15 % faster with 0 workers than with 1
+    (docs/benchmarks/training.md)."""
     if device.type != "cpu" or num_workers <= 0:
         return num_workers
     if cores is None:
@@ -392,7 +404,12 @@ def _train_in(
     if hasattr(model, "freeze_unused"):  # parts this data gives no loss (a panoptic head without panoptic data)
         model.freeze_unused(ds, log=log)
     has_val = "val" in load_data(data_yaml).splits
-    eval_fn = Evaluation(cfg, data_yaml, device) if (evaluate and has_val) else None
+    eval_fn = None
+    if evaluate and has_val:  # a model trained on tiles is evaluated as it will predict: sliced
+        if cfg.data.tile > 0:
+            eval_fn = sliced_evaluation(model, cfg, data_yaml, "val", "fp32", SliceSpec(cfg.data.tile), device)
+        else:
+            eval_fn = Evaluation(cfg, data_yaml, device)
     extra = {"class_names": ds.class_names, "contiguous_to_cat_id": ds.contiguous_to_cat_id}
     if hasattr(ds, "stuff_names"):  # panoptic: the semantic labels 1..S, for predictions in COCO panoptic format
         extra.update(stuff_names=ds.stuff_names, stuff_cat_ids=ds.stuff_cat_ids)

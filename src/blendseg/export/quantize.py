@@ -11,7 +11,7 @@ assembly, pasting) stays float32, as do group norms (no int8 kernel) and whateve
 
 Calibration: ``calib_images`` images of the user's training split, fed as they are (uint8 RGB at their own size)
 so they pass through the graph's own test-time resize; ``method`` is onnxruntime's: MinMax (default: the best AP of
-the three on every tiny method, docs/BENCHMARKS.md), Entropy or Percentile.
+the three on every tiny method, docs/benchmarks/deploy.md), Entropy or Percentile.
 """
 
 from __future__ import annotations

@@ -79,11 +79,38 @@ def sliced_instances(
     """The merged instances of ``image`` (3, H, W): ``detect(tiles) -> detections`` per tile (each with boxes,
     scores, labels and compact masks in the tile's pixels, on any device), called on at most ``spec.batch`` tiles
     at a time; instances under ``conf`` are dropped in each tile, at most ``max_det`` kept per tile and in all."""
+    rects, pieces, masks_made = tile_pieces(detect, image, spec, conf, max_det)
+    return merge_pieces(rects, pieces, masks_made, spec, max_det, tuple(image.shape[-2:]))
+
+
+def merge_pieces(
+    rects: list[Rect], pieces: list, masks_made: bool, spec: SliceSpec, max_det: int, hw: tuple[int, int]
+) -> Instances:
+    """:func:`tile_pieces`' instances merged by the rule of the module docstring, the best ``max_det`` kept."""
+    h, w = hw
+    whole = len(rects) - 1 if spec.full else -1  # the full-image pass's index among the tiles
+    tiled = [i for i, p in enumerate(pieces) if p[0] != whole]
+    groups = [[tiled[i] for i in g] for g in _group([pieces[i] for i in tiled], rects, spec.match, spec.cover)]
+    groups += [[i] for i, p in enumerate(pieces) if p[0] == whole and not _found(p, [pieces[j] for j in tiled])]
+    merged = sorted((_merge([pieces[i] for i in g]) for g in groups), key=lambda m: -m[1])[:max_det]
+    boxes = torch.stack([m[0] for m in merged]) if merged else torch.zeros(0, 4)
+    scores = torch.tensor([m[1] for m in merged], dtype=torch.float32)
+    labels = torch.tensor([m[2] for m in merged], dtype=torch.int64)
+    masks = WindowMasks([m[3] for m in merged], (h, w)) if masks_made else None
+    return Instances(boxes, scores, labels, masks)
+
+
+def tile_pieces(
+    detect: Callable[[list[Tensor]], list], image: Tensor, spec: SliceSpec, conf: float, max_det: int
+) -> tuple[list[Rect], list[tuple[int, Tensor, float, int, Window]], bool]:
+    """The tiles (the whole image last with ``spec.full``) and every tile's instances before merging, as
+    ``(tile, box, score, label, window)`` in image pixels (a box model's window is its filled box), and whether
+    the model gave masks."""
     h, w = image.shape[-2:]
     rects = tile_rects(h, w, spec.size, spec.overlap)
     if spec.full:
         rects.append((0, 0, h, w))
-    pieces: list[tuple[int, Tensor, float, int, Window]] = []  # (tile, box, score, label, window) in the image
+    pieces: list[tuple[int, Tensor, float, int, Window]] = []
     masks_made = False
     for first in range(0, len(rects), spec.batch):
         chunk = rects[first : first + spec.batch]
@@ -102,16 +129,7 @@ def sliced_instances(
                 else:  # a box model: its box as a filled window, for the merging rule
                     win = _box_window(box)
                 pieces.append((first + k, box, float(dets.scores[i]), int(dets.labels[i]), win))
-    whole = len(rects) - 1 if spec.full else -1  # the full-image pass's index among the tiles
-    tiled = [i for i, p in enumerate(pieces) if p[0] != whole]
-    groups = [[tiled[i] for i in g] for g in _group([pieces[i] for i in tiled], rects, spec.match, spec.cover)]
-    groups += [[i] for i, p in enumerate(pieces) if p[0] == whole and not _found(p, [pieces[j] for j in tiled])]
-    merged = sorted((_merge([pieces[i] for i in g]) for g in groups), key=lambda m: -m[1])[:max_det]
-    boxes = torch.stack([m[0] for m in merged]) if merged else torch.zeros(0, 4)
-    scores = torch.tensor([m[1] for m in merged], dtype=torch.float32)
-    labels = torch.tensor([m[2] for m in merged], dtype=torch.int64)
-    masks = WindowMasks([m[3] for m in merged], (h, w)) if masks_made else None
-    return Instances(boxes, scores, labels, masks)
+    return rects, pieces, masks_made
 
 
 def _group(pieces: list, rects: list[Rect], match: float, cover: float) -> list[list[int]]:

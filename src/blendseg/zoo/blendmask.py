@@ -56,12 +56,19 @@ def blendmask_r101_3x() -> TrainConfig:
 @preset(SRC + "R_101_dcni3_5x.yaml", "box AP 46.8, mask AP 41.1")
 def blendmask_r101_dcni3_5x() -> TrainConfig:
     """BlendMask/R_101_dcni3_5x: DCNv2 in every 3rd block of res3-res5, short side 640-864 (range), max 1440,
-    400k iterations (280k, 360k). The reference also enables RandomCropWithInstance, not implemented yet."""
+    400k iterations (280k, 360k), AdelaiDet's RandomCropWithInstance (INPUT.CROP: 0.9-1.0 of each side, the
+    window on a random box's centre, instances may be cut)."""
     c = blendmask_r101_3x()
     bb = replace(
         c.model.backbone, deform_on_per_stage=(False, True, True, True), deform_modulated=True, deform_interval=3
     )
-    data = replace(c.data, min_size_train=(640, 864), min_size_train_sampling="range", max_size_train=1440)
+    data = replace(
+        c.data,
+        min_size_train=(640, 864),
+        min_size_train_sampling="range",
+        max_size_train=1440,
+        crop_type="relative_range",
+    )
     solver = replace(c.solver, max_iter=400000, steps=(280000, 360000))
     return replace(c, model=replace(c.model, backbone=bb), data=data, solver=solver)
 
@@ -99,12 +106,18 @@ def blendmask_550_r50_1x() -> TrainConfig:
 @preset(SRC + "550_R_50_dcni3_5x.yaml")
 def blendmask_550_r50_dcni3_5x() -> TrainConfig:
     """BlendMask/550_R_50_dcni3_5x: DCNv2 every 3rd block of res3-res5, short side 440-594 (range), max 990,
-    270k (210k, 250k). The reference's RandomCropWithInstance is not implemented (as blendmask_r101_dcni3_5x)."""
+    270k (210k, 250k), with the crop of blendmask_r101_dcni3_5x."""
     c = blendmask_550_r50_3x()
     bb = replace(
         c.model.backbone, deform_on_per_stage=(False, True, True, True), deform_modulated=True, deform_interval=3
     )
-    data = replace(c.data, min_size_train=(440, 594), min_size_train_sampling="range", max_size_train=990)
+    data = replace(
+        c.data,
+        min_size_train=(440, 594),
+        min_size_train_sampling="range",
+        max_size_train=990,
+        crop_type="relative_range",
+    )
     return replace(c, model=replace(c.model, backbone=bb), data=data)
 
 
@@ -250,7 +263,7 @@ def blendmask_panoptic_r101_3x() -> TrainConfig:
 @preset(SRC + "Panoptic/R_50_dcni3_5x.yaml")
 def blendmask_panoptic_r50_dcni3_5x() -> TrainConfig:
     """BlendMask/Panoptic/R_50_dcni3_5x: DCNv2 every 3rd block of res3-res5, short side 640-864 (range), max 1440,
-    400k iterations (280k, 360k); the reference's crop is not implemented (as blendmask_r101_dcni3_5x)."""
+    400k iterations (280k, 360k), with the crop of blendmask_r101_dcni3_5x."""
     c = blendmask_r101_dcni3_5x()
     return with_panoptic(replace(c, model=replace(c.model, backbone=replace(c.model.backbone, depth=50))))
 

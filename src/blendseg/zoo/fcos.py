@@ -199,7 +199,7 @@ def fcos_tiny() -> TrainConfig:
     tower, 256-320 px inputs, AdamW with a short warmup and a step decay at 75% / 92% of the budget. Trains in
     channels-last memory format with bf16 autocast (fp32 on CPUs without bf16 instructions): 1.78-1.95x the
     images per second of fp32 channels-first on a 2-core avx512_bf16 CPU, at the same AP per image seen
-    (docs/BENCHMARKS.md).
+    (docs/benchmarks/training.md).
     """
     model = FCOSDetectorConfig(
         backbone=BackboneConfig(
