@@ -37,10 +37,10 @@ test-fast: venv lint
 
 # the docs site (mkdocs-material; the reference pages generated from the code): site/, or served on :8000
 docs: venv
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict
 
 docs-serve: venv
-	$(BIN)/mkdocs serve
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs serve
 
 bench: venv
 	$(BIN)/python -m benchmarks.fcos_budget --out runs/bench_fcos

@@ -14,10 +14,12 @@ import ast
 import dataclasses
 import inspect
 import os
+import re
 import sys
 import typing
 from pathlib import Path
 
+DOCS = Path(__file__).resolve().parent
 os.environ["COLUMNS"] = "110"  # argparse's help width: the same pages on every machine
 
 from blendseg import config as config_module  # noqa: E402
@@ -53,9 +55,19 @@ def cli_page() -> str:
     cmds = commands(build_parser())
     for path, short, _ in cmds:
         lines.append(f"| [`{path}`](#{path.replace(' ', '-')}) | {short} |")
+    guides = {g: g.read_text() for g in [DOCS / "quickstart.md", *sorted((DOCS / "guides").glob("*.md"))]}
     for path, _, text in cmds:
-        lines += ["", f"## {path}", "", "```text", text.rstrip(), "```"]
+        lines += ["", f"## {path}", ""]
+        used = [g for g, body in guides.items() if re.search(rf"^{re.escape(path)}( |$)", body, re.M)]
+        if used:
+            links = ", ".join(f"[{_title(guides[g])}](../{g.relative_to(DOCS).as_posix()})" for g in used)
+            lines += [f"In use: {links}.", ""]
+        lines += ["```text", text.rstrip(), "```"]
     return "\n".join(lines) + "\n"
+
+
+def _title(page: str) -> str:
+    return page.split("\n", 1)[0].lstrip("# ").strip()
 
 
 def field_comments(cls: type) -> dict[str, str]:

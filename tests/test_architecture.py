@@ -156,7 +156,7 @@ def test_the_docs_layout_names_every_module_and_no_missing_one():
     named = set(re.findall(r"[\w]+\.py", text))
     files = {f.name for f in SRC.rglob("*.py") if f.name != "__init__.py"}
     files |= {f.name for f in (root / "benchmarks").glob("*.py") if f.name != "__init__.py"}
-    assert not files - named, f"modules the README's layout does not name: {sorted(files - named)}"
+    assert not files - named, f"modules the docs' layout does not name: {sorted(files - named)}"
     others = {f.name for d in ("tools",) for f in (root / d).glob("*.py")}
     assert not named - files - others, f"named in the layout but not in the tree: {sorted(named - files - others)}"
 

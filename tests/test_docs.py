@@ -178,6 +178,7 @@ def test_the_site_builds_strict(tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1", "DISABLE_MKDOCS_2_WARNING": "true"},  # the plugins' banners
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (tmp_path / "site" / "reference" / "cli" / "index.html").is_file()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from blendseg.inference.slicing import SliceSpec, sliced_instances, tile_rects
+from blendseg.inference.slicing import SliceSpec, merge_pieces, sliced_instances, tile_rects
 from blendseg.structures import DenseMasks, Instances
 
 
@@ -75,6 +75,37 @@ def test_objects_cut_by_tile_borders_come_back_whole_and_once(full):
         assert ious[best] >= 0.9 and int(out.labels[best]) == k % 2, (k, ious)
         ys, xs = np.nonzero(t)
         assert out.boxes[best].tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+
+
+def _piece(tile: int, score: float, y0: int, x0: int, y1: int, x1: int, label: int = 0) -> tuple:
+    box = torch.tensor([x0, y0, x1, y1], dtype=torch.float32)
+    return tile, box, score, label, (y0, x0, torch.ones(y1 - y0, x1 - x0, dtype=torch.bool))
+
+
+def test_a_sloppy_piece_over_two_objects_ties_neither():
+    """Tiles of columns 0-99 and 60-159. Objects at columns 62-70 (tile 0) and 80-88 (tile 1), and from tile 1 a
+    weak piece of their class over columns 60-95: it is taken for neither, so both objects keep their masks and
+    it stays a low-scoring instance of its own (union-find over "inside the other" merged all three)."""
+    rects = [(0, 0, 100, 100), (0, 60, 100, 160)]
+    pieces = [_piece(0, 0.9, 10, 62, 30, 70), _piece(1, 0.8, 10, 80, 30, 88), _piece(1, 0.3, 5, 60, 40, 95)]
+    out = merge_pieces(rects, pieces, True, SliceSpec(100, 0.4), 100, (100, 160))
+    assert out.scores.tolist() == pytest.approx([0.9, 0.8, 0.3])
+    assert out.boxes.tolist() == [[62, 10, 70, 30], [80, 10, 88, 30], [60, 5, 95, 40]]
+
+
+def test_a_piece_completes_its_object_only_outside_the_tiles_it_already_has():
+    """An object over columns 50-120: tile 0 (columns 0-99) sees 50-99, tile 1 (60-159) sees 60-120 but also
+    reaches sloppily down to row 40 inside tile 0's part; the merged mask is tile 0's piece plus tile 1's columns
+    100-119 only."""
+    rects = [(0, 0, 100, 100), (0, 60, 100, 160)]
+    sloppy = _piece(1, 0.7, 10, 60, 40, 120)
+    sloppy[4][2][20:, 40:] = False  # rows 30-39 only over columns 60-99, inside tile 0
+    pieces = [_piece(0, 0.9, 10, 50, 30, 100), sloppy]
+    out = merge_pieces(rects, pieces, True, SliceSpec(100, 0.4), 100, (100, 160))
+    assert len(out.scores) == 1 and out.boxes.tolist() == [[50, 10, 120, 30]]
+    truth = torch.zeros(100, 160, dtype=torch.bool)
+    truth[10:30, 50:120] = True
+    assert torch.equal(out.masks[0], truth)
 
 
 def test_a_ragged_piece_at_a_tile_edge_still_joins_its_object():

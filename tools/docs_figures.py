@@ -25,7 +25,7 @@ def main() -> None:
     p.add_argument("--runs", type=Path, default=Path("runs/tracking"))
     p.add_argument("--data", type=Path, default=Path("runs/tracking/data/data.yaml"))
     p.add_argument("--image", type=int, default=3, help="index of the validation image")
-    p.add_argument("--conf", type=float, default=0.4)
+    p.add_argument("--conf", type=float, default=0.3)
     p.add_argument("--out", type=Path, default=Path("docs/images"))
     a = p.parse_args()
     ds = open_split(a.data, "val")

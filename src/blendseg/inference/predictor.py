@@ -34,10 +34,12 @@ class Predictor:
     """``predictor(image, path=None) -> Result`` for one (3, H, W) uint8 RGB image.
 
     Args:
-        model / cfg: a blendseg model (any method) in eval mode and its run config (test-time resize).
-        categories: class names and dataset ids. ``conf``: keep detections scoring at least this.
-        max_det: keep at most this many (highest scores). ``device``: where the network runs; None: where the model
-            is (a device moves the model there).
+        model: a blendseg model (any method) in eval mode.
+        cfg: its run config (the test-time resize).
+        categories: class names and dataset ids.
+        conf: keep detections scoring at least this.
+        max_det: keep at most this many (highest scores).
+        device: where the network runs; None: where the model is (a device moves the model there).
         precision: "fp32", "bf16" (CPU or CUDA) or "fp16" (CUDA): the network under autocast, decoding and masks
             in float32 (:mod:`~blendseg.inference.precision`).
         slice: a tile size or :class:`~blendseg.inference.slicing.SliceSpec`: images larger than a tile are

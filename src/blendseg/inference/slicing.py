@@ -2,18 +2,21 @@
 predicted as an image of its own (the model's test-time resize enlarges what is small), and the tiles' instances
 merged back by their *masks* in image coordinates.
 
-The merging rule. Two instances of the same class from two tiles are one object when, inside the region the two
-tiles share, their masks overlap by IoU >= ``match`` (both tiles saw that region whole, so the same object shows
-the same pixels there), or the smaller one's pixels there lie inside the larger's (>= ``cover``: a sliver at a
-tile's edge). The relation is closed transitively (an object over a tile corner joins four pieces). A merged object
-takes the union of its pieces' masks (a mask cut at a border is completed from the neighbouring tile), the highest
-score, and the union of their boxes. The optional full-image pass (SAHI's "standard prediction") adds what no tile
-found: a full-image instance is dropped where it and a tile's instance of its class overlap by half of the smaller
-mask, since the tile saw that object at a larger scale (merging the two would blur the tile's mask)::
+The merging rule. The tiles' instances are taken best score first. Each joins the first object already made (best
+score first) that is of its class, has no instance from its tile yet (one tile never sees an object twice: the
+model's NMS has spoken there), and that it matches: inside the region its tile shares with the tile of one of the
+object's pieces, their masks overlap by IoU >= ``match`` (both tiles saw that region whole, so the same object shows
+the same pixels there), or its own pixels there lie at least ``cover`` inside the piece's (a sliver at a tile's
+edge). Otherwise it starts an object. The pixels a joining piece has outside every tile the object already has
+pieces from complete the object's mask and box (a mask cut at a border is completed from the neighbouring tile);
+inside those tiles the better-scoring pieces already say what the object is. So a low-scoring piece spread over
+several objects joins none of them and ties none together. The optional full-image pass (SAHI's "standard
+prediction") adds what no tile found: a full-image instance is dropped where it and a tile's instance of its class
+overlap by half of the smaller mask, since the tile saw that object at a larger scale::
 
     +---------+-----+---------+        tile A = columns 0 .. 9, tile B = columns 6 .. 15, shared band 6 .. 9
     | A    ###|#####|###    B |        the object's pieces in A and in B agree inside the band (IoU >= match):
-    |      ###|#####|###      |        one object, mask = A's piece | B's piece
+    |      ###|#####|###      |        one object; B's pixels right of column 9 complete A's piece
     +---------+-----+---------+
 
 Memory follows the tile batch and the instances (each mask kept as its own window), never the image's size.
@@ -89,14 +92,14 @@ def merge_pieces(
     """:func:`tile_pieces`' instances merged by the rule of the module docstring, the best ``max_det`` kept."""
     h, w = hw
     whole = len(rects) - 1 if spec.full else -1  # the full-image pass's index among the tiles
-    tiled = [i for i, p in enumerate(pieces) if p[0] != whole]
-    groups = [[tiled[i] for i in g] for g in _group([pieces[i] for i in tiled], rects, spec.match, spec.cover)]
-    groups += [[i] for i, p in enumerate(pieces) if p[0] == whole and not _found(p, [pieces[j] for j in tiled])]
-    merged = sorted((_merge([pieces[i] for i in g]) for g in groups), key=lambda m: -m[1])[:max_det]
-    boxes = torch.stack([m[0] for m in merged]) if merged else torch.zeros(0, 4)
-    scores = torch.tensor([m[1] for m in merged], dtype=torch.float32)
-    labels = torch.tensor([m[2] for m in merged], dtype=torch.int64)
-    masks = WindowMasks([m[3] for m in merged], (h, w)) if masks_made else None
+    tiled = [p for p in pieces if p[0] != whole]
+    objects = _merge(tiled, rects, spec.match, spec.cover)
+    objects += [_Object(p, rects) for p in pieces if p[0] == whole and not _found(p, tiled)]
+    merged = sorted(objects, key=lambda o: -o.score)[:max_det]
+    boxes = torch.stack([o.box for o in merged]) if merged else torch.zeros(0, 4)
+    scores = torch.tensor([o.score for o in merged], dtype=torch.float32)
+    labels = torch.tensor([o.label for o in merged], dtype=torch.int64)
+    masks = WindowMasks([o.window for o in merged], (h, w)) if masks_made else None
     return Instances(boxes, scores, labels, masks)
 
 
@@ -132,51 +135,73 @@ def tile_pieces(
     return rects, pieces, masks_made
 
 
-def _group(pieces: list, rects: list[Rect], match: float, cover: float) -> list[list[int]]:
-    """Union-find over pairs of pieces from two overlapping tiles that the merging rule joins; only pairs of one
-    class whose boxes meet inside the shared region are looked at."""
-    parent = list(range(len(pieces)))
+class _Object:
+    """One merged object: its first (best-scoring) piece's score and label, its pieces' tiles, the pieces it
+    holds (for the rule) and its mask as a window, grown as pieces join."""
 
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
+    def __init__(self, piece: tuple, rects: list[Rect]) -> None:
+        self.score, self.label, self.box, self.window = piece[2], piece[3], piece[1].clone(), piece[4]
+        self.pieces, self.tiles = [piece], {piece[0]}
 
-    if not pieces:
-        return []
-    boxes = torch.stack([p[1] for p in pieces])  # (D, 4) xyxy
-    labels = torch.tensor([p[3] for p in pieces])
-    tile_of = torch.tensor([p[0] for p in pieces])
-    tiles = sorted(set(tile_of.tolist()))
-    members = {t: (tile_of == t).nonzero()[:, 0] for t in tiles}
-    for ai, a in enumerate(tiles):
-        for b in tiles[ai + 1 :]:
-            shared = _intersect(rects[a], rects[b])
-            if shared is None:
-                continue
-            y0, x0, y1, x1 = shared
-            ia, ib = (_meeting(boxes, members[t], (x0, y0, x1, y1)) for t in (a, b))
-            if not len(ia) or not len(ib):
-                continue
-            lt = torch.maximum(boxes[ia, None, :2], boxes[None, ib, :2])
-            rb = torch.minimum(boxes[ia, None, 2:], boxes[None, ib, 2:])
-            meet = ((rb - lt) > 0).all(-1) & (labels[ia, None] == labels[None, ib])
-            for i, j in meet.nonzero().tolist():
-                i, j = int(ia[i]), int(ib[j])
-                if root(i) != root(j) and _same(pieces[i][4], pieces[j][4], shared, match, cover):
-                    parent[root(i)] = root(j)
-    groups: dict[int, list[int]] = {}
-    for i in range(len(pieces)):
-        groups.setdefault(root(i), []).append(i)
-    return list(groups.values())
+    def matches(self, piece: tuple, rects: list[Rect], match: float, cover: float) -> bool:
+        """Whether ``piece`` (from a tile this object has no piece from) is this object, by the rule, against
+        any of its pieces."""
+        for q in self.pieces:
+            shared = _intersect(rects[piece[0]], rects[q[0]])
+            if shared is not None and _same(piece[4], q[4], shared, match, cover):
+                return True
+        return False
+
+    def join(self, piece: tuple, rects: list[Rect]) -> None:
+        """Take ``piece`` in: its pixels outside every tile the object already has pieces from complete the mask
+        (inside them, the better-scoring pieces already say what the object is), and they grow the box."""
+        new = piece[4][2].clone()
+        py, px = piece[4][0], piece[4][1]
+        for t in self.tiles:
+            r = _intersect(rects[t], _extent(piece[4]))
+            if r is not None:
+                new[r[0] - py : r[2] - py, r[1] - px : r[3] - px] = False
+        self.pieces.append(piece)
+        self.tiles.add(piece[0])
+        if not new.any():
+            return
+        ys, xs = new.any(1).nonzero()[:, 0], new.any(0).nonzero()[:, 0]
+        added = torch.tensor([px + xs[0], py + ys[0], px + xs[-1] + 1, py + ys[-1] + 1], dtype=torch.float32)
+        self.box = torch.cat([torch.minimum(self.box[:2], added[:2]), torch.maximum(self.box[2:], added[2:])])
+        self.window = _union(self.window, (py, px, new))
 
 
-def _meeting(boxes: Tensor, idx: Tensor, rect: tuple[int, int, int, int]) -> Tensor:
-    """The pieces among ``idx`` whose boxes reach into ``rect`` (x0, y0, x1, y1)."""
-    b = boxes[idx]
-    inside = (b[:, 0] < rect[2]) & (b[:, 2] > rect[0]) & (b[:, 1] < rect[3]) & (b[:, 3] > rect[1])
-    return idx[inside]
+def _merge(pieces: list, rects: list[Rect], match: float, cover: float) -> list[_Object]:
+    """Greedy, best score first: a piece joins the first object of its class (best score first) that it matches
+    and that has no piece from its tile yet; else it starts an object. A low-scoring piece thus joins at most one
+    object and never ties two together."""
+    objects: list[_Object] = []
+    boxes = torch.zeros(0, 4)
+    for p in sorted(pieces, key=lambda p: -p[2]):
+        b = p[1]
+        near = ((boxes[:, 0] < b[2]) & (boxes[:, 2] > b[0]) & (boxes[:, 1] < b[3]) & (boxes[:, 3] > b[1])).nonzero()
+        for k in near[:, 0].tolist():
+            o = objects[k]
+            if o.label == p[3] and p[0] not in o.tiles and o.matches(p, rects, match, cover):
+                o.join(p, rects)
+                boxes[k] = o.box
+                break
+        else:
+            objects.append(_Object(p, rects))
+            boxes = torch.cat([boxes, p[1][None]])
+    return objects
+
+
+def _union(a: Window, b: Window) -> Window:
+    """The union of two windows' masks, as one window over both."""
+    if not a[2].numel():
+        return b
+    y0, x0 = min(a[0], b[0]), min(a[1], b[1])
+    y1, x1 = max(_extent(a)[2], _extent(b)[2]), max(_extent(a)[3], _extent(b)[3])
+    out = torch.zeros(y1 - y0, x1 - x0, dtype=torch.bool)
+    for wy, wx, m in (a, b):
+        out[wy - y0 : wy - y0 + m.shape[0], wx - x0 : wx - x0 + m.shape[1]] |= m
+    return y0, x0, out
 
 
 def _intersect(a: Rect, b: Rect) -> Rect | None:
@@ -200,7 +225,9 @@ def _count(win: Window, rect: Rect) -> int:
 
 
 def _same(a: Window, b: Window, shared: Rect, match: float, cover: float) -> bool:
-    """The merging rule for two windows, inside the ``shared`` region of their tiles."""
+    """The merging rule for a newcomer ``a`` and an object's piece ``b``, inside the ``shared`` region of their
+    tiles: IoU >= ``match``, or ``a``'s pixels there lie ``cover`` inside ``b``'s (a sliver at a tile's edge; not
+    the other way round, so a sloppy piece over several objects is not taken for any of them)."""
     both = _intersect(_extent(a), _extent(b))
     region = _intersect(both, shared) if both is not None else None
     if region is None:
@@ -209,7 +236,7 @@ def _same(a: Window, b: Window, shared: Rect, match: float, cover: float) -> boo
     if na == 0 or nb == 0:
         return False
     inter = int((_inside(a, region) & _inside(b, region)).sum())
-    return inter / (na + nb - inter) >= match or inter / min(na, nb) >= cover
+    return inter / (na + nb - inter) >= match or inter / na >= cover
 
 
 def _found(piece: tuple, tiled: list) -> bool:
@@ -224,25 +251,6 @@ def _found(piece: tuple, tiled: list) -> bool:
         if smaller and int((_inside(a, both) & _inside(b, both)).sum()) >= 0.5 * smaller:
             return True
     return False
-
-
-def _merge(group: list) -> tuple[Tensor, float, int, Window]:
-    """(box, score, label, window) of one object from its pieces: the union of their boxes and of their masks, the
-    best score."""
-    score, label = max(p[2] for p in group), group[0][3]
-    if len(group) == 1:
-        return group[0][1], score, label, group[0][4]
-    boxes = torch.stack([p[1] for p in group])
-    box = torch.cat([boxes[:, :2].min(0).values, boxes[:, 2:].max(0).values])
-    wins = [p[4] for p in group if p[4][2].numel()]
-    if not wins:
-        return box, score, label, group[0][4]
-    y0, x0 = min(w[0] for w in wins), min(w[1] for w in wins)
-    y1, x1 = max(_extent(w)[2] for w in wins), max(_extent(w)[3] for w in wins)
-    union = torch.zeros(y1 - y0, x1 - x0, dtype=torch.bool)
-    for wy, wx, m in wins:
-        union[wy - y0 : wy - y0 + m.shape[0], wx - x0 : wx - x0 + m.shape[1]] |= m
-    return box, score, label, (y0, x0, union)
 
 
 def _box_window(box: Tensor) -> Window:
