@@ -24,8 +24,8 @@ demo: venv
 	$(BIN)/python tools/demo.py --out $(DEMO_OUT) --images $(DEMO_IMAGES) --minutes $(DEMO_MINUTES)
 
 lint: venv
-	$(BIN)/ruff check src tests tools benchmarks
-	$(BIN)/ruff format --check src tests tools benchmarks
+	$(BIN)/ruff check src tests tools benchmarks docs/gen_reference.py docs/hooks.py
+	$(BIN)/ruff format --check src tests tools benchmarks docs/gen_reference.py docs/hooks.py
 
 # everything (CI): the multi-second end-to-end tests included
 test: venv lint
