@@ -1,0 +1,121 @@
+"""Where an exported graph spends its time (issue 41): onnxruntime's profiler on the fp32 and int8 exports of the
+tiny presets, at fixed work (random weights whose scores clear any threshold, so every image keeps ``max_det``
+detections; exported at conf 0), by part of the graph and by operator.
+
+    python -m benchmarks.graph_profile --out runs/graph_profile [--presets blendmask_tiny ...] [--sizes 256 320 640]
+        [--max-dets 10 100] [--runs 10]
+
+A node's part is the first module of the exporter's ``pkg.torch.onnx.name_scopes``: the network's modules (the
+backbone, FPN, heads, bottom module) by their names, and ``graph`` for the graph's own code (test-time resize,
+decoding, NMS, mask assembly, pasting). Q/DQ nodes inserted by the quantiser are counted as ``q/dq``. Writes
+results.md (one table per preset) into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+import blendseg
+from benchmarks.common import checkpoint
+from benchmarks.deploy import scene
+from blendseg.export.quantize import quantize_int8
+
+CONV = {"Conv", "QLinearConv", "ConvInteger", "FusedConv"}
+
+
+def parts_of(path: Path) -> dict[str, str]:
+    """Node name -> its part of the graph (module docstring)."""
+    import onnx
+
+    out = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        scopes = next(
+            (ast.literal_eval(p.value) for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), []
+        )
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            out[node.name] = "q/dq"
+        else:
+            out[node.name] = scopes[1].split(".")[0] if len(scopes) > 2 else "graph"
+    return out
+
+
+def profile(path: Path, image: np.ndarray, runs: int, threads: int) -> tuple[float, dict, dict, int]:
+    """(median ms a run, mean ms by part, mean ms by operator, detections) over ``runs`` profiled runs after one
+    warm-up."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(path.with_suffix(""))
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    dets = len(sess.run(None, {name: image})[0])
+    for _ in range(runs):
+        sess.run(None, {name: image})
+    trace = json.loads(Path(sess.end_profiling()).read_text())
+    parts, by_part, by_op = parts_of(path), defaultdict(float), defaultdict(float)
+    runs_seen = [e for e in trace if e.get("name") == "model_run"]
+    for e in trace:
+        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
+            continue
+        node = e["name"][: -len("_kernel_time")]
+        op = e["args"].get("op_name", "?")
+        by_part["conv" if op in CONV else parts.get(node, "graph")] += e["dur"]
+        by_op[op] += e["dur"]
+    total = float(np.median([e["dur"] for e in runs_seen[1:]])) / 1e3  # the warm-up run left out
+    scale = 1e3 * len(runs_seen)  # operators: the mean over every run
+    return total, {k: v / scale for k, v in by_part.items()}, {k: v / scale for k, v in by_op.items()}, dets
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("runs/graph_profile"))
+    p.add_argument("--presets", nargs="+", default=["blendmask_tiny", "yolact_tiny", "meinst_tiny"])
+    p.add_argument("--sizes", nargs="+", type=int, default=[256, 320, 640])
+    p.add_argument("--max-dets", nargs="+", type=int, default=[10, 100])
+    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--calib", type=int, default=8)
+    a = p.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    md = []
+    for preset in a.presets:
+        model = blendseg.load(checkpoint(preset, a.out / f"{preset}.pt", full=True), "cpu")
+        md += [f"## {preset}", "", "| size | max_det | form | ms / run | detections | conv % | q/dq % | graph % |"
+               " top operators outside conv (ms) |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for max_det in a.max_dets:
+            fp32 = model.export(out=a.out / f"{preset}.{max_det}.onnx", conf=0.0, max_det=max_det)
+            calib = [scene(320, 256, seed).numpy() for seed in range(1, a.calib + 1)]
+            int8 = quantize_int8(fp32, a.out / f"{preset}.{max_det}.int8.onnx", calib)
+            for size in a.sizes:
+                image = scene(size, size * 3 // 4, seed=0).numpy()
+                for form, path in (("fp32", fp32), ("int8", int8)):
+                    ms, parts, ops, dets = profile(path, image, a.runs, a.threads)
+                    kernels = sum(parts.values()) or 1.0
+                    top = sorted(((v, k) for k, v in ops.items() if k not in CONV), reverse=True)[:5]
+                    row = (
+                        f"| {size}x{size * 3 // 4} | {max_det} | {form} | {ms:.1f} | {dets} | "
+                        f"{100 * parts.get('conv', 0) / kernels:.0f} | {100 * parts.get('q/dq', 0) / kernels:.0f} | "
+                        f"{100 * parts.get('graph', 0) / kernels:.0f} | "
+                        + ", ".join(f"{k} {v:.1f}" for v, k in top)
+                        + " |"
+                    )
+                    md.append(row)
+                    print(row, flush=True)
+        md.append("")
+    cmd = "python -m benchmarks.graph_profile " + " ".join(sys.argv[1:])
+    (a.out / "results.md").write_text("\n".join(md) + f"\nCommand: `{cmd}`\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()
