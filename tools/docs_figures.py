@@ -25,7 +25,8 @@ def main() -> None:
     p.add_argument("--runs", type=Path, default=Path("runs/tracking"))
     p.add_argument("--data", type=Path, default=Path("runs/tracking/data/data.yaml"))
     p.add_argument("--image", type=int, default=3, help="index of the validation image")
-    p.add_argument("--conf", type=float, default=0.3)
+    p.add_argument("--conf", type=float, default=0.3, help="instances drawn in the --show-bases figure")
+    p.add_argument("--example-conf", type=float, default=0.5, help="instances drawn in the example prediction")
     p.add_argument("--out", type=Path, default=Path("docs/images"))
     a = p.parse_args()
     ds = open_split(a.data, "val")
@@ -35,7 +36,7 @@ def main() -> None:
         model = blendseg.load(a.runs / f"{preset}_seed0" / "weights" / "last.pt", device="cpu")
         fig = show_bases(model.model, model.cfg, image, model.categories.thing_names, a.conf)
         fig.save(a.out / f"{method}_bases.png")
-        result = model.predict(image.permute(1, 2, 0).numpy(), conf=a.conf)[0]
+        result = model.predict(image.permute(1, 2, 0).numpy(), conf=a.example_conf)[0]
         result.save(a.out / f"{method}_example.png")
         print(f"{method}: {a.out / f'{method}_bases.png'}, {len(result)} instances on {info['file_name']}")
 
