@@ -3,7 +3,7 @@ tiny presets, at fixed work (random weights whose scores clear any threshold, so
 detections; exported at conf 0), by part of the graph and by operator.
 
     python -m benchmarks.graph_profile --out runs/graph_profile [--presets blendmask_tiny ...] [--sizes 256 320 640]
-        [--max-dets 10 100] [--runs 10]
+        [--max-dets 10 100] [--runs 10] [--dense-masks]
 
 A node's part is the first module of the exporter's ``pkg.torch.onnx.name_scopes``: the network's modules (the
 backbone, FPN, heads, bottom module) by their names, and ``graph`` for the graph's own code (test-time resize,
@@ -84,7 +84,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--calib", type=int, default=8)
-    p.add_argument("--compact-masks", action="store_true", help="export per-box masks (the runner pastes them)")
+    p.add_argument("--dense-masks", action="store_true", help="(N, H, W) masks pasted inside the graph")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     md = []
@@ -93,8 +93,8 @@ def main() -> None:
         md += [f"## {preset}", "", "| size | max_det | form | ms / run | detections | conv % | q/dq % | graph % |"
                " top operators outside conv (ms) |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for max_det in a.max_dets:
-            stem = f"{preset}.{max_det}{'.compact' if a.compact_masks else ''}"
-            fp32 = model.export(out=a.out / f"{stem}.onnx", conf=0.0, max_det=max_det, dense_masks=not a.compact_masks)
+            stem = f"{preset}.{max_det}{'.dense' if a.dense_masks else ''}"
+            fp32 = model.export(out=a.out / f"{stem}.onnx", conf=0.0, max_det=max_det, dense_masks=a.dense_masks)
             calib = [scene(320, 256, seed).numpy() for seed in range(1, a.calib + 1)]
             int8 = quantize_int8(fp32, a.out / f"{stem}.int8.onnx", calib)
             for size in a.sizes:

@@ -6,7 +6,7 @@ For each preset a checkpoint with random weights is written whose class biases a
 yields the full 100 detections (benchmarks/common.py's checkpoints, the worst case for masks), exported with
 ``conf=0.05, max_det=100``, and the predictors are timed on the same photo one after the other, after one warm-up call
 each: PyTorch's ``Predictor`` (masks left compact, and with ``Result.masks`` made), onnxruntime's
-``OnnxPredictor`` on the default export (dense (N, H, W) masks inside the graph) and on ``--compact-masks``
+``OnnxPredictor`` on a ``--dense-masks`` export ((N, H, W) masks inside the graph) and on the default (compact)
 (per-box probabilities, pasted per instance as PyTorch does; compact, and with ``.masks`` made). Medians of
 ``--runs`` calls; threads pinned for both. Prints a markdown table.
 """
@@ -31,7 +31,7 @@ def compare(preset: str, image, out: Path, conf: float, runs: int, threads: int,
     Milliseconds."""
     model = blendseg.load(checkpoint(preset, out / f"{preset}.pt", full=full))
     t0 = time.perf_counter()
-    onnx_path = model.export(out=out / f"{preset}.onnx", conf=conf, max_det=100)
+    onnx_path = model.export(out=out / f"{preset}.onnx", conf=conf, max_det=100, dense_masks=True)
     export_s = time.perf_counter() - t0
     compact_path = model.export(out=out / f"{preset}_compact.onnx", conf=conf, max_det=100, dense_masks=False)
     torch_pred = model.predictor(conf=conf, max_det=100)

@@ -189,14 +189,15 @@ class Model:
         opset: int | None = None,
         conf: float = 0.3,
         max_det: int = 100,
-        dense_masks: bool = True,
+        dense_masks: bool = False,
         int8_images: list | None = None,
         calib_method: str = "MinMax",
         keep_float: Sequence[str] = (),
     ) -> Path:
         """Write the whole pipeline (resize, network, NMS, masks at the image size) as an ONNX file
         (:func:`~blendseg.export.onnx.export_onnx`, from a float32 CPU copy: this model stays where and as it is;
-        ``dense_masks=False``: compact mask outputs); default path: the checkpoint's with ``.onnx``. ``format``
+        compact mask outputs that the runners paste when asked; ``dense_masks=True``: (N, H, W) masks pasted inside
+        the graph); default path: the checkpoint's with ``.onnx``. ``format``
         "openvino": that graph converted by OpenVINO into ``.xml`` + ``.bin`` (:func:`~.export.onnx.to_openvino`;
         deformable convs as GridSample + MatMul: OpenVINO's converter has no ONNX DeformConv).
         ``int8_images``: (3, H, W) uint8 arrays (:func:`~.export.quantize.calibration_images`) that calibrate the

@@ -306,9 +306,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
         images = calibration_images(a.data, a.calib_images)  # a bad data.yaml fails here, nothing written
     t0 = time.perf_counter()
     model = load(a.checkpoint, "cpu")
-    out = model.export(
-        a.format, a.out, a.opset, a.conf, a.max_det, not a.compact_masks, images, a.calib_method, a.keep_float
-    )
+    out = model.export(a.format, a.out, a.opset, a.conf, a.max_det, a.dense_masks, images, a.calib_method, a.keep_float)
     meta = read_metadata(out)
     extra = f", int8 calibrated on {len(images)} images ({a.calib_method})" if a.int8 else ""
     print(
@@ -608,9 +606,10 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--conf", type=float, default=0.3, help="score threshold applied inside the graph")
     ex.add_argument("--max-det", type=int, default=100, help="at most this many detections per image")
     ex.add_argument(
-        "--compact-masks",
+        "--dense-masks",
         action="store_true",
-        help="output per-box mask probabilities (+ boxes) instead of (N, H, W) masks: memory follows the detections",
+        help="paste the masks inside the graph, as (N, H, W) uint8 (for consumers other than blendseg); by default "
+        "the graph outputs per-box mask probabilities (+ boxes), pasted by blendseg's runners when asked for",
     )
     ex.add_argument(
         "--int8",

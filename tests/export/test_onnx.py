@@ -60,7 +60,7 @@ def exported(request, tmp_path_factory):
                                                 "class_names": NAMES})  # fmt: skip
     import blendseg
 
-    onnx_path = blendseg.load(ckpt).export(conf=0.3, max_det=50)
+    onnx_path = blendseg.load(ckpt).export(conf=0.3, max_det=50, dense_masks=True)
     return ckpt, onnx_path, model, cfg
 
 
@@ -185,7 +185,7 @@ def test_deformable_models_export_at_opset_19(tmp_path):
     cats = Categories(NAMES, list(range(1, 7)))
     with pytest.raises(ValueError, match="DeformConv needs opset >= 19"):
         export_onnx(model, cfg, cats, tmp_path / "m18.onnx", opset=18)
-    path = export_onnx(model, cfg, cats, tmp_path / "m.onnx", conf=0.0, max_det=20)
+    path = export_onnx(model, cfg, cats, tmp_path / "m.onnx", conf=0.0, max_det=20, dense_masks=True)
     assert read_metadata(path)["opset"] == 19
     image = _image(100, 140)
     ours = ort.InferenceSession(str(path)).run(None, {"image": image.numpy()})
@@ -194,7 +194,8 @@ def test_deformable_models_export_at_opset_19(tmp_path):
     assert len(ours[0]) == 20
     assert_same_detections(ours, ref)
     # for OpenVINO, whose converter has no DeformConv: the same convs as GridSample + MatMul, opset 18
-    flat = export_onnx(model, cfg, cats, tmp_path / "flat.onnx", conf=0.0, max_det=20, deform_conv_op=False)
+    flat = export_onnx(model, cfg, cats, tmp_path / "flat.onnx", conf=0.0, max_det=20, dense_masks=True,
+                       deform_conv_op=False)  # fmt: skip
     import onnx
 
     ops = {n.op_type for n in onnx.load(str(flat)).graph.node}
@@ -252,7 +253,7 @@ def test_export_cli_and_an_empty_output(checkpoint, tmp_path, capsys):
     from blendseg.cli import main
 
     ckpt = shutil.copy(checkpoint, tmp_path / "model.pt")
-    assert main(["export", str(ckpt), "--conf", "1.01"]) == 0
+    assert main(["export", str(ckpt), "--conf", "1.01", "--dense-masks"]) == 0
     assert "boxes, scores, labels, masks" in capsys.readouterr().out
     outs = ort.InferenceSession(str(tmp_path / "model.onnx")).run(None, {"image": _image(90, 70).numpy()})
     assert [o.shape for o in outs] == [(0, 4), (0,), (0,), (0, 90, 70)]
@@ -260,7 +261,7 @@ def test_export_cli_and_an_empty_output(checkpoint, tmp_path, capsys):
 
 @pytest.mark.parametrize("preset", ["blendmask_tiny_test", "yolact_tiny_test"])
 def test_compact_mask_export(preset, tmp_path):
-    """--compact-masks: the graph returns per-box probabilities (BlendMask / MEInst: + paste boxes) or YOLACT's
+    """The default export: the graph returns per-box probabilities (BlendMask / MEInst: + paste boxes) or YOLACT's
     cropped prototype masks, and the runner pastes them per instance as the PyTorch path does."""
     from blendseg.export.onnx import export_onnx, read_metadata
     from blendseg.inference.onnx_runtime import OnnxPredictor
@@ -268,8 +269,7 @@ def test_compact_mask_export(preset, tmp_path):
     from blendseg.structures import BoxMasks, GridMasks
 
     cfg, model = get_preset(preset), decisive_model(preset)
-    path = export_onnx(model, cfg, Categories(NAMES, list(range(1, 7))), tmp_path / "m.onnx", conf=0.3, max_det=50,
-                       dense_masks=False)  # fmt: skip
+    path = export_onnx(model, cfg, Categories(NAMES, list(range(1, 7))), tmp_path / "m.onnx", conf=0.3, max_det=50)
     meta = read_metadata(path)
     assert meta["masks"] == ("grid" if "yolact" in preset else "box")
     image = _image(150, 90)

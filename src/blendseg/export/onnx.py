@@ -49,7 +49,7 @@ def export_onnx(
     opset: int | None = None,
     conf: float = 0.3,
     max_det: int = 100,
-    dense_masks: bool = True,
+    dense_masks: bool = False,
     example_size: tuple[int, int] = (480, 640),
     deform_conv_op: bool = True,
 ) -> Path:
@@ -57,9 +57,10 @@ def export_onnx(
     taking any (3, H, W) uint8 image; ``conf`` and ``max_det`` are applied inside the graph (masks are made only for
     what is kept). ``opset``: default 18, 19 for models with deformable convolutions (ONNX DeformConv;
     ``deform_conv_op=False``: as GridSample + MatMul instead, opset 18, for runtimes without DeformConv).
-    ``dense_masks=False``: compact mask outputs
-    instead of ``masks`` (``mask_probs`` (D, S, S) + ``mask_boxes`` (D, 4), or YOLACT's ``mask_probs`` (D, h', w')),
-    pasted per instance by the runner, so memory follows the detections, not the image. Returns the path."""
+    Masks come out compact: ``mask_probs`` (D, S, S) + ``mask_boxes`` (D, 4), or YOLACT's ``mask_probs`` (D, h',
+    w'), pasted per instance by blendseg's runners when asked for, so time and memory follow the detections, not
+    the image; ``dense_masks=True`` pastes them inside the graph instead, as ``masks`` (D, H, W) uint8 (for
+    consumers other than blendseg). Returns the path."""
     require_onnx()
     import onnx
 
