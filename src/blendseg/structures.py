@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .ops.masks import paste_window, upsample_window
@@ -213,6 +214,17 @@ class GridMasks(LazyMasks):
 
     def _select(self, idx) -> GridMasks:
         return GridMasks(self.probs[idx], self.full_size, self.image_size, self.threshold)
+
+    def to_tensor(self, chunk: int = 16) -> Tensor:
+        """(D, H, W) bool, every instance at once: the definition's ``F.interpolate`` on ``chunk`` instances at a
+        time (one batched op instead of a window per instance: the same pixels, several times faster for many
+        instances; the float copies stay ``chunk`` images large)."""
+        h, w = self.image_size
+        out = torch.empty(self.shape, dtype=torch.bool, device=self.device)
+        for s in range(0, len(self), chunk):
+            up = F.interpolate(self.probs[s : s + chunk, None].float(), self.full_size, mode="bilinear")
+            out[s : s + chunk] = up[:, 0, :h, :w] > self.threshold
+        return out
 
 
 class DenseMasks(LazyMasks):
