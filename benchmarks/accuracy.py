@@ -16,12 +16,12 @@ import argparse
 import dataclasses
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks.common import write_markdown
 from benchmarks.maskrcnn import TorchvisionMaskRCNN
 from blendseg.data.loader import build_loader
 from blendseg.data.sources import load_data
@@ -119,9 +119,7 @@ def main() -> None:
         f"{r['latency_ms']} |"
         for r in results["rows"]
     ]
-    cmd = "python -m benchmarks.accuracy " + " ".join(sys.argv[1:])
-    (a.out / "results.md").write_text("\n".join(md) + f"\n\nCommand: `{cmd}`\n")
-    print("\n".join(md))
+    write_markdown(a.out / "results.md", md)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
-"""Helpers the benchmarks share: a synthetic photo, the median of timed calls, and a random-weights checkpoint whose
-every image yields the full 100 detections (the worst case for masks)."""
+"""Helpers the benchmarks share: a synthetic photo, the median of timed calls, a random-weights checkpoint whose
+every image yields the full 100 detections (the worst case for masks), and the results file with its command."""
 
 from __future__ import annotations
 
 import dataclasses
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -67,3 +68,11 @@ def checkpoint(preset: str, path: Path, legacy: bool = False, full: bool = False
         config["data"].pop("with_panoptic", None)
     save_checkpoint(path, {"model": model.state_dict(), "config": config, "iteration": 0})
     return path
+
+
+def write_markdown(path: Path, md: list[str], env: str = "") -> None:
+    """The lines ``md`` into ``path``, closed by the command that made them (``python -m benchmarks.NAME`` and this
+    run's arguments; ``env``: what must stand before it, e.g. a PYTHONPATH), and printed."""
+    cmd = f"{env}python -m benchmarks.{Path(sys.argv[0]).stem} " + " ".join(sys.argv[1:])
+    path.write_text("\n".join(md) + f"\n\nCommand: `{cmd}`\n")
+    print("\n".join(md))

@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 import blendseg
-from benchmarks.common import checkpoint
+from benchmarks.common import checkpoint, write_markdown
 from benchmarks.deploy import scene
 from blendseg.export.quantize import quantize_int8
 
@@ -113,9 +112,7 @@ def main() -> None:
                     md.append(row)
                     print(row, flush=True)
         md.append("")
-    cmd = "python -m benchmarks.graph_profile " + " ".join(sys.argv[1:])
-    (a.out / "results.md").write_text("\n".join(md) + f"\nCommand: `{cmd}`\n")
-    print("\n".join(md))
+    write_markdown(a.out / "results.md", md)
 
 
 if __name__ == "__main__":

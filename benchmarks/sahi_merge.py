@@ -19,13 +19,13 @@ Writes results.md into --out.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks.common import write_markdown
 from blendseg.data.coco import open_split
 from blendseg.engine.runner import load_model
 from blendseg.evaluation.coco import COCOEvaluator
@@ -123,9 +123,7 @@ def main() -> None:
         *rows,
     ]
     a.out.mkdir(parents=True, exist_ok=True)
-    cmd = "python -m benchmarks.sahi_merge " + " ".join(sys.argv[1:])
-    (a.out / "results.md").write_text("\n".join(md) + f"\n\nCommand: `PYTHONPATH=/tmp/sahi_env {cmd}`\n")
-    print("\n".join(md))
+    write_markdown(a.out / "results.md", md, env="PYTHONPATH=/tmp/sahi_env ")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.common import write_markdown
 from blendseg.data.synth import synthesize
 
 
@@ -64,9 +65,7 @@ def main() -> None:
         "|---|---|---|---|---|---|---|",
         *rows,
     ]
-    cmd = "python -m benchmarks.sliced " + " ".join(sys.argv[1:])
-    (a.out / "results.md").write_text("\n".join(md) + f"\n\nCommand: `{cmd}`\n")
-    print("\n".join(md))
+    write_markdown(a.out / "results.md", md)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from pathlib import Path
 
 from benchmarks.accuracy import budgeted
+from benchmarks.common import write_markdown
 from benchmarks.sliced import run
 from blendseg.data.synth import synthesize
 from blendseg.engine.runner import train
@@ -62,9 +62,7 @@ def main() -> None:
         "|---|---|---|---|---|---|",
         *rows,
     ]
-    cmd = "python -m benchmarks.tile_training " + " ".join(sys.argv[1:])
-    (a.out / "results.md").write_text("\n".join(md) + f"\n\nCommand: `{cmd}`\n")
-    print("\n".join(md))
+    write_markdown(a.out / "results.md", md)
 
 
 if __name__ == "__main__":

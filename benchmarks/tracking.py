@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks.common import write_markdown
 from benchmarks.maskrcnn import TorchvisionMaskRCNN
 from blendseg.api import Model, load
 from blendseg.config import TrainConfig
@@ -109,9 +109,7 @@ def main() -> None:
             f"| {r['model']} | {s['still']:.3f} ({s['still_pairs']}) | {m['change_error']:.3f} ({m['moving_pairs']}) "
             f"| {o['predict']} | {o['track']} | {o['tracker_ms']} |"
         )
-    cmd = "python -m benchmarks.tracking " + " ".join(sys.argv[1:])
-    (a.models / "tracking.md").write_text("\n".join(md) + f"\n\nCommand: `{cmd}`\n")
-    print("\n".join(md))
+    write_markdown(a.models / "tracking.md", md)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .ops.masks import paste_window, upsample_window
+from .ops.masks import mask_extent, paste_window, upsample_window
 
 
 @dataclass
@@ -236,10 +236,11 @@ class DenseMasks(LazyMasks):
 
     def window(self, i: int) -> tuple[int, int, Tensor]:
         m = self.probs[i].bool()
-        ys, xs = m.any(1).nonzero()[:, 0], m.any(0).nonzero()[:, 0]
-        if len(ys) == 0:
+        extent = mask_extent(m)
+        if extent is None:
             return 0, 0, m[:0, :0]
-        return int(ys[0]), int(xs[0]), m[int(ys[0]) : int(ys[-1]) + 1, int(xs[0]) : int(xs[-1]) + 1]
+        y0, x0, y1, x1 = extent
+        return y0, x0, m[y0:y1, x0:x1]
 
     def _select(self, idx) -> DenseMasks:
         return DenseMasks(self.probs[idx])

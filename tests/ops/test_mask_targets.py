@@ -28,3 +28,21 @@ def test_polygon_instances_are_rasterised_in_their_boxes_and_the_rest_cropped_fr
     assert 0.3 < float(out[0].mean()) < 0.7  # a triangle fills about half its box
     without = instance_mask_targets({"masks": masks, "boxes": boxes}, 28)
     torch.testing.assert_close(without, crop_and_resize_masks(masks, boxes, 28))
+
+
+def test_mask_extent_is_torchvisions_box_past_the_last_pixel():
+    """ops.masks.mask_extent against torchvision.ops.masks_to_boxes (whose x1 / y1 are the last pixel's own)."""
+    from torchvision.ops import masks_to_boxes
+
+    from blendseg.ops.masks import mask_extent
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        m = torch.zeros(40, 50, dtype=torch.bool)
+        y0, x0 = torch.randint(0, 30, (2,), generator=g).tolist()
+        m[y0 : y0 + 7, x0 : x0 + 11] = torch.rand(min(7, 40 - y0), min(11, 50 - x0), generator=g) > 0.3
+        if not m.any():
+            continue
+        x0r, y0r, x1r, y1r = masks_to_boxes(m[None])[0].int().tolist()
+        assert mask_extent(m) == (y0r, x0r, y1r + 1, x1r + 1)
+    assert mask_extent(torch.zeros(5, 5, dtype=torch.bool)) is None

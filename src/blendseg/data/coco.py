@@ -12,6 +12,7 @@ from PIL import Image
 from torch import Tensor
 
 from ..errors import DataError
+from ..ops.masks import mask_extent
 from ..ops.rle import decode
 from .check import check_coco, load_json
 from .images import read_image
@@ -21,12 +22,12 @@ from .sources import DataSpec, load_data, read_split, report, require_split
 def mask_boxes(masks: Tensor) -> Tensor:
     """(M, 4) float32 xyxy of (M, H, W) masks, past their last pixel (detectron2's ``BitMasks``); an empty mask
     gives an empty box (0, 0, 0, 0)."""
-    rows, cols = masks.any(2), masks.any(1)
     boxes = torch.zeros(len(masks), 4)
-    for i in range(len(masks)):
-        ys, xs = rows[i].nonzero()[:, 0], cols[i].nonzero()[:, 0]
-        if len(ys):
-            boxes[i] = torch.tensor([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1], dtype=torch.float32)
+    for i, m in enumerate(masks):
+        extent = mask_extent(m)
+        if extent is not None:
+            y0, x0, y1, x1 = extent
+            boxes[i] = torch.tensor([x0, y0, x1, y1], dtype=torch.float32)
     return boxes
 
 

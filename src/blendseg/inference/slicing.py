@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..ops.masks import mask_extent
 from ..structures import Instances, WindowMasks
 from .result import Result
 
@@ -94,7 +95,7 @@ def merge_pieces(
     whole = len(rects) - 1 if spec.full else -1  # the full-image pass's index among the tiles
     tiled = [p for p in pieces if p[0] != whole]
     objects = _merge(tiled, rects, spec.match, spec.cover)
-    objects += [_Object(p, rects) for p in pieces if p[0] == whole and not _found(p, tiled)]
+    objects += [_Object(p) for p in pieces if p[0] == whole and not _found(p, tiled)]
     merged = sorted(objects, key=lambda o: -o.score)[:max_det]
     boxes = torch.stack([o.box for o in merged]) if merged else torch.zeros(0, 4)
     scores = torch.tensor([o.score for o in merged], dtype=torch.float32)
@@ -139,7 +140,7 @@ class _Object:
     """One merged object: its first (best-scoring) piece's score and label, its pieces' tiles, the pieces it
     holds (for the rule) and its mask as a window, grown as pieces join."""
 
-    def __init__(self, piece: tuple, rects: list[Rect]) -> None:
+    def __init__(self, piece: tuple) -> None:
         self.score, self.label, self.box, self.window = piece[2], piece[3], piece[1].clone(), piece[4]
         self.pieces, self.tiles = [piece], {piece[0]}
 
@@ -163,10 +164,11 @@ class _Object:
                 new[r[0] - py : r[2] - py, r[1] - px : r[3] - px] = False
         self.pieces.append(piece)
         self.tiles.add(piece[0])
-        if not new.any():
+        extent = mask_extent(new)
+        if extent is None:
             return
-        ys, xs = new.any(1).nonzero()[:, 0], new.any(0).nonzero()[:, 0]
-        added = torch.tensor([px + xs[0], py + ys[0], px + xs[-1] + 1, py + ys[-1] + 1], dtype=torch.float32)
+        y0, x0, y1, x1 = extent
+        added = torch.tensor([px + x0, py + y0, px + x1, py + y1], dtype=torch.float32)
         self.box = torch.cat([torch.minimum(self.box[:2], added[:2]), torch.maximum(self.box[2:], added[2:])])
         self.window = _union(self.window, (py, px, new))
 
@@ -187,7 +189,7 @@ def _merge(pieces: list, rects: list[Rect], match: float, cover: float) -> list[
                 boxes[k] = o.box
                 break
         else:
-            objects.append(_Object(p, rects))
+            objects.append(_Object(p))
             boxes = torch.cat([boxes, p[1][None]])
     return objects
 

@@ -14,6 +14,15 @@ from torch import Tensor
 from .resize import bilinear_axis, resample_window
 
 
+def mask_extent(mask: Tensor) -> tuple[int, int, int, int] | None:
+    """(y0, x0, y1, x1), ends past the last pixel, of a (H, W) mask's nonzero pixels (detectron2's
+    ``BitMasks.get_bounding_boxes``), or None for an empty mask."""
+    ys, xs = mask.any(1).nonzero()[:, 0], mask.any(0).nonzero()[:, 0]
+    if len(ys) == 0:
+        return None
+    return int(ys[0]), int(xs[0]), int(ys[-1]) + 1, int(xs[-1]) + 1
+
+
 def paste_masks_in_image(masks: Tensor, boxes: Tensor, image_size: tuple[int, int], threshold: float = 0.5) -> Tensor:
     """(N, H, W) bool: each soft mask (N, S, S) resampled into its box (N, 4) xyxy pixels, then ``>= threshold``
     (:func:`paste_window` per mask, written into a full-size output)."""

@@ -58,19 +58,24 @@ def blendmask_r101_dcni3_5x() -> TrainConfig:
     """BlendMask/R_101_dcni3_5x: DCNv2 in every 3rd block of res3-res5, short side 640-864 (range), max 1440,
     400k iterations (280k, 360k), AdelaiDet's RandomCropWithInstance (INPUT.CROP: 0.9-1.0 of each side, the
     window on a random box's centre, instances may be cut)."""
-    c = blendmask_r101_3x()
+    c = with_dcni3(blendmask_r101_3x(), (640, 864), 1440)
+    return replace(c, solver=replace(c.solver, max_iter=400000, steps=(280000, 360000)))
+
+
+def with_dcni3(c: TrainConfig, min_size_train: tuple[int, int], max_size_train: int) -> TrainConfig:
+    """What every ``*_dcni3_5x`` config adds: DCNv2 in every 3rd block of res3-res5, the short side drawn from the
+    ``min_size_train`` range, and AdelaiDet's INPUT.CROP (relative_range 0.9, instances may be cut)."""
     bb = replace(
         c.model.backbone, deform_on_per_stage=(False, True, True, True), deform_modulated=True, deform_interval=3
     )
     data = replace(
         c.data,
-        min_size_train=(640, 864),
+        min_size_train=min_size_train,
         min_size_train_sampling="range",
-        max_size_train=1440,
+        max_size_train=max_size_train,
         crop_type="relative_range",
     )
-    solver = replace(c.solver, max_iter=400000, steps=(280000, 360000))
-    return replace(c, model=replace(c.model, backbone=bb), data=data, solver=solver)
+    return replace(c, model=replace(c.model, backbone=bb), data=data)
 
 
 @preset(SRC + "550_R_50_3x.yaml", "box AP 38.7, mask AP 34.5")
@@ -107,18 +112,7 @@ def blendmask_550_r50_1x() -> TrainConfig:
 def blendmask_550_r50_dcni3_5x() -> TrainConfig:
     """BlendMask/550_R_50_dcni3_5x: DCNv2 every 3rd block of res3-res5, short side 440-594 (range), max 990,
     270k (210k, 250k), with the crop of blendmask_r101_dcni3_5x."""
-    c = blendmask_550_r50_3x()
-    bb = replace(
-        c.model.backbone, deform_on_per_stage=(False, True, True, True), deform_modulated=True, deform_interval=3
-    )
-    data = replace(
-        c.data,
-        min_size_train=(440, 594),
-        min_size_train_sampling="range",
-        max_size_train=990,
-        crop_type="relative_range",
-    )
-    return replace(c, model=replace(c.model, backbone=bb), data=data)
+    return with_dcni3(blendmask_550_r50_3x(), (440, 594), 990)
 
 
 def rt_backbone(c: TrainConfig) -> TrainConfig:
