@@ -2,6 +2,7 @@
 
     python -m benchmarks.deploy latency [--rows blendmask_r50_1x@1216x800 ...] [--runs 3] [--maskrcnn]
     python -m benchmarks.deploy accuracy CKPT [CKPT ...] --data data.yaml [--methods MinMax Entropy Percentile]
+    python -m benchmarks.deploy stream CKPT [CKPT ...] --data data.yaml [--conf 0.25] [--split val]
 
 The paths: PyTorch's predictor in fp32, fused (``Model.fuse``) and bf16; onnxruntime on the fp32 export and on its
 int8 form (``export --int8``); OpenVINO on the fp32 export converted (``export --format openvino``) in fp32 and bf16,
@@ -18,6 +19,12 @@ fixed-box row: 100 masks). Prints a markdown table (ms, speed-up over PyTorch fp
 (``blendseg val``). Every form runs image by image (the PyTorch rows with a batch of one, as the graphs run), so
 the rows differ by precision only. int8 is calibrated on ``--calib`` train images with each of ``--methods``, and
 with each ``--op-types`` set; OpenVINO's int8 row converts the first method's graph.
+
+``stream``: deploy settings on real pictures. One trained checkpoint at a time, one predictor per path streaming
+over the images of the data.yaml's ``--split`` (decoded once, up front), each exported at ``--conf`` (the score
+threshold and ``max_det`` inside the graph, as a user exports for deployment) and asked for its masks. Paths are
+timed in alternating rounds over all images; the row is the median over ``--runs`` rounds of the mean ms an image,
+with the detections an image each path returned.
 """
 
 from __future__ import annotations
@@ -61,12 +68,19 @@ def scene(width: int, height: int, seed: int = 0) -> torch.Tensor:
 
 
 def exported_forms(
-    model: blendseg.Model, out: Path, stem: str, images: list, methods, op_types, max_det: int = 100
+    model: blendseg.Model,
+    out: Path,
+    stem: str,
+    images: list,
+    methods,
+    op_types,
+    max_det: int = 100,
+    conf: float = 0.05,
 ) -> dict[str, Path]:
     """The exported files of ``model``: fp32 ONNX, one int8 ONNX per (method, op set), and OpenVINO IRs of the
     fp32 graph and of the first int8 one (for a model with deformable convs, of its GridSample form, as
     ``export --format openvino`` makes them)."""
-    files = {"fp32": model.export(out=out / f"{stem}.onnx", conf=0.05, max_det=max_det)}
+    files = {"fp32": model.export(out=out / f"{stem}.onnx", conf=conf, max_det=max_det)}
     for method in methods:
         for ops in op_types:
             tag = f"int8 {method} {'+'.join(ops)}"
@@ -74,7 +88,7 @@ def exported_forms(
             files[tag] = quantize_int8(files["fp32"], dst, images, method, ops)
     flat, flat_int8 = files["fp32"], files[next(k for k in files if k.startswith("int8"))]
     if has_deformable_convs(model.model):
-        flat = export_onnx(model.model, model.cfg, model.categories, out / f"{stem}.flat.onnx", conf=0.05,
+        flat = export_onnx(model.model, model.cfg, model.categories, out / f"{stem}.flat.onnx", conf=conf,
                            max_det=max_det, deform_conv_op=False)  # fmt: skip
         flat_int8 = quantize_int8(flat, out / f"{stem}.flat.int8.onnx", images, methods[0], op_types[0])
     files["openvino fp32"] = to_openvino(flat, out / f"{stem}.xml")
@@ -179,6 +193,49 @@ def accuracy(a) -> None:
     (a.out / "accuracy.json").write_text(json.dumps(results, indent=2))
 
 
+def stream_paths(ckpt: Path, a, calib: list) -> dict[str, object]:
+    """PyTorch fp32, onnxruntime fp32 / int8 and OpenVINO fp32 / int8 predictors of ``ckpt`` at ``a.conf``."""
+    out = a.out / Path(ckpt).parent.parent.name
+    out.mkdir(parents=True, exist_ok=True)
+    model = blendseg.load(ckpt, "cpu")
+    files = exported_forms(model, out, "model", calib, [a.methods[0]], [a.op_types[0]], a.max_det, a.conf)
+    int8 = next(v for k, v in files.items() if k.startswith("int8"))
+    return {
+        "PyTorch fp32": model.predictor(a.conf, a.max_det),
+        "onnxruntime fp32": OnnxPredictor(files["fp32"], a.conf, a.max_det, threads=a.threads),
+        "onnxruntime int8": OnnxPredictor(int8, a.conf, a.max_det, threads=a.threads),
+        "OpenVINO fp32": OpenVinoPredictor(files["openvino fp32"], a.conf, a.max_det, threads=a.threads),
+        "OpenVINO int8": OpenVinoPredictor(files["openvino int8"], a.conf, a.max_det, threads=a.threads),
+    }
+
+
+def stream(a) -> None:
+    images = [torch.from_numpy(i) for i in calibration_images(str(a.data), a.count, a.split)]
+    calib = calibration_images(str(a.data), a.calib)
+    sides = [s for i in images for s in i.shape[1:]]
+    sizes = f"{min(sides)}-{max(sides)} px" if min(sides) < max(sides) else f"{sides[0]} px"
+    print(f"{len(images)} images ({sizes}), conf {a.conf}", file=sys.stderr)
+    print("| checkpoint | path | ms an image | x PyTorch fp32 | detections an image |\n|---|---|---|---|---|")
+    results = {}
+    for ckpt in a.checkpoints:
+        paths = stream_paths(ckpt, a, calib)
+        dets = {name: sum(len(p(i).masks) for i in images) / len(images) for name, p in paths.items()}  # warm-up
+        times: dict[str, list[float]] = {name: [] for name in paths}
+        for _ in range(a.runs):  # alternating rounds over every image
+            for name, p in paths.items():
+                t0 = time.perf_counter()
+                for i in images:
+                    _ = p(i).masks  # masks made: the user's cost
+                times[name].append((time.perf_counter() - t0) * 1e3 / len(images))
+        ms = {name: statistics.median(t) for name, t in times.items()}
+        for i, (name, v) in enumerate(ms.items()):
+            ratio = ms["PyTorch fp32"] / v
+            print(f"| {ckpt if i == 0 else ''} | {name} | {v:.1f} | {ratio:.2f} | {dets[name]:.1f} |", flush=True)
+        results[str(ckpt)] = {"ms": ms, "detections": dets, "images": len(images), "sizes": sizes}
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "stream.json").write_text(json.dumps(results, indent=2))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="mode", required=True)
@@ -192,7 +249,16 @@ def main() -> None:
     acc.add_argument("checkpoints", nargs="+", type=Path)
     acc.add_argument("--data", type=Path, required=True)
     acc.add_argument("--calib", type=int, default=64, help="int8 calibration images of the train split")
-    for q in (lat, acc):
+    st = sub.add_parser("stream")
+    st.add_argument("checkpoints", nargs="+", type=Path)
+    st.add_argument("--data", type=Path, required=True, help="data.yaml: its --split streamed, its train calibrates")
+    st.add_argument("--split", default="val")
+    st.add_argument("--count", type=int, default=1000, help="at most this many images of the split")
+    st.add_argument("--conf", type=float, default=0.25)
+    st.add_argument("--max-det", type=int, default=100)
+    st.add_argument("--runs", type=int, default=5)
+    st.add_argument("--calib", type=int, default=64, help="int8 calibration images of the train split")
+    for q in (lat, acc, st):
         q.add_argument("--threads", type=int, default=2)
         q.add_argument("--methods", nargs="+", default=["MinMax"], help="int8 calibration methods")
         q.add_argument("--op-types", nargs="+", default=["+".join(OP_TYPES)],
@@ -201,7 +267,7 @@ def main() -> None:
     a = p.parse_args()
     a.op_types = [tuple(s.split("+")) for s in a.op_types]
     torch.set_num_threads(a.threads)
-    latency(a) if a.mode == "latency" else accuracy(a)
+    {"latency": latency, "accuracy": accuracy, "stream": stream}[a.mode](a)
 
 
 if __name__ == "__main__":

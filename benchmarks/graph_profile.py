@@ -4,6 +4,11 @@ detections; exported at conf 0), by part of the graph and by operator.
 
     python -m benchmarks.graph_profile --out runs/graph_profile [--presets blendmask_tiny ...] [--sizes 256 320 640]
         [--max-dets 10 100] [--runs 10] [--dense-masks]
+    python -m benchmarks.graph_profile --checkpoints CKPT [CKPT ...] --data data.yaml [--conf 0.25] [--images 8]
+
+The second form profiles trained checkpoints at deploy settings instead: exported at ``--conf`` with ``max_det``
+100, int8 calibrated on 32 images of the data.yaml's train split, each run one of ``--images`` images of its val
+split in turn (the operators' times are means over all runs).
 
 A node's part is the first module of the exporter's ``pkg.torch.onnx.name_scopes``: the network's modules (the
 backbone, FPN, heads, bottom module) by their names, and ``graph`` for the graph's own code (test-time resize,
@@ -24,7 +29,7 @@ import numpy as np
 import blendseg
 from benchmarks.common import checkpoint, write_markdown
 from benchmarks.deploy import scene
-from blendseg.export.quantize import quantize_int8
+from blendseg.export.quantize import calibration_images, quantize_int8
 
 CONV = {"Conv", "QLinearConv", "ConvInteger", "FusedConv"}
 
@@ -45,9 +50,9 @@ def parts_of(path: Path) -> dict[str, str]:
     return out
 
 
-def profile(path: Path, image: np.ndarray, runs: int, threads: int) -> tuple[float, dict, dict, int]:
-    """(median ms a run, mean ms by part, mean ms by operator, detections) over ``runs`` profiled runs after one
-    warm-up."""
+def profile(path: Path, images: list[np.ndarray], runs: int, threads: int) -> tuple[float, dict, dict, float]:
+    """(median ms a run, mean ms by part, mean ms by operator, mean detections) over ``runs`` profiled runs of each
+    of ``images`` after one warm-up."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -56,9 +61,10 @@ def profile(path: Path, image: np.ndarray, runs: int, threads: int) -> tuple[flo
     opts.profile_file_prefix = str(path.with_suffix(""))
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    dets = len(sess.run(None, {name: image})[0])
+    dets = float(np.mean([len(sess.run(None, {name: image})[0]) for image in images]))
     for _ in range(runs):
-        sess.run(None, {name: image})
+        for image in images:
+            sess.run(None, {name: image})
     trace = json.loads(Path(sess.end_profiling()).read_text())
     parts, by_part, by_op = parts_of(path), defaultdict(float), defaultdict(float)
     runs_seen = [e for e in trace if e.get("name") == "model_run"]
@@ -74,6 +80,54 @@ def profile(path: Path, image: np.ndarray, runs: int, threads: int) -> tuple[flo
     return total, {k: v / scale for k, v in by_part.items()}, {k: v / scale for k, v in by_op.items()}, dets
 
 
+def table_row(label: str, path: Path, images: list[np.ndarray], a) -> str:
+    """One markdown row of the profile of ``path``."""
+    ms, parts, ops, dets = profile(path, images, a.runs, a.threads)
+    kernels = sum(parts.values()) or 1.0
+    top = sorted(((v, k) for k, v in ops.items() if k not in CONV), reverse=True)[:5]
+    shares = (100 * parts.get(k, 0) / kernels for k in ("conv", "q/dq", "graph"))
+    row = f"| {label} | {ms:.1f} | {dets:.1f} | " + " | ".join(f"{v:.0f}" for v in shares)
+    row += " | " + ", ".join(f"{k} {v:.1f}" for v, k in top) + " |"
+    print(row, flush=True)
+    return row
+
+
+COLUMNS = "ms / run | detections | conv % | q/dq % | graph % | top operators outside conv (ms) |"
+
+
+def fixed_work(a) -> list[str]:
+    """The random-weights tables (module docstring), one per preset."""
+    md = []
+    for preset in a.presets:
+        model = blendseg.load(checkpoint(preset, a.out / f"{preset}.pt", full=True), "cpu")
+        md += [f"## {preset}", "", f"| size | max_det | form | {COLUMNS}", "|---|---|---|---|---|---|---|---|---|"]
+        for max_det in a.max_dets:
+            stem = f"{preset}.{max_det}{'.dense' if a.dense_masks else ''}"
+            fp32 = model.export(out=a.out / f"{stem}.onnx", conf=0.0, max_det=max_det, dense_masks=a.dense_masks)
+            calib = [scene(320, 256, seed).numpy() for seed in range(1, a.calib + 1)]
+            int8 = quantize_int8(fp32, a.out / f"{stem}.int8.onnx", calib)
+            for size in a.sizes:
+                image = scene(size, size * 3 // 4, seed=0).numpy()
+                for form, path in (("fp32", fp32), ("int8", int8)):
+                    md.append(table_row(f"{size}x{size * 3 // 4} | {max_det} | {form}", path, [image], a))
+        md.append("")
+    return md
+
+
+def trained(a) -> list[str]:
+    """The trained checkpoints' table (module docstring)."""
+    images = calibration_images(str(a.data), a.images, "val")
+    calib = calibration_images(str(a.data), 32)
+    md = [f"| checkpoint | form | {COLUMNS}", "|---|---|---|---|---|---|---|---|---|"]
+    for ckpt in a.checkpoints:
+        stem = a.out / Path(ckpt).parent.parent.name
+        fp32 = blendseg.load(ckpt, "cpu").export(out=stem.with_suffix(".onnx"), conf=a.conf, dense_masks=a.dense_masks)
+        int8 = quantize_int8(fp32, stem.with_suffix(".int8.onnx"), calib)
+        for form, path in (("fp32", fp32), ("int8", int8)):
+            md.append(table_row(f"{ckpt if form == 'fp32' else ''} | {form}", path, images, a))
+    return md
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("runs/graph_profile"))
@@ -84,34 +138,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--calib", type=int, default=8)
     p.add_argument("--dense-masks", action="store_true", help="(N, H, W) masks pasted inside the graph")
+    p.add_argument("--checkpoints", nargs="+", type=Path, help="trained checkpoints instead of random presets")
+    p.add_argument("--data", type=Path, help="with --checkpoints: data.yaml (val images, train calibrates)")
+    p.add_argument("--conf", type=float, default=0.25, help="with --checkpoints: the exported score threshold")
+    p.add_argument("--images", type=int, default=8, help="with --checkpoints: val images a run cycles over")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
-    md = []
-    for preset in a.presets:
-        model = blendseg.load(checkpoint(preset, a.out / f"{preset}.pt", full=True), "cpu")
-        md += [f"## {preset}", "", "| size | max_det | form | ms / run | detections | conv % | q/dq % | graph % |"
-               " top operators outside conv (ms) |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-        for max_det in a.max_dets:
-            stem = f"{preset}.{max_det}{'.dense' if a.dense_masks else ''}"
-            fp32 = model.export(out=a.out / f"{stem}.onnx", conf=0.0, max_det=max_det, dense_masks=a.dense_masks)
-            calib = [scene(320, 256, seed).numpy() for seed in range(1, a.calib + 1)]
-            int8 = quantize_int8(fp32, a.out / f"{stem}.int8.onnx", calib)
-            for size in a.sizes:
-                image = scene(size, size * 3 // 4, seed=0).numpy()
-                for form, path in (("fp32", fp32), ("int8", int8)):
-                    ms, parts, ops, dets = profile(path, image, a.runs, a.threads)
-                    kernels = sum(parts.values()) or 1.0
-                    top = sorted(((v, k) for k, v in ops.items() if k not in CONV), reverse=True)[:5]
-                    row = (
-                        f"| {size}x{size * 3 // 4} | {max_det} | {form} | {ms:.1f} | {dets} | "
-                        f"{100 * parts.get('conv', 0) / kernels:.0f} | {100 * parts.get('q/dq', 0) / kernels:.0f} | "
-                        f"{100 * parts.get('graph', 0) / kernels:.0f} | "
-                        + ", ".join(f"{k} {v:.1f}" for v, k in top)
-                        + " |"
-                    )
-                    md.append(row)
-                    print(row, flush=True)
-        md.append("")
+    md = trained(a) if a.checkpoints else fixed_work(a)
     write_markdown(a.out / "results.md", md)
 
 

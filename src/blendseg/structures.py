@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .ops.masks import mask_extent, paste_window, upsample_window
+from .ops.masks import mask_extent, paste_window, paste_windows, upsample_window
 
 
 @dataclass
@@ -135,6 +135,10 @@ class LazyMasks:
         """(y0, x0, (h, w) bool): instance ``i``'s pixels inside the window at (y0, x0); zero elsewhere."""
         raise NotImplementedError
 
+    def windows(self) -> list[tuple[int, int, Tensor]]:
+        """:meth:`window` of every instance (subclasses make them together where that is cheaper)."""
+        return [self.window(i) for i in range(len(self))]
+
     def _select(self, idx) -> LazyMasks:
         raise NotImplementedError
 
@@ -178,8 +182,7 @@ class LazyMasks:
     def to_tensor(self) -> Tensor:
         """(D, H, W) bool: every instance at full size (D x H x W bytes)."""
         out = torch.zeros(self.shape, dtype=torch.bool, device=self.device)
-        for i in range(len(self)):
-            y0, x0, win = self.window(i)
+        for i, (y0, x0, win) in enumerate(self.windows()):
             out[i, y0 : y0 + win.shape[0], x0 : x0 + win.shape[1]] = win
         return out
 
@@ -194,6 +197,9 @@ class BoxMasks(LazyMasks):
 
     def window(self, i: int) -> tuple[int, int, Tensor]:
         return paste_window(self.probs[i], self.boxes[i], self.image_size, self.threshold)
+
+    def windows(self) -> list[tuple[int, int, Tensor]]:
+        return paste_windows(self.probs, self.boxes, self.image_size, self.threshold)
 
     def _select(self, idx) -> BoxMasks:
         return BoxMasks(self.probs[idx], self.boxes[idx], self.image_size, self.threshold)

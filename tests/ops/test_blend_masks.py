@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from blendseg.ops.blend import blend, pool_bases
-from blendseg.ops.masks import paste_masks_in_image
+from blendseg.ops.masks import paste_masks_in_image, paste_window, paste_windows
 
 from ..conftest import reference_dir
 
@@ -26,6 +26,20 @@ def test_blend_matches_naive_loop():
     torch.testing.assert_close(bil, (up * rois).sum(1))
 
 
+def test_exported_blend_is_the_eager_blend():
+    """Under torch.export the softmax is written out (exp, sums): the same values, large attentions included."""
+
+    class Blend(torch.nn.Module):
+        def forward(self, rois, attns):
+            return blend(rois, attns)
+
+    g = torch.Generator().manual_seed(2)
+    rois, attns = torch.randn(5, 4, 8, 8, generator=g), 30 * torch.randn(5, 4, 3, 3, generator=g)
+    exported = torch.export.export(Blend(), (rois, attns)).module()
+    assert not any("softmax" in str(n.target) for n in torch.export.export(Blend(), (rois, attns)).graph.nodes)
+    torch.testing.assert_close(exported(rois, attns), blend(rois, attns))
+
+
 def test_paste_matches_full_image_grid_sample():
     g = torch.Generator().manual_seed(1)
     masks = torch.rand(4, 14, 14, generator=g)
@@ -38,6 +52,24 @@ def test_paste_matches_full_image_grid_sample():
         grid = torch.stack([xs[None].expand(48, -1), ys[:, None].expand(-1, 64)], 2)[None]
         ref = F.grid_sample(masks[i][None, None], grid, align_corners=False)[0, 0] >= 0.5
         assert torch.equal(out[i], ref), i
+
+
+def test_grouped_paste_windows_are_each_pasted_alone():
+    """Windows of many sizes (empty, outside the image, larger than the budget) sampled in padded groups give the
+    same pixels as each sampled alone."""
+    g = torch.Generator().manual_seed(3)
+    probs = torch.rand(12, 14, 14, generator=g)
+    xy, wh = torch.rand(12, 2, generator=g) * 90 - 10, torch.rand(12, 2, generator=g) * 50
+    boxes = torch.cat([xy, xy + wh], 1)
+    boxes[0, 2:] = boxes[0, :2]  # empty
+    boxes[1] = torch.tensor([200.0, 10.0, 230.0, 40.0])  # outside the image
+    boxes[2] = torch.tensor([-20.0, -5.0, 120.0, 90.0])  # most of the image: over the budget, alone
+    grouped = paste_windows(probs, boxes, (64, 80), budget=2000)
+    for i, (y0, x0, win) in enumerate(grouped):
+        ay0, ax0, alone = paste_window(probs[i], boxes[i], (64, 80))
+        assert (y0, x0) == (ay0, ax0) and torch.equal(win, alone), i
+        assert win.is_contiguous() and win.untyped_storage().nbytes() == win.numel(), i  # its own storage
+    assert grouped[0][2].numel() == 0 and grouped[1][2].numel() == 0 and grouped[2][2].shape == (64, 80)
 
 
 def test_pool_blend_paste_match_reference_fixture():

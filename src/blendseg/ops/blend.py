@@ -54,6 +54,11 @@ def blend(rois: Tensor, attns: Tensor, interp: str = "bilinear") -> Tensor:
         log_p = (F.logsigmoid(rois) + F.logsigmoid(attns))[:, 0]  # log(sigmoid(r) * sigmoid(a))
         log_p = log_p.clamp(max=-1e-6)
         return log_p - torch.log(-torch.expm1(log_p))
+    if torch.compiler.is_exporting():
+        # the same softmax written out: ONNX Softmax over a non-last axis runs as transpose, softmax, transpose
+        # (2.8 against 0.2 ms on (100, 4, 28, 28) in onnxruntime, 2 threads)
+        e = (attns - attns.amax(dim=1, keepdim=True)).exp()
+        return (e * rois).sum(dim=1) / e.sum(dim=1)
     return (attns.softmax(dim=1) * rois).sum(dim=1)
 
 

@@ -5,8 +5,6 @@ Shape legend: N instances, S mask size, H x W image size.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -25,10 +23,9 @@ def mask_extent(mask: Tensor) -> tuple[int, int, int, int] | None:
 
 def paste_masks_in_image(masks: Tensor, boxes: Tensor, image_size: tuple[int, int], threshold: float = 0.5) -> Tensor:
     """(N, H, W) bool: each soft mask (N, S, S) resampled into its box (N, 4) xyxy pixels, then ``>= threshold``
-    (:func:`paste_window` per mask, written into a full-size output)."""
+    (:func:`paste_windows`, written into a full-size output)."""
     out = torch.zeros((masks.shape[0], *image_size), dtype=torch.bool, device=masks.device)
-    for i in range(masks.shape[0]):
-        y0, x0, window = paste_window(masks[i], boxes[i], image_size, threshold)
+    for i, (y0, x0, window) in enumerate(paste_windows(masks, boxes, image_size, threshold)):
         out[i, y0 : y0 + window.shape[0], x0 : x0 + window.shape[1]] = window
     return out
 
@@ -36,22 +33,57 @@ def paste_masks_in_image(masks: Tensor, boxes: Tensor, image_size: tuple[int, in
 def paste_window(
     mask: Tensor, box: Tensor, image_size: tuple[int, int], threshold: float = 0.5
 ) -> tuple[int, int, Tensor]:
-    """One soft mask (S, S) pasted into its box (4,) xyxy pixels of an image of ``image_size``, as detectron2's
-    ``_do_paste_mask``: bilinear ``grid_sample`` (align_corners False, zero outside the mask) at pixel centres
-    (+0.5), then ``>= threshold``. Only the box's pixel window (+1 px, inside the image) can be True: returns its
-    top-left (y0, x0) and the (h, w) bool window, so memory follows the box, not the image."""
+    """One soft mask (S, S) pasted into its box (4,): :func:`paste_windows` of one instance."""
+    return paste_windows(mask[None], box[None], image_size, threshold)[0]
+
+
+def paste_windows(
+    masks: Tensor, boxes: Tensor, image_size: tuple[int, int], threshold: float = 0.5, budget: int = 1 << 20
+) -> list[tuple[int, int, Tensor]]:
+    """Soft masks (N, S, S) pasted into their boxes (N, 4) xyxy pixels of an image of ``image_size``, as
+    detectron2's ``_do_paste_mask``: bilinear ``grid_sample`` (align_corners False, zero outside the mask) at pixel
+    centres (+0.5), then ``>= threshold``. Only a box's pixel window (+1 px, inside the image) can be True: returns
+    each instance's top-left (y0, x0) and (h, w) bool window, so memory follows the boxes, not the image.
+
+    Instances are sampled together, in groups of similar window size (sorted by area) padded to the group's largest
+    window, each group at most ``budget`` samples (an instance larger than that alone): one ``grid_sample`` a group
+    instead of one an instance. Each window's samples are the same as sampled alone."""
     h, w = image_size
-    x0, y0, x1, y1 = (float(v) for v in box.float())
-    x0i, y0i = max(int(math.floor(x0)) - 1, 0), max(int(math.floor(y0)) - 1, 0)
-    x1i, y1i = min(int(math.ceil(x1)) + 1, w), min(int(math.ceil(y1)) + 1, h)
-    if x1i <= x0i or y1i <= y0i:
-        return 0, 0, torch.zeros((0, 0), dtype=torch.bool, device=mask.device)
-    b = box.float()
-    ys = (torch.arange(y0i, y1i, device=mask.device, dtype=torch.float32) + 0.5 - b[1]) / (b[3] - b[1]) * 2 - 1
-    xs = (torch.arange(x0i, x1i, device=mask.device, dtype=torch.float32) + 0.5 - b[0]) / (b[2] - b[0]) * 2 - 1
-    grid = torch.stack([xs[None, :].expand(len(ys), -1), ys[:, None].expand(-1, len(xs))], dim=2)
-    soft = F.grid_sample(mask[None, None].float(), grid[None], align_corners=False)[0, 0]
-    return y0i, x0i, soft >= threshold
+    b = boxes.float()
+    lo = (b[:, :2].floor() - 1).clamp(min=0)  # (N, 2) x0, y0 of the windows
+    hi = torch.minimum(b[:, 2:].ceil() + 1, b.new_tensor([w, h]))
+    size = (hi - lo).clamp(min=0)
+    lo_i, size_i = lo.long().tolist(), size.long().tolist()  # one read of the windows for the host
+    out: list = [None] * len(b)
+    order = sorted(range(len(b)), key=lambda i: size_i[i][0] * size_i[i][1])
+    start = 0
+    while start < len(order):
+        (mw, mh), end = size_i[order[start]], start + 1
+        while end < len(order):  # grow the group while its padded samples stay within the budget
+            ww, hh = max(mw, size_i[order[end]][0]), max(mh, size_i[order[end]][1])
+            if (end + 1 - start) * ww * hh > budget:
+                break
+            mw, mh, end = ww, hh, end + 1
+        group = order[start:end]
+        idx = torch.tensor(group, device=masks.device)
+        gb, gl = b[idx], lo[idx]
+        ys = torch.arange(mh, device=b.device, dtype=torch.float32) + gl[:, 1:2] + 0.5 - gb[:, 1:2]
+        ys = ys / (gb[:, 3:4] - gb[:, 1:2]) * 2 - 1  # (n, mh)
+        xs = torch.arange(mw, device=b.device, dtype=torch.float32) + gl[:, 0:1] + 0.5 - gb[:, 0:1]
+        xs = xs / (gb[:, 2:3] - gb[:, 0:1]) * 2 - 1  # (n, mw)
+        grid = torch.stack([xs[:, None, :].expand(-1, mh, -1), ys[:, :, None].expand(-1, -1, mw)], dim=3)
+        if mw * mh > 0:
+            soft = F.grid_sample(masks[idx, None].float(), grid, align_corners=False)[:, 0] >= threshold
+        else:  # empty windows only
+            soft = torch.zeros((len(group), mh, mw), dtype=torch.bool, device=masks.device)
+        for j, i in enumerate(group):
+            (x0, y0), (ww, hh) = lo_i[i], size_i[i]
+            if ww == 0 or hh == 0:
+                out[i] = (0, 0, torch.zeros((0, 0), dtype=torch.bool, device=masks.device))
+            else:  # a window of a group gets its own storage (it may be kept long after the group)
+                out[i] = (y0, x0, soft[j, :hh, :ww] if len(group) == 1 else soft[j, :hh, :ww].clone())
+        start = end
+    return out
 
 
 def upsample_window(
