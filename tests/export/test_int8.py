@@ -54,6 +54,13 @@ def test_int8_quantises_the_network_and_keeps_its_detections(graphs, synth_data)
     calib = meta["calibration"]
     assert meta["precision"] == "int8" and (calib["images"], calib["method"]) == (8, "MinMax")
     assert calib["nodes"] == len(network_nodes(onnx.load(str(fp32)), calib["op_types"])) >= convs
+    # the test-time resize's size arithmetic (adds in the preprocess module) stays float: quantised, it rounded the
+    # resized size to the calibration's uint8 grid
+    source = onnx.load(str(fp32))
+    sizes = {
+        o for n in source.graph.node if n.op_type == "Add" and "preprocess" in str(n.metadata_props) for o in n.output
+    }
+    assert sizes and not any(set(n.input) & sizes for n in q.graph.node if n.op_type == "QuantizeLinear")
     image = torch.from_numpy(calibration_images(str(synth_data), 1, "val")[0])
     a, b = (OnnxPredictor(p, conf=0.3)(image) for p in (fp32, int8))
     assert len(a) >= 5

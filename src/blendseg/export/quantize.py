@@ -35,15 +35,18 @@ OP_TYPES = ("Conv", "Add", "Relu", "MaxPool")
 
 
 def network_nodes(proto, op_types: Sequence[str] = ("Conv",), keep_float: Sequence[str] = ()) -> list[str]:
-    """Names of the nodes of ``op_types`` inside a submodule of the exported graph (module docstring), less those
-    inside a module whose dotted name contains one of ``keep_float``."""
+    """Names of the nodes of ``op_types`` inside a submodule of the exported graph (module docstring) other than
+    its test-time ``preprocess`` (whose adds compute the resized size: quantised, they rounded it to a calibrated
+    uint8 grid, a wrong size that OpenVINO then refused), less those inside a module whose dotted name contains one
+    of ``keep_float``."""
     names = []
     for node in proto.graph.node:
         scopes = next(
             (ast.literal_eval(p.value) for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), []
         )
         kept_float = any(k in scope for k in keep_float for scope in scopes[1:-1])
-        if node.op_type in op_types and len(scopes) > 2 and not kept_float:  # ['', 'module.path', ..., 'op']
+        network = len(scopes) > 2 and scopes[1] != "preprocess"  # ['', 'module.path', ..., 'op']
+        if node.op_type in op_types and network and not kept_float:
             names.append(node.name)
     return names
 
