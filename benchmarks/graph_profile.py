@@ -5,10 +5,12 @@ detections; exported at conf 0), by part of the graph and by operator.
     python -m benchmarks.graph_profile --out runs/graph_profile [--presets blendmask_tiny ...] [--sizes 256 320 640]
         [--max-dets 10 100] [--runs 10] [--dense-masks]
     python -m benchmarks.graph_profile --checkpoints CKPT [CKPT ...] --data data.yaml [--conf 0.25] [--images 8]
+        [--openvino]
 
 The second form profiles trained checkpoints at deploy settings instead: exported at ``--conf`` with ``max_det``
 100, int8 calibrated on 32 images of the data.yaml's train split, each run one of ``--images`` images of its val
-split in turn (the operators' times are means over all runs).
+split in turn (the operators' times are means over all runs); ``--openvino`` adds the OpenVINO IRs of both,
+profiled by OpenVINO's per-layer counters (layer type and the kernel OpenVINO picked).
 
 A node's part is the first module of the exporter's ``pkg.torch.onnx.name_scopes``: the network's modules (the
 backbone, FPN, heads, bottom module) by their names, and ``graph`` for the graph's own code (test-time resize,
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -29,20 +32,27 @@ import numpy as np
 import blendseg
 from benchmarks.common import checkpoint, write_markdown
 from benchmarks.deploy import scene
+from blendseg.export.onnx import to_openvino
 from blendseg.export.quantize import calibration_images, quantize_int8
 
 CONV = {"Conv", "QLinearConv", "ConvInteger", "FusedConv"}
 
 
-def parts_of(path: Path) -> dict[str, str]:
-    """Node name -> its part of the graph (module docstring)."""
+def parts_of(path: Path, scopes_from: Path | None = None) -> dict[str, str]:
+    """Node name -> its part of the graph (module docstring); ``scopes_from``: the fp32 export whose nodes' scopes
+    name those of the int8 graph ``path`` (the quantiser keeps node names, not their scopes)."""
     import onnx
 
-    out = {}
-    for node in onnx.load(str(path), load_external_data=False).graph.node:
-        scopes = next(
+    def scopes_of(node) -> list:
+        return next(
             (ast.literal_eval(p.value) for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), []
         )
+
+    source = onnx.load(str(scopes_from or path), load_external_data=False).graph.node
+    named = {node.name: scopes_of(node) for node in source}
+    out = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        scopes = named.get(node.name, [])
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             out[node.name] = "q/dq"
         else:
@@ -50,9 +60,11 @@ def parts_of(path: Path) -> dict[str, str]:
     return out
 
 
-def profile(path: Path, images: list[np.ndarray], runs: int, threads: int) -> tuple[float, dict, dict, float]:
+def profile(
+    path: Path, images: list[np.ndarray], runs: int, threads: int, scopes_from: Path | None = None
+) -> tuple[float, dict, dict, float]:
     """(median ms a run, mean ms by part, mean ms by operator, mean detections) over ``runs`` profiled runs of each
-    of ``images`` after one warm-up."""
+    of ``images`` after one warm-up (``scopes_from``: :func:`parts_of`)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -66,7 +78,7 @@ def profile(path: Path, images: list[np.ndarray], runs: int, threads: int) -> tu
         for image in images:
             sess.run(None, {name: image})
     trace = json.loads(Path(sess.end_profiling()).read_text())
-    parts, by_part, by_op = parts_of(path), defaultdict(float), defaultdict(float)
+    parts, by_part, by_op = parts_of(path, scopes_from), defaultdict(float), defaultdict(float)
     runs_seen = [e for e in trace if e.get("name") == "model_run"]
     for e in trace:
         if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
@@ -80,11 +92,40 @@ def profile(path: Path, images: list[np.ndarray], runs: int, threads: int) -> tu
     return total, {k: v / scale for k, v in by_part.items()}, {k: v / scale for k, v in by_op.items()}, dets
 
 
-def table_row(label: str, path: Path, images: list[np.ndarray], a) -> str:
-    """One markdown row of the profile of ``path``."""
-    ms, parts, ops, dets = profile(path, images, a.runs, a.threads)
+def openvino_profile(
+    path: Path, images: list[np.ndarray], runs: int, threads: int, scopes_from: Path | None = None
+) -> tuple[float, dict, dict, float]:
+    """:func:`profile` for an OpenVINO IR, from OpenVINO's per-layer counters (``PERF_COUNT``), compiled as
+    blendseg's runner compiles it (f32 precision hint: the int8 IR runs its quantised layers in int8). Layers are
+    counted as conv, q/dq (FakeQuantize) or graph: OpenVINO fuses the network's other layers into its convolutions
+    or leaves them under their own types."""
+    import openvino as ov
+
+    core = ov.Core()
+    config = {"INFERENCE_NUM_THREADS": threads, "PERF_COUNT": True, "INFERENCE_PRECISION_HINT": "f32"}
+    request = core.compile_model(core.read_model(str(path)), "CPU", config).create_infer_request()
+    dets = float(np.mean([len(request.infer({"image": image})[0]) for image in images]))
+    walls, by_part, by_op = [], defaultdict(float), defaultdict(float)
+    for _ in range(runs):
+        for image in images:
+            t0 = time.perf_counter()
+            request.infer({"image": image})
+            walls.append((time.perf_counter() - t0) * 1e3)
+            for layer in request.profiling_info:
+                ms = layer.real_time.total_seconds() * 1e3
+                part = {"Convolution": "conv", "FakeQuantize": "q/dq"}.get(layer.node_type, "graph")
+                by_part[part] += ms
+                by_op[f"{layer.node_type} ({layer.exec_type})" if part != "conv" else "Convolution"] += ms
+    n = runs * len(images)
+    return float(np.median(walls)), {k: v / n for k, v in by_part.items()}, {k: v / n for k, v in by_op.items()}, dets
+
+
+def table_row(label: str, path: Path, images: list[np.ndarray], a, scopes_from: Path | None = None) -> str:
+    """One markdown row of the profile of ``path`` (an ONNX file on onnxruntime, or an OpenVINO IR)."""
+    run = openvino_profile if path.suffix == ".xml" else profile
+    ms, parts, ops, dets = run(path, images, a.runs, a.threads, scopes_from)
     kernels = sum(parts.values()) or 1.0
-    top = sorted(((v, k) for k, v in ops.items() if k not in CONV), reverse=True)[:5]
+    top = sorted(((v, k) for k, v in ops.items() if k not in (*CONV, "Convolution")), reverse=True)[:5]
     shares = (100 * parts.get(k, 0) / kernels for k in ("conv", "q/dq", "graph"))
     row = f"| {label} | {ms:.1f} | {dets:.1f} | " + " | ".join(f"{v:.0f}" for v in shares)
     row += " | " + ", ".join(f"{k} {v:.1f}" for v, k in top) + " |"
@@ -109,7 +150,7 @@ def fixed_work(a) -> list[str]:
             for size in a.sizes:
                 image = scene(size, size * 3 // 4, seed=0).numpy()
                 for form, path in (("fp32", fp32), ("int8", int8)):
-                    md.append(table_row(f"{size}x{size * 3 // 4} | {max_det} | {form}", path, [image], a))
+                    md.append(table_row(f"{size}x{size * 3 // 4} | {max_det} | {form}", path, [image], a, fp32))
         md.append("")
     return md
 
@@ -123,8 +164,12 @@ def trained(a) -> list[str]:
         stem = a.out / Path(ckpt).parent.parent.name
         fp32 = blendseg.load(ckpt, "cpu").export(out=stem.with_suffix(".onnx"), conf=a.conf, dense_masks=a.dense_masks)
         int8 = quantize_int8(fp32, stem.with_suffix(".int8.onnx"), calib)
-        for form, path in (("fp32", fp32), ("int8", int8)):
-            md.append(table_row(f"{ckpt if form == 'fp32' else ''} | {form}", path, images, a))
+        forms = {"onnxruntime fp32": fp32, "onnxruntime int8": int8}
+        if a.openvino:
+            forms["OpenVINO fp32"] = to_openvino(fp32, stem.with_suffix(".xml"))
+            forms["OpenVINO int8"] = to_openvino(int8, stem.with_suffix(".int8.xml"))
+        for i, (form, path) in enumerate(forms.items()):
+            md.append(table_row(f"{ckpt if i == 0 else ''} | {form}", path, images, a, fp32))
     return md
 
 
@@ -142,6 +187,7 @@ def main() -> None:
     p.add_argument("--data", type=Path, help="with --checkpoints: data.yaml (val images, train calibrates)")
     p.add_argument("--conf", type=float, default=0.25, help="with --checkpoints: the exported score threshold")
     p.add_argument("--images", type=int, default=8, help="with --checkpoints: val images a run cycles over")
+    p.add_argument("--openvino", action="store_true", help="with --checkpoints: OpenVINO's per-layer counters too")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     md = trained(a) if a.checkpoints else fixed_work(a)
