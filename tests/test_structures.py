@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from blendseg.ops.masks import crop_masks, paste_masks_in_image
+from blendseg.ops.masks import crop_masks, paste_masks_in_image, upsample_windows
 from blendseg.structures import BoxMasks, GridMasks, normalize_batch, pad_images
 
 
@@ -39,6 +39,27 @@ def test_grid_masks_equal_the_dense_upsampling_of_cropped_prototypes():
     assert not masks[3].any()
     y0, x0, win = masks.window(2)
     assert win.numel() < 0.3 * 120 * 97 and dense[2].sum() == win.sum()
+
+
+def test_grouped_upsample_windows_are_the_dense_upsampling(monkeypatch):
+    """Many cropped masks of different sizes upsampled in padded groups (a small budget: several groups, the
+    largest alone): each window, placed in the image, is the dense upsampling's mask exactly."""
+    g = torch.Generator().manual_seed(2)
+    lo = torch.rand(20, 2, generator=g) * 0.9
+    rel = torch.cat([lo, lo + torch.rand(20, 2, generator=g) * 0.5], 1).clamp(max=1.0)
+    rel[0] = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    cropped = crop_masks(torch.rand(20, 24, 24, generator=g), rel)
+    cropped[5] = 0
+    full, size = (130, 130), (120, 97)
+    dense = F.interpolate(cropped[None], full, mode="bilinear", align_corners=False)[0][:, : size[0], : size[1]] > 0.5
+    windows = upsample_windows(cropped, full, size, budget=3000)
+    for i, (y0, x0, win) in enumerate(windows):
+        placed = torch.zeros(size, dtype=torch.bool)
+        placed[y0 : y0 + win.shape[0], x0 : x0 + win.shape[1]] = win
+        assert torch.equal(placed, dense[i]), i
+    assert windows[5][2].numel() == 0 and windows[0][2].shape == size
+    monkeypatch.setattr(GridMasks, "SMALL", 100)  # to_tensor through the windows, as for large images
+    assert torch.equal(GridMasks(cropped, full, size).to_tensor(), dense)
 
 
 def test_uint8_images_stay_uint8_in_the_batch_and_normalise_as_float_ones():

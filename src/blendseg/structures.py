@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .ops.masks import mask_extent, paste_window, paste_windows, upsample_window
+from .ops.masks import mask_extent, paste_window, paste_windows, upsample_window, upsample_windows
 
 
 @dataclass
@@ -209,6 +209,8 @@ class GridMasks(LazyMasks):
     """Masks as low-resolution (D, h, w) probabilities over an image grid (YOLACT's cropped prototypes): instance i
     is ``F.interpolate(probs[i], full_size, bilinear)`` cut to the top-left ``image_size``, ``> threshold``."""
 
+    SMALL = 384 * 384  # full-size pixels up to which to_tensor upsamples whole masks
+
     def __init__(
         self, probs: Tensor, full_size: tuple[int, int], image_size: tuple[int, int], threshold: float = 0.5
     ) -> None:
@@ -218,13 +220,20 @@ class GridMasks(LazyMasks):
     def window(self, i: int) -> tuple[int, int, Tensor]:
         return upsample_window(self.probs[i], self.full_size, self.image_size, self.threshold)
 
+    def windows(self) -> list[tuple[int, int, Tensor]]:
+        return upsample_windows(self.probs, self.full_size, self.image_size, self.threshold)
+
     def _select(self, idx) -> GridMasks:
         return GridMasks(self.probs[idx], self.full_size, self.image_size, self.threshold)
 
     def to_tensor(self, chunk: int = 16) -> Tensor:
-        """(D, H, W) bool, every instance at once: the definition's ``F.interpolate`` on ``chunk`` instances at a
-        time (one batched op instead of a window per instance: the same pixels, several times faster for many
-        instances; the float copies stay ``chunk`` images large)."""
+        """(D, H, W) bool, every instance at once. Up to ``SMALL`` full-size pixels the definition's
+        ``F.interpolate`` on ``chunk`` instances at a time (the float copies stay ``chunk`` images large); larger,
+        each instance's window only (:meth:`windows`). The same pixels either way; the switch is where the windows
+        start to pay on this project's CPU (100 masks at 256 px: 5.5 ms whole, 7.4 windows; at 640 x 480: 49-56 ms
+        whole, 10-31 windows)."""
+        if self.full_size[0] * self.full_size[1] > self.SMALL:
+            return super().to_tensor()
         h, w = self.image_size
         out = torch.empty(self.shape, dtype=torch.bool, device=self.device)
         for s in range(0, len(self), chunk):
