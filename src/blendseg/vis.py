@@ -77,7 +77,9 @@ def render_detections(
     width = style.line_width or draw_scale + 1
     masks = getattr(dets, "masks", None)
     if masks is not None and len(keep):
-        for i, (y0, x0, window) in enumerate(masks[keep].windows()):
+        kept = masks[keep]
+        for i in range(len(keep)):
+            y0, x0, window = kept.window(i)
             window = window.cpu().numpy()
             fill_window(canvas, y0, x0, window, fills[i], 0.45)
             fill_window(canvas, y0, x0, outline(window, max(1, width // 2)), classes[i], 1.0)
