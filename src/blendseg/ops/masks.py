@@ -57,6 +57,10 @@ def paste_windows(
     out: list = [None] * len(b)
     for group in size_groups([tuple(v) for v in size_i], budget):
         mw, mh = max(size_i[i][0] for i in group), max(size_i[i][1] for i in group)
+        if mw * mh == 0:  # empty windows only
+            for i in group:
+                out[i] = _no_window(masks.device)
+            continue
         idx = torch.tensor(group, device=masks.device)
         gb, gl = b[idx], lo[idx]
         ys = torch.arange(mh, device=b.device, dtype=torch.float32) + gl[:, 1:2] + 0.5 - gb[:, 1:2]
@@ -64,17 +68,19 @@ def paste_windows(
         xs = torch.arange(mw, device=b.device, dtype=torch.float32) + gl[:, 0:1] + 0.5 - gb[:, 0:1]
         xs = xs / (gb[:, 2:3] - gb[:, 0:1]) * 2 - 1  # (n, mw)
         grid = torch.stack([xs[:, None, :].expand(-1, mh, -1), ys[:, :, None].expand(-1, -1, mw)], dim=3)
-        if mw * mh > 0:
-            soft = F.grid_sample(masks[idx, None].float(), grid, align_corners=False)[:, 0] >= threshold
-        else:  # empty windows only
-            soft = torch.zeros((len(group), mh, mw), dtype=torch.bool, device=masks.device)
+        soft = F.grid_sample(masks[idx, None].float(), grid, align_corners=False)[:, 0] >= threshold
         for j, i in enumerate(group):
             (x0, y0), (ww, hh) = lo_i[i], size_i[i]
             if ww == 0 or hh == 0:
-                out[i] = (0, 0, torch.zeros((0, 0), dtype=torch.bool, device=masks.device))
+                out[i] = _no_window(masks.device)
             else:  # a window of a group gets its own storage (it may be kept long after the group)
                 out[i] = (y0, x0, soft[j, :hh, :ww] if len(group) == 1 else soft[j, :hh, :ww].clone())
     return out
+
+
+def _no_window(device: torch.device) -> tuple[int, int, Tensor]:
+    """The window of an instance with no pixel: at (0, 0), (0, 0) large."""
+    return 0, 0, torch.zeros((0, 0), dtype=torch.bool, device=device)
 
 
 def upsample_window(
@@ -119,7 +125,7 @@ def upsample_windows(
         mh, mw = max(hs[i] for i in group), max(ws[i] for i in group)
         if mh * mw == 0:  # empty windows only
             for i in group:
-                out[i] = (0, 0, torch.zeros((0, 0), dtype=torch.bool, device=probs.device))
+                out[i] = _no_window(probs.device)
             continue
         x = probs[torch.tensor(group, device=probs.device)].float()  # (g, h, w)
         if full_size[0] * full_size[1] < 6 * mh * mw:  # windows near the image's size: PyTorch's own kernel
@@ -132,7 +138,7 @@ def upsample_windows(
             windows = [up[k, : hs[i], : ws[i]] for k, i in enumerate(group)]
         for win, i in zip(windows, group):
             if hs[i] == 0 or ws[i] == 0:
-                out[i] = (0, 0, torch.zeros((0, 0), dtype=torch.bool, device=probs.device))
+                out[i] = _no_window(probs.device)
             else:
                 out[i] = (y0s[i], x0s[i], win > threshold)  # a new tensor: not the group's storage
     return out
